@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (Debian packages, npm/PyPI test peers), then
+# runs the whole test suite. Safe to run again: installed packages are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real servers and tools the tests start (see tests/common). Keep in sync with README.
+PACKAGES=(
+  postgresql redis-server            # postgres / redis checks
+  sip-tester kamailio                # sip checks (SIPp, Kamailio)
+  prometheus prometheus-alertmanager # promtool check metrics, dashboards, alertmanager notifier
+  prometheus-blackbox-exporter       # side-by-side benchmark
+  python3-aiosmtpd                   # email notifier
+  monitoring-plugins-basic           # exec checks (check_tcp, check_dummy)
+  chromium                           # status page in a headless browser
+  gcc                                # C plugin example
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Extra per-area set-up scripts (npm/PyPI test peers), if present.
+for s in scripts/test-deps/*.sh; do
+  [ -e "$s" ] && bash "$s"
+done
+
+cargo test --all-targets "$@"

@@ -1,0 +1,365 @@
+//! The running agent: builds supervisors from a config, replaces them on reload (keeping
+//! unchanged checks and their sessions), forces checks, and shuts down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, Outcome};
+use crate::config::{CheckConfig, Config, ConfigErrors};
+use crate::events::{Bus, Observers};
+use crate::health::{CheckState, Entry, StateTable};
+use crate::metrics::Metrics;
+use crate::schedule::{self, Handle, Member, Shared, group_key};
+
+/// The agent.
+pub struct Agent {
+    /// What supervisors share (states, bus, metrics, observers).
+    pub shared: Arc<Shared>,
+    /// The running config.
+    pub config: ArcSwap<Config>,
+    handles: Mutex<Vec<Handle>>,
+    env: BuildEnv,
+    /// Cancelled on shutdown.
+    pub cancel: CancellationToken,
+    /// When the agent started.
+    pub started: SystemTime,
+    seed: std::sync::atomic::AtomicU64,
+}
+
+/// The shared HTTP client every kind and notifier uses.
+pub fn http_client() -> reqwest::Client {
+    crate::check::tls::install_provider();
+    let tls = crate::check::tls::client_config(&Default::default()).ok();
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("lifeline/", env!("CARGO_PKG_VERSION")));
+    if let Some(tls) = tls {
+        b = b.tls_backend_preconfigured((*tls).clone());
+    }
+    b.build().unwrap_or_default()
+}
+
+impl Agent {
+    /// An agent for `config` (nothing runs until [`Agent::apply`]).
+    pub fn new(config: Config, metrics: Arc<Metrics>, observers: Observers) -> Arc<Self> {
+        let shared = Shared::new(Arc::new(StateTable::new()), Bus::new(4096), metrics, observers);
+        let cancel = CancellationToken::new();
+        tokio::spawn(shared.clone().overall_task(cancel.clone()));
+        Arc::new(Self {
+            shared,
+            config: ArcSwap::from_pointee(config),
+            handles: Mutex::new(Vec::new()),
+            env: BuildEnv { http: http_client() },
+            cancel,
+            started: SystemTime::now(),
+            seed: std::sync::atomic::AtomicU64::new(fastrand::u64(..)),
+        })
+    }
+
+    /// The live states.
+    pub fn states(&self) -> &Arc<StateTable> {
+        &self.shared.states
+    }
+
+    /// The checks this agent runs (its shard of the config).
+    fn owned(config: &Config) -> Vec<CheckConfig> {
+        config
+            .checks
+            .iter()
+            .filter(|c| config.agent.shard.is_none_or(|s| s.owns(&c.name)))
+            .cloned()
+            .collect()
+    }
+
+    /// Starts supervisors for the running config, replacing any that changed. Unchanged
+    /// checks keep their state, supervisor and session.
+    pub async fn apply(&self) {
+        let config = self.config.load_full();
+        let checks = Self::owned(&config);
+        let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
+        for c in checks.iter().cloned() {
+            let k = group_key(&c);
+            match groups.iter_mut().find(|(gk, _)| *gk == k) {
+                Some((_, v)) => v.push(c),
+                None => groups.push((k, vec![c])),
+            }
+        }
+        let mut handles = self.handles.lock().await;
+        let old: Vec<Handle> = std::mem::take(&mut *handles);
+        let mut old_by_key: HashMap<String, Handle> =
+            old.into_iter().map(|h| (h.key.clone(), h)).collect();
+        let mut kept = Vec::new();
+        let mut to_start = Vec::new();
+        for (key, members) in groups {
+            let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+            let fps: Vec<u64> = members.iter().map(|m| m.fingerprint).collect();
+            match old_by_key.remove(&key) {
+                Some(h) if h.members == names && h.fingerprints == fps => kept.push(h),
+                Some(h) => {
+                    self.retire(h).await;
+                    to_start.push(members);
+                }
+                None => to_start.push(members),
+            }
+        }
+        for (_, h) in old_by_key {
+            self.retire(h).await;
+        }
+        let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+        let mut fresh = Vec::new();
+        let mut started = Vec::new();
+        for members in to_start {
+            let mut ms = Vec::new();
+            for c in &members {
+                let state = CheckState::new(c);
+                let metrics = self.shared.metrics.check(&state);
+                let entry = Arc::new(Entry {
+                    state: parking_lot::Mutex::new(state),
+                });
+                fresh.push((c.name.clone(), entry.clone()));
+                ms.push(Member {
+                    config: c.clone(),
+                    entry,
+                    metrics,
+                });
+            }
+            started.push(ms);
+        }
+        self.shared.states.replace(order, fresh);
+        for ms in started {
+            let check = match ms[0].config.spec.build(&self.env) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(check = %ms[0].config.name, error = %e, "cannot build check");
+                    Arc::new(Broken(e)) as Arc<dyn Check>
+                }
+            };
+            let seed = self
+                .seed
+                .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed);
+            kept.push(schedule::spawn(self.shared.clone(), check, ms, seed, &self.cancel));
+        }
+        *handles = kept;
+        self.shared.overall_dirty.notify_one();
+    }
+
+    async fn retire(&self, h: Handle) {
+        let names = h.members.clone();
+        h.stop(Duration::from_secs(2)).await;
+        for n in names {
+            if let Some(s) = self.shared.states.state(&n) {
+                self.shared.metrics.remove_check(&n, s.kind);
+            }
+        }
+    }
+
+    /// Loads the config file again and applies it; an invalid file changes nothing.
+    pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        let path = self.config.load().path.clone();
+        let loaded = {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || crate::config::load(&p))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ConfigErrors(vec![crate::config::ConfigError {
+                        path: path.clone(),
+                        line: 1,
+                        col: 1,
+                        message: format!("reload failed: {e}"),
+                    }]))
+                })
+        };
+        match loaded {
+            Ok(c) => {
+                self.config.store(Arc::new(c));
+                self.apply().await;
+                self.shared.metrics.reload(true);
+                tracing::info!(path = %self.config.load().path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.metrics.reload(false);
+                tracing::error!(errors = %e, "configuration reload failed; keeping the running configuration");
+                Err(e)
+            }
+        }
+    }
+
+    /// Forces every check now (backoff reset) and waits for the results.
+    pub async fn force_all(&self) {
+        let handles = self.handles.lock().await;
+        let futs: Vec<_> = handles.iter().map(|h| h.force()).collect();
+        let wait = self.max_timeout() + Duration::from_secs(1);
+        let _ = tokio::time::timeout(wait, futures_util::future::join_all(futs)).await;
+    }
+
+    /// Forces one check; false if no such check runs here.
+    pub async fn force_one(&self, name: &str) -> bool {
+        let handles = self.handles.lock().await;
+        let Some(h) = handles.iter().find(|h| h.members.iter().any(|m| m == name)) else {
+            return false;
+        };
+        let wait = self.max_timeout() + Duration::from_secs(1);
+        let _ = tokio::time::timeout(wait, h.force()).await;
+        true
+    }
+
+    fn max_timeout(&self) -> Duration {
+        self.config
+            .load()
+            .checks
+            .iter()
+            .map(|c| c.timing.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(3))
+    }
+
+    /// Stops every supervisor (in-flight checks cancelled) within `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.cancel.cancel();
+        let handles = std::mem::take(&mut *self.handles.lock().await);
+        let stops = handles.into_iter().map(|h| h.stop(grace));
+        let _ = tokio::time::timeout(grace, futures_util::future::join_all(stops)).await;
+    }
+}
+
+/// A check whose build failed: every attempt reports the build error.
+struct Broken(CheckError);
+
+impl Check for Broken {
+    fn probe<'a>(&'a self, _at: &'a Attempt) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move { Outcome::down(self.0.clone(), Duration::ZERO) })
+    }
+    fn connect<'a>(&'a self, _at: &'a Attempt) -> BoxFuture<'a, Result<Connected, Outcome>> {
+        Box::pin(async move { Err(Outcome::down(self.0.clone(), Duration::ZERO)) })
+    }
+}
+
+/// Runs checks once, without thresholds (for `lifeline check`). Kinds that read other
+/// checks (rules) run after the others.
+pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, Outcome)> {
+    let env = BuildEnv { http: http_client() };
+    let states = Arc::new(StateTable::new());
+    let selected: Vec<CheckConfig> = config
+        .checks
+        .iter()
+        .filter(|c| names.is_empty() || names.contains(&c.name))
+        .cloned()
+        .collect();
+    let fresh = config
+        .checks
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                Arc::new(Entry {
+                    state: parking_lot::Mutex::new(CheckState::new(c)),
+                }),
+            )
+        })
+        .collect();
+    states.replace(config.checks.iter().map(|c| c.name.clone()).collect(), fresh);
+    let (first, later): (Vec<_>, Vec<_>) =
+        selected.into_iter().partition(|c| c.spec.triggers().is_empty());
+    let mut out = Vec::new();
+    for batch in [first, later] {
+        let futs = batch.into_iter().map(|c| {
+            let env = env.clone();
+            let states = states.clone();
+            async move {
+                let o = run_once(&c, &env, states).await;
+                (c, o)
+            }
+        });
+        let results = futures_util::future::join_all(futs).await;
+        for (c, o) in &results {
+            if let Some(e) = states.get(&c.name) {
+                e.state.lock().apply(o, crate::health::Source::Probe, &crate::config::Timing {
+                    unhealthy_threshold: 1,
+                    healthy_threshold: 1,
+                    ..c.timing.clone()
+                });
+            }
+        }
+        out.extend(results);
+    }
+    out
+}
+
+async fn run_once(c: &CheckConfig, env: &BuildEnv, states: Arc<StateTable>) -> Outcome {
+    let check = match c.spec.build(env) {
+        Ok(c) => c,
+        Err(e) => return Outcome::down(e, Duration::ZERO),
+    };
+    let cancel = CancellationToken::new();
+    let at = Attempt {
+        check: Arc::from(c.name.as_str()),
+        timeout: c.timing.timeout,
+        attempt: 0,
+        states,
+        cancel: cancel.clone(),
+    };
+    let start = tokio::time::Instant::now();
+    let fut = async {
+        match c.mode {
+            crate::check::Mode::Probe => check.probe(&at).await,
+            crate::check::Mode::Session => match check.connect(&at).await {
+                Ok(conn) => {
+                    // Drive one heartbeat on the fresh session, then close it.
+                    one_heartbeat(conn, c.timing.timeout).await
+                }
+                Err(o) => o,
+            },
+        }
+    };
+    match tokio::time::timeout(c.timing.timeout, fut).await {
+        Ok(o) => o,
+        Err(_) => {
+            cancel.cancel();
+            Outcome::down(
+                CheckError::timeout("check", c.timing.timeout),
+                start.elapsed(),
+            )
+        }
+    }
+}
+
+async fn one_heartbeat(conn: Connected, timeout: Duration) -> Outcome {
+    let (beat_tx, beat_rx) = tokio::sync::mpsc::channel(1);
+    let (rep_tx, mut rep_rx) = tokio::sync::mpsc::channel(4);
+    let shutdown = CancellationToken::new();
+    let io = crate::check::SessionIo {
+        beats: beat_rx,
+        report: rep_tx,
+        shutdown: shutdown.clone(),
+        timeout,
+    };
+    let connect = conn.outcome;
+    let mut task = tokio::spawn(conn.session.run(io));
+    let _ = beat_tx.send(()).await;
+    let result = tokio::select! {
+        r = rep_rx.recv() => match r {
+            Some(o) if o.is_success() => {
+                let mut c = connect.clone();
+                c.latency += o.latency;
+                c
+            }
+            Some(o) => o,
+            None => Outcome::down(CheckError::new(ErrorKind::Closed, "session ended"), connect.latency),
+        },
+        r = &mut task => {
+            let e = r.unwrap_or_else(|e| CheckError::new(ErrorKind::Internal, e.to_string()));
+            return Outcome::down(e, connect.latency);
+        }
+    };
+    shutdown.cancel();
+    drop(beat_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    result
+}

@@ -1,0 +1,58 @@
+//! The one place that knows every check kind. Adding a kind means adding its module and
+//! one line to [`KINDS`]; nothing else (scheduler, health, HTTP) changes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{KindSpec, Mode};
+use crate::config::raw::Table;
+
+/// What a kind's parser is told about the check it reads.
+pub struct ParseCx<'a> {
+    /// The check's name.
+    pub check: &'a str,
+    /// Probe or session.
+    pub mode: Mode,
+    /// `agent.plugin_dir`.
+    pub plugin_dir: &'a Path,
+    /// Every check name in the file (rules refer to them).
+    pub check_names: &'a [String],
+}
+
+/// Reads a kind's keys from a `[[checks]]` table. Errors go to the table's loader;
+/// `None` when the table is invalid.
+pub type ParseFn = fn(&Table<'_, '_>, &ParseCx<'_>) -> Option<Arc<dyn KindSpec>>;
+
+/// A registered kind.
+pub struct KindInfo {
+    /// The `kind = "…"` name.
+    pub name: &'static str,
+    /// Whether `mode = "session"` is supported.
+    pub session: bool,
+    /// The parser.
+    pub parse: ParseFn,
+}
+
+/// Every kind lifeline knows.
+pub const KINDS: &[KindInfo] = &[
+    KindInfo {
+        name: "tcp",
+        session: false,
+        parse: super::tcp::parse,
+    },
+    KindInfo {
+        name: "http",
+        session: false,
+        parse: super::http::parse,
+    },
+    KindInfo {
+        name: "websocket",
+        session: true,
+        parse: super::websocket::parse,
+    },
+];
+
+/// Looks a kind up by name.
+pub fn find(name: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.name == name)
+}

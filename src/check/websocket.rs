@@ -1,0 +1,358 @@
+//! `websocket` (probe and session): handshake to a ws/wss `url`; heartbeat with a
+//! WebSocket ping answered by a pong, or — when `send` is set — an application message
+//! whose reply must match `expect`. A `token` is fetched and sent on the handshake.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::registry::ParseCx;
+use super::tls::{self, TlsOptions};
+use super::token::{TokenSource, TokenSpec};
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
+    Phases, Session, SessionIo,
+};
+use crate::config::Secret;
+use crate::config::raw::Table;
+
+/// Largest message or frame accepted from a peer.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// `websocket` settings.
+#[derive(Debug, Clone)]
+pub struct WebSocketSpec {
+    /// ws:// or wss:// URL.
+    pub url: url::Url,
+    /// Handshake headers.
+    pub headers: BTreeMap<String, Secret<String>>,
+    /// Application heartbeat message (text).
+    pub send: Option<String>,
+    /// Regex the reply must match.
+    pub expect: Option<regex::Regex>,
+    /// Bearer token source.
+    pub token: Option<TokenSpec>,
+    /// Certificate handling.
+    pub tls: TlsOptions,
+}
+
+/// Reads `url`, `headers`, `send`, `expect`, `token`, `ca_file`, `tls_skip_verify`.
+pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
+    let url = super::http::parse_url(t, "url", &["ws", "wss"]);
+    let headers = super::http::read_headers(t, "headers");
+    let send = t.str("send").map(|s| s.value);
+    let expect = super::http::read_regex(t, "expect");
+    let token = super::token::parse(t);
+    let tls = tls::read_options(t);
+    Some(Arc::new(WebSocketSpec {
+        url: url?,
+        headers: headers?,
+        send,
+        expect: expect?,
+        token: token?,
+        tls,
+    }))
+}
+
+impl KindSpec for WebSocketSpec {
+    fn build(&self, env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
+        let tls = if self.url.scheme() == "wss" {
+            Some(tls::client_config(&self.tls)?)
+        } else {
+            None
+        };
+        Ok(Arc::new(WebSocketCheck {
+            spec: self.clone(),
+            tls,
+            token: self
+                .token
+                .clone()
+                .map(|t| TokenSource::new(t, env.http.clone())),
+        }))
+    }
+
+    fn session_key(&self) -> Option<String> {
+        let headers: Vec<(&String, &String)> =
+            self.headers.iter().map(|(k, v)| (k, v.expose())).collect();
+        Some(format!(
+            "{}|{:?}|{:?}|{:?}|{:?}",
+            self.url,
+            headers,
+            self.send,
+            self.expect.as_ref().map(|r| r.as_str()),
+            self.token.as_ref().map(|t| t.url.as_str()),
+        ))
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A websocket check; also used by `socketio` to open its transport.
+pub struct WebSocketCheck {
+    spec: WebSocketSpec,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    token: Option<TokenSource>,
+}
+
+/// Opens a WebSocket to `url` with `headers`, returning the stream and the phases.
+pub async fn open(
+    url: &url::Url,
+    headers: &[(String, String)],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(Ws, Phases), CheckError> {
+    let mut phases = Phases::default();
+    let host = url
+        .host_str()
+        .ok_or_else(|| CheckError::new(ErrorKind::Protocol, "URL has no host"))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let address = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let stream = super::tcp::connect(&address, &mut phases).await?;
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| CheckError::new(ErrorKind::Protocol, format!("bad request: {e}")))?;
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| CheckError::new(ErrorKind::Internal, format!("invalid header {k}")))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|_| CheckError::new(ErrorKind::Internal, format!("invalid header value for {k}")))?;
+        req.headers_mut().insert(name, value);
+    }
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let t = Instant::now();
+    let connector = tls.map(Connector::Rustls).unwrap_or(Connector::Plain);
+    let (ws, _resp) =
+        tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
+            .await
+            .map_err(|e| classify(&e))?;
+    // The TLS handshake and the HTTP upgrade happen in one call; report it as `tls` for
+    // wss and `exchange` otherwise.
+    if url.scheme() == "wss" {
+        phases.tls = Some(t.elapsed());
+    } else {
+        phases.exchange = Some(t.elapsed());
+    }
+    Ok((ws, phases))
+}
+
+/// Classifies a tungstenite error.
+pub fn classify(e: &tungstenite::Error) -> CheckError {
+    use tungstenite::Error as E;
+    match e {
+        E::Http(resp) => {
+            let code = resp.status().as_u16();
+            let kind = if code == 401 || code == 403 {
+                ErrorKind::AuthFailed
+            } else {
+                ErrorKind::Rejected
+            };
+            CheckError::new(kind, format!("handshake answered HTTP {code}"))
+        }
+        E::Io(io) => CheckError::io("websocket", io),
+        E::Tls(t) => CheckError::new(ErrorKind::Tls, t.to_string()),
+        E::ConnectionClosed | E::AlreadyClosed => {
+            CheckError::new(ErrorKind::Closed, "connection closed by peer")
+        }
+        E::Capacity(c) => CheckError::new(ErrorKind::Protocol, format!("peer sent too much: {c}")),
+        other => CheckError::new(ErrorKind::Protocol, other.to_string()),
+    }
+}
+
+impl WebSocketCheck {
+    async fn connect_ws(&self, at: &Attempt) -> Result<(Ws, Phases), CheckError> {
+        let mut headers: Vec<(String, String)> = self
+            .spec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().clone()))
+            .collect();
+        let mut auth = Duration::ZERO;
+        if let Some(src) = &self.token {
+            let t = Instant::now();
+            let tok = src.get(at.timeout).await?;
+            auth = t.elapsed();
+            headers.push(src.header_value(&tok));
+        }
+        match open(&self.spec.url, &headers, self.tls.clone()).await {
+            Ok((ws, mut phases)) => {
+                if self.token.is_some() {
+                    phases.auth = Some(auth);
+                }
+                Ok((ws, phases))
+            }
+            Err(e) => {
+                if e.kind == ErrorKind::AuthFailed
+                    && let Some(src) = &self.token
+                {
+                    src.invalidate();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn heart(&self) -> Heart {
+        Heart {
+            send: self.spec.send.clone(),
+            expect: self.spec.expect.clone(),
+            seq: 0,
+        }
+    }
+}
+
+/// The heartbeat exchange: a ping (answered by a pong) or an application message (answered
+/// by a text matching `expect`).
+struct Heart {
+    send: Option<String>,
+    expect: Option<regex::Regex>,
+    seq: u64,
+}
+
+impl Heart {
+    fn request(&mut self) -> Option<Message> {
+        self.seq += 1;
+        match &self.send {
+            Some(s) => Some(Message::text(s.clone())),
+            None if self.expect.is_some() => None,
+            None => Some(Message::Ping(self.seq.to_be_bytes().to_vec().into())),
+        }
+    }
+
+    /// True if `m` answers the outstanding heartbeat.
+    fn answers(&self, m: &Message) -> bool {
+        match m {
+            Message::Pong(p) => self.send.is_none() && self.expect.is_none() && p.as_ref() == self.seq.to_be_bytes(),
+            Message::Text(t) if self.send.is_some() || self.expect.is_some() => {
+                self.expect.as_ref().is_none_or(|re| re.is_match(t.as_str()))
+            }
+            _ => false,
+        }
+    }
+}
+
+fn closed(frame: Option<&tungstenite::protocol::CloseFrame>) -> CheckError {
+    match frame {
+        Some(f) => CheckError::new(
+            ErrorKind::Closed,
+            format!("peer closed the session (code {}, {})", u16::from(f.code), f.reason),
+        ),
+        None => CheckError::new(ErrorKind::Closed, "peer closed the session"),
+    }
+}
+
+impl Check for WebSocketCheck {
+    fn probe<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let start = Instant::now();
+            let (mut ws, mut phases) = match self.connect_ws(at).await {
+                Ok(x) => x,
+                Err(e) => return Outcome::down(e, start.elapsed()),
+            };
+            let mut heart = self.heart();
+            let t = Instant::now();
+            if let Some(m) = heart.request()
+                && let Err(e) = ws.send(m).await
+            {
+                return Outcome::down(classify(&e), start.elapsed()).with_phases(phases);
+            }
+            let result = loop {
+                match ws.next().await {
+                    None => break Err(closed(None)),
+                    Some(Err(e)) => break Err(classify(&e)),
+                    Some(Ok(Message::Close(f))) => break Err(closed(f.as_ref())),
+                    Some(Ok(m)) if heart.answers(&m) => break Ok(()),
+                    Some(Ok(_)) => {}
+                }
+            };
+            phases.exchange = Some(t.elapsed());
+            let latency = start.elapsed();
+            // Close politely, but never wait long for the peer's close frame.
+            let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(None)).await;
+            match result {
+                Ok(()) => Outcome::up(latency).with_phases(phases),
+                Err(e) => Outcome::down(e, latency).with_phases(phases),
+            }
+        })
+    }
+
+    fn connect<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Result<Connected, Outcome>> {
+        Box::pin(async move {
+            let start = Instant::now();
+            match self.connect_ws(at).await {
+                Ok((ws, phases)) => Ok(Connected {
+                    session: Box::new(WsSession {
+                        ws,
+                        heart: self.heart(),
+                    }),
+                    outcome: Outcome::up(start.elapsed()).with_phases(phases),
+                }),
+                Err(e) => Err(Outcome::down(e, start.elapsed())),
+            }
+        })
+    }
+}
+
+struct WsSession {
+    ws: Ws,
+    heart: Heart,
+}
+
+impl Session for WsSession {
+    fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
+        Box::pin(async move {
+            let WsSession { ws, mut heart } = *self;
+            let (mut sink, mut stream) = ws.split();
+            let mut waiting: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = io.shutdown.cancelled() => {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(Message::Close(None))).await;
+                        return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                    }
+                    b = io.beats.recv() => {
+                        let Some(()) = b else {
+                            let _ = tokio::time::timeout(Duration::from_millis(500), sink.send(Message::Close(None))).await;
+                            return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                        };
+                        if let Some(m) = heart.request()
+                            && let Err(e) = sink.send(m).await
+                        {
+                            return classify(&e);
+                        }
+                        waiting = Some(Instant::now());
+                    }
+                    m = stream.next() => match m {
+                        None => return closed(None),
+                        Some(Err(e)) => return classify(&e),
+                        Some(Ok(Message::Close(f))) => return closed(f.as_ref()),
+                        Some(Ok(m)) => {
+                            if let Some(sent) = waiting
+                                && heart.answers(&m)
+                            {
+                                waiting = None;
+                                let o = Outcome::up(sent.elapsed());
+                                if io.report.send(o).await.is_err() {
+                                    return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

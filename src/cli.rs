@@ -1,0 +1,46 @@
+//! Command line (SPEC §1).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// lifeline: one watcher for every connection a system depends on.
+#[derive(Debug, Parser)]
+#[command(name = "lifeline", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, default_value = "config.toml")]
+    pub config: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent until SIGINT/SIGTERM (SIGHUP reloads the config).
+    Run,
+    /// Parse and validate the config; print every error as PATH:LINE:COL: message.
+    Validate,
+    /// Run checks once and print the results (exit 0 healthy, 1 degraded, 2 unhealthy, 3 unknown).
+    Check {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Checks to run (default: all).
+        names: Vec<String>,
+    },
+}

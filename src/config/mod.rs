@@ -1,0 +1,196 @@
+//! Configuration: raw TOML with spans (pass 1, [`raw`]) → validated, typed [`Config`]
+//! (pass 2, [`validate`]). Loading never opens a socket. Every error is collected and
+//! printed as `PATH:LINE:COL: message`.
+
+pub mod error;
+pub mod interpolate;
+pub mod raw;
+pub mod secret;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use secret::{Secret, redact};
+pub use validate::{load, parse};
+
+use crate::check::{KindSpec, Mode};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[agent]`.
+    pub agent: AgentConfig,
+    /// `[history]`.
+    pub history: HistoryConfig,
+    /// Every check, defaults applied, in file order.
+    pub checks: Vec<CheckConfig>,
+    /// `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
+    pub alerting: crate::alert::AlertConfig,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// HTTP listen address (default `127.0.0.1:9477`).
+    pub listen: SocketAddr,
+    /// History and outbox directory.
+    pub data_dir: PathBuf,
+    /// Where `plugin = "name"` is looked up.
+    pub plugin_dir: PathBuf,
+    /// Bearer token required on POST routes, if set.
+    pub api_token: Option<Secret<String>>,
+    /// This agent's share of the checks.
+    pub shard: Option<Shard>,
+    /// `[agent.connectivity] checks = [...]`: checks that prove the agent's network.
+    pub connectivity: Vec<String>,
+}
+
+/// `shard = "i/n"`: this agent runs the checks whose name hashes to `i` (1-based) of `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based index.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// True if check `name` belongs to this shard (stable FNV-1a hash of the name).
+    pub fn owns(&self, name: &str) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % u64::from(self.count)) as u32 == self.index - 1
+    }
+}
+
+/// `[history]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryConfig {
+    /// How long rows are kept (default 30d).
+    pub retention: Duration,
+    /// Record at most one latency sample per check this often (0 = every result).
+    pub sample_every: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 86_400),
+            sample_every: Duration::ZERO,
+        }
+    }
+}
+
+/// `[defaults.backoff]` / a check's `backoff`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackoffConfig {
+    /// First delay.
+    pub base: Duration,
+    /// Largest delay (before jitter).
+    pub max: Duration,
+    /// Growth factor, ≥ 1.
+    pub multiplier: f64,
+    /// Uniform random `[0, jitter)` added to each delay.
+    pub jitter: Duration,
+    /// After this many consecutive failures `connection:max_attempts_reached` is emitted
+    /// once and attempts continue every `max`; 0 = unlimited.
+    pub max_attempts: u32,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: Duration::from_secs(1),
+            max_attempts: 15,
+        }
+    }
+}
+
+/// `[defaults.heartbeat]` / a check's `heartbeat` (session mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    /// No heartbeat answer for this long → degraded.
+    pub poor_after: Duration,
+    /// No heartbeat answer for this long → session dropped and reconnected.
+    pub stale_after: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            poor_after: Duration::from_secs(15),
+            stale_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Timing and thresholds of one check (`[defaults]` merged with its own keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Probe / heartbeat cadence while healthy.
+    pub interval: Duration,
+    /// One attempt's budget.
+    pub timeout: Duration,
+    /// Consecutive failures before a probe check is unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes before it is healthy again.
+    pub healthy_threshold: u32,
+    /// A success slower than this is degraded.
+    pub degraded_latency: Duration,
+    /// Retry delays.
+    pub backoff: BackoffConfig,
+    /// Session heartbeat limits.
+    pub heartbeat: HeartbeatConfig,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
+            unhealthy_threshold: 3,
+            healthy_threshold: 1,
+            degraded_latency: Duration::from_secs(1),
+            backoff: BackoffConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+        }
+    }
+}
+
+/// One `[[checks]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// Unique name.
+    pub name: String,
+    /// Kind name (`tcp`, `websocket`, …).
+    pub kind: &'static str,
+    /// Probe or session.
+    pub mode: Mode,
+    /// The check's own labels (exported on `lifeline_check_info` only).
+    pub labels: BTreeMap<String, String>,
+    /// Share in the overall score.
+    pub weight: f64,
+    /// Failing makes the overall status at least `partial`.
+    pub critical: bool,
+    /// Checks whose failure holds this one's alerts.
+    pub depends_on: Vec<String>,
+    /// Timing and thresholds.
+    pub timing: Timing,
+    /// The kind's own settings.
+    pub spec: Arc<dyn KindSpec>,
+    /// Changes whenever anything about the check changes (reload keeps unchanged checks).
+    pub fingerprint: u64,
+}

@@ -1,0 +1,421 @@
+//! Pass 2: the spanned TOML document → [`Config`], collecting every error.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use super::raw::{Loader, Table};
+use super::{
+    AgentConfig, BackoffConfig, CheckConfig, Config, ConfigError, ConfigErrors, HeartbeatConfig,
+    HistoryConfig, Shard, Timing,
+};
+use crate::check::Mode;
+use crate::check::registry::{self, ParseCx};
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    parse(path, &src)
+}
+
+/// Validates `src`, the text of the file at `path`.
+pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
+    let cx = Loader::new(path, src);
+    let doc = match DeTable::parse(src) {
+        Ok(d) => d,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            cx.error(span, format!("TOML syntax: {}", e.message().trim()));
+            return Err(cx.diag.finish());
+        }
+    };
+    let root = Table::new(&cx, doc.get_ref(), 0..0);
+    let config = read_config(&root, path);
+    root.finish();
+    if cx.diag.is_clean() {
+        config.ok_or_else(|| cx.diag.finish())
+    } else {
+        Err(cx.diag.finish())
+    }
+}
+
+fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
+    let agent = read_agent(root);
+    let history = read_history(root);
+    let defaults = match root.table("defaults") {
+        Some(t) => {
+            let timing = read_timing(&t, &Timing::default());
+            t.finish();
+            timing
+        }
+        None => Timing::default(),
+    };
+    let plugin_dir = agent
+        .as_ref()
+        .map(|a| a.plugin_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("./plugins/lib"));
+
+    let entries = root.tables("checks");
+    // Names first, so rules and depends_on can refer to checks defined later.
+    let names: Vec<Option<super::raw::Str>> = entries.iter().map(|t| t.str("name")).collect();
+    let all_names: Vec<String> = names.iter().flatten().map(|s| s.value.clone()).collect();
+    let mut seen = HashSet::new();
+    let mut checks = Vec::new();
+    for (t, name) in entries.iter().zip(&names) {
+        let name = match name {
+            Some(n) => {
+                if !valid_name(&n.value) {
+                    t.error(
+                        n.span.clone(),
+                        format!(
+                            "check name `{}` must match ^[a-z0-9][a-z0-9_.-]{{0,62}}$",
+                            n.value
+                        ),
+                    );
+                }
+                if !seen.insert(n.value.clone()) {
+                    t.error(n.span.clone(), format!("duplicate check name `{}`", n.value));
+                }
+                n.value.clone()
+            }
+            None => {
+                if !t.has("name") {
+                    t.missing("name");
+                }
+                String::new()
+            }
+        };
+        if let Some(c) = read_check(t, &name, &defaults, &plugin_dir, &all_names) {
+            checks.push(c);
+        }
+    }
+    for t in entries {
+        t.finish();
+    }
+
+    if let Some(a) = &agent {
+        for c in &a.connectivity {
+            if !all_names.contains(c) {
+                root.error(
+                    0..0,
+                    format!("[agent.connectivity] names unknown check `{c}`"),
+                );
+            }
+        }
+    }
+    let alerting = crate::alert::AlertConfig::parse(root, &checks);
+
+    Some(Config {
+        path: path.to_path_buf(),
+        agent: agent?,
+        history: history?,
+        checks,
+        alerting: alerting?,
+    })
+}
+
+fn valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
+    let mut agent = AgentConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 9477)),
+        data_dir: PathBuf::from("./lifeline-data"),
+        plugin_dir: PathBuf::from("./plugins/lib"),
+        api_token: None,
+        shard: None,
+        connectivity: Vec::new(),
+    };
+    let Some(t) = root.table("agent") else {
+        return Some(agent);
+    };
+    let mut ok = true;
+    if let Some(l) = t.str("listen") {
+        match l.value.parse::<SocketAddr>() {
+            Ok(a) => agent.listen = a,
+            Err(_) => {
+                ok = false;
+                t.error(
+                    l.span,
+                    format!("`listen` must be HOST:PORT with an IP address, got `{}`", l.value),
+                );
+            }
+        }
+    }
+    if let Some(d) = t.str("data_dir") {
+        agent.data_dir = t.loader().base.join(d.value);
+    }
+    if let Some(d) = t.str("plugin_dir") {
+        agent.plugin_dir = t.loader().base.join(d.value);
+    }
+    agent.api_token = t.secret("api_token");
+    if let Some(s) = t.str("shard") {
+        let parsed = s.value.split_once('/').and_then(|(i, n)| {
+            let (i, n) = (i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?);
+            (n >= 1 && (1..=n).contains(&i)).then_some(Shard { index: i, count: n })
+        });
+        match parsed {
+            Some(sh) => agent.shard = Some(sh),
+            None => {
+                ok = false;
+                t.error(s.span, "`shard` must be \"i/n\" with 1 ≤ i ≤ n");
+            }
+        }
+    }
+    if let Some(c) = t.table("connectivity") {
+        if let Some(list) = c.str_list("checks") {
+            agent.connectivity = list.into_iter().map(|s| s.value).collect();
+        }
+        c.finish();
+    }
+    t.finish();
+    ok.then_some(agent)
+}
+
+fn read_history(root: &Table<'_, '_>) -> Option<HistoryConfig> {
+    let mut h = HistoryConfig::default();
+    let Some(t) = root.table("history") else {
+        return Some(h);
+    };
+    if let Some(d) = t.duration("retention") {
+        if d < Duration::from_secs(3600) {
+            t.error(t.span(), "`retention` must be at least 1h");
+        }
+        h.retention = d;
+    }
+    if let Some(d) = t.duration("sample_every") {
+        h.sample_every = d;
+    }
+    t.finish();
+    Some(h)
+}
+
+/// Reads the timing keys of `t` over `base` (defaults, or a check over the defaults).
+fn read_timing(t: &Table<'_, '_>, base: &Timing) -> Timing {
+    let mut tm = base.clone();
+    let positive = |key: &'static str, d: Option<Duration>, slot: &mut Duration| {
+        if let Some(d) = d {
+            if d.is_zero() {
+                if let Some(v) = t.raw(key) {
+                    t.error(v.span(), format!("`{key}` must be greater than 0"));
+                }
+            } else {
+                *slot = d;
+            }
+        }
+    };
+    positive("interval", t.duration("interval"), &mut tm.interval);
+    positive("timeout", t.duration("timeout"), &mut tm.timeout);
+    if let Some(n) = t.int("unhealthy_threshold", 1..=1000) {
+        tm.unhealthy_threshold = n as u32;
+    }
+    if let Some(n) = t.int("healthy_threshold", 1..=1000) {
+        tm.healthy_threshold = n as u32;
+    }
+    if let Some(d) = t.duration("degraded_latency") {
+        tm.degraded_latency = d;
+    }
+    if let Some(b) = t.table("backoff") {
+        tm.backoff = read_backoff(&b, &tm.backoff);
+        b.finish();
+    }
+    if let Some(h) = t.table("heartbeat") {
+        tm.heartbeat = read_heartbeat(&h, &tm.heartbeat);
+        h.finish();
+    }
+    tm
+}
+
+fn read_backoff(t: &Table<'_, '_>, base: &BackoffConfig) -> BackoffConfig {
+    let mut b = base.clone();
+    if let Some(d) = t.duration("base") {
+        b.base = d;
+    }
+    if let Some(d) = t.duration("max") {
+        b.max = d;
+    }
+    if let Some(m) = t.float("multiplier", 1.0..=100.0) {
+        b.multiplier = m;
+    }
+    if let Some(d) = t.duration("jitter") {
+        b.jitter = d;
+    }
+    if let Some(n) = t.int("max_attempts", 0..=1_000_000) {
+        b.max_attempts = n as u32;
+    }
+    if b.base.is_zero() || b.base > b.max {
+        t.error(
+            t.span(),
+            "backoff `base` must be greater than 0 and not greater than `max`",
+        );
+    }
+    b
+}
+
+fn read_heartbeat(t: &Table<'_, '_>, base: &HeartbeatConfig) -> HeartbeatConfig {
+    let mut h = base.clone();
+    if let Some(d) = t.duration("poor_after") {
+        h.poor_after = d;
+    }
+    if let Some(d) = t.duration("stale_after") {
+        h.stale_after = d;
+    }
+    if h.stale_after <= h.poor_after {
+        t.error(t.span(), "heartbeat `stale_after` must be greater than `poor_after`");
+    }
+    h
+}
+
+fn read_check(
+    t: &Table<'_, '_>,
+    name: &str,
+    defaults: &Timing,
+    plugin_dir: &Path,
+    all_names: &[String],
+) -> Option<CheckConfig> {
+    let kind_s = t.req_str("kind");
+    let info = match &kind_s {
+        Some(k) => match registry::find(&k.value) {
+            Some(info) => Some(info),
+            None => {
+                let names: Vec<&str> = registry::KINDS.iter().map(|k| k.name).collect();
+                t.error(
+                    k.span.clone(),
+                    format!("unknown check kind `{}`; known kinds: {}", k.value, names.join(", ")),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let mode = match t.str("mode") {
+        None => Mode::Probe,
+        Some(m) => match m.value.as_str() {
+            "probe" => Mode::Probe,
+            "session" => {
+                if let Some(info) = info
+                    && !info.session
+                {
+                    t.error(
+                        m.span.clone(),
+                        format!("kind `{}` has no session mode; use mode = \"probe\"", info.name),
+                    );
+                }
+                Mode::Session
+            }
+            other => {
+                t.error(
+                    m.span.clone(),
+                    format!("`mode` must be \"probe\" or \"session\", got `{other}`"),
+                );
+                Mode::Probe
+            }
+        },
+    };
+    let mut labels = BTreeMap::new();
+    if let Some(map) = t.str_map("labels") {
+        for (k, v) in map {
+            if !valid_label_name(&k) || ["check", "kind", "mode"].contains(&k.as_str()) {
+                t.error(
+                    v.span.clone(),
+                    format!(
+                        "label name `{k}` is not a valid Prometheus label name (or is reserved: check, kind, mode)"
+                    ),
+                );
+            }
+            labels.insert(k, v.value);
+        }
+    }
+    let weight = t.float("weight", 0.0..=1000.0).unwrap_or(1.0);
+    let critical = t.bool("critical").unwrap_or(true);
+    let mut depends_on = Vec::new();
+    if let Some(list) = t.str_list("depends_on") {
+        for d in list {
+            if !all_names.contains(&d.value) {
+                t.error(d.span.clone(), format!("`depends_on` names unknown check `{}`", d.value));
+            } else if d.value == name {
+                t.error(d.span.clone(), "a check cannot depend on itself");
+            }
+            depends_on.push(d.value);
+        }
+    }
+    let timing = read_timing(t, defaults);
+    if timing.timeout > timing.interval.max(Duration::from_secs(3600)) {
+        // Only an absurd timeout is an error; timeout > interval is allowed and simply
+        // delays the next attempt (at most one attempt is ever in flight).
+        t.error(t.span(), "`timeout` must not exceed 1h");
+    }
+
+    let info = info?;
+    let cx = ParseCx {
+        check: name,
+        mode,
+        plugin_dir,
+        check_names: all_names,
+    };
+    let spec = (info.parse)(t, &cx)?;
+
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(v) = t.whole_json() {
+        v.to_string().hash(&mut h);
+    }
+    format!("{mode:?}{timing:?}{labels:?}{weight}{critical}{depends_on:?}").hash(&mut h);
+    Some(CheckConfig {
+        name: name.to_string(),
+        kind: info.name,
+        mode,
+        labels,
+        weight,
+        critical,
+        depends_on,
+        timing,
+        spec,
+        fingerprint: h.finish(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule() {
+        assert!(valid_name("pbx-ws.eu_1"));
+        assert!(!valid_name("Pbx"));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn shard_split_is_total_and_disjoint() {
+        let shards: Vec<Shard> = (1..=3).map(|i| Shard { index: i, count: 3 }).collect();
+        for n in 0..200 {
+            let name = format!("check-{n}");
+            assert_eq!(shards.iter().filter(|s| s.owns(&name)).count(), 1);
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! The health model (SPEC §4): the only place that turns [`Outcome`]s into statuses and
+//! scores, and checks into the overall status.
+//!
+//! | status | score |
+//! |---|---|
+//! | healthy | 100, minus 10 per consecutive failure (at most 30) |
+//! | degraded | 60, minus 10 per consecutive failure (at most 30) |
+//! | connecting | 40 |
+//! | unhealthy, disconnected | 0 |
+//! | unknown | none |
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::check::{ErrorKind, Mode, Outcome, Verdict};
+use crate::config::{CheckConfig, Timing};
+
+/// A check's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// No result yet.
+    Unknown,
+    /// First attempt under way, no success yet.
+    Connecting,
+    /// Working.
+    Healthy,
+    /// Working, but slow, stale-ish, or warned.
+    Degraded,
+    /// Probe failures reached the threshold, or credentials were rejected.
+    Unhealthy,
+    /// Session lost or cannot be established.
+    Disconnected,
+}
+
+impl Status {
+    /// All six, in exposition order.
+    pub const ALL: [Status; 6] = [
+        Self::Unknown,
+        Self::Connecting,
+        Self::Healthy,
+        Self::Degraded,
+        Self::Unhealthy,
+        Self::Disconnected,
+    ];
+
+    /// SPEC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Connecting => "connecting",
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unhealthy => "unhealthy",
+            Self::Disconnected => "disconnected",
+        }
+    }
+
+    /// Parses a SPEC name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// `unhealthy` or `disconnected` (what alerts fire on).
+    pub fn is_failing(self) -> bool {
+        matches!(self, Self::Unhealthy | Self::Disconnected)
+    }
+
+    /// `healthy` or `degraded` (`lifeline_check_up` = 1).
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Healthy | Self::Degraded)
+    }
+}
+
+/// Where an outcome came from; decides how a failure moves the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A probe attempt.
+    Probe,
+    /// Opening a session.
+    Connect,
+    /// A heartbeat on a live session.
+    Heartbeat,
+}
+
+/// A status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Before.
+    pub from: Status,
+    /// After.
+    pub to: Status,
+}
+
+impl Change {
+    /// The SPEC §5 event this change emits, if any.
+    pub fn event(&self) -> Option<&'static str> {
+        use Status::*;
+        match (self.from, self.to) {
+            (Unknown | Connecting, Healthy) => Some("connection:connected"),
+            (Unhealthy | Disconnected, Healthy) => Some("connection:reconnected"),
+            (_, Unhealthy | Disconnected) => Some("connection:disconnected"),
+            (_, Degraded) => Some("connection:health_degraded"),
+            _ => None,
+        }
+    }
+}
+
+/// The live state of one check, as `/health/detailed` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckState {
+    /// Check name.
+    pub name: String,
+    /// Kind.
+    pub kind: &'static str,
+    /// Probe or session.
+    pub mode: Mode,
+    /// The check's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Current status.
+    pub status: Status,
+    /// 0–100, none while unknown.
+    pub score: Option<u8>,
+    /// Latency of the last success (ms).
+    pub latency_ms: Option<f64>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Successes in a row.
+    #[serde(skip)]
+    pub consecutive_successes: u32,
+    /// Backoff step (failures counted by the scheduler, reset by force-check).
+    pub attempt: u32,
+    /// When the next attempt is due (RFC 3339).
+    #[serde(with = "rfc3339_opt")]
+    pub next_attempt_at: Option<SystemTime>,
+    /// Last success (RFC 3339).
+    #[serde(with = "rfc3339_opt")]
+    pub last_success_at: Option<SystemTime>,
+    /// Last status change (RFC 3339).
+    #[serde(with = "rfc3339_opt")]
+    pub since: Option<SystemTime>,
+    /// Last failure text.
+    pub last_error: Option<String>,
+    /// Last failure kind (or warning kind, e.g. `rejected` for SIP 503).
+    pub error_kind: Option<ErrorKind>,
+    /// Session mode: age of the last answered heartbeat (ms).
+    pub heartbeat_age_ms: Option<u64>,
+    /// Message of the last result.
+    pub message: String,
+    /// Facts learned from the peer.
+    pub details: BTreeMap<String, serde_json::Value>,
+    /// Share in the overall score.
+    #[serde(skip)]
+    pub weight: f64,
+    /// Whether failing makes the overall status `partial`.
+    pub critical: bool,
+}
+
+impl CheckState {
+    /// The initial (unknown) state of a configured check.
+    pub fn new(c: &CheckConfig) -> Self {
+        Self {
+            name: c.name.clone(),
+            kind: c.kind,
+            mode: c.mode,
+            labels: c.labels.clone(),
+            status: Status::Unknown,
+            score: None,
+            latency_ms: None,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            attempt: 0,
+            next_attempt_at: None,
+            last_success_at: None,
+            since: None,
+            last_error: None,
+            error_kind: None,
+            heartbeat_age_ms: None,
+            message: String::new(),
+            details: BTreeMap::new(),
+            weight: c.weight,
+            critical: c.critical,
+        }
+    }
+
+    fn set(&mut self, to: Status) -> Option<Change> {
+        let from = self.status;
+        self.status = to;
+        self.score = score(to, self.consecutive_failures);
+        if from == to {
+            return None;
+        }
+        self.since = Some(SystemTime::now());
+        Some(Change { from, to })
+    }
+
+    /// An attempt is starting: `unknown` becomes `connecting`.
+    pub fn begin(&mut self) -> Option<Change> {
+        if self.status == Status::Unknown {
+            self.set(Status::Connecting)
+        } else {
+            None
+        }
+    }
+
+    /// Applies one outcome.
+    pub fn apply(&mut self, o: &Outcome, src: Source, t: &Timing) -> Option<Change> {
+        for (k, v) in &o.details {
+            self.details.insert(k.clone(), v.clone());
+        }
+        self.message = o.message.clone();
+        match &o.verdict {
+            Verdict::Up | Verdict::Warn(_) => {
+                self.consecutive_failures = 0;
+                self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+                self.last_success_at = Some(SystemTime::now());
+                self.latency_ms = Some(o.latency.as_secs_f64() * 1000.0);
+                self.heartbeat_age_ms = (self.mode == Mode::Session).then_some(0);
+                let warned = matches!(o.verdict, Verdict::Warn(_));
+                self.error_kind = o.error_kind();
+                if warned {
+                    self.last_error = Some(o.message.clone());
+                }
+                let target = if warned || o.latency > t.degraded_latency {
+                    Status::Degraded
+                } else {
+                    Status::Healthy
+                };
+                let held = self.status.is_failing()
+                    && src == Source::Probe
+                    && self.consecutive_successes < t.healthy_threshold
+                    && self.error_kind != Some(ErrorKind::AuthFailed);
+                if held {
+                    self.score = score(self.status, 0);
+                    None
+                } else {
+                    self.set(target)
+                }
+            }
+            Verdict::Down(kind) => {
+                self.consecutive_successes = 0;
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                self.error_kind = Some(*kind);
+                self.last_error = Some(o.message.clone());
+                let to = if *kind == ErrorKind::AuthFailed {
+                    Status::Unhealthy
+                } else if src == Source::Connect {
+                    Status::Disconnected
+                } else if self.consecutive_failures >= t.unhealthy_threshold {
+                    Status::Unhealthy
+                } else {
+                    match self.status {
+                        Status::Unknown => Status::Connecting,
+                        s => s,
+                    }
+                };
+                self.set(to)
+            }
+            Verdict::Unknown => {
+                self.error_kind = None;
+                self.last_error = Some(o.message.clone());
+                self.set(Status::Unknown)
+            }
+        }
+    }
+
+    /// A live session ended (peer closed, stale heartbeat, …).
+    pub fn session_lost(&mut self, kind: ErrorKind, message: &str) -> Option<Change> {
+        self.consecutive_successes = 0;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.error_kind = Some(kind);
+        self.last_error = Some(message.to_string());
+        self.message = message.to_string();
+        self.heartbeat_age_ms = None;
+        self.set(Status::Disconnected)
+    }
+
+    /// Session mode: the last heartbeat answer is `age` old. Past `poor_after` a healthy
+    /// session is degraded.
+    pub fn heartbeat_age(&mut self, age: Duration, poor_after: Duration) -> Option<Change> {
+        self.heartbeat_age_ms = Some(age.as_millis() as u64);
+        if self.status == Status::Healthy && age > poor_after {
+            self.message = format!("no heartbeat answer for {}", crate::check::fmt_duration(age));
+            self.set(Status::Degraded)
+        } else {
+            None
+        }
+    }
+}
+
+/// The score of a status after `failures` consecutive failures.
+pub fn score(status: Status, failures: u32) -> Option<u8> {
+    let penalty = (failures.min(3) * 10) as u8;
+    match status {
+        Status::Unknown => None,
+        Status::Healthy => Some(100 - penalty),
+        Status::Degraded => Some(60 - penalty),
+        Status::Connecting => Some(40),
+        Status::Unhealthy | Status::Disconnected => Some(0),
+    }
+}
+
+/// The agent's overall status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverallStatus {
+    /// No check has a result.
+    Unknown,
+    /// Every check with a result is healthy.
+    Healthy,
+    /// None failing but some degraded/connecting, or only non-critical checks failing.
+    Degraded,
+    /// A critical check failing while at least one other is not.
+    Partial,
+    /// Every check with a result is failing.
+    Down,
+}
+
+impl OverallStatus {
+    /// All five.
+    pub const ALL: [OverallStatus; 5] = [
+        Self::Unknown,
+        Self::Healthy,
+        Self::Degraded,
+        Self::Partial,
+        Self::Down,
+    ];
+
+    /// SPEC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Partial => "partial",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Overall status and score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Overall {
+    /// Status.
+    pub status: OverallStatus,
+    /// Weight-averaged score of checks that have one.
+    pub score: Option<f64>,
+}
+
+impl Overall {
+    /// Colour band of the score: `green` ≥ 80, `orange` 50–79, `red` < 50.
+    pub fn band(&self) -> &'static str {
+        match self.score {
+            None => "none",
+            Some(s) if s >= 80.0 => "green",
+            Some(s) if s >= 50.0 => "orange",
+            Some(_) => "red",
+        }
+    }
+}
+
+/// Computes the overall status from the checks' states.
+pub fn overall<'a>(states: impl IntoIterator<Item = &'a CheckState>) -> Overall {
+    let (mut n, mut healthy, mut failing, mut critical_failing) = (0, 0, 0, 0);
+    let (mut wsum, mut ssum) = (0.0, 0.0);
+    for s in states {
+        if s.status == Status::Unknown {
+            continue;
+        }
+        n += 1;
+        match s.status {
+            Status::Healthy => healthy += 1,
+            st if st.is_failing() => {
+                failing += 1;
+                if s.critical {
+                    critical_failing += 1;
+                }
+            }
+            _ => {}
+        }
+        if let Some(sc) = s.score {
+            wsum += s.weight;
+            ssum += s.weight * f64::from(sc);
+        }
+    }
+    let status = if n == 0 {
+        OverallStatus::Unknown
+    } else if failing == n {
+        OverallStatus::Down
+    } else if critical_failing > 0 {
+        OverallStatus::Partial
+    } else if healthy == n {
+        OverallStatus::Healthy
+    } else {
+        OverallStatus::Degraded
+    };
+    let score = if wsum > 0.0 {
+        Some(ssum / wsum)
+    } else if n > 0 {
+        Some(0.0)
+    } else {
+        None
+    };
+    Overall { status, score }
+}
+
+/// One check's entry in the table.
+pub struct Entry {
+    /// Its state.
+    pub state: Mutex<CheckState>,
+}
+
+/// Every check's live state, in config order. Readers take short locks and copy.
+#[derive(Default)]
+pub struct StateTable {
+    inner: RwLock<TableInner>,
+}
+
+#[derive(Default)]
+struct TableInner {
+    order: Vec<String>,
+    by_name: HashMap<String, Arc<Entry>>,
+}
+
+impl StateTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the set of checks: entries whose name is in `keep` survive with their
+    /// state; `fresh` entries are added; everything else is removed.
+    pub fn replace(&self, order: Vec<String>, fresh: Vec<(String, Arc<Entry>)>) {
+        let mut g = self.inner.write();
+        let mut by_name: HashMap<String, Arc<Entry>> = HashMap::new();
+        for (n, e) in fresh {
+            by_name.insert(n, e);
+        }
+        for n in &order {
+            if !by_name.contains_key(n)
+                && let Some(e) = g.by_name.get(n)
+            {
+                by_name.insert(n.clone(), e.clone());
+            }
+        }
+        g.order = order;
+        g.by_name = by_name;
+    }
+
+    /// The entry of `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+        self.inner.read().by_name.get(name).cloned()
+    }
+
+    /// A copy of one check's state.
+    pub fn state(&self, name: &str) -> Option<CheckState> {
+        self.get(name).map(|e| e.state.lock().clone())
+    }
+
+    /// Copies of every state, in config order.
+    pub fn all(&self) -> Vec<CheckState> {
+        let g = self.inner.read();
+        g.order
+            .iter()
+            .filter_map(|n| g.by_name.get(n))
+            .map(|e| e.state.lock().clone())
+            .collect()
+    }
+
+    /// Names in config order.
+    pub fn names(&self) -> Vec<String> {
+        self.inner.read().order.clone()
+    }
+
+    /// The overall status now.
+    pub fn overall(&self) -> Overall {
+        overall(self.all().iter())
+    }
+
+    /// `{name: {status, up, score, latency_ms, labels, error_kind, consecutive_failures}}`:
+    /// the snapshot rules and plugins read.
+    pub fn snapshot_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for s in self.all() {
+            m.insert(
+                s.name.clone(),
+                serde_json::json!({
+                    "status": s.status.as_str(),
+                    "up": s.status.is_up(),
+                    "score": s.score,
+                    "latency_ms": s.latency_ms,
+                    "labels": s.labels,
+                    "error_kind": s.error_kind,
+                    "consecutive_failures": s.consecutive_failures,
+                }),
+            );
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// Formats a time as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    dt.format(&fmt).unwrap_or_default()
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{CheckError, Outcome};
+    use Status::*;
+
+    fn state(mode: Mode) -> CheckState {
+        CheckState {
+            name: "c".into(),
+            kind: "tcp",
+            mode,
+            labels: BTreeMap::new(),
+            status: Unknown,
+            score: None,
+            latency_ms: None,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            attempt: 0,
+            next_attempt_at: None,
+            last_success_at: None,
+            since: None,
+            last_error: None,
+            error_kind: None,
+            heartbeat_age_ms: None,
+            message: String::new(),
+            details: BTreeMap::new(),
+            weight: 1.0,
+            critical: true,
+        }
+    }
+
+    fn up(ms: u64) -> Outcome {
+        Outcome::up(Duration::from_millis(ms))
+    }
+    fn down(kind: ErrorKind) -> Outcome {
+        Outcome::down(CheckError::new(kind, "x"), Duration::ZERO)
+    }
+    fn timing(unhealthy: u32, healthy: u32) -> Timing {
+        Timing {
+            unhealthy_threshold: unhealthy,
+            healthy_threshold: healthy,
+            degraded_latency: Duration::from_millis(100),
+            ..Timing::default()
+        }
+    }
+
+    /// (start status, consecutive failures before, outcome, source) → (status, score).
+    #[test]
+    fn transitions_table() {
+        let t = timing(3, 2);
+        let cases: Vec<(Status, u32, Outcome, Source, Status, Option<u8>)> = vec![
+            (Unknown, 0, up(10), Source::Probe, Healthy, Some(100)),
+            (Connecting, 0, up(10), Source::Probe, Healthy, Some(100)),
+            (Connecting, 0, up(500), Source::Probe, Degraded, Some(60)),
+            (Unknown, 0, down(ErrorKind::Refused), Source::Probe, Connecting, Some(40)),
+            (Healthy, 0, down(ErrorKind::Refused), Source::Probe, Healthy, Some(90)),
+            (Healthy, 1, down(ErrorKind::Refused), Source::Probe, Healthy, Some(80)),
+            (Healthy, 2, down(ErrorKind::Refused), Source::Probe, Unhealthy, Some(0)),
+            (Degraded, 0, down(ErrorKind::Timeout), Source::Probe, Degraded, Some(50)),
+            (Healthy, 5, down(ErrorKind::Timeout), Source::Heartbeat, Unhealthy, Some(0)),
+            (Healthy, 0, down(ErrorKind::AuthFailed), Source::Probe, Unhealthy, Some(0)),
+            (Healthy, 0, down(ErrorKind::AuthFailed), Source::Connect, Unhealthy, Some(0)),
+            (Unknown, 0, down(ErrorKind::Refused), Source::Connect, Disconnected, Some(0)),
+            (Disconnected, 1, up(10), Source::Connect, Healthy, Some(100)),
+            // healthy_threshold = 2: one success is not enough to leave unhealthy.
+            (Unhealthy, 3, up(10), Source::Probe, Unhealthy, Some(0)),
+            (Healthy, 0, Outcome { verdict: Verdict::Warn(Some(ErrorKind::Rejected)), ..up(1) }, Source::Probe, Degraded, Some(60)),
+            (Healthy, 0, Outcome { verdict: Verdict::Unknown, ..up(1) }, Source::Probe, Unknown, None),
+        ];
+        for (i, (from, failures, o, src, want, want_score)) in cases.into_iter().enumerate() {
+            let mut s = state(if src == Source::Probe { Mode::Probe } else { Mode::Session });
+            s.status = from;
+            s.consecutive_failures = failures;
+            s.apply(&o, src, &t);
+            assert_eq!((s.status, s.score), (want, want_score), "case {i}: {from:?} + {o:?}");
+        }
+    }
+
+    #[test]
+    fn recovery_needs_healthy_threshold_successes() {
+        let t = timing(1, 2);
+        let mut s = state(Mode::Probe);
+        assert_eq!(s.apply(&down(ErrorKind::Refused), Source::Probe, &t).unwrap().to, Unhealthy);
+        assert_eq!(s.apply(&up(1), Source::Probe, &t), None);
+        let c = s.apply(&up(1), Source::Probe, &t).unwrap();
+        assert_eq!((c.from, c.to), (Unhealthy, Healthy));
+        assert_eq!(c.event(), Some("connection:reconnected"));
+    }
+
+    #[test]
+    fn heartbeat_age_degrades_healthy_session() {
+        let t = timing(3, 1);
+        let mut s = state(Mode::Session);
+        s.apply(&up(1), Source::Connect, &t);
+        assert_eq!(s.heartbeat_age(Duration::from_secs(10), Duration::from_secs(15)), None);
+        let c = s.heartbeat_age(Duration::from_secs(16), Duration::from_secs(15)).unwrap();
+        assert_eq!(c.to, Degraded);
+        assert_eq!(c.event(), Some("connection:health_degraded"));
+        assert_eq!(s.apply(&up(1), Source::Heartbeat, &t).unwrap().to, Healthy);
+    }
+
+    #[test]
+    fn events_follow_spec_names() {
+        let e = |from, to| Change { from, to }.event();
+        assert_eq!(e(Unknown, Healthy), Some("connection:connected"));
+        assert_eq!(e(Connecting, Healthy), Some("connection:connected"));
+        assert_eq!(e(Disconnected, Healthy), Some("connection:reconnected"));
+        assert_eq!(e(Healthy, Disconnected), Some("connection:disconnected"));
+        assert_eq!(e(Healthy, Unhealthy), Some("connection:disconnected"));
+        assert_eq!(e(Healthy, Degraded), Some("connection:health_degraded"));
+        assert_eq!(e(Degraded, Healthy), None);
+    }
+
+    fn with(status: Status, critical: bool, weight: f64) -> CheckState {
+        let mut s = state(Mode::Probe);
+        s.status = status;
+        s.score = score(status, 0);
+        s.critical = critical;
+        s.weight = weight;
+        s
+    }
+
+    #[test]
+    fn overall_rules_table() {
+        use OverallStatus as O;
+        let cases: Vec<(Vec<CheckState>, O)> = vec![
+            (vec![], O::Unknown),
+            (vec![with(Unknown, true, 1.0)], O::Unknown),
+            (vec![with(Healthy, true, 1.0), with(Healthy, false, 1.0)], O::Healthy),
+            (vec![with(Healthy, true, 1.0), with(Degraded, true, 1.0)], O::Degraded),
+            (vec![with(Healthy, true, 1.0), with(Connecting, true, 1.0)], O::Degraded),
+            (vec![with(Healthy, true, 1.0), with(Unhealthy, false, 1.0)], O::Degraded),
+            (vec![with(Healthy, true, 1.0), with(Disconnected, true, 1.0)], O::Partial),
+            (vec![with(Unhealthy, true, 1.0), with(Disconnected, false, 1.0)], O::Down),
+            (vec![with(Unhealthy, false, 1.0), with(Unknown, true, 1.0)], O::Down),
+        ];
+        for (i, (states, want)) in cases.into_iter().enumerate() {
+            assert_eq!(overall(states.iter()).status, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn overall_score_is_weighted() {
+        let states = [with(Healthy, true, 3.0), with(Unhealthy, true, 1.0), with(Unknown, true, 5.0)];
+        let o = overall(states.iter());
+        assert_eq!(o.score, Some(75.0));
+        assert_eq!(o.band(), "orange");
+    }
+
+    #[test]
+    fn score_penalty_caps_at_thirty() {
+        assert_eq!(score(Healthy, 7), Some(70));
+        assert_eq!(score(Degraded, 2), Some(40));
+        assert_eq!(score(Connecting, 2), Some(40));
+    }
+}

@@ -1,0 +1,101 @@
+//! JSON and text handlers.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::health::CheckState;
+
+/// `GET /metrics`.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let body = st.agent.shared.metrics.render();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn uptime(st: &AppState) -> f64 {
+    st.agent.started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// `GET /health`: overall status, score, each check's status.
+pub async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let states = st.agent.states().all();
+    let o = crate::health::overall(states.iter());
+    let checks: serde_json::Map<String, serde_json::Value> = states
+        .iter()
+        .map(|s| (s.name.clone(), serde_json::Value::from(s.status.as_str())))
+        .collect();
+    Json(serde_json::json!({
+        "status": o.status.as_str(),
+        "score": o.score,
+        "checks": checks,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": uptime(&st),
+    }))
+}
+
+fn detailed_body(st: &AppState) -> serde_json::Value {
+    let states = st.agent.states().all();
+    let o = crate::health::overall(states.iter());
+    serde_json::json!({
+        "status": o.status.as_str(),
+        "score": o.score,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": uptime(st),
+        "checks": states,
+    })
+}
+
+/// `GET /health/detailed`.
+pub async fn detailed(State(st): State<AppState>) -> Json<serde_json::Value> {
+    Json(detailed_body(&st))
+}
+
+fn one(st: &AppState, name: &str) -> Result<CheckState, ApiError> {
+    st.agent
+        .states()
+        .state(name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no check named `{name}`")))
+}
+
+/// `GET /health/service/{name}`.
+pub async fn service(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<CheckState>, ApiError> {
+    one(&st, &name).map(Json)
+}
+
+/// `POST /health/force-check`.
+pub async fn force_all(State(st): State<AppState>) -> Json<serde_json::Value> {
+    st.agent.force_all().await;
+    Json(detailed_body(&st))
+}
+
+/// `POST /health/service/{name}/check`.
+pub async fn force_one(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<CheckState>, ApiError> {
+    one(&st, &name)?;
+    if !st.agent.force_one(&name).await {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no check named `{name}`")));
+    }
+    one(&st, &name).map(Json)
+}
+
+/// `POST /-/reload`.
+pub async fn reload(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match st.agent.reload().await {
+        Ok(()) => Ok(Json(serde_json::json!({"status": "reloaded"}))),
+        Err(errs) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid configuration; the running configuration stays".into(),
+            detail: errs.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().into(),
+        }),
+    }
+}
+
+/// `GET /`: the status page.
+pub async fn status_page(State(st): State<AppState>) -> Html<String> {
+    Html(crate::http::events::render_status_page(&st.agent.states().all()))
+}

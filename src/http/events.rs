@@ -1,0 +1,112 @@
+//! Live events: SSE at `/api/v1/events`, WebSocket at `/ws`. Both end when the agent
+//! shuts down; a subscriber that falls behind is told how many events it missed.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use crate::health::CheckState;
+
+/// `GET /api/v1/events`.
+pub async fn sse(State(st): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let mut rx = st.agent.shared.bus.subscribe();
+    let cancel = st.agent.cancel.clone();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.recv() => r,
+            };
+            let out = match ev {
+                Ok(e) => SseEvent::default()
+                    .event(e.event)
+                    .data(serde_json::to_string(&e.data).unwrap_or_default()),
+                Err(RecvError::Lagged(n)) => SseEvent::default()
+                    .event("agent:lagged")
+                    .data(format!("{{\"missed\":{n}}}")),
+                Err(RecvError::Closed) => return,
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Turns a producer task into a stream (a bounded channel in between).
+fn async_stream<T: Send + 'static, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// `GET /ws`.
+pub async fn ws(State(st): State<AppState>, up: WebSocketUpgrade) -> Response {
+    up.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| ws_loop(st, socket))
+}
+
+async fn ws_loop(st: AppState, mut socket: WebSocket) {
+    let mut rx = st.agent.shared.bus.subscribe();
+    let cancel = st.agent.cancel.clone();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {} // pings are answered by axum; other input is ignored
+            },
+            ev = rx.recv() => {
+                let text = match ev {
+                    Ok(e) => serde_json::to_string(&*e).unwrap_or_default(),
+                    Err(RecvError::Lagged(n)) => serde_json::json!({"event": "agent:lagged", "data": {"missed": n}}).to_string(),
+                    Err(RecvError::Closed) => return,
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Minimal server-rendered status page (replaced by the full page with its own issue).
+pub fn render_status_page(states: &[CheckState]) -> String {
+    let mut rows = String::new();
+    for s in states {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.name),
+            s.status.as_str(),
+            s.score.map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
+            esc(s.last_error.as_deref().unwrap_or(""))
+        ));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>lifeline</title></head><body><h1>lifeline</h1><table><tr><th>check</th><th>status</th><th>score</th><th>last error</th></tr>{rows}</table></body></html>"
+    )
+}
+
+/// HTML-escapes text.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,33 @@
+//! lifeline: a connection-health monitoring agent.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  config.toml ──► config::load (pass 1: spans, pass 2: typed, every error collected)
+//!                      │
+//!                      ▼
+//!  check::registry ──► KindSpec ──build──► Arc<dyn Check>       (no sockets until run)
+//!                      │
+//!                      ▼
+//!  app::Agent ──► schedule::spawn: one supervisor task per check / shared session
+//!                      │  owns interval, timeout, backoff, heartbeats, force-check
+//!                      ▼
+//!                 Outcome ──► health (status, score) ──► metrics, events::Bus, Observers
+//!                                                         (store, alerts)
+//!  http::app ──► /metrics, /health*, /api/v1/events (SSE), /ws, /-/reload
+//! ```
+//!
+//! Checks only report [`check::Outcome`]s; [`health`] alone turns them into statuses;
+//! [`schedule`] alone owns time. Adding a kind touches `check/` only.
+
+pub mod alert;
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod schedule;
+pub mod telemetry;

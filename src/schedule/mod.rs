@@ -1,0 +1,627 @@
+//! Supervisors: one task per check (or per shared session), owning every timer.
+//!
+//! A supervisor runs at most one attempt at a time, applies the per-attempt timeout from
+//! outside the check, backs off per SPEC §4 after failures, answers force-checks, and in
+//! session mode sends heartbeats every `interval`, degrades after `poor_after` and drops
+//! the session after `stale_after`. Each result is applied to the members' states (the
+//! health model decides statuses), published as metrics and events, and handed to the
+//! observers (store, alerts).
+
+pub mod backoff;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Attempt, Check, CheckError, Connected, ErrorKind, Mode, Outcome, SessionIo};
+use crate::config::{CheckConfig, Timing};
+use crate::events::{Bus, Event, Observers};
+use crate::health::{Entry, Overall, Source, StateTable};
+use crate::metrics::{CheckMetrics, Metrics};
+use backoff::Backoff;
+
+/// What every supervisor shares.
+pub struct Shared {
+    /// Live states.
+    pub states: Arc<StateTable>,
+    /// Event bus.
+    pub bus: Bus,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Store, alerts.
+    pub observers: Observers,
+    /// Wakes the overall-status task.
+    pub overall_dirty: Notify,
+}
+
+impl Shared {
+    /// New shared context.
+    pub fn new(states: Arc<StateTable>, bus: Bus, metrics: Arc<Metrics>, observers: Observers) -> Arc<Self> {
+        Arc::new(Self {
+            states,
+            bus,
+            metrics,
+            observers,
+            overall_dirty: Notify::new(),
+        })
+    }
+
+    /// Recomputes the overall status whenever a check changes; emits `agent:overall` when
+    /// the status or the score band changes. Runs until `cancel`.
+    pub async fn overall_task(self: Arc<Self>, cancel: CancellationToken) {
+        let mut last = Overall {
+            status: crate::health::OverallStatus::Unknown,
+            score: None,
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.overall_dirty.notified() => {}
+            }
+            let now = self.states.overall();
+            self.metrics.set_overall(now);
+            if now.status != last.status || now.band() != last.band() {
+                self.bus.send(Event::overall(now, last));
+            }
+            last = now;
+        }
+    }
+}
+
+/// A request to a supervisor.
+pub enum Command {
+    /// Run now with backoff reset; answer when the result is applied.
+    Force(oneshot::Sender<()>),
+}
+
+/// One check of a supervisor (several when a session is shared).
+pub struct Member {
+    /// Its config.
+    pub config: CheckConfig,
+    /// Its state.
+    pub entry: Arc<Entry>,
+    /// Its series.
+    pub metrics: CheckMetrics,
+}
+
+/// A running supervisor.
+pub struct Handle {
+    /// Grouping key.
+    pub key: String,
+    /// Names of the member checks.
+    pub members: Vec<String>,
+    /// Fingerprints of the members (reload compares them).
+    pub fingerprints: Vec<u64>,
+    cmd: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// Forces an attempt now and waits until its result is applied.
+    pub async fn force(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Force(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops the supervisor; in-flight work is cancelled. Waits up to `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.cancel.cancel();
+        let abort = self.task.abort_handle();
+        if timeout(grace, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+
+    /// Cancels without waiting.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The key under which checks share a supervisor: a session check with a session key
+/// shares with every other session check of the same kind, key and timing.
+pub fn group_key(c: &CheckConfig) -> String {
+    match (c.mode, c.spec.session_key()) {
+        (Mode::Session, Some(k)) => format!("session|{}|{}|{:?}", c.kind, k, c.timing),
+        _ => format!("check|{}", c.name),
+    }
+}
+
+/// Starts a supervisor for `members` (all with the same [`group_key`]).
+pub fn spawn(
+    shared: Arc<Shared>,
+    check: Arc<dyn Check>,
+    members: Vec<Member>,
+    seed: u64,
+    parent: &CancellationToken,
+) -> Handle {
+    let (tx, rx) = mpsc::channel(16);
+    let cancel = parent.child_token();
+    let key = group_key(&members[0].config);
+    let names = members.iter().map(|m| m.config.name.clone()).collect();
+    let fingerprints = members.iter().map(|m| m.config.fingerprint).collect();
+    let timing = members[0].config.timing.clone();
+    let mode = members[0].config.mode;
+    let triggers: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.config.spec.triggers())
+        .collect();
+    let sup = Supervisor {
+        backoff: Backoff::new(timing.backoff.clone(), seed),
+        rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9),
+        name: Arc::from(members[0].config.name.as_str()),
+        shared,
+        check,
+        members,
+        timing,
+        cmd: rx,
+        cancel: cancel.clone(),
+        failures: 0,
+        forced: Vec::new(),
+        triggers,
+    };
+    let task = tokio::spawn(async move {
+        match mode {
+            Mode::Probe => sup.run_probe().await,
+            Mode::Session => sup.run_session().await,
+        }
+    });
+    Handle {
+        key,
+        members: names,
+        fingerprints,
+        cmd: tx,
+        cancel,
+        task,
+    }
+}
+
+struct Supervisor {
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    check: Arc<dyn Check>,
+    members: Vec<Member>,
+    timing: Timing,
+    backoff: Backoff,
+    rng: fastrand::Rng,
+    cmd: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+    /// Consecutive failures, for backoff (reset by success and force).
+    failures: u32,
+    /// Force-checks waiting for the next applied result.
+    forced: Vec<oneshot::Sender<()>>,
+    triggers: Vec<String>,
+}
+
+/// Why a wait ended.
+enum Wake {
+    Due,
+    Forced,
+    Stop,
+}
+
+impl Supervisor {
+    fn attempt(&self, cancel: &CancellationToken) -> Attempt {
+        Attempt {
+            check: self.name.clone(),
+            timeout: self.timing.timeout,
+            attempt: self.failures,
+            states: self.shared.states.clone(),
+            cancel: cancel.clone(),
+        }
+    }
+
+    /// First run: spread start-up over a random part of the interval (at most 1 s).
+    fn initial_delay(&mut self) -> Duration {
+        let cap = (self.timing.interval / 2).min(Duration::from_secs(1));
+        cap.mul_f64(self.rng.f64())
+    }
+
+    /// Waits until `due`, a force-check, a trigger, or cancellation.
+    async fn wait(&mut self, due: Instant, trigger: &mut Option<tokio::sync::broadcast::Receiver<Arc<Event>>>) -> Wake {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Wake::Stop,
+                c = self.cmd.recv() => match c {
+                    Some(Command::Force(reply)) => {
+                        self.forced.push(reply);
+                        return Wake::Forced;
+                    }
+                    None => return Wake::Stop,
+                },
+                ev = recv_trigger(trigger) => {
+                    if let Some(ev) = ev {
+                        let about = ev.data.get("check").and_then(|c| c.as_str());
+                        if about.is_some_and(|c| self.triggers.iter().any(|t| t == c)) {
+                            return Wake::Due;
+                        }
+                    }
+                }
+                _ = sleep_until(due) => return Wake::Due,
+            }
+        }
+    }
+
+    fn begin(&self) {
+        for m in &self.members {
+            let mut s = m.entry.state.lock();
+            if let Some(ch) = s.begin() {
+                self.after_change(m, &s, ch);
+            }
+        }
+    }
+
+    /// Applies one outcome to every member and publishes it.
+    fn publish(&mut self, o: &Outcome, src: Source) {
+        let want_events = self.shared.bus.has_subscribers();
+        for m in &self.members {
+            let mut s = m.entry.state.lock();
+            let prev = s.status;
+            let prev_score = s.score;
+            let change = s.apply(o, src, &m.config.timing);
+            m.metrics.result(o);
+            m.metrics.status(&s);
+            for obs in self.shared.observers.iter() {
+                obs.on_result(&s, o);
+            }
+            if want_events {
+                self.shared.bus.send(Event::check(
+                    "connection:health_check",
+                    &s,
+                    prev,
+                    serde_json::json!({}),
+                ));
+                if let Some(kind) = o.error_kind().filter(|_| !o.is_success()) {
+                    self.shared.bus.send(Event::check(
+                        "connection:failed",
+                        &s,
+                        prev,
+                        serde_json::json!({"attempt": self.failures + 1, "error_kind": kind}),
+                    ));
+                    if kind == ErrorKind::AuthFailed {
+                        self.shared.bus.send(Event::check(
+                            "connection:auth_failed",
+                            &s,
+                            prev,
+                            serde_json::json!({}),
+                        ));
+                    }
+                }
+            }
+            if let Some(ch) = change {
+                self.after_change(m, &s, ch);
+            } else if s.score != prev_score {
+                self.shared.overall_dirty.notify_one();
+            }
+        }
+        for f in self.forced.drain(..) {
+            let _ = f.send(());
+        }
+    }
+
+    fn after_change(&self, m: &Member, s: &crate::health::CheckState, ch: crate::health::Change) {
+        m.metrics.changed();
+        m.metrics.status(s);
+        if ch.from != ch.to {
+            if ch.to.is_failing() || ch.from.is_failing() || ch.to == crate::health::Status::Degraded {
+                if ch.to.is_failing() {
+                    tracing::warn!(check = %s.name, kind = s.kind, from = ch.from.as_str(), to = ch.to.as_str(), error = s.last_error.as_deref().unwrap_or(""), "check is failing");
+                } else {
+                    tracing::info!(check = %s.name, kind = s.kind, from = ch.from.as_str(), to = ch.to.as_str(), "check status changed");
+                }
+            }
+        }
+        for obs in self.shared.observers.iter() {
+            obs.on_change(s, ch);
+        }
+        if let Some(name) = ch.event() {
+            self.shared
+                .bus
+                .send(Event::check(name, s, ch.from, serde_json::json!({})));
+        }
+        self.shared.overall_dirty.notify_one();
+    }
+
+    /// After a failure: computes the delay, emits `reconnecting` (and
+    /// `max_attempts_reached` once), publishes the backoff.
+    fn schedule_retry(&mut self) -> Duration {
+        let delay = self.backoff.delay(self.failures);
+        let reached = self.backoff.reached_max(self.failures);
+        let at = SystemTime::now() + delay;
+        for m in &self.members {
+            m.metrics.backoff(delay);
+            let mut s = m.entry.state.lock();
+            s.attempt = self.failures;
+            s.next_attempt_at = Some(at);
+            let prev = s.status;
+            self.shared.bus.send(Event::check(
+                "connection:reconnecting",
+                &s,
+                prev,
+                serde_json::json!({"attempt": self.failures, "delay_ms": delay.as_millis() as u64}),
+            ));
+            if reached {
+                tracing::warn!(check = %s.name, attempts = self.failures, "max attempts reached; retrying every backoff.max");
+                self.shared.bus.send(Event::check(
+                    "connection:max_attempts_reached",
+                    &s,
+                    prev,
+                    serde_json::json!({"attempt": self.failures}),
+                ));
+            }
+        }
+        delay
+    }
+
+    fn schedule_next(&self, delay: Duration) {
+        let at = SystemTime::now() + delay;
+        for m in &self.members {
+            m.metrics.backoff(Duration::ZERO);
+            let mut s = m.entry.state.lock();
+            s.attempt = 0;
+            s.next_attempt_at = Some(at);
+        }
+    }
+
+    /// Runs `fut` under the attempt timeout; a timeout cancels the attempt's token.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        token: &CancellationToken,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Outcome> {
+        let start = Instant::now();
+        tokio::select! {
+            r = timeout(self.timing.timeout, fut) => r.map_err(|_| {
+                token.cancel();
+                Outcome::down(CheckError::timeout(what, self.timing.timeout), start.elapsed())
+            }),
+            _ = self.cancel.cancelled() => {
+                token.cancel();
+                Err(Outcome::down(CheckError::new(ErrorKind::Internal, "agent shutting down"), start.elapsed()))
+            }
+        }
+    }
+
+    async fn run_probe(mut self) {
+        let mut trigger = (!self.triggers.is_empty()).then(|| self.shared.bus.subscribe());
+        let mut due = Instant::now() + self.initial_delay();
+        loop {
+            match self.wait(due, &mut trigger).await {
+                Wake::Stop => return,
+                Wake::Forced => self.failures = 0,
+                Wake::Due => {}
+            }
+            let start = Instant::now();
+            if start > due {
+                self.shared
+                    .metrics
+                    .scheduler_lag
+                    .observe((start - due).as_secs_f64());
+            }
+            self.begin();
+            let token = self.cancel.child_token();
+            let at = self.attempt(&token);
+            let check = self.check.clone();
+            let o = match self.timed("probe", &token, check.probe(&at)).await {
+                Ok(o) | Err(o) => o,
+            };
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            if o.is_success() || o.verdict == crate::check::Verdict::Unknown {
+                self.publish(&o, Source::Probe);
+                self.failures = 0;
+                due = (start + self.timing.interval).max(Instant::now());
+                self.schedule_next(due - Instant::now());
+            } else {
+                self.publish(&o, Source::Probe);
+                self.failures += 1;
+                due = Instant::now() + self.schedule_retry();
+            }
+        }
+    }
+
+    async fn run_session(mut self) {
+        let mut no_trigger = None;
+        let mut due = Instant::now() + self.initial_delay();
+        let mut was_connected = false;
+        loop {
+            match self.wait(due, &mut no_trigger).await {
+                Wake::Stop => return,
+                Wake::Forced => self.failures = 0,
+                Wake::Due => {}
+            }
+            self.begin();
+            let token = self.cancel.child_token();
+            let at = self.attempt(&token);
+            let check = self.check.clone();
+            let res = match self.timed("connect", &token, check.connect(&at)).await {
+                Ok(r) => r,
+                Err(o) => Err(o),
+            };
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            match res {
+                Err(o) => {
+                    self.publish(&o, Source::Connect);
+                    self.failures += 1;
+                }
+                Ok(Connected { session, outcome }) => {
+                    self.failures = 0;
+                    self.publish(&outcome, Source::Connect);
+                    if was_connected {
+                        for m in &self.members {
+                            m.metrics.reconnected();
+                        }
+                    }
+                    was_connected = true;
+                    self.schedule_next(self.timing.interval);
+                    match self.drive(session).await {
+                        None => return,
+                        Some(err) => {
+                            self.lost(&err);
+                            self.failures = 1;
+                        }
+                    }
+                }
+            }
+            due = Instant::now() + self.schedule_retry();
+        }
+    }
+
+    fn lost(&mut self, err: &CheckError) {
+        tracing::warn!(check = %self.name, error = %err, "session lost");
+        for m in &self.members {
+            let mut s = m.entry.state.lock();
+            let prev = s.status;
+            let change = s.session_lost(err.kind, &err.message);
+            m.metrics.status(&s);
+            let o = Outcome::down(err.clone(), Duration::ZERO);
+            m.metrics.result(&o);
+            for obs in self.shared.observers.iter() {
+                obs.on_result(&s, &o);
+            }
+            self.shared.bus.send(Event::check(
+                "connection:failed",
+                &s,
+                prev,
+                serde_json::json!({"attempt": 1, "error_kind": err.kind}),
+            ));
+            if let Some(ch) = change {
+                self.after_change(m, &s, ch);
+            }
+        }
+        for f in self.forced.drain(..) {
+            let _ = f.send(());
+        }
+    }
+
+    /// Runs a live session until it ends (`Some(error)`) or the agent stops (`None`).
+    async fn drive(&mut self, session: Box<dyn crate::check::Session>) -> Option<CheckError> {
+        let (beat_tx, beat_rx) = mpsc::channel(1);
+        let (report_tx, mut report_rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let io = SessionIo {
+            beats: beat_rx,
+            report: report_tx,
+            shutdown: shutdown.clone(),
+            timeout: self.timing.timeout,
+        };
+        let mut task = tokio::spawn(session.run(io));
+        let t = self.timing.clone();
+        let mut last_ok = Instant::now();
+        let mut pending: Option<Instant> = None;
+        let mut next_beat = Instant::now() + t.interval;
+        let mut poor_reported = false;
+        let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
+            let pending_deadline = pending.map(|p| p + t.timeout).unwrap_or_else(far);
+            let poor_at = if poor_reported { far() } else { last_ok + t.heartbeat.poor_after };
+            let stale_at = last_ok + t.heartbeat.stale_after;
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    shutdown.cancel();
+                    drop(beat_tx);
+                    let abort = task.abort_handle();
+                    if timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                        abort.abort();
+                    }
+                    return None;
+                }
+                r = &mut task => {
+                    return Some(r.unwrap_or_else(|e| CheckError::new(ErrorKind::Internal, format!("session task failed: {e}"))));
+                }
+                Some(o) = report_rx.recv() => {
+                    pending = None;
+                    if o.is_success() {
+                        last_ok = Instant::now();
+                        poor_reported = false;
+                    }
+                    self.publish(&o, Source::Heartbeat);
+                }
+                c = self.cmd.recv() => {
+                    if let Some(Command::Force(reply)) = c {
+                        self.forced.push(reply);
+                        if pending.is_none() && beat_tx.try_send(()).is_ok() {
+                            pending = Some(Instant::now());
+                        }
+                    }
+                }
+                _ = sleep_until(next_beat) => {
+                    next_beat += t.interval;
+                    if next_beat < Instant::now() {
+                        next_beat = Instant::now() + t.interval;
+                    }
+                    if pending.is_none() && beat_tx.try_send(()).is_ok() {
+                        pending = Some(Instant::now());
+                    }
+                    let age = last_ok.elapsed();
+                    for m in &self.members {
+                        m.entry.state.lock().heartbeat_age_ms = Some(age.as_millis() as u64);
+                    }
+                    self.schedule_next(next_beat.saturating_duration_since(Instant::now()));
+                }
+                _ = sleep_until(pending_deadline) => {
+                    pending = None;
+                    let o = Outcome::down(CheckError::timeout("heartbeat", t.timeout), t.timeout);
+                    self.publish(&o, Source::Heartbeat);
+                }
+                _ = sleep_until(poor_at) => {
+                    poor_reported = true;
+                    let age = last_ok.elapsed();
+                    for m in &self.members {
+                        let mut s = m.entry.state.lock();
+                        if let Some(ch) = s.heartbeat_age(age, t.heartbeat.poor_after) {
+                            self.after_change(m, &s, ch);
+                        }
+                    }
+                }
+                _ = sleep_until(stale_at) => {
+                    shutdown.cancel();
+                    task.abort();
+                    return Some(CheckError::new(
+                        ErrorKind::Stale,
+                        format!("no heartbeat answer for {}", crate::check::fmt_duration(t.heartbeat.stale_after)),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+async fn recv_trigger(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<Arc<Event>>>,
+) -> Option<Arc<Event>> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Ok(e) => Some(e),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some: treat as a change of something we watch.
+                Some(Arc::new(Event {
+                    event: "agent:lagged",
+                    data: serde_json::Value::Null,
+                }))
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Shared, lockable list of running supervisors.
+pub type Handles = Arc<Mutex<Vec<Handle>>>;

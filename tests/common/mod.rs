@@ -1,0 +1,173 @@
+//! Test support: an in-process agent on a free port, deadline-based waits, free ports,
+//! and lookups of the real server binaries tests spawn (failing with the Debian package
+//! to install when one is missing — never a silent skip).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifeline::app::Agent;
+use lifeline::events::{Event, Observers};
+use lifeline::health::{CheckState, Status};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+/// A running agent with its HTTP server on 127.0.0.1:<free port>.
+pub struct TestAgent {
+    pub agent: Arc<Agent>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestAgent {
+    /// Starts an agent on `config` (TOML text). `{dir}` in the text is replaced by the
+    /// temp dir; `{port}` by the HTTP port the agent will listen on.
+    pub async fn start(config: &str) -> Self {
+        Self::start_with(config, Arc::new(Vec::new())).await
+    }
+
+    /// As [`TestAgent::start`], with observers.
+    pub async fn start_with(config: &str, observers: Observers) -> Self {
+        lifeline::check::tls::install_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let text = config
+            .replace("{dir}", dir.path().to_str().expect("utf-8 path"))
+            .replace("{port}", &addr.port().to_string());
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let cfg = lifeline::config::load(&config_path)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"));
+        let metrics = lifeline::metrics::Metrics::new();
+        let agent = Agent::new(cfg, metrics, observers);
+        agent.apply().await;
+        let server = tokio::spawn(lifeline::http::serve(
+            listener,
+            lifeline::http::AppState { agent: agent.clone() },
+            agent.cancel.clone(),
+        ));
+        Self { agent, addr, dir, config_path, server }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A subscription to the event bus.
+    pub fn events(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.agent.shared.bus.subscribe()
+    }
+
+    /// The current state of `name`.
+    pub fn state(&self, name: &str) -> CheckState {
+        self.agent.states().state(name).unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    /// Waits until `name` has `status`, or panics after `within`.
+    pub async fn wait_status(&self, name: &str, status: Status, within: Duration) -> CheckState {
+        let st = self.agent.states().clone();
+        let n = name.to_string();
+        wait_for(within, &format!("{name} to become {}", status.as_str()), || {
+            st.state(&n).filter(|s| s.status == status)
+        })
+        .await
+    }
+
+    /// Rewrites the config file (with the same substitutions as `start`).
+    pub fn write_config(&self, config: &str) {
+        let text = config
+            .replace("{dir}", self.dir.path().to_str().expect("utf-8 path"))
+            .replace("{port}", &self.addr.port().to_string());
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    /// Stops the agent.
+    pub async fn stop(self) {
+        self.agent.shutdown(Duration::from_secs(5)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, or panics after `within`.
+pub async fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits for the next event matching `pred`, or panics after `within`.
+pub async fn wait_event(
+    rx: &mut broadcast::Receiver<Arc<Event>>,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Arc<Event> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => panic!("timed out after {within:?} waiting for event: {what}"),
+            Ok(Ok(e)) if pred(&e) => return e,
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("event bus closed: {e}"),
+        }
+    }
+}
+
+/// True if `e` is `name` about check `check`.
+pub fn is_event(e: &Event, name: &str, check: &str) -> bool {
+    e.event == name && e.data["check"] == check
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Finds `name` on PATH or in `extra_dirs`; panics naming the Debian package otherwise.
+pub fn require_bin(name: &str, package: &str, extra_dirs: &[&str]) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(extra_dirs.iter().map(PathBuf::from));
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("`{name}` not found: install the Debian package `{package}` (the README's test command does)");
+}
+
+/// Waits until a TCP connect to `addr` succeeds, or panics after `within`.
+pub async fn wait_listening(addr: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{addr} did not start listening within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Path of a file under `tests/data`.
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+}

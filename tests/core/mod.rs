@@ -1,0 +1,3 @@
+//! Agent core: config, scheduling, health, HTTP, events, reload.
+
+mod smoke;

@@ -1,0 +1,25 @@
+use std::time::Duration;
+
+use lifeline::health::Status;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn tcp_check_against_a_real_listener_becomes_healthy() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let a = TestAgent::start(&format!(
+        r#"
+[agent]
+data_dir = "{{dir}}/data"
+[[checks]]
+name = "t"
+kind = "tcp"
+address = "{addr}"
+interval = "100ms"
+"#
+    ))
+    .await;
+    a.wait_status("t", Status::Healthy, Duration::from_secs(5)).await;
+    a.stop().await;
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one binary (fast linking), one module per area.
+
+mod common;
+
+mod core;
