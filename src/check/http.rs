@@ -118,7 +118,9 @@ pub fn read_regex(t: &Table<'_, '_>, key: &'static str) -> Option<Option<regex::
     match regex::RegexBuilder::new(&s.value).size_limit(1 << 20).build() {
         Ok(r) => Some(Some(r)),
         Err(e) => {
-            t.error(s.span, format!("`{key}`: invalid regex: {e}"));
+            let msg = e.to_string();
+            let last = msg.lines().last().unwrap_or("").trim_start_matches("error: ");
+            t.error(s.span, format!("`{key}`: invalid regex: {last}"));
             None
         }
     }

@@ -68,7 +68,10 @@ impl<'s> Diag<'s> {
 
     /// Records an error at the start of `span`.
     pub fn error(&self, span: Range<usize>, message: impl Into<String>) {
-        self.errors.borrow_mut().push((span.start, message.into()));
+        let message: String = message.into();
+        // One line per error, always.
+        let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        self.errors.borrow_mut().push((span.start, message));
     }
 
     /// True when nothing has been recorded.

@@ -353,9 +353,17 @@ fn to_json(
 ) -> Option<serde_json::Value> {
     use serde_json::Value as J;
     Some(match v.get_ref() {
+        DeValue::String(raw) if !register => {
+            // Fingerprint mode: resolve silently (errors are reported by the getters).
+            J::String(
+                interpolate(raw, &cx.base)
+                    .map(|r| r.text)
+                    .unwrap_or_else(|_| raw.to_string()),
+            )
+        }
         DeValue::String(_) => {
             let s = string_value(cx, key, v)?;
-            if register && s.substituted {
+            if s.substituted {
                 secret::register(&s.value);
             }
             J::String(s.value)
@@ -388,8 +396,8 @@ fn to_json(
 /// Parses `250ms`, `5s`, `2m`, `1h`, `1h30m`, `1d`. Zero is allowed; callers that need a
 /// positive value check it.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("invalid duration `{s}` ({e}); use a number with a unit, like 250ms, 5s, 2m, 1h")
+    humantime::parse_duration(s.trim()).map_err(|_| {
+        format!("invalid duration `{s}`; use a number with a unit, like 250ms, 5s, 2m, 1h")
     })
 }
 

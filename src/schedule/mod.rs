@@ -625,3 +625,6 @@ async fn recv_trigger(
 
 /// Shared, lockable list of running supervisors.
 pub type Handles = Arc<Mutex<Vec<Handle>>>;
+
+#[cfg(test)]
+mod tests;

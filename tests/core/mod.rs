@@ -1,3 +1,4 @@
 //! Agent core: config, scheduling, health, HTTP, events, reload.
 
+mod config;
 mod smoke;

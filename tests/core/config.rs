@@ -1,0 +1,116 @@
+//! Config loading: the shipped file validates; broken files give exact PATH:LINE:COL
+//! messages, all in one run; missing substitutions are errors; secrets never print.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+fn validate(path: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["validate", "--config"])
+        .arg(path)
+        .env_remove("LIFELINE_NOPE")
+        .output()
+        .expect("run lifeline");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shipped_config_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let (code, out, err) = validate(&path);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn broken_config_reports_every_error_with_position() {
+    let path = data("config/broken.toml");
+    let (code, _out, err) = validate(&path);
+    assert_eq!(code, 2);
+    let p = path.display().to_string();
+    let got: Vec<String> = err.lines().map(|l| l.replacen(&p, "broken.toml", 1)).collect();
+    let want = [
+        "broken.toml:2:10: `listen` must be HOST:PORT with an IP address, got `localhost:99999`",
+        "broken.toml:3:9: `shard` must be \"i/n\" with 1 ≤ i ≤ n",
+        "broken.toml:6:1: unknown key `intervall` (did you mean `interval`?)",
+        "broken.toml:7:11: `timeout`: invalid duration `3 parsecs`; use a number with a unit, like 250ms, 5s, 2m, 1h",
+        "broken.toml:9:1: backoff `base` must be greater than 0 and not greater than `max`",
+        "broken.toml:14:8: check name `Bad Name` must match ^[a-z0-9][a-z0-9_.-]{0,62}$",
+        "broken.toml:16:11: `address` must be HOST:PORT, got `nope`",
+        "broken.toml:22:22: label name `check` is not a valid Prometheus label name (or is reserved: check, kind, mode)",
+        "broken.toml:25:8: duplicate check name `dup`",
+        "broken.toml:26:8: unknown check kind `htp`; known kinds: KINDS",
+        "broken.toml:31:7: `url` must use ws or wss, got `http:`",
+        "broken.toml:32:10: `expect`: invalid regex: unclosed group",
+        "broken.toml:34:15: `depends_on` names unknown check `nope`",
+        "broken.toml:39:8: kind `tcp` has no session mode; use mode = \"probe\"",
+        "broken.toml:41:1: unknown key `adress` (did you mean `address`?)",
+        "broken.toml:42:1: unknown key `token`",
+        "broken.toml: 16 errors",
+    ];
+    let kinds: Vec<&str> = lifeline::check::registry::KINDS.iter().map(|k| k.name).collect();
+    let want: Vec<String> = want.iter().map(|l| l.replace("KINDS", &kinds.join(", "))).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[agent]\nlisten = \"127.0.0.1:1\"\nx = [\n").unwrap();
+    let (code, _, err) = validate(&p);
+    assert_eq!(code, 2);
+    assert!(err.starts_with(&format!("{}:3:6: TOML syntax: unclosed array", p.display())), "{err}");
+}
+
+#[test]
+fn missing_env_substitution_is_an_error_at_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[agent]\napi_token = \"${env:LIFELINE_NOPE}\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = validate(&p);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(":2:13: `api_token`: environment variable `LIFELINE_NOPE` is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_substitution_and_defaults_inheritance() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("addr"), "127.0.0.1:9\n").unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        r#"
+[defaults]
+interval = "7s"
+[defaults.backoff]
+max = "10s"
+[[checks]]
+name = "a"
+kind = "tcp"
+address = "${file:addr}"
+timeout = "1s"
+backoff = { base = "2s" }
+"#,
+    )
+    .unwrap();
+    let c = lifeline::config::load(&p).unwrap();
+    let t = &c.checks[0].timing;
+    assert_eq!(t.interval.as_secs(), 7);
+    assert_eq!(t.timeout.as_secs(), 1);
+    assert_eq!((t.backoff.base.as_secs(), t.backoff.max.as_secs()), (2, 10));
+    assert_eq!(t.unhealthy_threshold, 3);
+}
