@@ -2,3 +2,5 @@
 
 mod config;
 mod smoke;
+mod tcp;
+mod websocket;
