@@ -1,6 +1,8 @@
 //! Agent core: config, scheduling, health, HTTP, events, reload.
 
+mod binary;
 mod config;
+mod http_api;
 mod smoke;
 mod tcp;
 mod websocket;
