@@ -92,7 +92,7 @@ impl<'s> Diag<'s> {
                         path: self.path.clone(),
                         line,
                         col,
-                        message,
+                        message: super::secret::redact(&message),
                     }
                 })
                 .collect(),

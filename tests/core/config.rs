@@ -114,3 +114,25 @@ backoff = { base = "2s" }
     assert_eq!((t.backoff.base.as_secs(), t.backoff.max.as_secs()), (2, 10));
     assert_eq!(t.unhealthy_threshold, 3);
 }
+
+#[test]
+fn validate_output_never_shows_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[agent]\napi_token = \"${env:LL_VALIDATE_SECRET}\"\nlisten = \"${env:LL_VALIDATE_SECRET}\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["validate", "--config"])
+        .arg(&p)
+        .env("LL_VALIDATE_SECRET", "sekrit-Kq27-value")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains(":3:10: `listen` must be HOST:PORT"), "{all}");
+    assert!(!all.contains("sekrit-Kq27-value"), "secret printed: {all}");
+    assert!(all.contains("***"), "{all}");
+}
