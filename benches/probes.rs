@@ -55,7 +55,10 @@ fn targets() -> Vec<SocketAddr> {
 
 /// Child mode: accept and immediately close on every target address.
 fn listen_forever(addrs: &[SocketAddr]) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         for a in addrs {
             let l = tokio::net::TcpListener::bind(a).await.expect("bind target");
@@ -114,7 +117,10 @@ fn bench_agent(checks: usize, seconds: u64) {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config(checks, dir.path())).unwrap();
     let cfg = lifeline::config::load(&path).expect("bench config");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let metrics = lifeline::metrics::Metrics::new();
         let agent = lifeline::app::Agent::new(cfg, metrics.clone(), Arc::new(Vec::new()));
@@ -180,8 +186,8 @@ fn bench_blackbox(checks: usize, seconds: u64) {
     )
     .unwrap();
     let t = targets();
-    let mut prom = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n- job_name: blackbox\n  metrics_path: /probe\n  params:\n    module: [tcp_connect]\n  static_configs:\n  - targets:\n"
+    let mut prom = String::from(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n- job_name: blackbox\n  metrics_path: /probe\n  params:\n    module: [tcp_connect]\n  static_configs:\n  - targets:\n",
     );
     for i in 0..checks {
         prom.push_str(&format!("    - {}\n", t[i % t.len()]));
@@ -198,7 +204,10 @@ fn bench_blackbox(checks: usize, seconds: u64) {
     f.write_all(prom.as_bytes()).unwrap();
     let bb = Kill(
         Command::new("prometheus-blackbox-exporter")
-            .arg(format!("--config.file={}", dir.path().join("bb.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("bb.yml").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{bb_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -207,8 +216,14 @@ fn bench_blackbox(checks: usize, seconds: u64) {
     );
     let pr = Kill(
         Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prom.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prom.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -241,10 +256,7 @@ fn bench_blackbox(checks: usize, seconds: u64) {
 /// Total scrapes Prometheus has done (its own counter), via the HTTP API.
 fn scrapes(port: u16) -> f64 {
     let out = Command::new("curl")
-        .args([
-            "-s",
-            &format!("http://127.0.0.1:{port}/metrics"),
-        ])
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
@@ -261,7 +273,9 @@ fn main() {
         return;
     }
     let arg = |name: &str| -> Option<String> {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
     };
     let counts: Vec<usize> = arg("--checks")
         .unwrap_or_else(|| "1000,10000".into())

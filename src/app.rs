@@ -9,7 +9,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, Outcome};
+use crate::check::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, Outcome,
+};
 use crate::config::{CheckConfig, Config, ConfigErrors};
 use crate::events::{Bus, Observers};
 use crate::health::{CheckState, Entry, StateTable};
@@ -48,14 +50,21 @@ pub fn http_client() -> reqwest::Client {
 impl Agent {
     /// An agent for `config` (nothing runs until [`Agent::apply`]).
     pub fn new(config: Config, metrics: Arc<Metrics>, observers: Observers) -> Arc<Self> {
-        let shared = Shared::new(Arc::new(StateTable::new()), Bus::new(4096), metrics, observers);
+        let shared = Shared::new(
+            Arc::new(StateTable::new()),
+            Bus::new(4096),
+            metrics,
+            observers,
+        );
         let cancel = CancellationToken::new();
         tokio::spawn(shared.clone().overall_task(cancel.clone()));
         Arc::new(Self {
             shared,
             config: ArcSwap::from_pointee(config),
             handles: Mutex::new(Vec::new()),
-            env: BuildEnv { http: http_client() },
+            env: BuildEnv {
+                http: http_client(),
+            },
             cancel,
             started: SystemTime::now(),
             seed: std::sync::atomic::AtomicU64::new(fastrand::u64(..)),
@@ -143,7 +152,13 @@ impl Agent {
             let seed = self
                 .seed
                 .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed);
-            kept.push(schedule::spawn(self.shared.clone(), check, ms, seed, &self.cancel));
+            kept.push(schedule::spawn(
+                self.shared.clone(),
+                check,
+                ms,
+                seed,
+                &self.cancel,
+            ));
         }
         *handles = kept;
         self.shared.overall_dirty.notify_one();
@@ -244,7 +259,9 @@ impl Check for Broken {
 /// Runs checks once, without thresholds (for `lifeline check`). Kinds that read other
 /// checks (rules) run after the others.
 pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, Outcome)> {
-    let env = BuildEnv { http: http_client() };
+    let env = BuildEnv {
+        http: http_client(),
+    };
     let states = Arc::new(StateTable::new());
     let selected: Vec<CheckConfig> = config
         .checks
@@ -264,9 +281,13 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
             )
         })
         .collect();
-    states.replace(config.checks.iter().map(|c| c.name.clone()).collect(), fresh);
-    let (first, later): (Vec<_>, Vec<_>) =
-        selected.into_iter().partition(|c| c.spec.triggers().is_empty());
+    states.replace(
+        config.checks.iter().map(|c| c.name.clone()).collect(),
+        fresh,
+    );
+    let (first, later): (Vec<_>, Vec<_>) = selected
+        .into_iter()
+        .partition(|c| c.spec.triggers().is_empty());
     let mut out = Vec::new();
     for batch in [first, later] {
         let futs = batch.into_iter().map(|c| {
@@ -280,11 +301,15 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
         let results = futures_util::future::join_all(futs).await;
         for (c, o) in &results {
             if let Some(e) = states.get(&c.name) {
-                e.state.lock().apply(o, crate::health::Source::Probe, &crate::config::Timing {
-                    unhealthy_threshold: 1,
-                    healthy_threshold: 1,
-                    ..c.timing.clone()
-                });
+                e.state.lock().apply(
+                    o,
+                    crate::health::Source::Probe,
+                    &crate::config::Timing {
+                        unhealthy_threshold: 1,
+                        healthy_threshold: 1,
+                        ..c.timing.clone()
+                    },
+                );
             }
         }
         out.extend(results);

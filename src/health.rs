@@ -284,7 +284,10 @@ impl CheckState {
     pub fn heartbeat_age(&mut self, age: Duration, poor_after: Duration) -> Option<Change> {
         self.heartbeat_age_ms = Some(age.as_millis() as u64);
         if self.status == Status::Healthy && age > poor_after {
-            self.message = format!("no heartbeat answer for {}", crate::check::fmt_duration(age));
+            self.message = format!(
+                "no heartbeat answer for {}",
+                crate::check::fmt_duration(age)
+            );
             self.set(Status::Degraded)
         } else {
             None
@@ -515,7 +518,10 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod rfc3339_opt {
     use std::time::SystemTime;
 
-    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_str(&super::rfc3339(*t)),
             None => s.serialize_none(),
@@ -577,27 +583,118 @@ mod tests {
             (Unknown, 0, up(10), Source::Probe, Healthy, Some(100)),
             (Connecting, 0, up(10), Source::Probe, Healthy, Some(100)),
             (Connecting, 0, up(500), Source::Probe, Degraded, Some(60)),
-            (Unknown, 0, down(ErrorKind::Refused), Source::Probe, Connecting, Some(40)),
-            (Healthy, 0, down(ErrorKind::Refused), Source::Probe, Healthy, Some(90)),
-            (Healthy, 1, down(ErrorKind::Refused), Source::Probe, Healthy, Some(80)),
-            (Healthy, 2, down(ErrorKind::Refused), Source::Probe, Unhealthy, Some(0)),
-            (Degraded, 0, down(ErrorKind::Timeout), Source::Probe, Degraded, Some(50)),
-            (Healthy, 5, down(ErrorKind::Timeout), Source::Heartbeat, Unhealthy, Some(0)),
-            (Healthy, 0, down(ErrorKind::AuthFailed), Source::Probe, Unhealthy, Some(0)),
-            (Healthy, 0, down(ErrorKind::AuthFailed), Source::Connect, Unhealthy, Some(0)),
-            (Unknown, 0, down(ErrorKind::Refused), Source::Connect, Disconnected, Some(0)),
+            (
+                Unknown,
+                0,
+                down(ErrorKind::Refused),
+                Source::Probe,
+                Connecting,
+                Some(40),
+            ),
+            (
+                Healthy,
+                0,
+                down(ErrorKind::Refused),
+                Source::Probe,
+                Healthy,
+                Some(90),
+            ),
+            (
+                Healthy,
+                1,
+                down(ErrorKind::Refused),
+                Source::Probe,
+                Healthy,
+                Some(80),
+            ),
+            (
+                Healthy,
+                2,
+                down(ErrorKind::Refused),
+                Source::Probe,
+                Unhealthy,
+                Some(0),
+            ),
+            (
+                Degraded,
+                0,
+                down(ErrorKind::Timeout),
+                Source::Probe,
+                Degraded,
+                Some(50),
+            ),
+            (
+                Healthy,
+                5,
+                down(ErrorKind::Timeout),
+                Source::Heartbeat,
+                Unhealthy,
+                Some(0),
+            ),
+            (
+                Healthy,
+                0,
+                down(ErrorKind::AuthFailed),
+                Source::Probe,
+                Unhealthy,
+                Some(0),
+            ),
+            (
+                Healthy,
+                0,
+                down(ErrorKind::AuthFailed),
+                Source::Connect,
+                Unhealthy,
+                Some(0),
+            ),
+            (
+                Unknown,
+                0,
+                down(ErrorKind::Refused),
+                Source::Connect,
+                Disconnected,
+                Some(0),
+            ),
             (Disconnected, 1, up(10), Source::Connect, Healthy, Some(100)),
             // healthy_threshold = 2: one success is not enough to leave unhealthy.
             (Unhealthy, 3, up(10), Source::Probe, Unhealthy, Some(0)),
-            (Healthy, 0, Outcome { verdict: Verdict::Warn(Some(ErrorKind::Rejected)), ..up(1) }, Source::Probe, Degraded, Some(60)),
-            (Healthy, 0, Outcome { verdict: Verdict::Unknown, ..up(1) }, Source::Probe, Unknown, None),
+            (
+                Healthy,
+                0,
+                Outcome {
+                    verdict: Verdict::Warn(Some(ErrorKind::Rejected)),
+                    ..up(1)
+                },
+                Source::Probe,
+                Degraded,
+                Some(60),
+            ),
+            (
+                Healthy,
+                0,
+                Outcome {
+                    verdict: Verdict::Unknown,
+                    ..up(1)
+                },
+                Source::Probe,
+                Unknown,
+                None,
+            ),
         ];
         for (i, (from, failures, o, src, want, want_score)) in cases.into_iter().enumerate() {
-            let mut s = state(if src == Source::Probe { Mode::Probe } else { Mode::Session });
+            let mut s = state(if src == Source::Probe {
+                Mode::Probe
+            } else {
+                Mode::Session
+            });
             s.status = from;
             s.consecutive_failures = failures;
             s.apply(&o, src, &t);
-            assert_eq!((s.status, s.score), (want, want_score), "case {i}: {from:?} + {o:?}");
+            assert_eq!(
+                (s.status, s.score),
+                (want, want_score),
+                "case {i}: {from:?} + {o:?}"
+            );
         }
     }
 
@@ -605,7 +702,12 @@ mod tests {
     fn recovery_needs_healthy_threshold_successes() {
         let t = timing(1, 2);
         let mut s = state(Mode::Probe);
-        assert_eq!(s.apply(&down(ErrorKind::Refused), Source::Probe, &t).unwrap().to, Unhealthy);
+        assert_eq!(
+            s.apply(&down(ErrorKind::Refused), Source::Probe, &t)
+                .unwrap()
+                .to,
+            Unhealthy
+        );
         assert_eq!(s.apply(&up(1), Source::Probe, &t), None);
         let c = s.apply(&up(1), Source::Probe, &t).unwrap();
         assert_eq!((c.from, c.to), (Unhealthy, Healthy));
@@ -617,8 +719,13 @@ mod tests {
         let t = timing(3, 1);
         let mut s = state(Mode::Session);
         s.apply(&up(1), Source::Connect, &t);
-        assert_eq!(s.heartbeat_age(Duration::from_secs(10), Duration::from_secs(15)), None);
-        let c = s.heartbeat_age(Duration::from_secs(16), Duration::from_secs(15)).unwrap();
+        assert_eq!(
+            s.heartbeat_age(Duration::from_secs(10), Duration::from_secs(15)),
+            None
+        );
+        let c = s
+            .heartbeat_age(Duration::from_secs(16), Duration::from_secs(15))
+            .unwrap();
         assert_eq!(c.to, Degraded);
         assert_eq!(c.event(), Some("connection:health_degraded"));
         assert_eq!(s.apply(&up(1), Source::Heartbeat, &t).unwrap().to, Healthy);
@@ -651,13 +758,34 @@ mod tests {
         let cases: Vec<(Vec<CheckState>, O)> = vec![
             (vec![], O::Unknown),
             (vec![with(Unknown, true, 1.0)], O::Unknown),
-            (vec![with(Healthy, true, 1.0), with(Healthy, false, 1.0)], O::Healthy),
-            (vec![with(Healthy, true, 1.0), with(Degraded, true, 1.0)], O::Degraded),
-            (vec![with(Healthy, true, 1.0), with(Connecting, true, 1.0)], O::Degraded),
-            (vec![with(Healthy, true, 1.0), with(Unhealthy, false, 1.0)], O::Degraded),
-            (vec![with(Healthy, true, 1.0), with(Disconnected, true, 1.0)], O::Partial),
-            (vec![with(Unhealthy, true, 1.0), with(Disconnected, false, 1.0)], O::Down),
-            (vec![with(Unhealthy, false, 1.0), with(Unknown, true, 1.0)], O::Down),
+            (
+                vec![with(Healthy, true, 1.0), with(Healthy, false, 1.0)],
+                O::Healthy,
+            ),
+            (
+                vec![with(Healthy, true, 1.0), with(Degraded, true, 1.0)],
+                O::Degraded,
+            ),
+            (
+                vec![with(Healthy, true, 1.0), with(Connecting, true, 1.0)],
+                O::Degraded,
+            ),
+            (
+                vec![with(Healthy, true, 1.0), with(Unhealthy, false, 1.0)],
+                O::Degraded,
+            ),
+            (
+                vec![with(Healthy, true, 1.0), with(Disconnected, true, 1.0)],
+                O::Partial,
+            ),
+            (
+                vec![with(Unhealthy, true, 1.0), with(Disconnected, false, 1.0)],
+                O::Down,
+            ),
+            (
+                vec![with(Unhealthy, false, 1.0), with(Unknown, true, 1.0)],
+                O::Down,
+            ),
         ];
         for (i, (states, want)) in cases.into_iter().enumerate() {
             assert_eq!(overall(states.iter()).status, want, "case {i}");
@@ -666,7 +794,11 @@ mod tests {
 
     #[test]
     fn overall_score_is_weighted() {
-        let states = [with(Healthy, true, 3.0), with(Unhealthy, true, 1.0), with(Unknown, true, 5.0)];
+        let states = [
+            with(Healthy, true, 3.0),
+            with(Unhealthy, true, 1.0),
+            with(Unknown, true, 5.0),
+        ];
         let o = overall(states.iter());
         assert_eq!(o.score, Some(75.0));
         assert_eq!(o.band(), "orange");

@@ -13,7 +13,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     lifeline::telemetry::init(cli.log_format);
     lifeline::check::tls::install_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lifeline: cannot start the runtime: {e}");
@@ -157,9 +160,15 @@ async fn check(path: &std::path::Path, json: bool, names: Vec<String>) -> ExitCo
         }));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     } else {
-        println!("{:<24} {:<10} {:<10} {:>10}  MESSAGE", "NAME", "KIND", "STATUS", "LATENCY");
+        println!(
+            "{:<24} {:<10} {:<10} {:>10}  MESSAGE",
+            "NAME", "KIND", "STATUS", "LATENCY"
+        );
         for r in &rows {
             println!(
                 "{:<24} {:<10} {:<10} {:>8.1}ms  {}{}",
@@ -167,7 +176,10 @@ async fn check(path: &std::path::Path, json: bool, names: Vec<String>) -> ExitCo
                 r["kind"].as_str().unwrap_or(""),
                 r["status"].as_str().unwrap_or(""),
                 r["latency_ms"].as_f64().unwrap_or(0.0),
-                r["error_kind"].as_str().map(|k| format!("[{k}] ")).unwrap_or_default(),
+                r["error_kind"]
+                    .as_str()
+                    .map(|k| format!("[{k}] "))
+                    .unwrap_or_default(),
                 r["message"].as_str().unwrap_or(""),
             );
         }

@@ -72,18 +72,28 @@ impl Metrics {
     /// Creates and registers every metric, including `process_*`.
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
-        let cv = |n: &str, h: &str, l: &[&str]| IntCounterVec::new(opts(n, h), l).expect("valid metric");
-        let igv = |n: &str, h: &str, l: &[&str]| IntGaugeVec::new(opts(n, h), l).expect("valid metric");
+        let cv =
+            |n: &str, h: &str, l: &[&str]| IntCounterVec::new(opts(n, h), l).expect("valid metric");
+        let igv =
+            |n: &str, h: &str, l: &[&str]| IntGaugeVec::new(opts(n, h), l).expect("valid metric");
         let gv = |n: &str, h: &str, l: &[&str]| GaugeVec::new(opts(n, h), l).expect("valid metric");
         let ck = &["check", "kind"];
         let m = Self {
-            up: igv("lifeline_check_up", "1 if the check is healthy or degraded, 0 otherwise.", ck),
+            up: igv(
+                "lifeline_check_up",
+                "1 if the check is healthy or degraded, 0 otherwise.",
+                ck,
+            ),
             status: igv(
                 "lifeline_check_status",
                 "1 for the check's current status, 0 for the other five.",
                 &["check", "kind", "status"],
             ),
-            score: gv("lifeline_check_score", "Health score of the check, 0-100.", ck),
+            score: gv(
+                "lifeline_check_score",
+                "Health score of the check, 0-100.",
+                ck,
+            ),
             latency: HistogramVec::new(
                 HistogramOpts::new(
                     "lifeline_check_latency_seconds",
@@ -118,11 +128,7 @@ impl Metrics {
                 "Unix time of the last success.",
                 ck,
             ),
-            state_changes: cv(
-                "lifeline_check_state_changes_total",
-                "Status changes.",
-                ck,
-            ),
+            state_changes: cv("lifeline_check_state_changes_total", "Status changes.", ck),
             reconnects: cv(
                 "lifeline_session_reconnects_total",
                 "Sessions re-established after being lost.",
@@ -175,15 +181,22 @@ impl Metrics {
                 &["notifier"],
             )
             .expect("valid metric"),
-            plugin_info: igv("lifeline_plugin_info", "Loaded plugins.", &["plugin", "version", "abi"]),
+            plugin_info: igv(
+                "lifeline_plugin_info",
+                "Loaded plugins.",
+                &["plugin", "version", "abi"],
+            ),
             store_queue_depth: IntGauge::with_opts(opts(
                 "lifeline_store_queue_depth",
                 "History writes waiting for the writer thread.",
             ))
             .expect("valid metric"),
             store_write_seconds: Histogram::with_opts(
-                HistogramOpts::new("lifeline_store_write_seconds", "Duration of one history batch write.")
-                    .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+                HistogramOpts::new(
+                    "lifeline_store_write_seconds",
+                    "Duration of one history batch write.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             )
             .expect("valid metric"),
             store_batch_size: Histogram::with_opts(
@@ -342,8 +355,11 @@ impl Metrics {
         let families = self.perfdata.collect();
         for f in families {
             for m in f.get_metric() {
-                let labels: BTreeMap<&str, &str> =
-                    m.get_label().iter().map(|p| (p.name(), p.value())).collect();
+                let labels: BTreeMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|p| (p.name(), p.value()))
+                    .collect();
                 if labels.get("check") == Some(&name)
                     && let Some(label) = labels.get("label")
                 {
@@ -372,7 +388,9 @@ impl Metrics {
 
     /// Undelivered outbox entries of a notifier.
     pub fn notification_queue(&self, notifier: &str, depth: i64) {
-        self.notification_queue.with_label_values(&[notifier]).set(depth);
+        self.notification_queue
+            .with_label_values(&[notifier])
+            .set(depth);
     }
 
     /// Time from alert state change to delivery.
@@ -384,7 +402,9 @@ impl Metrics {
 
     /// A loaded plugin.
     pub fn plugin_loaded(&self, plugin: &str, version: &str, abi: &str) {
-        self.plugin_info.with_label_values(&[plugin, version, abi]).set(1);
+        self.plugin_info
+            .with_label_values(&[plugin, version, abi])
+            .set(1);
     }
 
     /// Config reload result.
@@ -542,7 +562,9 @@ impl Collector for InfoHandle {
         let rows = self.0.rows.read();
         let mut fam = MetricFamily::default();
         fam.set_name("lifeline_check_info".into());
-        fam.set_help("Static facts about each check; its labels are the check's own labels.".into());
+        fam.set_help(
+            "Static facts about each check; its labels are the check's own labels.".into(),
+        );
         fam.set_field_type(MetricType::GAUGE);
         let pair = |n: &str, v: &str| {
             let mut p = LabelPair::default();

@@ -12,7 +12,10 @@ impl AlertConfig {
     pub fn parse(root: &Table<'_, '_>, _checks: &[CheckConfig]) -> Option<Self> {
         for key in ["notifiers", "routes", "silences"] {
             if let Some(v) = root.raw(key) {
-                root.error(v.span(), format!("`{key}` is not supported by this build yet"));
+                root.error(
+                    v.span(),
+                    format!("`{key}` is not supported by this build yet"),
+                );
             }
         }
         Some(Self {})

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use super::registry::ParseCx;
 use super::tls::{self, TlsOptions};
-use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Phases};
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Phases,
+};
 use crate::config::Secret;
 use crate::config::raw::Table;
 
@@ -44,7 +46,10 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         Some(m) => match http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
             Ok(m) => Some(m),
             Err(_) => {
-                t.error(m.span, format!("`method`: invalid HTTP method `{}`", m.value));
+                t.error(
+                    m.span,
+                    format!("`method`: invalid HTTP method `{}`", m.value),
+                );
                 None
             }
         },
@@ -52,7 +57,9 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     let headers = read_headers(t, "headers");
     let expect_status = read_status_ranges(t, "expect_status").unwrap_or_else(|| vec![200..=399]);
     let expect_body = read_regex(t, "expect_body");
-    let max_body = t.int("max_body", 1..=64 * 1024 * 1024).unwrap_or(1024 * 1024) as usize;
+    let max_body = t
+        .int("max_body", 1..=64 * 1024 * 1024)
+        .unwrap_or(1024 * 1024) as usize;
     let follow_redirects = t.bool("follow_redirects").unwrap_or(true);
     let tls = tls::read_options(t);
     Some(Arc::new(HttpSpec {
@@ -80,7 +87,11 @@ pub fn parse_url(t: &Table<'_, '_>, key: &'static str, schemes: &[&str]) -> Opti
         Ok(u) => {
             t.error(
                 s.span,
-                format!("`{key}` must use {}, got `{}:`", schemes.join(" or "), u.scheme()),
+                format!(
+                    "`{key}` must use {}, got `{}:`",
+                    schemes.join(" or "),
+                    u.scheme()
+                ),
             );
             None
         }
@@ -92,9 +103,16 @@ pub fn parse_url(t: &Table<'_, '_>, key: &'static str, schemes: &[&str]) -> Opti
 }
 
 /// Reads a header table; values are secrets.
-pub fn read_headers(t: &Table<'_, '_>, key: &'static str) -> Option<BTreeMap<String, Secret<String>>> {
+pub fn read_headers(
+    t: &Table<'_, '_>,
+    key: &'static str,
+) -> Option<BTreeMap<String, Secret<String>>> {
     let Some(map) = t.str_map(key) else {
-        return if t.has(key) { None } else { Some(BTreeMap::new()) };
+        return if t.has(key) {
+            None
+        } else {
+            Some(BTreeMap::new())
+        };
     };
     let mut out = BTreeMap::new();
     let mut ok = true;
@@ -115,11 +133,18 @@ pub fn read_regex(t: &Table<'_, '_>, key: &'static str) -> Option<Option<regex::
     let Some(s) = t.str(key) else {
         return Some(None);
     };
-    match regex::RegexBuilder::new(&s.value).size_limit(1 << 20).build() {
+    match regex::RegexBuilder::new(&s.value)
+        .size_limit(1 << 20)
+        .build()
+    {
         Ok(r) => Some(Some(r)),
         Err(e) => {
             let msg = e.to_string();
-            let last = msg.lines().last().unwrap_or("").trim_start_matches("error: ");
+            let last = msg
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
             t.error(s.span, format!("`{key}`: invalid regex: {last}"));
             None
         }
@@ -127,7 +152,10 @@ pub fn read_regex(t: &Table<'_, '_>, key: &'static str) -> Option<Option<regex::
 }
 
 /// Reads status codes: `200`, `[200, 204]`, `["2xx", "300-302"]`.
-pub fn read_status_ranges(t: &Table<'_, '_>, key: &'static str) -> Option<Vec<RangeInclusive<u16>>> {
+pub fn read_status_ranges(
+    t: &Table<'_, '_>,
+    key: &'static str,
+) -> Option<Vec<RangeInclusive<u16>>> {
     let v = t.raw(key)?;
     use toml::de::DeValue;
     let one = |x: &DeValue<'_>| -> Option<RangeInclusive<u16>> {
@@ -193,12 +221,8 @@ pub fn classify(e: &reqwest::Error) -> ErrorKind {
         ErrorKind::Dns
     } else if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
         ErrorKind::Tls
-    } else if text.contains("refused") {
+    } else if text.contains("refused") || e.is_connect() {
         ErrorKind::Refused
-    } else if e.is_connect() {
-        ErrorKind::Refused
-    } else if e.is_body() || e.is_decode() {
-        ErrorKind::Protocol
     } else {
         ErrorKind::Protocol
     }
@@ -256,7 +280,10 @@ impl Check for HttpCheck {
             let mut resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    return Outcome::down(CheckError::new(classify(&e), describe(&e)), start.elapsed());
+                    return Outcome::down(
+                        CheckError::new(classify(&e), describe(&e)),
+                        start.elapsed(),
+                    );
                 }
             };
             let status = resp.status().as_u16();
@@ -275,7 +302,10 @@ impl Check for HttpCheck {
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            return Outcome::down(CheckError::new(classify(&e), describe(&e)), start.elapsed());
+                            return Outcome::down(
+                                CheckError::new(classify(&e), describe(&e)),
+                                start.elapsed(),
+                            );
                         }
                     }
                 }
@@ -303,7 +333,11 @@ impl Check for HttpCheck {
             if let Some(re) = &self.spec.expect_body {
                 let text = String::from_utf8_lossy(&body);
                 if !re.is_match(&text) {
-                    let note = if truncated { " (body truncated at max_body)" } else { "" };
+                    let note = if truncated {
+                        " (body truncated at max_body)"
+                    } else {
+                        ""
+                    };
                     return base(Outcome::down(
                         CheckError::new(
                             ErrorKind::Protocol,

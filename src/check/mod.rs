@@ -399,18 +399,18 @@ pub fn fmt_duration(d: Duration) -> String {
     if ms == 0 && d > Duration::ZERO {
         return format!("{}µs", d.as_micros());
     }
-    if ms % 1000 != 0 || ms < 1000 {
+    if !ms.is_multiple_of(1000) || ms < 1000 {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
-    if s % 60 != 0 {
+    if !s.is_multiple_of(60) {
         if s > 60 {
             return format!("{}m{}s", s / 60, s % 60);
         }
         return format!("{s}s");
     }
     let m = s / 60;
-    if m % 60 != 0 {
+    if !m.is_multiple_of(60) {
         return format!("{m}m");
     }
     format!("{}h", m / 60)

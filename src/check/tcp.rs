@@ -7,7 +7,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::registry::ParseCx;
-use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Phases};
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Phases,
+};
 use crate::config::raw::Table;
 
 /// `tcp` settings.
@@ -21,7 +23,10 @@ pub struct TcpSpec {
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let a = t.req_str("address")?;
     if split_host_port(&a.value).is_none() {
-        t.error(a.span, format!("`address` must be HOST:PORT, got `{}`", a.value));
+        t.error(
+            a.span,
+            format!("`address` must be HOST:PORT, got `{}`", a.value),
+        );
         return None;
     }
     Some(Arc::new(TcpSpec { address: a.value }))
@@ -30,7 +35,10 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
 /// Splits `host:port` (`[v6]:port` too).
 pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     let (host, port) = s.rsplit_once(':')?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port = port.parse().ok()?;
     (!host.is_empty()).then_some((host, port))
 }

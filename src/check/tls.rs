@@ -44,10 +44,14 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, CheckError>
         }
         if let Some(path) = &opts.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
-                CheckError::new(ErrorKind::Tls, format!("cannot read ca_file {}: {e}", path.display()))
+                CheckError::new(
+                    ErrorKind::Tls,
+                    format!("cannot read ca_file {}: {e}", path.display()),
+                )
             })?;
             for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let c = c.map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad ca_file: {e}")))?;
+                let c =
+                    c.map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad ca_file: {e}")))?;
                 roots
                     .add(c)
                     .map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad ca_file: {e}")))?;
@@ -80,7 +84,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -89,7 +98,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -104,5 +118,8 @@ pub fn read_options(t: &crate::config::raw::Table<'_, '_>) -> TlsOptions {
     if skip_verify {
         tracing::warn!("tls_skip_verify = true: server certificates are not verified");
     }
-    TlsOptions { ca_file, skip_verify }
+    TlsOptions {
+        ca_file,
+        skip_verify,
+    }
 }

@@ -44,7 +44,10 @@ pub fn parse(t: &Table<'_, '_>) -> Option<Option<TokenSpec>> {
             .map_err(|_| tt.error(m.span, "`method`: invalid HTTP method"))
             .ok(),
     };
-    let header = tt.str("header").map(|s| s.value).unwrap_or_else(|| "Authorization".into());
+    let header = tt
+        .str("header")
+        .map(|s| s.value)
+        .unwrap_or_else(|| "Authorization".into());
     let json_pointer = tt
         .str("json_pointer")
         .map(|s| s.value)
@@ -123,18 +126,31 @@ impl TokenSource {
                 .body(b.expose().clone());
         }
         let resp = req.send().await.map_err(|e| {
-            CheckError::new(super::http::classify(&e), format!("token fetch: {}", super::http::describe(&e)))
+            CheckError::new(
+                super::http::classify(&e),
+                format!("token fetch: {}", super::http::describe(&e)),
+            )
         })?;
         let status = resp.status();
         if status == 401 || status == 403 {
-            return Err(CheckError::new(ErrorKind::AuthFailed, format!("token endpoint answered {status}")));
+            return Err(CheckError::new(
+                ErrorKind::AuthFailed,
+                format!("token endpoint answered {status}"),
+            ));
         }
         if !status.is_success() {
-            return Err(CheckError::new(ErrorKind::Protocol, format!("token endpoint answered {status}")));
+            return Err(CheckError::new(
+                ErrorKind::Protocol,
+                format!("token endpoint answered {status}"),
+            ));
         }
         let bytes = read_capped(resp, 64 * 1024).await?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| CheckError::new(ErrorKind::Protocol, format!("token answer is not JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            CheckError::new(
+                ErrorKind::Protocol,
+                format!("token answer is not JSON: {e}"),
+            )
+        })?;
         let tok = json
             .pointer(&self.spec.json_pointer)
             .and_then(|v| v.as_str())
@@ -164,7 +180,10 @@ pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<
         .map_err(|e| CheckError::new(super::http::classify(&e), super::http::describe(&e)))?
     {
         if out.len() + c.len() > cap {
-            return Err(CheckError::new(ErrorKind::Protocol, format!("answer larger than {cap} bytes")));
+            return Err(CheckError::new(
+                ErrorKind::Protocol,
+                format!("answer larger than {cap} bytes"),
+            ));
         }
         out.extend_from_slice(&c);
     }

@@ -126,8 +126,9 @@ pub async fn open(
     for (k, v) in headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| CheckError::new(ErrorKind::Internal, format!("invalid header {k}")))?;
-        let value = http::HeaderValue::from_str(v)
-            .map_err(|_| CheckError::new(ErrorKind::Internal, format!("invalid header value for {k}")))?;
+        let value = http::HeaderValue::from_str(v).map_err(|_| {
+            CheckError::new(ErrorKind::Internal, format!("invalid header value for {k}"))
+        })?;
         req.headers_mut().insert(name, value);
     }
     let cfg = WebSocketConfig::default()
@@ -235,10 +236,13 @@ impl Heart {
     /// True if `m` answers the outstanding heartbeat.
     fn answers(&self, m: &Message) -> bool {
         match m {
-            Message::Pong(p) => self.send.is_none() && self.expect.is_none() && p.as_ref() == self.seq.to_be_bytes(),
-            Message::Text(t) if self.send.is_some() || self.expect.is_some() => {
-                self.expect.as_ref().is_none_or(|re| re.is_match(t.as_str()))
+            Message::Pong(p) => {
+                self.send.is_none() && self.expect.is_none() && p.as_ref() == self.seq.to_be_bytes()
             }
+            Message::Text(t) if self.send.is_some() || self.expect.is_some() => self
+                .expect
+                .as_ref()
+                .is_none_or(|re| re.is_match(t.as_str())),
             _ => false,
         }
     }
@@ -248,7 +252,11 @@ fn closed(frame: Option<&tungstenite::protocol::CloseFrame>) -> CheckError {
     match frame {
         Some(f) => CheckError::new(
             ErrorKind::Closed,
-            format!("peer closed the session (code {}, {})", u16::from(f.code), f.reason),
+            format!(
+                "peer closed the session (code {}, {})",
+                u16::from(f.code),
+                f.reason
+            ),
         ),
         None => CheckError::new(ErrorKind::Closed, "peer closed the session"),
     }

@@ -85,7 +85,10 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
                     );
                 }
                 if !seen.insert(n.value.clone()) {
-                    t.error(n.span.clone(), format!("duplicate check name `{}`", n.value));
+                    t.error(
+                        n.span.clone(),
+                        format!("duplicate check name `{}`", n.value),
+                    );
                 }
                 n.value.clone()
             }
@@ -161,7 +164,10 @@ fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
                 ok = false;
                 t.error(
                     l.span,
-                    format!("`listen` must be HOST:PORT with an IP address, got `{}`", l.value),
+                    format!(
+                        "`listen` must be HOST:PORT with an IP address, got `{}`",
+                        l.value
+                    ),
                 );
             }
         }
@@ -285,7 +291,10 @@ fn read_heartbeat(t: &Table<'_, '_>, base: &HeartbeatConfig) -> HeartbeatConfig 
         h.stale_after = d;
     }
     if h.stale_after <= h.poor_after {
-        t.error(t.span(), "heartbeat `stale_after` must be greater than `poor_after`");
+        t.error(
+            t.span(),
+            "heartbeat `stale_after` must be greater than `poor_after`",
+        );
     }
     h
 }
@@ -305,7 +314,11 @@ fn read_check(
                 let names: Vec<&str> = registry::KINDS.iter().map(|k| k.name).collect();
                 t.error(
                     k.span.clone(),
-                    format!("unknown check kind `{}`; known kinds: {}", k.value, names.join(", ")),
+                    format!(
+                        "unknown check kind `{}`; known kinds: {}",
+                        k.value,
+                        names.join(", ")
+                    ),
                 );
                 None
             }
@@ -322,7 +335,10 @@ fn read_check(
                 {
                     t.error(
                         m.span.clone(),
-                        format!("kind `{}` has no session mode; use mode = \"probe\"", info.name),
+                        format!(
+                            "kind `{}` has no session mode; use mode = \"probe\"",
+                            info.name
+                        ),
                     );
                 }
                 Mode::Session
@@ -356,7 +372,10 @@ fn read_check(
     if let Some(list) = t.str_list("depends_on") {
         for d in list {
             if !all_names.contains(&d.value) {
-                t.error(d.span.clone(), format!("`depends_on` names unknown check `{}`", d.value));
+                t.error(
+                    d.span.clone(),
+                    format!("`depends_on` names unknown check `{}`", d.value),
+                );
             } else if d.value == name {
                 t.error(d.span.clone(), "a check cannot depend on itself");
             }

@@ -12,14 +12,21 @@ use crate::health::CheckState;
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let body = st.agent.shared.metrics.render();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()
 }
 
 fn uptime(st: &AppState) -> f64 {
-    st.agent.started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    st.agent
+        .started
+        .elapsed()
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// `GET /health`: overall status, score, each check's status.
@@ -64,7 +71,10 @@ fn one(st: &AppState, name: &str) -> Result<CheckState, ApiError> {
 }
 
 /// `GET /health/service/{name}`.
-pub async fn service(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<CheckState>, ApiError> {
+pub async fn service(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<CheckState>, ApiError> {
     one(&st, &name).map(Json)
 }
 
@@ -75,10 +85,16 @@ pub async fn force_all(State(st): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// `POST /health/service/{name}/check`.
-pub async fn force_one(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<CheckState>, ApiError> {
+pub async fn force_one(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<CheckState>, ApiError> {
     one(&st, &name)?;
     if !st.agent.force_one(&name).await {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no check named `{name}`")));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no check named `{name}`"),
+        ));
     }
     one(&st, &name).map(Json)
 }
@@ -90,12 +106,19 @@ pub async fn reload(State(st): State<AppState>) -> Result<Json<serde_json::Value
         Err(errs) => Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             error: "invalid configuration; the running configuration stays".into(),
-            detail: errs.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().into(),
+            detail: errs
+                .0
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .into(),
         }),
     }
 }
 
 /// `GET /`: the status page.
 pub async fn status_page(State(st): State<AppState>) -> Html<String> {
-    Html(crate::http::events::render_status_page(&st.agent.states().all()))
+    Html(crate::http::events::render_status_page(
+        &st.agent.states().all(),
+    ))
 }

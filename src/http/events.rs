@@ -15,7 +15,9 @@ use super::AppState;
 use crate::health::CheckState;
 
 /// `GET /api/v1/events`.
-pub async fn sse(State(st): State<AppState>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+pub async fn sse(
+    State(st): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let mut rx = st.agent.shared.bus.subscribe();
     let cancel = st.agent.cancel.clone();
     let stream = async_stream(move |tx| async move {

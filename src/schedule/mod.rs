@@ -41,7 +41,12 @@ pub struct Shared {
 
 impl Shared {
     /// New shared context.
-    pub fn new(states: Arc<StateTable>, bus: Bus, metrics: Arc<Metrics>, observers: Observers) -> Arc<Self> {
+    pub fn new(
+        states: Arc<StateTable>,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+        observers: Observers,
+    ) -> Arc<Self> {
         Arc::new(Self {
             states,
             bus,
@@ -226,7 +231,11 @@ impl Supervisor {
     }
 
     /// Waits until `due`, a force-check, a trigger, or cancellation.
-    async fn wait(&mut self, due: Instant, trigger: &mut Option<tokio::sync::broadcast::Receiver<Arc<Event>>>) -> Wake {
+    async fn wait(
+        &mut self,
+        due: Instant,
+        trigger: &mut Option<tokio::sync::broadcast::Receiver<Arc<Event>>>,
+    ) -> Wake {
         loop {
             tokio::select! {
                 biased;
@@ -311,14 +320,10 @@ impl Supervisor {
     fn after_change(&self, m: &Member, s: &crate::health::CheckState, ch: crate::health::Change) {
         m.metrics.changed();
         m.metrics.status(s);
-        if ch.from != ch.to {
-            if ch.to.is_failing() || ch.from.is_failing() || ch.to == crate::health::Status::Degraded {
-                if ch.to.is_failing() {
-                    tracing::warn!(check = %s.name, kind = s.kind, from = ch.from.as_str(), to = ch.to.as_str(), error = s.last_error.as_deref().unwrap_or(""), "check is failing");
-                } else {
-                    tracing::info!(check = %s.name, kind = s.kind, from = ch.from.as_str(), to = ch.to.as_str(), "check status changed");
-                }
-            }
+        if ch.to.is_failing() {
+            tracing::warn!(check = %s.name, kind = s.kind, from = ch.from.as_str(), to = ch.to.as_str(), error = s.last_error.as_deref().unwrap_or(""), "check is failing");
+        } else {
+            tracing::info!(check = %s.name, kind = s.kind, from = ch.from.as_str(), to = ch.to.as_str(), "check status changed");
         }
         for obs in self.shared.observers.iter() {
             obs.on_change(s, ch);
@@ -527,7 +532,11 @@ impl Supervisor {
         let far = || Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             let pending_deadline = pending.map(|p| p + t.timeout).unwrap_or_else(far);
-            let poor_at = if poor_reported { far() } else { last_ok + t.heartbeat.poor_after };
+            let poor_at = if poor_reported {
+                far()
+            } else {
+                last_ok + t.heartbeat.poor_after
+            };
             let stale_at = last_ok + t.heartbeat.stale_after;
             tokio::select! {
                 biased;

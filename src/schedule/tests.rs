@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::check::{BuildEnv, KindSpec, Verdict};
+use crate::check::{BuildEnv, KindSpec};
 use crate::config::{BackoffConfig, Timing};
 use crate::health::CheckState;
 
@@ -45,7 +45,10 @@ impl Check for FakeCheck {
             if self.succeed.load(Ordering::SeqCst) {
                 Outcome::up(Duration::from_millis(1))
             } else {
-                Outcome::down(CheckError::new(ErrorKind::Refused, "refused"), Duration::ZERO)
+                Outcome::down(
+                    CheckError::new(ErrorKind::Refused, "refused"),
+                    Duration::ZERO,
+                )
             }
         })
     }
@@ -79,13 +82,20 @@ fn config(jitter: Duration, max_attempts: u32) -> CheckConfig {
 
 fn start(check: Arc<FakeCheck>, c: CheckConfig) -> (Arc<Shared>, Handle, CancellationToken) {
     let metrics = Metrics::new();
-    let shared = Shared::new(Arc::new(StateTable::new()), Bus::new(1024), metrics.clone(), Arc::new(vec![]));
+    let shared = Shared::new(
+        Arc::new(StateTable::new()),
+        Bus::new(1024),
+        metrics.clone(),
+        Arc::new(vec![]),
+    );
     let state = CheckState::new(&c);
     let m = metrics.check(&state);
     let entry = Arc::new(Entry {
         state: parking_lot::Mutex::new(state),
     });
-    shared.states.replace(vec![c.name.clone()], vec![(c.name.clone(), entry.clone())]);
+    shared
+        .states
+        .replace(vec![c.name.clone()], vec![(c.name.clone(), entry.clone())]);
     let cancel = CancellationToken::new();
     let h = spawn(
         shared.clone(),
@@ -133,7 +143,10 @@ async fn jitter_is_added_within_range() {
     let c = calls(&f, 8).await;
     for (i, (g, base)) in gaps(&c).iter().zip([1u64, 2, 4, 8, 16, 30, 30]).enumerate() {
         let base = Duration::from_secs(base);
-        assert!(*g >= base && *g < base + Duration::from_secs(1), "gap {i}: {g:?}");
+        assert!(
+            *g >= base && *g < base + Duration::from_secs(1),
+            "gap {i}: {g:?}"
+        );
     }
     h.stop(Duration::from_secs(1)).await;
 }
@@ -165,10 +178,21 @@ async fn force_check_resets_backoff_and_runs_at_once() {
     let before = Instant::now();
     h.force().await;
     let c = calls(&f, 6).await;
-    assert!(c[5] - before < Duration::from_millis(50), "forced attempt ran at once");
-    assert_eq!(s.states.state("fake").unwrap().attempt, 1, "backoff restarted from 1");
+    assert!(
+        c[5] - before < Duration::from_millis(50),
+        "forced attempt ran at once"
+    );
+    assert_eq!(
+        s.states.state("fake").unwrap().attempt,
+        1,
+        "backoff restarted from 1"
+    );
     let c = calls(&f, 7).await;
-    assert_eq!(c[6] - c[5], Duration::from_secs(1), "next delay is base again");
+    assert_eq!(
+        c[6] - c[5],
+        Duration::from_secs(1),
+        "next delay is base again"
+    );
     h.stop(Duration::from_secs(1)).await;
 }
 
@@ -209,7 +233,6 @@ async fn hanging_probe_is_cut_off_at_timeout() {
     while let Ok(e) = rx.try_recv() {
         failed |= e.event == "connection:failed" && e.data["error_kind"] == "timeout";
     }
-    assert!(failed || st.consecutive_failures >= 1);
-    assert!(matches!(Verdict::Down(ErrorKind::Timeout), Verdict::Down(_)));
+    assert!(failed, "a connection:failed event with error_kind timeout");
     h.stop(Duration::from_secs(1)).await;
 }

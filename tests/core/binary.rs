@@ -78,7 +78,10 @@ unhealthy_threshold = 1
     );
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, &base).unwrap();
-    let mut child = spawn_agent(&cfg, &[("LL_TEST_PW", secret_pw), ("LL_TEST_TOKEN", secret_tok)]);
+    let mut child = spawn_agent(
+        &cfg,
+        &[("LL_TEST_PW", secret_pw), ("LL_TEST_TOKEN", secret_tok)],
+    );
     let url = format!("http://127.0.0.1:{port}");
     wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10)).await;
     let mut detailed = Value::Null;
@@ -92,8 +95,16 @@ unhealthy_threshold = 1
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!detailed.is_null(), "agent did not reach the expected states");
-    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(
+        !detailed.is_null(),
+        "agent did not reach the expected states"
+    );
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
 
     // SIGHUP reloads: a new check appears.
     std::fs::write(
@@ -122,19 +133,36 @@ unhealthy_threshold = 1
         .expect("exited within 6s")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).await.unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
         assert!(v["level"].is_string(), "{line}");
     }
-    assert!(logs.contains("check is failing"), "a target going down is logged");
+    assert!(
+        logs.contains("check is failing"),
+        "a target going down is logged"
+    );
     let detailed = detailed.to_string();
     for s in [secret_pw, secret_tok] {
         assert!(!logs.contains(s), "secret in logs");
-        assert!(!detailed.contains(s), "secret in /health/detailed: {detailed}");
+        assert!(
+            !detailed.contains(s),
+            "secret in /health/detailed: {detailed}"
+        );
         assert!(!metrics.contains(s), "secret in /metrics");
     }
 }
@@ -151,7 +179,10 @@ async fn check_cmd(config: &str, args: &[&str]) -> (i32, String) {
         .output()
         .await
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -184,7 +215,12 @@ address = "127.0.0.1:{dead}"
     let (code, out) = check_cmd(&cfg, &["--json"]).await;
     assert_eq!(code, 2);
     let v: Value = serde_json::from_str(&out).unwrap();
-    let down = v.as_array().unwrap().iter().find(|r| r["name"] == "down").unwrap();
+    let down = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "down")
+        .unwrap();
     assert_eq!(down["status"], "unhealthy");
     assert_eq!(down["error_kind"], "refused");
     let (code, _) = check_cmd(&cfg, &["nope"]).await;
@@ -215,17 +251,43 @@ backoff = {{ base = "50ms", jitter = "0s" }}
         free_port()
     ))
     .await;
-    a.wait_status("up", lifeline::health::Status::Healthy, Duration::from_secs(5)).await;
-    a.wait_status("down", lifeline::health::Status::Unhealthy, Duration::from_secs(5)).await;
-    let body = reqwest::get(a.url("/metrics")).await.unwrap().text().await.unwrap();
+    a.wait_status(
+        "up",
+        lifeline::health::Status::Healthy,
+        Duration::from_secs(5),
+    )
+    .await;
+    a.wait_status(
+        "down",
+        lifeline::health::Status::Unhealthy,
+        Duration::from_secs(5),
+    )
+    .await;
+    let body = reqwest::get(a.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
-        "lifeline_check_info", "lifeline_check_up", "lifeline_check_status", "lifeline_check_score",
-        "lifeline_check_latency_seconds_bucket", "lifeline_check_attempts_total",
-        "lifeline_check_failures_total", "lifeline_check_consecutive_failures",
-        "lifeline_check_backoff_seconds", "lifeline_check_last_success_timestamp_seconds",
-        "lifeline_check_state_changes_total", "lifeline_overall_score", "lifeline_overall_status",
-        "lifeline_check_phase_seconds", "lifeline_scheduler_lag_seconds", "lifeline_build_info",
-        "lifeline_config_last_reload_successful", "process_cpu_seconds_total",
+        "lifeline_check_info",
+        "lifeline_check_up",
+        "lifeline_check_status",
+        "lifeline_check_score",
+        "lifeline_check_latency_seconds_bucket",
+        "lifeline_check_attempts_total",
+        "lifeline_check_failures_total",
+        "lifeline_check_consecutive_failures",
+        "lifeline_check_backoff_seconds",
+        "lifeline_check_last_success_timestamp_seconds",
+        "lifeline_check_state_changes_total",
+        "lifeline_overall_score",
+        "lifeline_overall_status",
+        "lifeline_check_phase_seconds",
+        "lifeline_scheduler_lag_seconds",
+        "lifeline_build_info",
+        "lifeline_config_last_reload_successful",
+        "process_cpu_seconds_total",
     ] {
         assert!(body.contains(name), "missing {name}");
     }
@@ -237,13 +299,21 @@ backoff = {{ base = "50ms", jitter = "0s" }}
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let complaints = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && complaints.trim().is_empty(), "promtool: {complaints}");
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "promtool: {complaints}"
+    );
     a.stop().await;
 }

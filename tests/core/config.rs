@@ -34,7 +34,10 @@ fn broken_config_reports_every_error_with_position() {
     let (code, _out, err) = validate(&path);
     assert_eq!(code, 2);
     let p = path.display().to_string();
-    let got: Vec<String> = err.lines().map(|l| l.replacen(&p, "broken.toml", 1)).collect();
+    let got: Vec<String> = err
+        .lines()
+        .map(|l| l.replacen(&p, "broken.toml", 1))
+        .collect();
     let want = [
         "broken.toml:2:10: `listen` must be HOST:PORT with an IP address, got `localhost:99999`",
         "broken.toml:3:9: `shard` must be \"i/n\" with 1 ≤ i ≤ n",
@@ -54,8 +57,14 @@ fn broken_config_reports_every_error_with_position() {
         "broken.toml:42:1: unknown key `token`",
         "broken.toml: 16 errors",
     ];
-    let kinds: Vec<&str> = lifeline::check::registry::KINDS.iter().map(|k| k.name).collect();
-    let want: Vec<String> = want.iter().map(|l| l.replace("KINDS", &kinds.join(", "))).collect();
+    let kinds: Vec<&str> = lifeline::check::registry::KINDS
+        .iter()
+        .map(|k| k.name)
+        .collect();
+    let want: Vec<String> = want
+        .iter()
+        .map(|l| l.replace("KINDS", &kinds.join(", ")))
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -66,18 +75,17 @@ fn toml_syntax_error_has_position() {
     std::fs::write(&p, "[agent]\nlisten = \"127.0.0.1:1\"\nx = [\n").unwrap();
     let (code, _, err) = validate(&p);
     assert_eq!(code, 2);
-    assert!(err.starts_with(&format!("{}:3:6: TOML syntax: unclosed array", p.display())), "{err}");
+    assert!(
+        err.starts_with(&format!("{}:3:6: TOML syntax: unclosed array", p.display())),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_env_substitution_is_an_error_at_the_value() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
-        "[agent]\napi_token = \"${env:LIFELINE_NOPE}\"\n",
-    )
-    .unwrap();
+    std::fs::write(&p, "[agent]\napi_token = \"${env:LIFELINE_NOPE}\"\n").unwrap();
     let (code, _, err) = validate(&p);
     assert_eq!(code, 2);
     assert!(
@@ -131,7 +139,11 @@ fn validate_output_never_shows_a_secret() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains(":3:10: `listen` must be HOST:PORT"), "{all}");
     assert!(!all.contains("sekrit-Kq27-value"), "secret printed: {all}");
     assert!(all.contains("***"), "{all}");

@@ -20,6 +20,7 @@ interval = "100ms"
 "#
     ))
     .await;
-    a.wait_status("t", Status::Healthy, Duration::from_secs(5)).await;
+    a.wait_status("t", Status::Healthy, Duration::from_secs(5))
+        .await;
     a.stop().await;
 }

@@ -37,7 +37,9 @@ impl WsServer {
         let srv = s.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = l.accept().await else { return };
+                let Ok((sock, _)) = l.accept().await else {
+                    return;
+                };
                 let srv = srv.clone();
                 tokio::spawn(async move { srv.serve(sock).await });
             }
@@ -45,12 +47,16 @@ impl WsServer {
         (s, url)
     }
 
+    #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
     async fn serve(self: Arc<Self>, sock: tokio::net::TcpStream) {
         let need = self.require_auth.lock().clone();
         let me = self.clone();
         let check = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             if let Some(tok) = &need {
-                let got = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+                let got = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
                 if got != Some(tok.as_str()) {
                     me.rejected.fetch_add(1, Ordering::SeqCst);
                     let mut r = ErrorResponse::new(Some("no".into()));
@@ -60,7 +66,9 @@ impl WsServer {
             }
             Ok(resp)
         };
-        let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, check).await else { return };
+        let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, check).await else {
+            return;
+        };
         self.accepted.lock().push(Instant::now());
         loop {
             if self.stall.load(Ordering::SeqCst) {
@@ -106,7 +114,8 @@ async fn server_close_is_noticed_within_100ms() {
     let (srv, url) = WsServer::start().await;
     let a = TestAgent::start(&session_config(&url, "")).await;
     let mut rx = a.events();
-    a.wait_status("ws", Status::Healthy, Duration::from_secs(5)).await;
+    a.wait_status("ws", Status::Healthy, Duration::from_secs(5))
+        .await;
     let closed_at = Instant::now();
     srv.close_all.notify_waiters();
     let e = wait_event(&mut rx, Duration::from_secs(2), "disconnected", |e| {
@@ -125,7 +134,8 @@ async fn unanswered_pings_degrade_then_drop_and_reconnect_with_backoff() {
     let (srv, url) = WsServer::start().await;
     let a = TestAgent::start(&session_config(&url, "")).await;
     let mut rx = a.events();
-    a.wait_status("ws", Status::Healthy, Duration::from_secs(5)).await;
+    a.wait_status("ws", Status::Healthy, Duration::from_secs(5))
+        .await;
     // New connections stall too, until we clear the flag below.
     srv.stall.store(true, Ordering::SeqCst);
     srv.close_all.notify_waiters(); // stops the current reader; socket stays open
@@ -135,9 +145,12 @@ async fn unanswered_pings_degrade_then_drop_and_reconnect_with_backoff() {
     })
     .await;
     assert_eq!(e.data["error_kind"], "closed");
-    let stalled_since = wait_event(&mut rx, Duration::from_secs(3), "reconnect to stalled server", |e| {
-        is_event(e, "connection:reconnected", "ws")
-    })
+    let stalled_since = wait_event(
+        &mut rx,
+        Duration::from_secs(3),
+        "reconnect to stalled server",
+        |e| is_event(e, "connection:reconnected", "ws"),
+    )
     .await;
     let _ = stalled_since;
     let t0 = Instant::now();
@@ -158,7 +171,10 @@ async fn unanswered_pings_degrade_then_drop_and_reconnect_with_backoff() {
     .await;
     let t_drop = t0.elapsed();
     assert_eq!(dropped.data["error_kind"], "stale");
-    assert!(t_drop >= Duration::from_millis(850), "dropped after {t_drop:?} (stale_after = 900ms)");
+    assert!(
+        t_drop >= Duration::from_millis(850),
+        "dropped after {t_drop:?} (stale_after = 900ms)"
+    );
     let dropped_at = Instant::now();
     let before = srv.accepted.lock().len();
     wait_event(&mut rx, Duration::from_secs(3), "reconnected", |e| {
@@ -168,7 +184,10 @@ async fn unanswered_pings_degrade_then_drop_and_reconnect_with_backoff() {
     let accepted = srv.accepted.lock().clone();
     assert_eq!(accepted.len(), before + 1, "exactly one new session");
     let gap = accepted[before] - dropped_at;
-    assert!(gap >= Duration::from_millis(290), "reconnect waited backoff.base: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(290),
+        "reconnect waited backoff.base: {gap:?}"
+    );
     assert_eq!(a.state("ws").status, Status::Healthy);
     srv.close_all.notify_waiters();
     a.stop().await;
@@ -195,7 +214,9 @@ async fn token_server(ws: Arc<WsServer>) -> (Arc<TokenServer>, String) {
                 let n = t.calls.fetch_add(1, Ordering::SeqCst) + 1;
                 let tok = format!("tok-{n}");
                 *ws.require_auth.lock() = Some(format!("Bearer {tok}"));
-                axum::Json(serde_json::json!({"access_token": tok, "expires_in": *t.expires_in.lock()}))
+                axum::Json(
+                    serde_json::json!({"access_token": tok, "expires_in": *t.expires_in.lock()}),
+                )
             }
         }),
     );
@@ -227,7 +248,11 @@ token = {{ url = "{token_url}", ttl = "1h" }}
         (srv.accepted.lock().len() >= 10).then_some(())
     })
     .await;
-    assert_eq!(ts.calls.load(Ordering::SeqCst), 1, "one fetch while the token is valid");
+    assert_eq!(
+        ts.calls.load(Ordering::SeqCst),
+        1,
+        "one fetch while the token is valid"
+    );
     assert_eq!(a.state("ws").status, Status::Healthy);
 
     // The server rejects the token: the next handshake gets 401, the token is dropped and
@@ -239,9 +264,11 @@ token = {{ url = "{token_url}", ttl = "1h" }}
     .await;
     assert!(srv.rejected.load(Ordering::SeqCst) >= 1);
     let n = srv.accepted.lock().len();
-    wait_for(Duration::from_secs(5), "handshakes with the new token", || {
-        (srv.accepted.lock().len() >= n + 3).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "handshakes with the new token",
+        || (srv.accepted.lock().len() >= n + 3).then_some(()),
+    )
     .await;
     assert_eq!(ts.calls.load(Ordering::SeqCst), 2);
 
@@ -260,7 +287,11 @@ token = {{ url = "{token_url}", ttl = "1h" }}
         (ts.calls.load(Ordering::SeqCst) >= 5).then_some(())
     })
     .await;
-    assert_eq!(srv.rejected.load(Ordering::SeqCst), rejected, "refetched on expiry, not on 401");
+    assert_eq!(
+        srv.rejected.load(Ordering::SeqCst),
+        rejected,
+        "refetched on expiry, not on 401"
+    );
     a.stop().await;
 }
 
@@ -284,8 +315,11 @@ unhealthy_threshold = 1
 "#
     ))
     .await;
-    a.wait_status("up", Status::Healthy, Duration::from_secs(5)).await;
-    let d = a.wait_status("down", Status::Unhealthy, Duration::from_secs(5)).await;
+    a.wait_status("up", Status::Healthy, Duration::from_secs(5))
+        .await;
+    let d = a
+        .wait_status("down", Status::Unhealthy, Duration::from_secs(5))
+        .await;
     assert_eq!(d.error_kind, Some(lifeline::check::ErrorKind::Refused));
     a.stop().await;
 }
@@ -312,8 +346,10 @@ labels = {{ team = "b" }}
 "#
     ))
     .await;
-    a.wait_status("ws-a", Status::Healthy, Duration::from_secs(5)).await;
-    a.wait_status("ws-b", Status::Healthy, Duration::from_secs(5)).await;
+    a.wait_status("ws-a", Status::Healthy, Duration::from_secs(5))
+        .await;
+    a.wait_status("ws-b", Status::Healthy, Duration::from_secs(5))
+        .await;
     // Several heartbeats later there is still exactly one connection.
     let st = a.agent.states().clone();
     wait_for(Duration::from_secs(5), "heartbeats on both checks", || {
