@@ -130,9 +130,9 @@ fn row(out: &mut String, s: &CheckState, now: SystemTime) {
                 .error_kind
                 .map(|k| format!("<span class=\"ek\">{}</span>", k.as_str()))
                 .unwrap_or_default();
-            format!("{kind}<span class=\"msg\">{}</span>", esc(e))
+            format!("<span class=\"ev\">{kind}<span class=\"msg\">{}</span></span>", esc(e))
         }
-        None => "<span class=\"none\">—</span>".into(),
+        None => "<span class=\"ev\"><span class=\"none\">—</span></span>".into(),
     };
     let since = match s.since {
         Some(t) => {
