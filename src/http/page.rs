@@ -57,7 +57,10 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
 /// labels, errors, messages) is HTML-escaped; the embedded JSON cannot close its element.
 pub fn render(states: &[CheckState], now: SystemTime, nonce: &str) -> String {
     let o = overall(states.iter());
-    let score = o.score.map(|s| format!("{:.0}", s)).unwrap_or_else(|| "—".into());
+    let score = o
+        .score
+        .map(|s| format!("{:.0}", s))
+        .unwrap_or_else(|| "—".into());
     let status = o.status.as_str();
     let title = match o.score {
         Some(s) => format!("lifeline · {status} ({s:.0})"),
@@ -130,7 +133,10 @@ fn row(out: &mut String, s: &CheckState, now: SystemTime) {
                 .error_kind
                 .map(|k| format!("<span class=\"ek\">{}</span>", k.as_str()))
                 .unwrap_or_default();
-            format!("<span class=\"ev\">{kind}<span class=\"msg\">{}</span></span>", esc(e))
+            format!(
+                "<span class=\"ev\">{kind}<span class=\"msg\">{}</span></span>",
+                esc(e)
+            )
         }
         None => "<span class=\"ev\"><span class=\"none\">—</span></span>".into(),
     };
@@ -138,11 +144,14 @@ fn row(out: &mut String, s: &CheckState, now: SystemTime) {
         Some(t) => {
             let iso = rfc3339(t);
             let ago = now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
-            format!("<time datetime=\"{iso}\" title=\"{iso}\">{} ago</time>", fmt_age(ago))
+            format!(
+                "<time datetime=\"{iso}\" title=\"{iso}\">{} ago</time>",
+                fmt_age(ago)
+            )
         }
         None => "<span class=\"none\">—</span>".into(),
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<tr id=\"check-{name}\" data-check=\"{name}\" data-status=\"{status}\" class=\"band-{band}\">\
          <th scope=\"row\" data-label=\"Check\"><a class=\"name\" href=\"health/service/{name}\">{name}</a>\
@@ -152,7 +161,7 @@ fn row(out: &mut String, s: &CheckState, now: SystemTime) {
          <td class=\"score num\" data-label=\"Score\">{score}</td>\
          <td class=\"latency num\" data-label=\"Latency\">{latency}</td>\
          <td class=\"error{stale}\" data-label=\"Last error\">{error}</td>\
-         <td class=\"since\" data-label=\"Since\">{since}</td></tr>\n",
+         <td class=\"since\" data-label=\"Since\">{since}</td></tr>",
         kind = esc(s.kind),
         mode = s.mode.as_str(),
         icon = status_icon(s.status),
@@ -163,7 +172,10 @@ fn row(out: &mut String, s: &CheckState, now: SystemTime) {
 
 /// "3 checks: 2 healthy, 1 failing, 0 other".
 fn counts(states: &[CheckState]) -> String {
-    let healthy = states.iter().filter(|s| s.status == Status::Healthy).count();
+    let healthy = states
+        .iter()
+        .filter(|s| s.status == Status::Healthy)
+        .count();
     let failing = states.iter().filter(|s| s.status.is_failing()).count();
     let n = states.len();
     format!(
@@ -275,11 +287,18 @@ mod tests {
         while let Some(i) = rest.find("{{") {
             let after = &rest[i + 2..];
             let end = after.find("}}").expect("closed marker");
-            assert!(KEYS.contains(&&after[..end]), "unknown marker {}", &after[..end]);
+            assert!(
+                KEYS.contains(&&after[..end]),
+                "unknown marker {}",
+                &after[..end]
+            );
             rest = &after[end + 2..];
         }
         for bad in ["https://", "<link", " src=", "@import", "url("] {
-            assert!(!TEMPLATE.contains(bad), "template references an external resource: {bad}");
+            assert!(
+                !TEMPLATE.contains(bad),
+                "template references an external resource: {bad}"
+            );
         }
         // The only absolute URL is the SVG namespace name (an identifier, never fetched).
         assert_eq!(
@@ -290,7 +309,10 @@ mod tests {
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let j = script_json(&serde_json::json!({"m": "</script><!--&"}));
         assert!(!j.contains('<') && !j.contains('>') && !j.contains('&'));
         let back: serde_json::Value = serde_json::from_str(&j).expect("still JSON");

@@ -22,13 +22,17 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 fn dashboard() -> Value {
-    let text = std::fs::read_to_string(repo("dashboards/lifeline-overview.json")).expect("read dashboard");
+    let text =
+        std::fs::read_to_string(repo("dashboards/lifeline-overview.json")).expect("read dashboard");
     serde_json::from_str(&text).expect("dashboard is JSON")
 }
 
+/// `(where, text)` pairs.
+type Located = Vec<(String, String)>;
+
 /// Every PromQL expression in the dashboard: `(where, expr)`. Template variable queries
 /// come back as `label_values(...)` text (Grafana's function, not PromQL).
-fn dashboard_exprs(d: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn dashboard_exprs(d: &Value) -> (Located, Located) {
     fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
         match v {
             Value::Object(m) => {
@@ -38,7 +42,11 @@ fn dashboard_exprs(d: &Value) -> (Vec<(String, String)>, Vec<(String, String)>) 
                 }
                 for (k, x) in m {
                     if k != "templating" {
-                        let name = m.get("title").or(m.get("name")).and_then(Value::as_str).unwrap_or(k);
+                        let name = m
+                            .get("title")
+                            .or(m.get("name"))
+                            .and_then(Value::as_str)
+                            .unwrap_or(k);
                         walk(x, &format!("{path}/{name}"), out);
                     }
                 }
@@ -79,7 +87,8 @@ fn substitute(expr: &str) -> String {
 
 /// Metric names an expression reads (not recording-rule names, not label values).
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    let re = Regex::new(r#"(?:^|[^A-Za-z0-9_:"])((?:lifeline|process)_[A-Za-z0-9_]+)\b(:?)"#).expect("regex");
+    let re = Regex::new(r#"(?:^|[^A-Za-z0-9_:"])((?:lifeline|process)_[A-Za-z0-9_]+)\b(:?)"#)
+        .expect("regex");
     re.captures_iter(expr)
         .filter(|c| &c[2] != ":")
         .map(|c| c[1].to_string())
@@ -93,7 +102,10 @@ fn dashboard_is_an_importable_grafana_dashboard() {
     assert!(d["schemaVersion"].as_u64().expect("schemaVersion") >= 39);
     assert_eq!(d["__inputs"][0]["name"], "DS_PROMETHEUS");
     assert_eq!(d["__inputs"][0]["pluginId"], "prometheus");
-    assert!(d["id"].is_null(), "exported dashboards carry no database id");
+    assert!(
+        d["id"].is_null(),
+        "exported dashboards carry no database id"
+    );
     let vars: Vec<&str> = d["templating"]["list"]
         .as_array()
         .expect("variables")
@@ -105,15 +117,32 @@ fn dashboard_is_an_importable_grafana_dashboard() {
     let mut ids = BTreeSet::new();
     let mut titles = BTreeMap::new();
     for p in panels {
-        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "duplicate panel id");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate panel id"
+        );
         let g = &p["gridPos"];
-        assert!(g["x"].as_u64().expect("x") + g["w"].as_u64().expect("w") <= 24, "panel wider than the grid");
+        assert!(
+            g["x"].as_u64().expect("x") + g["w"].as_u64().expect("w") <= 24,
+            "panel wider than the grid"
+        );
         if p["type"] == "row" {
             continue;
         }
-        titles.insert(p["title"].as_str().expect("title").to_string(), p["type"].as_str().expect("type").to_string());
-        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "panel {} datasource", p["title"]);
-        assert!(p["description"].as_str().is_some_and(|s| !s.is_empty()), "panel {} says what it answers", p["title"]);
+        titles.insert(
+            p["title"].as_str().expect("title").to_string(),
+            p["type"].as_str().expect("type").to_string(),
+        );
+        assert_eq!(
+            p["datasource"]["uid"], "${DS_PROMETHEUS}",
+            "panel {} datasource",
+            p["title"]
+        );
+        assert!(
+            p["description"].as_str().is_some_and(|s| !s.is_empty()),
+            "panel {} says what it answers",
+            p["title"]
+        );
         for t in p["targets"].as_array().expect("targets") {
             assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}");
         }
@@ -135,7 +164,11 @@ fn dashboard_is_an_importable_grafana_dashboard() {
         ("Notification queue depth and latency", "timeseries"),
         ("Plugins", "table"),
     ] {
-        assert_eq!(titles.get(title).map(String::as_str), Some(kind), "panel `{title}`");
+        assert_eq!(
+            titles.get(title).map(String::as_str),
+            Some(kind),
+            "panel `{title}`"
+        );
     }
     // Only SPEC §6 names (as src/metrics.rs registers them) and process_* are used.
     let src = std::fs::read_to_string(repo("src/metrics.rs")).expect("metrics.rs");
@@ -179,7 +212,9 @@ fn promtool_checks_and_unit_tests_the_rules() {
 
 /// A WebSocket server that accepts every handshake and answers pings (for a session check).
 async fn ws_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
@@ -199,7 +234,9 @@ async fn ws_server() -> (String, tokio::task::JoinHandle<()>) {
 
 /// A TCP listener that accepts and drops connections.
 async fn tcp_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
@@ -250,9 +287,12 @@ url = "{ws}"
     m.notification_queue("pager", 3);
     m.notification_latency("ops", Duration::from_millis(120));
     m.plugin_loaded("example", "1.2.0", "1");
-    a.wait_status("web", Status::Healthy, Duration::from_secs(10)).await;
-    a.wait_status("db", Status::Unhealthy, Duration::from_secs(10)).await;
-    a.wait_status("pbx-ws", Status::Healthy, Duration::from_secs(10)).await;
+    a.wait_status("web", Status::Healthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("db", Status::Unhealthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("pbx-ws", Status::Healthy, Duration::from_secs(10))
+        .await;
     (a, vec![t1, t2])
 }
 
@@ -272,10 +312,16 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
     let http = reqwest::Client::new();
 
     // Scraped a few times (rates need two samples).
-    prom.wait_series(r#"count_over_time(up{job="lifeline"}[1m]) >= 3"#, Duration::from_secs(30))
-        .await;
+    prom.wait_series(
+        r#"count_over_time(up{job="lifeline"}[1m]) >= 3"#,
+        Duration::from_secs(30),
+    )
+    .await;
     let up = prom.query(r#"up{job="lifeline"}"#).await.expect("up");
-    assert_eq!(up[0]["value"][1], "1", "the agent is scraped successfully: {up:?}");
+    assert_eq!(
+        up[0]["value"][1], "1",
+        "the agent is scraped successfully: {up:?}"
+    );
     // Counters moving after the first scrapes, as live notifiers make them.
     let m = a.agent.shared.metrics.clone();
     m.notification("ops", NotifyResult::Sent);
@@ -287,7 +333,14 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
     )
     .await;
 
-    let metrics = http.get(a.url("/metrics")).send().await.expect("metrics").text().await.expect("body");
+    let metrics = http
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
     let exported = exported_names(&metrics);
 
     // The dashboard: every panel and annotation expression parses and returns series.
@@ -311,12 +364,17 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
     // Template variables: label_values(selector, label).
     let lv = Regex::new(r"^\s*label_values\((.+),\s*(\w+)\s*\)\s*$").expect("regex");
     for (name, q) in &vars {
-        let c = lv.captures(q).unwrap_or_else(|| panic!("variable {name}: unexpected query {q}"));
+        let c = lv
+            .captures(q)
+            .unwrap_or_else(|| panic!("variable {name}: unexpected query {q}"));
         let (sel, label) = (substitute(&c[1]), &c[2]);
         match prom.query(&sel).await {
             Err(err) => failures.push(format!("variable {name}: `{sel}` does not run: {err}")),
             Ok(r) => {
-                let values: BTreeSet<&str> = r.iter().filter_map(|s| s["metric"][label].as_str()).collect();
+                let values: BTreeSet<&str> = r
+                    .iter()
+                    .filter_map(|s| s["metric"][label].as_str())
+                    .collect();
                 if values.is_empty() {
                     failures.push(format!("variable {name}: `{sel}` has no `{label}` values"));
                 }
@@ -327,7 +385,9 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
         }
         for m in metric_names(q) {
             if !exported.contains(&m) {
-                failures.push(format!("variable {name}: `{m}` is not exported by the agent"));
+                failures.push(format!(
+                    "variable {name}: `{m}` is not exported by the agent"
+                ));
             }
         }
     }
@@ -337,14 +397,26 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
     let groups = loop {
         let r = prom.api("rules", &[]).await;
         let groups = r["data"]["groups"].as_array().cloned().unwrap_or_default();
-        let all: Vec<&Value> = groups.iter().flat_map(|g| g["rules"].as_array().into_iter().flatten()).collect();
+        let all: Vec<&Value> = groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
         let evaluated = !all.is_empty()
-            && all.iter().all(|r| r["health"] == "ok" && !r["lastEvaluation"].as_str().unwrap_or("0001").starts_with("0001"));
+            && all.iter().all(|r| {
+                r["health"] == "ok"
+                    && !r["lastEvaluation"]
+                        .as_str()
+                        .unwrap_or("0001")
+                        .starts_with("0001")
+            });
         if evaluated {
             break groups;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("rules not all evaluated ok within 30s: {r:#}\n{}", prom.log());
+            panic!(
+                "rules not all evaluated ok within 30s: {r:#}\n{}",
+                prom.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -352,7 +424,10 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
     for g in &groups {
         for r in g["rules"].as_array().expect("rules") {
             n_rules += 1;
-            let (name, q) = (r["name"].as_str().expect("name"), r["query"].as_str().expect("query"));
+            let (name, q) = (
+                r["name"].as_str().expect("name"),
+                r["query"].as_str().expect("query"),
+            );
             let res = prom.query(q).await;
             if let Err(e) = &res {
                 failures.push(format!("rule {name}: `{q}` does not run: {e}"));
@@ -390,10 +465,16 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
             .map(|a| {
                 let l = &a["labels"];
                 let who = l["check"].as_str().or(l["notifier"].as_str()).unwrap_or("");
-                (l["alertname"].as_str().unwrap_or("").to_string(), who.to_string())
+                (
+                    l["alertname"].as_str().unwrap_or("").to_string(),
+                    who.to_string(),
+                )
             })
             .collect();
-        if want.iter().all(|(n, _, w)| active.contains(&(n.to_string(), w.to_string()))) {
+        if want
+            .iter()
+            .all(|(n, _, w)| active.contains(&(n.to_string(), w.to_string())))
+        {
             break active;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -412,12 +493,19 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
         ("LifelineStoreErrors", ""),
     ] {
         assert!(
-            !active.iter().any(|(n, w)| n == name && (who.is_empty() || w == who)),
+            !active
+                .iter()
+                .any(|(n, w)| n == name && (who.is_empty() || w == who)),
             "{name} {who} must not be active: {active:?}"
         );
     }
 
-    assert!(failures.is_empty(), "{} problems:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     drop(prom);
     for t in tasks {
         t.abort();
@@ -429,7 +517,12 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
 async fn live_exposition_passes_promtool_check_metrics() {
     let promtool = require_bin("promtool", "prometheus", &["/usr/bin"]);
     let (a, tasks) = agent_with_data().await;
-    let body = reqwest::get(a.url("/metrics")).await.expect("metrics").text().await.expect("body");
+    let body = reqwest::get(a.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
     for family in [
         "lifeline_check_info",
         "lifeline_check_latency_seconds_bucket",
@@ -438,7 +531,10 @@ async fn live_exposition_passes_promtool_check_metrics() {
         "lifeline_plugin_info",
         "process_cpu_seconds_total",
     ] {
-        assert!(exported_names(&body).contains(family), "{family} missing from /metrics");
+        assert!(
+            exported_names(&body).contains(family),
+            "{family} missing from /metrics"
+        );
     }
     let mut child = tokio::process::Command::new(promtool)
         .args(["check", "metrics"])
@@ -449,14 +545,23 @@ async fn live_exposition_passes_promtool_check_metrics() {
         .spawn()
         .expect("spawn promtool");
     let mut stdin = child.stdin.take().expect("stdin");
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, body.as_bytes()).await.expect("write");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, body.as_bytes())
+        .await
+        .expect("write");
     drop(stdin);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .expect("promtool finished")
         .expect("promtool ran");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.trim().is_empty(), "promtool check metrics:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "promtool check metrics:\n{text}"
+    );
     for t in tasks {
         t.abort();
     }

@@ -39,7 +39,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -69,7 +72,10 @@ impl Prometheus {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("prometheus not ready within {within:?}; log:\n{}", self.log());
+                panic!(
+                    "prometheus not ready within {within:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -118,7 +124,10 @@ impl Prometheus {
                 Err(e) => panic!("query `{q}` failed: {e}"),
             }
             if tokio::time::Instant::now() >= deadline {
-                panic!("`{q}` returned no series within {within:?}; log:\n{}", self.log());
+                panic!(
+                    "`{q}` returned no series within {within:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -44,7 +44,10 @@ impl Chromium {
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
-            .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("profile").display()
+            ))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -52,7 +55,11 @@ impl Chromium {
             .process_group(0)
             .spawn()
             .expect("spawn chromium");
-        let mut c = Self { child, port: 0, dir };
+        let mut c = Self {
+            child,
+            port: 0,
+            dir,
+        };
         // Chromium writes the port it bound to into the profile directory.
         let file = c.dir.path().join("profile").join("DevToolsActivePort");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -90,10 +97,13 @@ impl Chromium {
             .and_then(|t| t["webSocketDebuggerUrl"].as_str())
             .unwrap_or_else(|| panic!("no page target in {list}"))
             .to_string();
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws_url))
-            .await
-            .expect("devtools connect timed out")
-            .expect("devtools connect");
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(ws_url),
+        )
+        .await
+        .expect("devtools connect timed out")
+        .expect("devtools connect");
         Tab { ws, next_id: 0 }
     }
 }
@@ -122,7 +132,10 @@ impl Tab {
         self.next_id += 1;
         let id = self.next_id;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::Text(msg.into())).await.expect("devtools send");
+        self.ws
+            .send(Message::Text(msg.into()))
+            .await
+            .expect("devtools send");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let m = tokio::time::timeout_at(deadline, self.ws.next())
@@ -179,7 +192,9 @@ impl Tab {
 
     /// Saves a PNG of the viewport to `path`.
     pub async fn screenshot(&mut self, path: &Path) {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let r = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
         let png = base64_decode(r["data"].as_str().expect("screenshot data"));
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         if let Some(d) = path.parent() {

@@ -14,7 +14,9 @@ use crate::common::*;
 
 /// A TCP listener that accepts and drops connections; abort the task to stop it.
 async fn tcp_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
@@ -66,15 +68,21 @@ async fn first_response_lists_every_check_without_javascript() {
     let refused = format!("127.0.0.1:{}", free_port());
     let (beta, t2) = tcp_server().await;
     let a = TestAgent::start(&config(&alpha, &beta, &refused)).await;
-    a.wait_status("alpha", Status::Healthy, Duration::from_secs(10)).await;
-    a.wait_status("beta", Status::Healthy, Duration::from_secs(10)).await;
-    a.wait_status("gamma.db", Status::Unhealthy, Duration::from_secs(10)).await;
+    a.wait_status("alpha", Status::Healthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("beta", Status::Healthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("gamma.db", Status::Unhealthy, Duration::from_secs(10))
+        .await;
 
     let r = reqwest::get(a.url("/")).await.expect("GET /");
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
     assert_eq!(h["content-type"], "text/html; charset=utf-8");
-    let csp = h["content-security-policy"].to_str().expect("csp").to_string();
+    let csp = h["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_string();
     let html = r.text().await.expect("body");
 
     // Every check, with status text, score and colour band, in the HTML itself.
@@ -87,25 +95,61 @@ async fn first_response_lists_every_check_without_javascript() {
             .find(&format!("<tr id=\"check-{name}\" data-check=\"{name}\" data-status=\"{status}\" class=\"band-{band}\">"))
             .unwrap_or_else(|| panic!("no {status}/{band} row for {name} in:\n{html}"));
         let row = &html[start..start + html[start..].find("</tr>").expect("row end")];
-        assert!(row.contains(&format!("<span class=\"txt\">{status}</span>")), "{row}");
-        assert!(row.contains(&format!("<td class=\"score num\" data-label=\"Score\">{score}</td>")), "{row}");
+        assert!(
+            row.contains(&format!("<span class=\"txt\">{status}</span>")),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!(
+                "<td class=\"score num\" data-label=\"Score\">{score}</td>"
+            )),
+            "{row}"
+        );
     }
     let gamma = &html[html.find("data-check=\"gamma.db\"").expect("gamma")..];
-    assert!(gamma[..gamma.find("</tr>").expect("end")].contains("<span class=\"ek\">refused</span>"));
+    assert!(
+        gamma[..gamma.find("</tr>").expect("end")].contains("<span class=\"ek\">refused</span>")
+    );
     // Overall: two healthy, one (non-critical) failing = degraded, score 66.7.
-    assert!(html.contains("<span class=\"big\" id=\"overall-score\">67</span>"), "overall score");
+    assert!(
+        html.contains("<span class=\"big\" id=\"overall-score\">67</span>"),
+        "overall score"
+    );
     assert!(html.contains("data-status=\"degraded\""), "overall status");
     // Hostile text only ever appears escaped; the embedded JSON cannot end its element.
     assert!(!html.contains(HOSTILE), "raw label value in the page");
     assert!(!html.contains("<b id=pwned>"), "raw markup in the page");
-    assert_eq!(html.matches("</script>").count(), 2, "only the page's own two scripts end");
+    assert_eq!(
+        html.matches("</script>").count(),
+        2,
+        "only the page's own two scripts end"
+    );
     // Self-contained: no external resource, and the CSP nonce matches the inline script.
-    assert!(!html.contains("https://") && !html.contains("<link"), "external resource");
-    let nonce = csp.split("'nonce-").nth(1).and_then(|s| s.split('\'').next()).expect("nonce");
-    assert!(html.contains(&format!("<script nonce=\"{nonce}\">")), "script nonce");
-    assert!(csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        !html.contains("https://") && !html.contains("<link"),
+        "external resource"
+    );
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .expect("nonce");
+    assert!(
+        html.contains(&format!("<script nonce=\"{nonce}\">")),
+        "script nonce"
+    );
+    assert!(
+        csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
     let again = reqwest::get(a.url("/")).await.expect("GET /");
-    assert!(!again.headers()["content-security-policy"].to_str().expect("csp").contains(nonce), "fresh nonce");
+    assert!(
+        !again.headers()["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains(nonce),
+        "fresh nonce"
+    );
 
     t1.abort();
     t2.abort();
@@ -140,9 +184,12 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
     let (beta, beta_task) = tcp_server().await;
     let refused = format!("127.0.0.1:{}", free_port());
     let a = TestAgent::start(&config(&alpha, &beta, &refused)).await;
-    a.wait_status("alpha", Status::Healthy, Duration::from_secs(10)).await;
-    a.wait_status("beta", Status::Healthy, Duration::from_secs(10)).await;
-    a.wait_status("gamma.db", Status::Unhealthy, Duration::from_secs(10)).await;
+    a.wait_status("alpha", Status::Healthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("beta", Status::Healthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("gamma.db", Status::Unhealthy, Duration::from_secs(10))
+        .await;
 
     let browser = Chromium::launch().await;
     let mut tab = browser.tab().await;
@@ -151,7 +198,8 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
     tab.wait_true("document.readyState === 'complete' && document.querySelectorAll('tr[data-check]').length === 3", s, SHOW)
         .await;
     // The script ran under the page's CSP and subscribed to /api/v1/events.
-    tab.wait_true("document.body.dataset.live === 'open'", s, SHOW).await;
+    tab.wait_true("document.body.dataset.live === 'open'", s, SHOW)
+        .await;
     let rows = tab
         .eval("Array.from(document.querySelectorAll('tr[data-check]')).map(r => [r.dataset.check, r.dataset.status, r.className])")
         .await;
@@ -163,7 +211,11 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
             ["gamma.db", "unhealthy", "band-red"]
         ])
     );
-    assert_eq!(tab.eval("document.getElementById('pwned') === null").await, Value::Bool(true), "label markup ran");
+    assert_eq!(
+        tab.eval("document.getElementById('pwned') === null").await,
+        Value::Bool(true),
+        "label markup ran"
+    );
 
     // Stop beta's target: its row must turn red without a reload.
     tab.eval("window.__sameDocument = 'yes'").await;
@@ -173,16 +225,26 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
                    && r.querySelector('td.score').textContent === '0' \
                    && r.querySelector('.ek').textContent === 'refused'; })()";
     tab.wait_true(red_row, s, SHOW).await;
-    assert_eq!(tab.eval("window.__sameDocument").await, "yes", "the page was reloaded");
+    assert_eq!(
+        tab.eval("window.__sameDocument").await,
+        "yes",
+        "the page was reloaded"
+    );
     // The colour really is the red of the palette, and the status is also said in text.
     let badge = tab
         .eval("getComputedStyle(document.querySelector('#check-beta .badge')).backgroundColor")
         .await;
     assert_eq!(badge, "rgb(207, 34, 46)");
-    let text = tab.eval("document.querySelector('#check-beta .badge .txt').textContent").await;
-    assert!(text == "unhealthy" || text == "disconnected", "{text}");
-    tab.wait_true("document.getElementById('announcer').textContent.includes('beta is now')", s, SHOW)
+    let text = tab
+        .eval("document.querySelector('#check-beta .badge .txt').textContent")
         .await;
+    assert!(text == "unhealthy" || text == "disconnected", "{text}");
+    tab.wait_true(
+        "document.getElementById('announcer').textContent.includes('beta is now')",
+        s,
+        SHOW,
+    )
+    .await;
     // The overall score follows (beta is critical: partial, (100 + 0 + 0) / 3).
     tab.wait_true(
         "document.getElementById('overall-score').textContent === '33' && document.getElementById('overall').dataset.status === 'partial'",
@@ -193,7 +255,8 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
     tab.screenshot(&artifact("status-page.png")).await;
 
     // The detail view opens in place and copes with or without a history store.
-    tab.eval("document.querySelector('#check-beta a.name').click()").await;
+    tab.eval("document.querySelector('#check-beta a.name').click()")
+        .await;
     tab.wait_true(
         "document.getElementById('detail').open && document.getElementById('detail-title').textContent === 'beta' \
          && ['loaded','unavailable'].includes(document.getElementById('detail-history').dataset.state)",
@@ -209,15 +272,23 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
         "document.getElementById('detail-facts').textContent",
     )
     .await;
-    let facts = tab.eval("document.getElementById('detail-facts').textContent").await;
-    assert!(facts.as_str().is_some_and(|f| f.contains("refused")), "{facts}");
-    tab.eval("document.getElementById('detail-close').click()").await;
-    tab.wait_true("!document.getElementById('detail').open", s, SHOW).await;
+    let facts = tab
+        .eval("document.getElementById('detail-facts').textContent")
+        .await;
+    assert!(
+        facts.as_str().is_some_and(|f| f.contains("refused")),
+        "{facts}"
+    );
+    tab.eval("document.getElementById('detail-close').click()")
+        .await;
+    tab.wait_true("!document.getElementById('detail').open", s, SHOW)
+        .await;
 
     // With a history store (SPEC §5 history shape, served here by a stand-in for the
     // store's route): latency chart and transitions, newest first, text escaped.
     tab.eval(HISTORY_STUB).await;
-    tab.eval("document.getElementById('check-gamma.db').querySelector('a.name').click()").await;
+    tab.eval("document.getElementById('check-gamma.db').querySelector('a.name').click()")
+        .await;
     tab.wait_true(
         "document.getElementById('detail-history').dataset.state === 'loaded' \
          && document.querySelectorAll('#detail-history ol.transitions li').length === 3 \
@@ -227,19 +298,38 @@ async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
         "document.getElementById('detail-history').outerHTML",
     )
     .await;
-    let first = tab.eval("document.querySelector('#detail-history ol.transitions li .msg').textContent").await;
+    let first = tab
+        .eval("document.querySelector('#detail-history ol.transitions li .msg').textContent")
+        .await;
     assert_eq!(first, "refused: <img src=x onerror=alert(1)>");
-    assert_eq!(tab.eval("document.querySelector('#detail-history img') === null").await, Value::Bool(true));
+    assert_eq!(
+        tab.eval("document.querySelector('#detail-history img') === null")
+            .await,
+        Value::Bool(true)
+    );
     tab.screenshot(&artifact("status-page-detail.png")).await;
-    tab.eval("document.getElementById('detail-close').click()").await;
-    tab.wait_true("!document.getElementById('detail').open", s, SHOW).await;
+    tab.eval("document.getElementById('detail-close').click()")
+        .await;
+    tab.wait_true("!document.getElementById('detail').open", s, SHOW)
+        .await;
     // The hostile label is shown as text in alpha's detail view.
-    tab.eval("document.querySelector('#check-alpha a.name').click()").await;
-    tab.wait_true("document.getElementById('detail').open", s, SHOW).await;
-    let labels = tab.eval("document.getElementById('detail-facts').textContent").await;
-    assert!(labels.as_str().is_some_and(|l| l.contains(HOSTILE)), "{labels}");
-    assert_eq!(tab.eval("document.getElementById('pwned') === null").await, Value::Bool(true));
-    tab.eval("document.getElementById('detail-close').click()").await;
+    tab.eval("document.querySelector('#check-alpha a.name').click()")
+        .await;
+    tab.wait_true("document.getElementById('detail').open", s, SHOW)
+        .await;
+    let labels = tab
+        .eval("document.getElementById('detail-facts').textContent")
+        .await;
+    assert!(
+        labels.as_str().is_some_and(|l| l.contains(HOSTILE)),
+        "{labels}"
+    );
+    assert_eq!(
+        tab.eval("document.getElementById('pwned') === null").await,
+        Value::Bool(true)
+    );
+    tab.eval("document.getElementById('detail-close').click()")
+        .await;
 
     // On a phone: no horizontal scrolling, every row still readable.
     tab.call(
