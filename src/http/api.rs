@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::health::CheckState;
@@ -114,11 +114,4 @@ pub async fn reload(State(st): State<AppState>) -> Result<Json<serde_json::Value
                 .into(),
         }),
     }
-}
-
-/// `GET /`: the status page.
-pub async fn status_page(State(st): State<AppState>) -> Html<String> {
-    Html(crate::http::events::render_status_page(
-        &st.agent.states().all(),
-    ))
 }

@@ -12,7 +12,6 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use crate::health::CheckState;
 
 /// `GET /api/v1/events`.
 pub async fn sse(
@@ -85,30 +84,4 @@ async fn ws_loop(st: AppState, mut socket: WebSocket) {
             }
         }
     }
-}
-
-/// Minimal server-rendered status page (replaced by the full page with its own issue).
-pub fn render_status_page(states: &[CheckState]) -> String {
-    let mut rows = String::new();
-    for s in states {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.name),
-            s.status.as_str(),
-            s.score.map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
-            esc(s.last_error.as_deref().unwrap_or(""))
-        ));
-    }
-    format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>lifeline</title></head><body><h1>lifeline</h1><table><tr><th>check</th><th>status</th><th>score</th><th>last error</th></tr>{rows}</table></body></html>"
-    )
-}
-
-/// HTML-escapes text.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod events;
+pub mod page;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ impl IntoResponse for ApiError {
 /// The router: every SPEC §5 route.
 pub fn app(state: AppState) -> Router {
     let timed = Router::new()
-        .route("/", get(api::status_page))
+        .route("/", get(page::status_page))
         .route("/metrics", get(api::metrics))
         .route("/health", get(api::health))
         .route("/health/detailed", get(api::detailed))
