@@ -165,7 +165,9 @@ pub fn classify(e: &tungstenite::Error) -> CheckError {
         }
         E::Io(io) => CheckError::io("websocket", io),
         E::Tls(t) => CheckError::new(ErrorKind::Tls, t.to_string()),
-        E::ConnectionClosed | E::AlreadyClosed => {
+        E::ConnectionClosed
+        | E::AlreadyClosed
+        | E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
             CheckError::new(ErrorKind::Closed, "connection closed by peer")
         }
         E::Capacity(c) => CheckError::new(ErrorKind::Protocol, format!("peer sent too much: {c}")),

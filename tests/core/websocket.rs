@@ -66,6 +66,10 @@ impl WsServer {
             }
             Ok(resp)
         };
+        // Registered before the handshake completes, so a close_all can never be missed.
+        let closed = self.close_all.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
         let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, check).await else {
             return;
         };
@@ -73,11 +77,11 @@ impl WsServer {
         loop {
             if self.stall.load(Ordering::SeqCst) {
                 // Hold the socket open without reading: pings go unanswered.
-                self.close_all.notified().await;
+                closed.as_mut().await;
                 return;
             }
             tokio::select! {
-                _ = self.close_all.notified() => {
+                _ = closed.as_mut() => {
                     let _ = ws.close(None).await;
                     return;
                 }
