@@ -315,6 +315,7 @@ impl Metrics {
             backoff: self.backoff.with_label_values(&l),
             last_success: self.last_success.with_label_values(&l),
             changes: self.state_changes.with_label_values(&l),
+            phases: Default::default(),
             reconnects: (s.mode == crate::check::Mode::Session)
                 .then(|| self.reconnects.with_label_values(&l)),
             root: self.clone(),
@@ -460,6 +461,8 @@ pub struct CheckMetrics {
     backoff: Gauge,
     last_success: Gauge,
     changes: IntCounter,
+    /// Bound on first use, so phases a kind never measures export no series.
+    phases: [std::sync::OnceLock<Gauge>; 5],
     reconnects: Option<IntCounter>,
     root: Arc<Metrics>,
 }
@@ -486,11 +489,18 @@ impl CheckMetrics {
             }
             Verdict::Unknown => self.fail.inc(),
         }
-        for (phase, d) in o.phases.iter() {
-            self.root
-                .phase
-                .with_label_values(&[&self.name, self.kind, phase])
-                .set(d.as_secs_f64());
+        let p = &o.phases;
+        let measured = [p.dns, p.connect, p.tls, p.auth, p.exchange];
+        for (i, name) in ["dns", "connect", "tls", "auth", "exchange"].iter().enumerate() {
+            if let Some(d) = measured[i] {
+                self.phases[i]
+                    .get_or_init(|| {
+                        self.root
+                            .phase
+                            .with_label_values(&[&self.name, self.kind, name])
+                    })
+                    .set(d.as_secs_f64());
+            }
         }
         for p in &o.perfdata {
             self.root
