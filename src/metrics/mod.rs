@@ -1,0 +1,363 @@
+//! Prometheus metrics (SPEC §6) behind typed methods: label strings live in this file only.
+//!
+//! Per-check series are plain atomics ([`series`]) bound once per check into a
+//! [`CheckMetrics`] (the hot path does no label hashing and no allocation) and rendered
+//! directly; agent-wide metrics live in the `prometheus` crate's registry.
+
+pub mod series;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::check::{ErrorKind, Outcome, Verdict};
+use crate::health::{CheckState, Overall, OverallStatus};
+use series::Series;
+
+/// Every metric the agent exports.
+pub struct Metrics {
+    registry: Registry,
+    checks: RwLock<BTreeMap<String, Arc<Series>>>,
+    overall_score: Gauge,
+    overall_status: IntGaugeVec,
+    /// `lifeline_scheduler_lag_seconds`.
+    pub scheduler_lag: Histogram,
+    notifications: IntCounterVec,
+    notification_queue: IntGaugeVec,
+    notification_latency: HistogramVec,
+    plugin_info: IntGaugeVec,
+    /// `lifeline_store_queue_depth`.
+    pub store_queue_depth: IntGauge,
+    /// `lifeline_store_write_seconds`.
+    pub store_write_seconds: Histogram,
+    /// `lifeline_store_batch_size`.
+    pub store_batch_size: Histogram,
+    /// `lifeline_store_rows_pruned_total`.
+    pub store_rows_pruned: IntCounter,
+    /// `lifeline_store_errors_total`.
+    pub store_errors: IntCounter,
+    /// `lifeline_events_dropped_total`: observer queue overflows.
+    pub events_dropped: IntCounterVec,
+    reload_ok: IntGauge,
+    reload_ts: Gauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Creates and registers every metric, including `process_*`.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let cv =
+            |n: &str, h: &str, l: &[&str]| IntCounterVec::new(opts(n, h), l).expect("valid metric");
+        let igv =
+            |n: &str, h: &str, l: &[&str]| IntGaugeVec::new(opts(n, h), l).expect("valid metric");
+        let m = Self {
+            checks: RwLock::new(BTreeMap::new()),
+            overall_score: Gauge::with_opts(opts(
+                "lifeline_overall_score",
+                "Weight-averaged score of all checks that have one.",
+            ))
+            .expect("valid metric"),
+            overall_status: igv(
+                "lifeline_overall_status",
+                "1 for the current overall status.",
+                &["status"],
+            ),
+            scheduler_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "lifeline_scheduler_lag_seconds",
+                    "How late attempts start against their due time.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            )
+            .expect("valid metric"),
+            notifications: cv(
+                "lifeline_notifications_total",
+                "Notifications by result (sent, failed, dropped).",
+                &["notifier", "result"],
+            ),
+            notification_queue: igv(
+                "lifeline_notification_queue_depth",
+                "Undelivered outbox entries.",
+                &["notifier"],
+            ),
+            notification_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "lifeline_notification_latency_seconds",
+                    "From alert state change to delivery.",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0]),
+                &["notifier"],
+            )
+            .expect("valid metric"),
+            plugin_info: igv(
+                "lifeline_plugin_info",
+                "Loaded plugins.",
+                &["plugin", "version", "abi"],
+            ),
+            store_queue_depth: IntGauge::with_opts(opts(
+                "lifeline_store_queue_depth",
+                "History writes waiting for the writer thread.",
+            ))
+            .expect("valid metric"),
+            store_write_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "lifeline_store_write_seconds",
+                    "Duration of one history batch write.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            )
+            .expect("valid metric"),
+            store_batch_size: Histogram::with_opts(
+                HistogramOpts::new("lifeline_store_batch_size", "Rows per history batch.")
+                    .buckets(vec![1.0, 10.0, 100.0, 1000.0, 10000.0]),
+            )
+            .expect("valid metric"),
+            store_rows_pruned: IntCounter::with_opts(opts(
+                "lifeline_store_rows_pruned_total",
+                "History rows removed by retention.",
+            ))
+            .expect("valid metric"),
+            store_errors: IntCounter::with_opts(opts(
+                "lifeline_store_errors_total",
+                "History store errors.",
+            ))
+            .expect("valid metric"),
+            events_dropped: cv(
+                "lifeline_events_dropped_total",
+                "Results an observer queue had no room for.",
+                &["observer"],
+            ),
+            reload_ok: IntGauge::with_opts(opts(
+                "lifeline_config_last_reload_successful",
+                "Whether the last configuration reload attempt was successful.",
+            ))
+            .expect("valid metric"),
+            reload_ts: Gauge::with_opts(opts(
+                "lifeline_config_last_reload_success_timestamp_seconds",
+                "Timestamp of the last successful configuration reload.",
+            ))
+            .expect("valid metric"),
+            registry,
+        };
+        let build = igv("lifeline_build_info", "Build information.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let r = &m.registry;
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(m.overall_score.clone()),
+            Box::new(m.overall_status.clone()),
+            Box::new(m.scheduler_lag.clone()),
+            Box::new(m.notifications.clone()),
+            Box::new(m.notification_queue.clone()),
+            Box::new(m.notification_latency.clone()),
+            Box::new(m.plugin_info.clone()),
+            Box::new(m.store_queue_depth.clone()),
+            Box::new(m.store_write_seconds.clone()),
+            Box::new(m.store_batch_size.clone()),
+            Box::new(m.store_rows_pruned.clone()),
+            Box::new(m.store_errors.clone()),
+            Box::new(m.events_dropped.clone()),
+            Box::new(m.reload_ok.clone()),
+            Box::new(m.reload_ts.clone()),
+            Box::new(build),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            r.register(c).expect("metric registered once");
+        }
+        m.set_overall(Overall {
+            status: OverallStatus::Unknown,
+            score: None,
+        });
+        Arc::new(m)
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let checks: Vec<Arc<Series>> = self.checks.read().values().cloned().collect();
+        let mut out = String::new();
+        series::render(&checks, &mut out);
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out.push_str(&String::from_utf8_lossy(&buf));
+        out
+    }
+
+    /// Creates the series of one check (replacing any of the same name).
+    pub fn check(self: &Arc<Self>, s: &CheckState) -> CheckMetrics {
+        let series = Arc::new(Series::new(
+            &s.name,
+            s.kind,
+            s.mode.as_str(),
+            s.mode == crate::check::Mode::Session,
+            s.labels.clone(),
+        ));
+        self.checks.write().insert(s.name.clone(), series.clone());
+        let cm = CheckMetrics { series };
+        cm.status(s);
+        cm
+    }
+
+    /// Removes every series of a check (reload removed or changed it).
+    pub fn remove_check(&self, name: &str, _kind: &str) {
+        self.checks.write().remove(name);
+    }
+
+    /// Overall score and status.
+    pub fn set_overall(&self, o: Overall) {
+        self.overall_score.set(o.score.unwrap_or(f64::NAN));
+        for st in OverallStatus::ALL {
+            self.overall_status
+                .with_label_values(&[st.as_str()])
+                .set(i64::from(st == o.status));
+        }
+    }
+
+    /// A notification outcome: `result` is `sent`, `failed` or `dropped`.
+    pub fn notification(&self, notifier: &str, result: NotifyResult) {
+        self.notifications
+            .with_label_values(&[notifier, result.as_str()])
+            .inc();
+    }
+
+    /// Undelivered outbox entries of a notifier.
+    pub fn notification_queue(&self, notifier: &str, depth: i64) {
+        self.notification_queue
+            .with_label_values(&[notifier])
+            .set(depth);
+    }
+
+    /// Time from alert state change to delivery.
+    pub fn notification_latency(&self, notifier: &str, d: Duration) {
+        self.notification_latency
+            .with_label_values(&[notifier])
+            .observe(d.as_secs_f64());
+    }
+
+    /// A loaded plugin.
+    pub fn plugin_loaded(&self, plugin: &str, version: &str, abi: &str) {
+        self.plugin_info
+            .with_label_values(&[plugin, version, abi])
+            .set(1);
+    }
+
+    /// Config reload result.
+    pub fn reload(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_ts.set(unix_now());
+        }
+    }
+}
+
+/// Result label of `lifeline_notifications_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyResult {
+    /// Delivered.
+    Sent,
+    /// Delivery failed; will be retried.
+    Failed,
+    /// Given up (permanent failure or too old).
+    Dropped,
+}
+
+impl NotifyResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// One check's series, bound once.
+pub struct CheckMetrics {
+    series: Arc<Series>,
+}
+
+impl CheckMetrics {
+    /// Records one result.
+    pub fn result(&self, o: &Outcome) {
+        let s = &self.series;
+        match &o.verdict {
+            Verdict::Up | Verdict::Warn(_) => {
+                s.attempts[0].fetch_add(1, Ordering::Relaxed);
+                s.observe_latency(o.latency.as_secs_f64());
+                s.last_success.set(unix_now());
+            }
+            Verdict::Down(k) => {
+                let i = if *k == ErrorKind::Timeout { 2 } else { 1 };
+                s.attempts[i].fetch_add(1, Ordering::Relaxed);
+                let ki = ErrorKind::ALL.iter().position(|x| x == k).unwrap_or(0);
+                s.failures[ki].fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Unknown => {
+                s.attempts[1].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let p = &o.phases;
+        for (i, d) in [p.dns, p.connect, p.tls, p.auth, p.exchange]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(d) = d {
+                s.set_phase(i, d.as_secs_f64());
+            }
+        }
+        if !o.perfdata.is_empty() {
+            let mut pd = s.perfdata.lock();
+            for x in &o.perfdata {
+                pd.insert(x.label.clone(), x.value);
+            }
+        }
+    }
+
+    /// Publishes status, score, consecutive failures.
+    pub fn status(&self, st: &CheckState) {
+        let s = &self.series;
+        s.set_status(st.status);
+        s.score.set(st.score.map(f64::from).unwrap_or(f64::NAN));
+        s.consecutive
+            .store(i64::from(st.consecutive_failures), Ordering::Relaxed);
+    }
+
+    /// A status change happened.
+    pub fn changed(&self) {
+        self.series.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lost session was re-established.
+    pub fn reconnected(&self) {
+        if let Some(r) = &self.series.reconnects {
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Delay before the next attempt.
+    pub fn backoff(&self, d: Duration) {
+        self.series.backoff.set(d.as_secs_f64());
+    }
+}

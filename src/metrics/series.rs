@@ -1,0 +1,465 @@
+//! Per-check series kept as plain atomics and rendered straight into the text exposition.
+//!
+//! With 10,000 checks there are ~350,000 per-check sample lines. Going through the
+//! `prometheus` crate's `gather()` allocates a protobuf struct and label strings for every
+//! one of them on every scrape (seconds at that size); writing from atomics is a loop of
+//! formatting. Agent-wide metrics stay in the crate's registry.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::check::ErrorKind;
+use crate::health::Status;
+
+/// Latency buckets (seconds): 1 ms … 10 s.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const PHASES: [&str; 5] = ["dns", "connect", "tls", "auth", "exchange"];
+const UNSET: u64 = u64::MAX; // f64 bits of a NaN we never produce: "no sample yet"
+
+/// An f64 in an atomic; `UNSET` means "no value", which is not rendered.
+#[derive(Debug)]
+pub struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    /// Starts unset.
+    pub fn unset() -> Self {
+        Self(AtomicU64::new(UNSET))
+    }
+    /// Sets the value.
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    /// The value, if set.
+    pub fn get(&self) -> Option<f64> {
+        let b = self.0.load(Ordering::Relaxed);
+        (b != UNSET).then(|| f64::from_bits(b))
+    }
+    fn add(&self, v: f64) {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let base = if cur == UNSET {
+                0.0
+            } else {
+                f64::from_bits(cur)
+            };
+            let new = (base + v).to_bits();
+            match self
+                .0
+                .compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(x) => cur = x,
+            }
+        }
+    }
+}
+
+/// Every per-check series of one check.
+#[derive(Debug)]
+pub struct Series {
+    /// `check` label.
+    pub name: String,
+    /// `kind` label.
+    pub kind: &'static str,
+    /// `mode` label of the info series.
+    pub mode: &'static str,
+    /// The check's own labels (info series only).
+    pub labels: BTreeMap<String, String>,
+    pub(crate) up: AtomicI64,
+    pub(crate) status: AtomicU8,
+    pub(crate) score: AtomicF64,
+    pub(crate) buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    pub(crate) lat_sum: AtomicF64,
+    pub(crate) lat_count: AtomicU64,
+    pub(crate) attempts: [AtomicU64; 3],
+    pub(crate) failures: [AtomicU64; ErrorKind::ALL.len()],
+    pub(crate) consecutive: AtomicI64,
+    pub(crate) backoff: AtomicF64,
+    pub(crate) last_success: AtomicF64,
+    pub(crate) changes: AtomicU64,
+    pub(crate) reconnects: Option<AtomicU64>,
+    pub(crate) phases: [AtomicF64; 5],
+    pub(crate) perfdata: Mutex<BTreeMap<String, f64>>,
+}
+
+impl Series {
+    /// Fresh series for a check.
+    pub fn new(
+        name: &str,
+        kind: &'static str,
+        mode: &'static str,
+        session: bool,
+        labels: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            mode,
+            labels,
+            up: AtomicI64::new(0),
+            status: AtomicU8::new(0),
+            score: AtomicF64::unset(),
+            buckets: Default::default(),
+            lat_sum: AtomicF64(AtomicU64::new(0f64.to_bits())),
+            lat_count: AtomicU64::new(0),
+            attempts: Default::default(),
+            failures: Default::default(),
+            consecutive: AtomicI64::new(0),
+            backoff: AtomicF64(AtomicU64::new(0f64.to_bits())),
+            last_success: AtomicF64::unset(),
+            changes: AtomicU64::new(0),
+            reconnects: session.then(|| AtomicU64::new(0)),
+            phases: [
+                AtomicF64::unset(),
+                AtomicF64::unset(),
+                AtomicF64::unset(),
+                AtomicF64::unset(),
+                AtomicF64::unset(),
+            ],
+            perfdata: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records a latency observation.
+    pub fn observe_latency(&self, secs: f64) {
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.lat_sum.add(secs);
+        self.lat_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the status gauges.
+    pub fn set_status(&self, s: Status) {
+        let i = Status::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        self.status.store(i as u8, Ordering::Relaxed);
+        self.up.store(i64::from(s.is_up()), Ordering::Relaxed);
+    }
+
+    /// Sets a phase duration (index into dns, connect, tls, auth, exchange).
+    pub fn set_phase(&self, i: usize, secs: f64) {
+        self.phases[i].set(secs);
+    }
+}
+
+/// Escapes a label value for the text format.
+pub fn escape(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn num(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn head(out: &mut String, name: &str, help: &str, ty: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+}
+
+fn labels(out: &mut String, name: &str, s: &Series) {
+    out.push_str(name);
+    out.push_str("{check=\"");
+    out.push_str(&s.name); // names match [a-z0-9_.-]: nothing to escape
+    out.push_str("\",kind=\"");
+    out.push_str(s.kind);
+    out.push('"');
+}
+
+fn sample(out: &mut String, name: &str, s: &Series, extra: Option<(&str, &str)>, v: f64) {
+    labels(out, name, s);
+    if let Some((k, val)) = extra {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(val, out);
+        out.push('"');
+    }
+    out.push_str("} ");
+    num(out, v);
+    out.push('\n');
+}
+
+/// Renders every per-check family (HELP/TYPE always present, so dashboards can tell a
+/// family exists before it has samples).
+pub fn render(all: &[std::sync::Arc<Series>], out: &mut String) {
+    out.reserve(all.len() * 2600);
+    head(
+        out,
+        "lifeline_check_info",
+        "Static facts about each check; its labels are the check's own labels.",
+        "gauge",
+    );
+    for s in all {
+        out.push_str("lifeline_check_info{check=\"");
+        out.push_str(&s.name);
+        out.push_str("\",kind=\"");
+        out.push_str(s.kind);
+        out.push_str("\",mode=\"");
+        out.push_str(s.mode);
+        out.push('"');
+        for (k, v) in &s.labels {
+            out.push(',');
+            out.push_str(k);
+            out.push_str("=\"");
+            escape(v, out);
+            out.push('"');
+        }
+        out.push_str("} 1\n");
+    }
+    let gauge = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&Series) -> Option<f64>| {
+        head(out, name, help, "gauge");
+        for s in all {
+            if let Some(v) = f(s) {
+                sample(out, name, s, None, v);
+            }
+        }
+    };
+    gauge(
+        out,
+        "lifeline_check_up",
+        "1 if the check is healthy or degraded, 0 otherwise.",
+        &|s| Some(s.up.load(Ordering::Relaxed) as f64),
+    );
+    head(
+        out,
+        "lifeline_check_status",
+        "1 for the check's current status, 0 for the other five.",
+        "gauge",
+    );
+    for s in all {
+        let cur = s.status.load(Ordering::Relaxed) as usize;
+        for (i, st) in Status::ALL.iter().enumerate() {
+            sample(
+                out,
+                "lifeline_check_status",
+                s,
+                Some(("status", st.as_str())),
+                f64::from(u8::from(i == cur)),
+            );
+        }
+    }
+    gauge(
+        out,
+        "lifeline_check_score",
+        "Health score of the check, 0-100 (NaN while unknown).",
+        &|s| Some(s.score.get().unwrap_or(f64::NAN)),
+    );
+    head(
+        out,
+        "lifeline_check_latency_seconds",
+        "Duration of each successful attempt or heartbeat round trip.",
+        "histogram",
+    );
+    let mut le = String::new();
+    for s in all {
+        for (b, bound) in s.buckets.iter().zip(LATENCY_BUCKETS) {
+            le.clear();
+            num(&mut le, bound);
+            sample(
+                out,
+                "lifeline_check_latency_seconds_bucket",
+                s,
+                Some(("le", &le)),
+                b.load(Ordering::Relaxed) as f64,
+            );
+        }
+        let count = s.lat_count.load(Ordering::Relaxed) as f64;
+        sample(
+            out,
+            "lifeline_check_latency_seconds_bucket",
+            s,
+            Some(("le", "+Inf")),
+            count,
+        );
+        sample(
+            out,
+            "lifeline_check_latency_seconds_sum",
+            s,
+            None,
+            s.lat_sum.get().unwrap_or(0.0),
+        );
+        sample(out, "lifeline_check_latency_seconds_count", s, None, count);
+    }
+    head(
+        out,
+        "lifeline_check_attempts_total",
+        "Attempts by result (success, failure, timeout).",
+        "counter",
+    );
+    for s in all {
+        for (i, r) in ["success", "failure", "timeout"].iter().enumerate() {
+            sample(
+                out,
+                "lifeline_check_attempts_total",
+                s,
+                Some(("result", r)),
+                s.attempts[i].load(Ordering::Relaxed) as f64,
+            );
+        }
+    }
+    head(
+        out,
+        "lifeline_check_failures_total",
+        "Failed attempts by error kind.",
+        "counter",
+    );
+    for s in all {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            let n = s.failures[i].load(Ordering::Relaxed);
+            if n > 0 {
+                sample(
+                    out,
+                    "lifeline_check_failures_total",
+                    s,
+                    Some(("error_kind", k.as_str())),
+                    n as f64,
+                );
+            }
+        }
+    }
+    gauge(
+        out,
+        "lifeline_check_consecutive_failures",
+        "Failures in a row.",
+        &|s| Some(s.consecutive.load(Ordering::Relaxed) as f64),
+    );
+    gauge(
+        out,
+        "lifeline_check_backoff_seconds",
+        "Delay before the next attempt.",
+        &|s| s.backoff.get(),
+    );
+    gauge(
+        out,
+        "lifeline_check_last_success_timestamp_seconds",
+        "Unix time of the last success.",
+        &|s| s.last_success.get(),
+    );
+    head(
+        out,
+        "lifeline_check_state_changes_total",
+        "Status changes.",
+        "counter",
+    );
+    for s in all {
+        sample(
+            out,
+            "lifeline_check_state_changes_total",
+            s,
+            None,
+            s.changes.load(Ordering::Relaxed) as f64,
+        );
+    }
+    head(
+        out,
+        "lifeline_session_reconnects_total",
+        "Sessions re-established after being lost.",
+        "counter",
+    );
+    for s in all {
+        if let Some(r) = &s.reconnects {
+            sample(
+                out,
+                "lifeline_session_reconnects_total",
+                s,
+                None,
+                r.load(Ordering::Relaxed) as f64,
+            );
+        }
+    }
+    head(
+        out,
+        "lifeline_check_perfdata",
+        "Values reported by the check (exec/plugin perfdata, SIP status code), base units.",
+        "gauge",
+    );
+    for s in all {
+        for (label, v) in s.perfdata.lock().iter() {
+            sample(
+                out,
+                "lifeline_check_perfdata",
+                s,
+                Some(("label", label)),
+                *v,
+            );
+        }
+    }
+    head(
+        out,
+        "lifeline_check_phase_seconds",
+        "Time per phase of the last attempt.",
+        "gauge",
+    );
+    for s in all {
+        for (i, p) in PHASES.iter().enumerate() {
+            if let Some(v) = s.phases[i].get() {
+                sample(
+                    out,
+                    "lifeline_check_phase_seconds",
+                    s,
+                    Some(("phase", p)),
+                    v,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let s = Series::new("a", "tcp", "probe", false, BTreeMap::new());
+        s.observe_latency(0.003);
+        s.observe_latency(20.0);
+        let mut out = String::new();
+        render(&[std::sync::Arc::new(s)], &mut out);
+        assert!(out.contains(
+            "lifeline_check_latency_seconds_bucket{check=\"a\",kind=\"tcp\",le=\"0.0025\"} 0\n"
+        ));
+        assert!(out.contains(
+            "lifeline_check_latency_seconds_bucket{check=\"a\",kind=\"tcp\",le=\"0.005\"} 1\n"
+        ));
+        assert!(out.contains(
+            "lifeline_check_latency_seconds_bucket{check=\"a\",kind=\"tcp\",le=\"10\"} 1\n"
+        ));
+        assert!(out.contains(
+            "lifeline_check_latency_seconds_bucket{check=\"a\",kind=\"tcp\",le=\"+Inf\"} 2\n"
+        ));
+        assert!(out.contains("lifeline_check_latency_seconds_count{check=\"a\",kind=\"tcp\"} 2\n"));
+        assert!(
+            out.contains("lifeline_check_latency_seconds_sum{check=\"a\",kind=\"tcp\"} 20.003\n")
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        escape("a\"b\\c\nd", &mut out);
+        assert_eq!(out, "a\\\"b\\\\c\\nd");
+    }
+}
