@@ -149,7 +149,12 @@ fn bench_agent(checks: usize, seconds: u64) {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         let rss = rss_mib("self");
-        // /metrics render time (median of 9).
+        // /metrics render: CPU time per render, and wall time (median of 9).
+        let cpu0 = cpu_seconds("self");
+        for _ in 0..9 {
+            std::hint::black_box(metrics.render().len());
+        }
+        let render_cpu_ms = (cpu_seconds("self") - cpu0) / 9.0 * 1000.0;
         let mut times: Vec<f64> = (0..9)
             .map(|_| {
                 let t = Instant::now();
@@ -162,12 +167,13 @@ fn bench_agent(checks: usize, seconds: u64) {
         let body_len = metrics.render().len();
         let lag = metrics.scheduler_lag.get_sample_sum() / metrics.scheduler_lag.get_sample_count().max(1) as f64;
         println!(
-            "lifeline  checks={checks:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs cpu={:>5.1}% rss={:>6.1}MiB metrics_render={:>6.1}ms ({:.1} MiB) failures_total={failures:.0} mean_sched_lag={:.2}ms",
+            "lifeline  checks={checks:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs cpu={:>5.1}% rss={:>6.1}MiB metrics_render={:>6.1}ms wall {:>6.1}ms cpu ({:.1} MiB) failures_total={failures:.0} mean_sched_lag={:.2}ms",
             probes / wall,
             (c1 - c0) / probes * 1e6,
             (c1 - c0) / wall * 100.0,
             rss,
             times[4],
+            render_cpu_ms,
             body_len as f64 / 1048576.0,
             lag * 1000.0,
         );

@@ -71,6 +71,8 @@ pub struct Series {
     pub mode: &'static str,
     /// The check's own labels (info series only).
     pub labels: BTreeMap<String, String>,
+    /// `check="…",kind="…"`, written once.
+    prefix: String,
     pub(crate) up: AtomicI64,
     pub(crate) status: AtomicU8,
     pub(crate) score: AtomicF64,
@@ -102,6 +104,8 @@ impl Series {
             kind,
             mode,
             labels,
+            // Names match [a-z0-9_.-] and kinds are static words: nothing to escape.
+            prefix: format!("check=\"{name}\",kind=\"{kind}\""),
             up: AtomicI64::new(0),
             status: AtomicU8::new(0),
             score: AtomicF64::unset(),
@@ -168,27 +172,24 @@ fn num(out: &mut String, v: f64) {
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
+        out.push_str(itoa::Buffer::new().format(v as i64));
     } else {
-        let _ = write!(out, "{v}");
+        out.push_str(ryu::Buffer::new().format_finite(v));
     }
+}
+
+fn int(out: &mut String, v: u64) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 fn head(out: &mut String, name: &str, help: &str, ty: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
 }
 
-fn labels(out: &mut String, name: &str, s: &Series) {
-    out.push_str(name);
-    out.push_str("{check=\"");
-    out.push_str(&s.name); // names match [a-z0-9_.-]: nothing to escape
-    out.push_str("\",kind=\"");
-    out.push_str(s.kind);
-    out.push('"');
-}
-
 fn sample(out: &mut String, name: &str, s: &Series, extra: Option<(&str, &str)>, v: f64) {
-    labels(out, name, s);
+    out.push_str(name);
+    out.push('{');
+    out.push_str(&s.prefix);
     if let Some((k, val)) = extra {
         out.push(',');
         out.push_str(k);
@@ -272,18 +273,22 @@ pub fn render(all: &[std::sync::Arc<Series>], out: &mut String) {
         "Duration of each successful attempt or heartbeat round trip.",
         "histogram",
     );
-    let mut le = String::new();
+    // `,le="0.005"} ` for every bucket, built once per scrape.
+    let les: Vec<String> = LATENCY_BUCKETS
+        .iter()
+        .map(|b| {
+            let mut x = String::new();
+            num(&mut x, *b);
+            format!(",le=\"{x}\"}} ")
+        })
+        .collect();
     for s in all {
-        for (b, bound) in s.buckets.iter().zip(LATENCY_BUCKETS) {
-            le.clear();
-            num(&mut le, bound);
-            sample(
-                out,
-                "lifeline_check_latency_seconds_bucket",
-                s,
-                Some(("le", &le)),
-                b.load(Ordering::Relaxed) as f64,
-            );
+        for (b, le) in s.buckets.iter().zip(&les) {
+            out.push_str("lifeline_check_latency_seconds_bucket{");
+            out.push_str(&s.prefix);
+            out.push_str(le);
+            int(out, b.load(Ordering::Relaxed));
+            out.push('\n');
         }
         let count = s.lat_count.load(Ordering::Relaxed) as f64;
         sample(
