@@ -246,14 +246,15 @@ fn host_of(a: SocketAddr) -> String {
     }
 }
 
-/// The dialog-ish state shared by every request of one probe or session.
+/// What every request of one probe or session shares. Each OPTIONS is a new request
+/// outside any dialog, so it gets a new Call-ID, From tag and branch (RFC 3261 §8.1.1);
+/// the CSeq number keeps counting up over a session.
 struct Caller {
     spec: Arc<SipSpec>,
     transport: Transport,
     local: SocketAddr,
+    host: String,
     from: String,
-    tag: String,
-    call_id: String,
     cseq: u32,
 }
 
@@ -266,22 +267,21 @@ impl Caller {
                 .from
                 .clone()
                 .unwrap_or_else(|| format!("sip:lifeline@{host}")),
-            tag: message::random_hex(12),
-            call_id: format!("{}@{host}", message::random_hex(24)),
+            host,
             cseq: 0,
             local,
             spec,
         }
     }
 
-    /// The next request: CSeq + 1 and a fresh branch.
+    /// The next request: CSeq + 1, fresh Call-ID, tag and branch.
     fn next(&mut self) -> Options {
         self.cseq = self.cseq.wrapping_add(1).max(1);
         Options {
             uri: self.spec.target.uri.clone(),
             from: self.from.clone(),
-            tag: self.tag.clone(),
-            call_id: self.call_id.clone(),
+            tag: message::random_hex(12),
+            call_id: format!("{}@{}", message::random_hex(24), self.host),
             cseq: self.cseq,
             branch: message::new_branch(),
             transport: self.transport,
@@ -833,7 +833,7 @@ mod tests {
             Verdict::Down(ErrorKind::Rejected)
         );
         let second = c.next();
-        assert_eq!((second.cseq, second.call_id == req.call_id), (2, true));
+        assert_eq!((second.cseq, second.call_id == req.call_id), (2, false));
         assert_ne!(second.branch, req.branch);
     }
 
