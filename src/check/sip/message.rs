@@ -516,4 +516,33 @@ Server: kamailio\r\nl: 0\r\n\r\n";
         assert!(a.starts_with(BRANCH_COOKIE) && a.len() == 27);
         assert_ne!(a, b);
     }
+
+    /// Replays the committed fuzz corpus (`fuzz/corpus/sip_response`) so `cargo test`
+    /// catches parser regressions without libFuzzer; the same checks as the fuzz target.
+    #[test]
+    fn fuzz_corpus_replays_cleanly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sip_response");
+        let entries = std::fs::read_dir(&dir).expect("fuzz corpus directory");
+        let mut n = 0;
+        let mut parsed = 0;
+        for e in entries {
+            let data = std::fs::read(e.expect("corpus entry").path()).expect("corpus file");
+            n += 1;
+            for framing in [Framing::Datagram, Framing::Stream] {
+                let Ok((m, used)) = parse(&data, framing) else {
+                    continue;
+                };
+                parsed += 1;
+                assert!(used <= data.len() && m.headers.len() <= MAX_HEADERS);
+                let _ = (m.code(), m.via_branch(), m.cseq(), m.server());
+                if framing == Framing::Stream {
+                    assert_eq!(parse(&data[..used], Framing::Stream), Ok((m, used)));
+                }
+            }
+        }
+        assert!(
+            n >= 3 && parsed >= 3,
+            "corpus too small: {n} files, {parsed} parsed"
+        );
+    }
 }
