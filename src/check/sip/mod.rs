@@ -909,4 +909,37 @@ mod tests {
         assert_eq!(o.details["server"], "fake");
         assert_eq!(o.details["retransmissions"], 0);
     }
+
+    fn reader(peer_sends: Vec<u8>) -> Reader {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            let _ = theirs.write_all(&peer_sends).await;
+            // Dropping `theirs` closes the stream.
+        });
+        let io: BoxIo = Box::new(ours);
+        Reader {
+            io: tokio::io::split(io).0,
+            buf: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_reader_frames_skips_keepalives_and_bounds_hostile_peers() {
+        let mut r = reader(
+            b"\r\n\r\nSIP/2.0 100 Trying\r\nl: 0\r\n\r\nSIP/2.0 200 OK\r\nl: 2\r\n\r\nhi".to_vec(),
+        );
+        assert_eq!(r.next().await.map(|m| m.code()), Ok(Some(100)));
+        assert_eq!(r.next().await.map(|m| m.code()), Ok(Some(200)));
+        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Closed));
+
+        let mut r = reader(vec![b'x'; 3 * message::MAX_MESSAGE]);
+        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Protocol));
+        assert!(r.buf.len() <= message::MAX_MESSAGE + 8192);
+
+        let mut r = reader(b"SIP/2.0 200 OK\r\nContent-Length: 999999\r\n\r\n".to_vec());
+        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Protocol));
+
+        let mut r = reader(b"SIP/2.0 200 OK\r\nl: 10\r\n\r\nshort".to_vec());
+        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Closed));
+    }
 }
