@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   postgresql redis-server            # postgres / redis checks
   sip-tester kamailio                # sip checks (SIPp, Kamailio)
+  kamailio-tls-modules openssl       # sip over TLS (Kamailio tls.so, test certificate)
   prometheus prometheus-alertmanager # promtool check metrics, dashboards, alertmanager notifier
   prometheus-blackbox-exporter       # side-by-side benchmark
   python3-aiosmtpd                   # email notifier

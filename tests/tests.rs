@@ -5,3 +5,4 @@ mod common;
 mod core;
 mod dashboards;
 mod status_page;
+mod sip;

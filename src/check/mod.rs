@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod registry;
+pub mod sip;
 pub mod tcp;
 pub mod tls;
 pub mod token;

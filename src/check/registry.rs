@@ -50,6 +50,11 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::websocket::parse,
     },
+    KindInfo {
+        name: "sip",
+        session: true,
+        parse: super::sip::parse,
+    },
 ];
 
 /// Looks a kind up by name.
