@@ -50,6 +50,21 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::websocket::parse,
     },
+    KindInfo {
+        name: "exec",
+        session: false,
+        parse: super::exec::parse,
+    },
+    KindInfo {
+        name: "plugin",
+        session: false,
+        parse: super::plugin::parse,
+    },
+    KindInfo {
+        name: "rule",
+        session: false,
+        parse: super::rule::parse,
+    },
 ];
 
 /// Looks a kind up by name.
