@@ -28,7 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, sleep_until};
 
 use super::registry::ParseCx;
-use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Perf, Verdict};
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Perf, Verdict,
+};
 use crate::config::Secret;
 use crate::config::raw::Table;
 
@@ -65,7 +67,10 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
             let mut out = BTreeMap::new();
             for (k, v) in m {
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
-                    t.error(v.span.clone(), format!("`env`: invalid variable name `{k}`"));
+                    t.error(
+                        v.span.clone(),
+                        format!("`env`: invalid variable name `{k}`"),
+                    );
                     continue;
                 }
                 let val = if v.substituted {
@@ -83,16 +88,26 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     let list = list?;
     let Some(first) = list.first() else {
         if let Some(v) = t.raw("command") {
-            t.error(v.span(), "`command` must name a program: [\"/path/to/check\", \"arg\", …]");
+            t.error(
+                v.span(),
+                "`command` must name a program: [\"/path/to/check\", \"arg\", …]",
+            );
         }
         return None;
     };
     let mut command: Vec<String> = list.iter().map(|s| s.value.clone()).collect();
     if first.value.contains('/') {
         let p = PathBuf::from(&first.value);
-        let p = if p.is_absolute() { p } else { t.loader().base.join(p) };
+        let p = if p.is_absolute() {
+            p
+        } else {
+            t.loader().base.join(p)
+        };
         if !p.is_file() {
-            t.error(first.span.clone(), format!("`command`: no such program {}", p.display()));
+            t.error(
+                first.span.clone(),
+                format!("`command`: no such program {}", p.display()),
+            );
             return None;
         }
         command[0] = p.to_string_lossy().into_owned();
@@ -173,10 +188,15 @@ impl ExecCheck {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| CheckError::new(ErrorKind::Internal, format!("cannot run {}: {e}", argv[0])))?;
-        let mut group = GroupKill(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+        let mut child = cmd.spawn().map_err(|e| {
+            CheckError::new(ErrorKind::Internal, format!("cannot run {}: {e}", argv[0]))
+        })?;
+        let mut group = GroupKill(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        );
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let deadline = Instant::now() + budget;
@@ -260,13 +280,18 @@ impl Check for ExecCheck {
                     latency,
                 )
             } else {
-                let status = run.status.unwrap_or_else(|| std::process::ExitStatus::from_raw(3 << 8));
+                let status = run
+                    .status
+                    .unwrap_or_else(|| std::process::ExitStatus::from_raw(3 << 8));
                 let (verdict, fallback) = match (status.code(), status.signal()) {
                     (Some(0), _) => (Verdict::Up, "OK".to_string()),
                     (Some(1), _) => (Verdict::Warn(None), "WARNING".to_string()),
                     (Some(2), _) => (Verdict::Down(ErrorKind::Rejected), "CRITICAL".to_string()),
                     (Some(3), _) => (Verdict::Unknown, "UNKNOWN".to_string()),
-                    (Some(n), _) => (Verdict::Unknown, format!("exit code {n} is not a plugin status")),
+                    (Some(n), _) => (
+                        Verdict::Unknown,
+                        format!("exit code {n} is not a plugin status"),
+                    ),
                     (None, Some(sig)) => (Verdict::Unknown, format!("killed by signal {sig}")),
                     (None, None) => (Verdict::Unknown, "no exit status".to_string()),
                 };
@@ -463,7 +488,10 @@ mod tests {
     use super::*;
 
     fn perf(s: &str) -> Vec<(String, f64)> {
-        parse_perfdata(s).into_iter().map(|p| (p.label, p.value)).collect()
+        parse_perfdata(s)
+            .into_iter()
+            .map(|p| (p.label, p.value))
+            .collect()
     }
 
     #[test]
@@ -479,12 +507,18 @@ mod tests {
                 ("c".into(), 12.0),
             ]
         );
-        assert_eq!(perf("'it''s'=1 'a=b'=2MB"), vec![("it's".into(), 1.0), ("a=b".into(), 2.0 * 1024.0 * 1024.0)]);
-        assert_eq!(perf("x=U;1;2 y= z=abc w=-1.5e3 v=3,5 big=1TB"), vec![
-            ("w".into(), -1500.0),
-            ("v".into(), 3.5),
-            ("big".into(), 1024f64.powi(4)),
-        ]);
+        assert_eq!(
+            perf("'it''s'=1 'a=b'=2MB"),
+            vec![("it's".into(), 1.0), ("a=b".into(), 2.0 * 1024.0 * 1024.0)]
+        );
+        assert_eq!(
+            perf("x=U;1;2 y= z=abc w=-1.5e3 v=3,5 big=1TB"),
+            vec![
+                ("w".into(), -1500.0),
+                ("v".into(), 3.5),
+                ("big".into(), 1024f64.powi(4)),
+            ]
+        );
         assert_eq!(perf("'unterminated=1 ok=2"), vec![]);
         assert_eq!(perf("noequals ok=2"), vec![("ok".into(), 2.0)]);
         assert_eq!(perf("  "), vec![]);
@@ -495,13 +529,21 @@ mod tests {
 
     #[test]
     fn multi_line_output() {
-        let p = parse_output("DISK OK - free space | /=2643MB;5948;5958;0;5968\n/ 15272 MB (77%);\n/boot 68 MB (69%);\n/var/log 819 MB (84%); | /boot=68MB;88;93;0;98\n/home=69357MB;253404;253409;0;253414\n");
+        let p = parse_output(
+            "DISK OK - free space | /=2643MB;5948;5958;0;5968\n/ 15272 MB (77%);\n/boot 68 MB (69%);\n/var/log 819 MB (84%); | /boot=68MB;88;93;0;98\n/home=69357MB;253404;253409;0;253414\n",
+        );
         assert_eq!(p.message, "DISK OK - free space");
         let labels: Vec<&str> = p.perfdata.iter().map(|x| x.label.as_str()).collect();
         assert_eq!(labels, vec!["/", "/boot", "/home"]);
         assert_eq!(p.perfdata[1].value, 68.0 * 1024.0 * 1024.0);
         let p = parse_output("just text\nmore text\n");
-        assert_eq!(p, Parsed { message: "just text".into(), perfdata: vec![] });
+        assert_eq!(
+            p,
+            Parsed {
+                message: "just text".into(),
+                perfdata: vec![]
+            }
+        );
         assert_eq!(parse_output("").message, "");
         assert_eq!(parse_output("| a=1").perfdata.len(), 1);
         let long = "x".repeat(5000);

@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::registry::ParseCx;
-use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Perf, Verdict};
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Perf, Verdict,
+};
 use crate::config::raw::Table;
 use crate::plugin::{self, Plugin, ffi};
 
@@ -69,7 +71,11 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
         t.error(
             spec.span,
-            format!("plugin `{}` not found (looked for {})", spec.value, tried.join(" and ")),
+            format!(
+                "plugin `{}` not found (looked for {})",
+                spec.value,
+                tried.join(" and ")
+            ),
         );
         return None;
     }
@@ -98,7 +104,10 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     };
     let config_json = config?.to_string();
     if let Err(msg) = plugin.validate_config(&kind, &config_json) {
-        let span = t.raw("config").map(|v| v.span()).unwrap_or_else(|| t.span());
+        let span = t
+            .raw("config")
+            .map(|v| v.span())
+            .unwrap_or_else(|| t.span());
         t.error(
             span,
             format!(
@@ -127,7 +136,12 @@ impl KindSpec for PluginSpec {
         std::thread::Builder::new()
             .name(format!("plugin:{}", plugin.name()))
             .spawn(move || worker(plugin, &kind, &config, &rx, &b))
-            .map_err(|e| CheckError::new(ErrorKind::Internal, format!("cannot start plugin worker: {e}")))?;
+            .map_err(|e| {
+                CheckError::new(
+                    ErrorKind::Internal,
+                    format!("cannot start plugin worker: {e}"),
+                )
+            })?;
         Ok(Arc::new(PluginCheck {
             plugin,
             jobs: Mutex::new(tx),
@@ -198,7 +212,9 @@ impl Drop for CancelOnDrop {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Maps a status code and what the callbacks collected to an outcome.
@@ -240,7 +256,11 @@ impl Check for PluginCheck {
         Box::pin(async move {
             let start = Instant::now();
             if self.busy.swap(true, Ordering::AcqRel) {
-                let since = self.stuck_since.lock().map(|s| s.elapsed()).unwrap_or_default();
+                let since = self
+                    .stuck_since
+                    .lock()
+                    .map(|s| s.elapsed())
+                    .unwrap_or_default();
                 return Outcome::down(
                     CheckError::new(
                         ErrorKind::Timeout,
@@ -305,11 +325,17 @@ impl Check for PluginCheck {
                     )
                 }
                 Ok(Err(_)) => Outcome::down(
-                    CheckError::new(ErrorKind::Internal, "plugin worker thread ended during the call"),
+                    CheckError::new(
+                        ErrorKind::Internal,
+                        "plugin worker thread ended during the call",
+                    ),
                     start.elapsed(),
                 ),
                 Ok(Ok(Reply::Refused(msg))) => Outcome::down(
-                    CheckError::new(ErrorKind::Plugin, format!("plugin refused to create the check: {msg}")),
+                    CheckError::new(
+                        ErrorKind::Plugin,
+                        format!("plugin refused to create the check: {msg}"),
+                    ),
                     start.elapsed(),
                 ),
                 Ok(Ok(Reply::Done { status, wall })) => {
@@ -338,10 +364,22 @@ mod tests {
         assert_eq!(o.latency, Duration::from_millis(250));
         assert_eq!(o.message, "fine");
         assert_eq!(o.perfdata.len(), 1);
-        assert_eq!(outcome(1, c(None), Duration::ZERO).verdict, Verdict::Warn(None));
-        assert_eq!(outcome(2, c(None), Duration::ZERO).verdict, Verdict::Down(ErrorKind::Rejected));
-        assert_eq!(outcome(3, c(None), Duration::ZERO).verdict, Verdict::Unknown);
-        assert_eq!(outcome(4, c(None), Duration::ZERO).verdict, Verdict::Down(ErrorKind::Plugin));
+        assert_eq!(
+            outcome(1, c(None), Duration::ZERO).verdict,
+            Verdict::Warn(None)
+        );
+        assert_eq!(
+            outcome(2, c(None), Duration::ZERO).verdict,
+            Verdict::Down(ErrorKind::Rejected)
+        );
+        assert_eq!(
+            outcome(3, c(None), Duration::ZERO).verdict,
+            Verdict::Unknown
+        );
+        assert_eq!(
+            outcome(4, c(None), Duration::ZERO).verdict,
+            Verdict::Down(ErrorKind::Plugin)
+        );
         let o = outcome(77, c(Some("x")), Duration::ZERO);
         assert_eq!(o.verdict, Verdict::Down(ErrorKind::Plugin));
         assert_eq!(o.message, "plugin returned invalid status 77: x");

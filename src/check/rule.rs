@@ -24,7 +24,9 @@ use minijinja::{Environment, Error, ErrorKind as JinjaError, State, UndefinedBeh
 use tokio::time::Instant;
 
 use super::registry::ParseCx;
-use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Verdict};
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Verdict,
+};
 use crate::config::raw::Table;
 
 /// Evaluation budget (minijinja fuel) of one rule run.
@@ -46,7 +48,10 @@ fn checks_of(state: &State<'_, '_>) -> Result<Value, Error> {
 fn one(state: &State<'_, '_>, name: &str) -> Result<Value, Error> {
     let v = checks_of(state)?.get_item(&Value::from(name))?;
     if v.is_undefined() {
-        return Err(Error::new(JinjaError::UndefinedError, format!("no check named `{name}`")));
+        return Err(Error::new(
+            JinjaError::UndefinedError,
+            format!("no check named `{name}`"),
+        ));
     }
     Ok(v)
 }
@@ -88,23 +93,42 @@ pub fn environment() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
-        env.add_function("up", |s: &State<'_, '_>, n: String| -> Result<bool, Error> {
-            Ok(one(s, &n)?.get_attr("up")?.is_true())
+        env.add_function(
+            "up",
+            |s: &State<'_, '_>, n: String| -> Result<bool, Error> {
+                Ok(one(s, &n)?.get_attr("up")?.is_true())
+            },
+        );
+        env.add_function(
+            "healthy",
+            |s: &State<'_, '_>, n: String| -> Result<bool, Error> {
+                Ok(one(s, &n)?.get_attr("status")?.as_str() == Some("healthy"))
+            },
+        );
+        env.add_function(
+            "status",
+            |s: &State<'_, '_>, n: String| -> Result<Value, Error> {
+                one(s, &n)?.get_attr("status")
+            },
+        );
+        env.add_function(
+            "score",
+            |s: &State<'_, '_>, n: String| -> Result<Value, Error> {
+                one(s, &n)?.get_attr("score")
+            },
+        );
+        env.add_function(
+            "latency_ms",
+            |s: &State<'_, '_>, n: String| -> Result<Value, Error> {
+                one(s, &n)?.get_attr("latency_ms")
+            },
+        );
+        env.add_function("count_up", |s: &State<'_, '_>, k: Kwargs| {
+            count(s, k, false)
         });
-        env.add_function("healthy", |s: &State<'_, '_>, n: String| -> Result<bool, Error> {
-            Ok(one(s, &n)?.get_attr("status")?.as_str() == Some("healthy"))
+        env.add_function("count_failing", |s: &State<'_, '_>, k: Kwargs| {
+            count(s, k, true)
         });
-        env.add_function("status", |s: &State<'_, '_>, n: String| -> Result<Value, Error> {
-            one(s, &n)?.get_attr("status")
-        });
-        env.add_function("score", |s: &State<'_, '_>, n: String| -> Result<Value, Error> {
-            one(s, &n)?.get_attr("score")
-        });
-        env.add_function("latency_ms", |s: &State<'_, '_>, n: String| -> Result<Value, Error> {
-            one(s, &n)?.get_attr("latency_ms")
-        });
-        env.add_function("count_up", |s: &State<'_, '_>, k: Kwargs| count(s, k, false));
-        env.add_function("count_failing", |s: &State<'_, '_>, k: Kwargs| count(s, k, true));
         env
     })
 }
@@ -185,7 +209,9 @@ pub fn references(src: &str) -> Refs {
                 (Some(Tok::Punct('[')), Some((Tok::Str(s), off)), Some(Tok::Punct(']'))) => {
                     r.names.push((s.clone(), *off));
                 }
-                (Some(Tok::Punct('.')), Some((Tok::Ident(s), off)), _) => r.names.push((s.clone(), *off)),
+                (Some(Tok::Punct('.')), Some((Tok::Ident(s), off)), _) => {
+                    r.names.push((s.clone(), *off))
+                }
                 _ => r.dynamic = true,
             }
         } else if NAME_HELPERS.contains(&id.as_str()) && next == Some(&Tok::Punct('(')) {
@@ -226,7 +252,10 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     // Byte offset of a position inside the expression, in the file (exact for one-line
     // strings without escapes; the start of the value otherwise).
     let at = |off: usize| {
-        if !e.substituted && !e.value.contains('\n') && e.span.end >= e.span.start + e.value.len() + 2 {
+        if !e.substituted
+            && !e.value.contains('\n')
+            && e.span.end >= e.span.start + e.value.len() + 2
+        {
             let p = e.span.start + 1 + off;
             p..p + 1
         } else {
@@ -284,7 +313,10 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, n)| format!(" (did you mean `{n}`?)"))
                 .unwrap_or_default();
-            t.error(at(*off), format!("`expr` refers to unknown check `{name}`{hint}"));
+            t.error(
+                at(*off),
+                format!("`expr` refers to unknown check `{name}`{hint}"),
+            );
             ok = false;
         } else if !referenced.contains(name) {
             referenced.push(name.clone());
@@ -339,7 +371,8 @@ impl RuleCheck {
             .iter()
             .filter(|n| {
                 let s = &snapshot[n.as_str()];
-                s["status"] == "unknown" || (s["status"] == "connecting" && s["consecutive_failures"] == 0)
+                s["status"] == "unknown"
+                    || (s["status"] == "connecting" && s["consecutive_failures"] == 0)
             })
             .map(String::as_str)
             .collect();
@@ -364,8 +397,12 @@ impl RuleCheck {
                 latency,
             ),
             Err(e) => {
-                let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
-                let mut o = Outcome::up(latency).with_message(format!("cannot evaluate the rule: {detail}"));
+                let detail = e
+                    .detail()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.kind().to_string());
+                let mut o = Outcome::up(latency)
+                    .with_message(format!("cannot evaluate the rule: {detail}"));
                 o.verdict = Verdict::Unknown;
                 o
             }
@@ -390,7 +427,9 @@ mod tests {
 
     #[test]
     fn finds_references() {
-        let r = references(r#"checks['pbx-sip'].up and checks["pbx.ws"].latency_ms < 200 or healthy('db') or checks.redis.up"#);
+        let r = references(
+            r#"checks['pbx-sip'].up and checks["pbx.ws"].latency_ms < 200 or healthy('db') or checks.redis.up"#,
+        );
         let names: Vec<&str> = r.names.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, vec!["pbx-sip", "pbx.ws", "db", "redis"]);
         assert!(!r.dynamic);
@@ -405,7 +444,11 @@ mod tests {
     fn rule(expr: &str, refs: &[&str]) -> RuleCheck {
         RuleCheck {
             expr: expr.into(),
-            compiled: Arc::new(environment().compile_expression_owned(expr.to_string()).unwrap()),
+            compiled: Arc::new(
+                environment()
+                    .compile_expression_owned(expr.to_string())
+                    .unwrap(),
+            ),
             referenced: refs.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -418,14 +461,23 @@ mod tests {
             "c": {"status": "unknown", "up": false, "score": null, "latency_ms": null, "labels": {}, "consecutive_failures": 0},
         });
         let v = |e: &str, r: &[&str]| rule(e, r).evaluate(&snap).verdict;
-        assert_eq!(v("checks['a'].up and checks['a'].latency_ms < 200", &["a"]), Verdict::Up);
-        assert_eq!(v("healthy('a') and healthy('b')", &["a", "b"]), Verdict::Down(ErrorKind::Rejected));
+        assert_eq!(
+            v("checks['a'].up and checks['a'].latency_ms < 200", &["a"]),
+            Verdict::Up
+        );
+        assert_eq!(
+            v("healthy('a') and healthy('b')", &["a", "b"]),
+            Verdict::Down(ErrorKind::Rejected)
+        );
         assert_eq!(v("count_failing(team='voice') == 1", &[]), Verdict::Up);
         assert_eq!(v("count_up() == 1", &[]), Verdict::Up);
         assert_eq!(v("checks['c'].up", &["c"]), Verdict::Unknown);
         assert_eq!(v("checks['zzz'].up", &[]), Verdict::Unknown);
         assert_eq!(v("none", &[]), Verdict::Unknown);
-        assert_eq!(v("score('b') >= 60", &["b"]), Verdict::Down(ErrorKind::Rejected));
+        assert_eq!(
+            v("score('b') >= 60", &["b"]),
+            Verdict::Down(ErrorKind::Rejected)
+        );
     }
 
     #[test]

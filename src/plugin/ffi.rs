@@ -164,7 +164,10 @@ impl std::fmt::Debug for Table {
         f.debug_struct("Table")
             .field("name", &self.name)
             .field("version", &self.version)
-            .field("abi", &format_args!("{}.{}", self.abi_major, self.abi_minor))
+            .field(
+                "abi",
+                &format_args!("{}.{}", self.abi_major, self.abi_minor),
+            )
             .field("flags", &self.flags)
             .field("kinds", &self.kinds)
             .finish()
@@ -198,7 +201,8 @@ unsafe fn static_str(p: *const c_char) -> Option<String> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// Opens `path` and validates its table. The library is never closed, even when refused
@@ -262,13 +266,16 @@ pub fn open(path: &Path) -> Result<Table, Refusal> {
         return Err(Refusal::BadTable("create, check or destroy is NULL".into()));
     };
     // SAFETY: name and version are static NUL-terminated strings (header contract).
-    let name = unsafe { static_str(raw.name) }.ok_or_else(|| Refusal::BadTable("name is NULL".into()))?;
+    let name =
+        unsafe { static_str(raw.name) }.ok_or_else(|| Refusal::BadTable("name is NULL".into()))?;
     if !valid_name(&name) {
-        return Err(Refusal::BadTable(format!("plugin name `{name}` is not [a-z0-9_]+")));
+        return Err(Refusal::BadTable(format!(
+            "plugin name `{name}` is not [a-z0-9_]+"
+        )));
     }
     // SAFETY: as above.
-    let version =
-        unsafe { static_str(raw.version) }.ok_or_else(|| Refusal::BadTable("version is NULL".into()))?;
+    let version = unsafe { static_str(raw.version) }
+        .ok_or_else(|| Refusal::BadTable("version is NULL".into()))?;
     if raw.kinds.is_null() {
         return Err(Refusal::BadTable("kinds is NULL".into()));
     }
@@ -281,7 +288,9 @@ pub fn open(path: &Path) -> Result<Table, Refusal> {
             break;
         }
         if i == MAX_KINDS {
-            return Err(Refusal::BadTable(format!("more than {MAX_KINDS} kinds (missing NULL terminator?)")));
+            return Err(Refusal::BadTable(format!(
+                "more than {MAX_KINDS} kinds (missing NULL terminator?)"
+            )));
         }
         // SAFETY: a non-null entry is a static NUL-terminated string.
         let k = unsafe { static_str(k) }.unwrap_or_default();
@@ -392,7 +401,11 @@ extern "C" fn cb_add_perfdata(ctx: *mut c_void, label: RawStr, value: f64) {
         return;
     };
     let mut g = c.collected.lock();
-    if value.is_finite() && !label.is_empty() && label.len() <= 128 && g.perfdata.len() < MAX_PERFDATA {
+    if value.is_finite()
+        && !label.is_empty()
+        && label.len() <= 128
+        && g.perfdata.len() < MAX_PERFDATA
+    {
         g.perfdata.push((label, value));
     }
 }
@@ -422,12 +435,18 @@ extern "C" fn cb_is_cancelled(ctx: *mut c_void) -> c_int {
 
 impl Table {
     /// Creates an instance of `kind`; `Err` carries the plugin's explanation.
-    pub fn create(&'static self, kind: &str, config_json: &str, ctx: &Arc<CallCtx>) -> Result<Instance, String> {
+    pub fn create(
+        &'static self,
+        kind: &str,
+        config_json: &str,
+        ctx: &Arc<CallCtx>,
+    ) -> Result<Instance, String> {
         let host = ctx.host();
         let mut out: *mut c_void = std::ptr::null_mut();
         // SAFETY: the table was validated; `host` and the borrowed strings outlive the
         // call; `out` is a valid place for the instance pointer.
-        let rc = unsafe { (self.create)(&host, RawStr::of(kind), RawStr::of(config_json), &mut out) };
+        let rc =
+            unsafe { (self.create)(&host, RawStr::of(kind), RawStr::of(config_json), &mut out) };
         if rc != 0 {
             let msg = ctx.collected.lock().message.take();
             return Err(msg.unwrap_or_else(|| format!("create returned {rc}")));
@@ -435,7 +454,10 @@ impl Table {
         if out.is_null() {
             return Err("create succeeded but returned no instance".into());
         }
-        Ok(Instance { table: self, ptr: out })
+        Ok(Instance {
+            table: self,
+            ptr: out,
+        })
     }
 
     /// The raw flags word (for `inspect`).

@@ -114,7 +114,11 @@ pub fn loaded() -> Vec<&'static Plugin> {
 pub fn resolve(spec: &str, plugin_dir: &Path, base: &Path) -> Vec<PathBuf> {
     if spec.contains('/') {
         let p = Path::new(spec);
-        return vec![if p.is_absolute() { p.to_path_buf() } else { base.join(p) }];
+        return vec![if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }];
     }
     if spec.ends_with(".so") {
         return vec![plugin_dir.join(spec)];
@@ -132,7 +136,8 @@ pub fn resolve(spec: &str, plugin_dir: &Path, base: &Path) -> Vec<PathBuf> {
 /// Refuses files an unprivileged user could swap: loading runs the library's code with the
 /// agent's privileges.
 fn check_permissions(path: &Path) -> Result<(), LoadError> {
-    let meta = std::fs::metadata(path).map_err(|e| LoadError::new(path, format!("cannot open: {e}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| LoadError::new(path, format!("cannot open: {e}")))?;
     if !meta.is_file() {
         return Err(LoadError::new(path, "not a regular file"));
     }
@@ -140,7 +145,10 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
     if mode & 0o022 != 0 {
         return Err(LoadError::new(
             path,
-            format!("refusing to load a group- or world-writable library (mode {:o}); chmod go-w it", mode & 0o7777),
+            format!(
+                "refusing to load a group- or world-writable library (mode {:o}); chmod go-w it",
+                mode & 0o7777
+            ),
         ));
     }
     if let Some(dir) = path.parent()
@@ -162,7 +170,10 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
     if meta.uid() != me && meta.uid() != 0 {
         return Err(LoadError::new(
             path,
-            format!("refusing to load a library owned by uid {} (not root or the agent's user)", meta.uid()),
+            format!(
+                "refusing to load a library owned by uid {} (not root or the agent's user)",
+                meta.uid()
+            ),
         ));
     }
     Ok(())
@@ -170,7 +181,8 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
 
 /// Loads the library at `path` (once per canonical path) and validates it.
 pub fn load(path: &Path) -> Result<&'static Plugin, LoadError> {
-    let canonical = std::fs::canonicalize(path).map_err(|e| LoadError::new(path, format!("cannot open: {e}")))?;
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| LoadError::new(path, format!("cannot open: {e}")))?;
     let mut reg = registry().lock();
     if let Some(p) = reg.get(&canonical) {
         return Ok(p);
@@ -208,18 +220,34 @@ mod tests {
     fn resolution() {
         let dir = Path::new("/opt/pl");
         let base = Path::new("/etc/lifeline");
-        assert_eq!(resolve("./x/libfoo.so", dir, base), vec![PathBuf::from("/etc/lifeline/./x/libfoo.so")]);
-        assert_eq!(resolve("/abs/libfoo.so", dir, base), vec![PathBuf::from("/abs/libfoo.so")]);
-        assert_eq!(resolve("foo.so", dir, base), vec![PathBuf::from("/opt/pl/foo.so")]);
+        assert_eq!(
+            resolve("./x/libfoo.so", dir, base),
+            vec![PathBuf::from("/etc/lifeline/./x/libfoo.so")]
+        );
+        assert_eq!(
+            resolve("/abs/libfoo.so", dir, base),
+            vec![PathBuf::from("/abs/libfoo.so")]
+        );
+        assert_eq!(
+            resolve("foo.so", dir, base),
+            vec![PathBuf::from("/opt/pl/foo.so")]
+        );
         assert_eq!(
             resolve("foo", dir, base),
-            vec![PathBuf::from("/opt/pl/libfoo.so"), PathBuf::from("/opt/pl/foo.so")]
+            vec![
+                PathBuf::from("/opt/pl/libfoo.so"),
+                PathBuf::from("/opt/pl/foo.so")
+            ]
         );
     }
 
     #[test]
     fn missing_file_is_refused_with_its_name() {
         let e = load(Path::new("/nonexistent/libx.so")).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/libx.so: cannot open: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/libx.so: cannot open: "),
+            "{e}"
+        );
     }
 }

@@ -29,13 +29,33 @@ async fn run_sh(script: &str, extra: &str) -> lifeline::check::Outcome {
 async fn every_exit_code_maps_to_a_verdict() {
     let cases: &[(&str, Verdict, &str)] = &[
         ("echo 'OK - fine'; exit 0", Verdict::Up, "OK - fine"),
-        ("echo 'WARNING - slow'; exit 1", Verdict::Warn(None), "WARNING - slow"),
-        ("echo 'CRITICAL - down'; exit 2", Verdict::Down(ErrorKind::Rejected), "CRITICAL - down"),
-        ("echo 'UNKNOWN - bad args'; exit 3", Verdict::Unknown, "UNKNOWN - bad args"),
-        ("echo 'odd'; exit 42", Verdict::Unknown, "exit code 42 is not a plugin status: odd"),
+        (
+            "echo 'WARNING - slow'; exit 1",
+            Verdict::Warn(None),
+            "WARNING - slow",
+        ),
+        (
+            "echo 'CRITICAL - down'; exit 2",
+            Verdict::Down(ErrorKind::Rejected),
+            "CRITICAL - down",
+        ),
+        (
+            "echo 'UNKNOWN - bad args'; exit 3",
+            Verdict::Unknown,
+            "UNKNOWN - bad args",
+        ),
+        (
+            "echo 'odd'; exit 42",
+            Verdict::Unknown,
+            "exit code 42 is not a plugin status: odd",
+        ),
         ("kill -9 $$", Verdict::Unknown, "killed by signal 9"),
         ("exit 0", Verdict::Up, "OK"),
-        ("echo 'only on stderr' >&2; exit 2", Verdict::Down(ErrorKind::Rejected), "only on stderr"),
+        (
+            "echo 'only on stderr' >&2; exit 2",
+            Verdict::Down(ErrorKind::Rejected),
+            "only on stderr",
+        ),
     ];
     for (script, verdict, message) in cases {
         let o = run_sh(script, "").await;
@@ -71,7 +91,11 @@ async fn tricky_perfdata_is_parsed_in_base_units() {
     let o = run_sh(script, "").await;
     assert_eq!(o.verdict, Verdict::Up);
     assert_eq!(o.message, "DISK OK");
-    let got: Vec<(String, f64)> = o.perfdata.iter().map(|p| (p.label.clone(), p.value)).collect();
+    let got: Vec<(String, f64)> = o
+        .perfdata
+        .iter()
+        .map(|p| (p.label.clone(), p.value))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -100,11 +124,18 @@ interval = "100ms"
 "#,
     )
     .await;
-    a.wait_status("disk", Status::Healthy, Duration::from_secs(5)).await;
+    a.wait_status("disk", Status::Healthy, Duration::from_secs(5))
+        .await;
     let text = get(&a.url("/metrics")).await;
-    let used = metric(&text, r#"lifeline_check_perfdata{check="disk",kind="exec",label="used"}"#);
+    let used = metric(
+        &text,
+        r#"lifeline_check_perfdata{check="disk",kind="exec",label="used"}"#,
+    );
     assert_eq!(used, Some(3.0 * 1024.0 * 1024.0), "{text}");
-    let time = metric(&text, r#"lifeline_check_perfdata{check="disk",kind="exec",label="time"}"#);
+    let time = metric(
+        &text,
+        r#"lifeline_check_perfdata{check="disk",kind="exec",label="time"}"#,
+    );
     assert_eq!(time, Some(0.02));
     a.stop().await;
 }
@@ -112,12 +143,18 @@ interval = "100ms"
 fn proc_state(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // pid (comm) STATE ...
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
 }
 
 fn ppid(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::test]
@@ -133,7 +170,11 @@ async fn timeout_kills_the_whole_process_group_and_reaps_the_child() {
     let b = Built::new(&cfg, "x");
     let started = std::time::Instant::now();
     let o = b.probe().await;
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(o.verdict, Verdict::Down(ErrorKind::Timeout), "{o:?}");
     assert!(o.message.contains("process group killed"), "{}", o.message);
     let read = |f: &str| -> i32 {
@@ -153,13 +194,15 @@ async fn timeout_kills_the_whole_process_group_and_reaps_the_child() {
     .await;
     // The grandchild was re-parented; it must at least be dead (a zombie of init is fine,
     // a zombie of ours is not).
-    wait_for(Duration::from_secs(3), "the grandchild to die", || {
-        match proc_state(grandchild) {
+    wait_for(
+        Duration::from_secs(3),
+        "the grandchild to die",
+        || match proc_state(grandchild) {
             None => Some(()),
             Some('Z') if ppid(grandchild) != Some(me) => Some(()),
             _ => None,
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -172,15 +215,28 @@ async fn huge_output_is_capped_and_drained() {
         "timeout = \"10s\"",
     )
     .await;
-    assert_eq!(o.verdict, Verdict::Warn(None), "{}", &o.message[..o.message.len().min(200)]);
+    assert_eq!(
+        o.verdict,
+        Verdict::Warn(None),
+        "{}",
+        &o.message[..o.message.len().min(200)]
+    );
     assert_eq!(o.details["output_truncated"], true);
-    assert!(o.message.len() <= 1100, "message is {} bytes", o.message.len());
+    assert!(
+        o.message.len() <= 1100,
+        "message is {} bytes",
+        o.message.len()
+    );
     assert!(o.message.starts_with("xxxx"));
 }
 
 #[tokio::test]
 async fn real_debian_plugins_check_dummy_and_check_tcp() {
-    let dummy = require_bin("check_dummy", "monitoring-plugins-basic", &["/usr/lib/nagios/plugins"]);
+    let dummy = require_bin(
+        "check_dummy",
+        "monitoring-plugins-basic",
+        &["/usr/lib/nagios/plugins"],
+    );
     let dir = tempfile::tempdir().unwrap();
     for (code, verdict) in [
         ("0", Verdict::Up),
@@ -188,7 +244,8 @@ async fn real_debian_plugins_check_dummy_and_check_tcp() {
         ("2", Verdict::Down(ErrorKind::Rejected)),
         ("3", Verdict::Unknown),
     ] {
-        let cmd = serde_json::to_string(&[dummy.to_str().unwrap(), code, "from check_dummy"]).unwrap();
+        let cmd =
+            serde_json::to_string(&[dummy.to_str().unwrap(), code, "from check_dummy"]).unwrap();
         let cfg = exec_config(dir.path(), &cmd, "");
         let o = Built::new(&cfg, "x").probe().await;
         assert_eq!(o.verdict, verdict, "{o:?}");
@@ -196,7 +253,11 @@ async fn real_debian_plugins_check_dummy_and_check_tcp() {
     }
 
     // check_tcp against a real listener, end to end through the agent.
-    let check_tcp = require_bin("check_tcp", "monitoring-plugins-basic", &["/usr/lib/nagios/plugins"]);
+    let check_tcp = require_bin(
+        "check_tcp",
+        "monitoring-plugins-basic",
+        &["/usr/lib/nagios/plugins"],
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accept = tokio::spawn(async move {
@@ -220,14 +281,21 @@ unhealthy_threshold = 1
         check_tcp.display()
     ))
     .await;
-    let s = a.wait_status("tcp-plugin", Status::Healthy, Duration::from_secs(10)).await;
+    let s = a
+        .wait_status("tcp-plugin", Status::Healthy, Duration::from_secs(10))
+        .await;
     assert!(s.message.starts_with("TCP OK"), "{}", s.message);
     let text = get(&a.url("/metrics")).await;
-    let t = metric(&text, r#"lifeline_check_perfdata{check="tcp-plugin",kind="exec",label="time"}"#);
+    let t = metric(
+        &text,
+        r#"lifeline_check_perfdata{check="tcp-plugin",kind="exec",label="time"}"#,
+    );
     assert!(t.is_some_and(|t| (0.0..5.0).contains(&t)), "{text}");
     accept.abort();
     let _ = accept.await;
-    let s = a.wait_status("tcp-plugin", Status::Unhealthy, Duration::from_secs(10)).await;
+    let s = a
+        .wait_status("tcp-plugin", Status::Unhealthy, Duration::from_secs(10))
+        .await;
     assert_eq!(s.error_kind, Some(ErrorKind::Rejected), "{}", s.message);
     a.stop().await;
 }
@@ -240,17 +308,26 @@ async fn bad_exec_config_is_reported_at_its_position() {
         "[agent]\ndata_dir = \"{dir}/data\"\n[[checks]]\nname = \"x\"\nkind = \"exec\"\ncommand = \"check_x -H host\"\n",
     )
     .unwrap_err();
-    assert!(e.contains("config.toml:6:11: `command` must be an array of strings"), "{e}");
+    assert!(
+        e.contains("config.toml:6:11: `command` must be an array of strings"),
+        "{e}"
+    );
     let e = config(
         dir.path(),
         "[agent]\ndata_dir = \"{dir}/data\"\n[[checks]]\nname = \"x\"\nkind = \"exec\"\ncommand = [\"./nope/check_x\"]\n",
     )
     .unwrap_err();
-    assert!(e.contains("config.toml:6:12: `command`: no such program"), "{e}");
+    assert!(
+        e.contains("config.toml:6:12: `command`: no such program"),
+        "{e}"
+    );
     let e = config(
         dir.path(),
         "[agent]\ndata_dir = \"{dir}/data\"\n[[checks]]\nname = \"x\"\nkind = \"exec\"\ncommand = []\n",
     )
     .unwrap_err();
-    assert!(e.contains("config.toml:6:11: `command` must name a program"), "{e}");
+    assert!(
+        e.contains("config.toml:6:11: `command` must name a program"),
+        "{e}"
+    );
 }

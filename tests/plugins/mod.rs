@@ -67,7 +67,9 @@ pub fn plugin_dir() -> &'static Path {
         for (pkg, _) in RUST_PLUGINS {
             cargo.args(["-p", pkg]);
         }
-        let out = cargo.output().expect("run cargo build for the plugin crates");
+        let out = cargo
+            .output()
+            .expect("run cargo build for the plugin crates");
         assert!(
             out.status.success(),
             "cargo build of the plugin crates failed:\n{}",
@@ -91,7 +93,15 @@ pub fn plugin_dir() -> &'static Path {
 pub fn compile_c(src: &Path, out: &Path) {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let res = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fPIC",
+            "-shared",
+            "-fvisibility=hidden",
+        ])
         .arg("-I")
         .arg(repo().join("plugins"))
         .arg("-o")

@@ -73,7 +73,7 @@ pub struct LlStr {
 
 impl LlStr {
     /// Borrows a Rust string for the duration of a call.
-    pub fn from_str(s: &str) -> Self {
+    pub fn borrow(s: &str) -> Self {
         Self {
             ptr: s.as_ptr(),
             len: s.len(),
@@ -223,7 +223,7 @@ impl<'a> Host<'a> {
         if let Some(h) = self.raw
             && let Some(f) = h.set_message
         {
-            f(h.ctx, LlStr::from_str(msg));
+            f(h.ctx, LlStr::borrow(msg));
         }
     }
 
@@ -241,7 +241,7 @@ impl<'a> Host<'a> {
         if let Some(h) = self.raw
             && let Some(f) = h.add_perfdata
         {
-            f(h.ctx, LlStr::from_str(label), value);
+            f(h.ctx, LlStr::borrow(label), value);
         }
     }
 
@@ -250,7 +250,7 @@ impl<'a> Host<'a> {
         if let Some(h) = self.raw
             && let Some(f) = h.log
         {
-            f(h.ctx, level as u32, LlStr::from_str(msg));
+            f(h.ctx, level as u32, LlStr::borrow(msg));
         }
     }
 
@@ -271,7 +271,9 @@ impl<'a> Host<'a> {
     /// Time left until the deadline (zero when past it; 10 s when the host set none).
     pub fn time_left(&self) -> Duration {
         match self.deadline() {
-            Some(d) => d.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
+            Some(d) => d
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
             None => Duration::from_secs(10),
         }
     }
@@ -570,19 +572,32 @@ mod tests {
         let create = t.create.unwrap();
         let check = t.check.unwrap();
         // SAFETY: valid host, strings and out pointer for the call.
-        let rc = unsafe { create(&h, LlStr::from_str("demo"), LlStr::from_str("{\"x\":\"bad\"}"), &mut inst) };
+        let rc = unsafe {
+            create(
+                &h,
+                LlStr::borrow("demo"),
+                LlStr::borrow("{\"x\":\"bad\"}"),
+                &mut inst,
+            )
+        };
         assert_eq!(rc, 1);
         assert_eq!(*seen.msg.borrow(), "bad config for demo");
         // SAFETY: as above.
-        let rc = unsafe { create(&h, LlStr::from_str("demo"), LlStr::from_str("{}"), &mut inst) };
+        let rc = unsafe { create(&h, LlStr::borrow("demo"), LlStr::borrow("{}"), &mut inst) };
         assert_eq!(rc, 0);
         // SAFETY: inst from create; one call at a time.
-        assert_eq!(unsafe { check(inst, &h, LlStr::from_str("")) }, 0);
+        assert_eq!(unsafe { check(inst, &h, LlStr::borrow("")) }, 0);
         // SAFETY: as above.
-        assert_eq!(unsafe { check(inst, &h, LlStr::from_str("")) }, STATUS_ERROR);
-        assert!(seen.msg.borrow().starts_with("plugin panicked: boom on call 2 at "), "{}", seen.msg.borrow());
+        assert_eq!(unsafe { check(inst, &h, LlStr::borrow("")) }, STATUS_ERROR);
+        assert!(
+            seen.msg
+                .borrow()
+                .starts_with("plugin panicked: boom on call 2 at "),
+            "{}",
+            seen.msg.borrow()
+        );
         // SAFETY: as above.
-        assert_eq!(unsafe { check(inst, &h, LlStr::from_str("")) }, 0);
+        assert_eq!(unsafe { check(inst, &h, LlStr::borrow("")) }, 0);
         // SAFETY: inst from create, no call running.
         unsafe { t.destroy.unwrap()(inst) };
     }

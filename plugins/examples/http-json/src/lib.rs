@@ -50,15 +50,21 @@ fn parse_url(url: &str) -> Result<(String, u16, String), String> {
         None => (rest, "/"),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h, p.parse::<u16>().map_err(|_| format!("bad port in `{url}`"))?)
-        }
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("bad port in `{url}`"))?,
+        ),
         _ => (authority, 80),
     };
     if host.is_empty() {
         return Err(format!("no host in `{url}`"));
     }
-    Ok((host.trim_matches(['[', ']']).to_string(), port, path.to_string()))
+    Ok((
+        host.trim_matches(['[', ']']).to_string(),
+        port,
+        path.to_string(),
+    ))
 }
 
 impl HttpJson {
@@ -69,20 +75,24 @@ impl HttpJson {
             .map_err(|e| format!("resolve {}: {e}", self.host))?
             .next()
             .ok_or_else(|| format!("resolve {}: no addresses", self.host))?;
-        let mut s = TcpStream::connect_timeout(&addr, left()).map_err(|e| format!("connect {addr}: {e}"))?;
-        s.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect_timeout(&addr, left())
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_write_timeout(Some(left()))
+            .map_err(|e| e.to_string())?;
         let req = format!(
             "GET {} HTTP/1.0\r\nHost: {}:{}\r\nAccept: application/json\r\nUser-Agent: lifeline-http-json/0.1\r\nConnection: close\r\n\r\n",
             self.path, self.host, self.port
         );
-        s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
+        s.write_all(req.as_bytes())
+            .map_err(|e| format!("send: {e}"))?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         loop {
             if host.is_cancelled() {
                 return Err("cancelled by the host".into());
             }
-            s.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(left()))
+                .map_err(|e| e.to_string())?;
             match s.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -113,17 +123,24 @@ impl CheckPlugin for HttpJson {
     const VERSION: &'static CStr = c"0.1.0";
 
     fn create(_kind: &str, config_json: &str, _host: &Host<'_>) -> Result<Self, String> {
-        let v: Value = serde_json::from_str(config_json).map_err(|e| format!("config is not JSON: {e}"))?;
+        let v: Value =
+            serde_json::from_str(config_json).map_err(|e| format!("config is not JSON: {e}"))?;
         let url = v["url"].as_str().ok_or("`url` is required")?;
         let (host, port, path) = parse_url(url)?;
-        let pointer = v["pointer"].as_str().ok_or("`pointer` is required")?.to_string();
+        let pointer = v["pointer"]
+            .as_str()
+            .ok_or("`pointer` is required")?
+            .to_string();
         if !pointer.is_empty() && !pointer.starts_with('/') {
             return Err(format!("`pointer` must start with `/` (got `{pointer}`)"));
         }
         let num = |k: &str| -> Result<Option<f64>, String> {
             match &v[k] {
                 Value::Null => Ok(None),
-                x => x.as_f64().map(Some).ok_or_else(|| format!("`{k}` must be a number")),
+                x => x
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| format!("`{k}` must be a number")),
             }
         };
         Ok(Self {
@@ -165,11 +182,19 @@ impl CheckPlugin for HttpJson {
         if let Some(n) = field.as_f64() {
             host.perfdata(&self.pointer, n);
             if self.crit_above.is_some_and(|c| n > c) {
-                host.set_message(&format!("{} = {n} is above {}", self.pointer, self.crit_above.unwrap_or(n)));
+                host.set_message(&format!(
+                    "{} = {n} is above {}",
+                    self.pointer,
+                    self.crit_above.unwrap_or(n)
+                ));
                 return Ok(Status::Critical);
             }
             if self.warn_above.is_some_and(|w| n > w) {
-                host.set_message(&format!("{} = {n} is above {}", self.pointer, self.warn_above.unwrap_or(n)));
+                host.set_message(&format!(
+                    "{} = {n} is above {}",
+                    self.pointer,
+                    self.warn_above.unwrap_or(n)
+                ));
                 return Ok(Status::Warning);
             }
         }
@@ -192,7 +217,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("http://a:81/x?y").unwrap(), ("a".into(), 81, "/x?y".into()));
+        assert_eq!(
+            parse_url("http://a:81/x?y").unwrap(),
+            ("a".into(), 81, "/x?y".into())
+        );
         assert_eq!(parse_url("http://a").unwrap(), ("a".into(), 80, "/".into()));
         assert!(parse_url("https://a").is_err());
     }

@@ -29,13 +29,18 @@ pub struct VoiceRule {
 }
 
 fn parse_config(config_json: &str) -> Result<VoiceRule, String> {
-    let v: Value = serde_json::from_str(config_json).map_err(|e| format!("config is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_str(config_json).map_err(|e| format!("config is not JSON: {e}"))?;
     let mut up = Vec::new();
     match v.get("up") {
         None => {}
         Some(Value::Array(a)) => {
             for x in a {
-                up.push(x.as_str().ok_or("`up` must be a list of check names")?.to_string());
+                up.push(
+                    x.as_str()
+                        .ok_or("`up` must be a list of check names")?
+                        .to_string(),
+                );
             }
         }
         Some(_) => return Err("`up` must be a list of check names".into()),
@@ -51,12 +56,16 @@ fn parse_config(config_json: &str) -> Result<VoiceRule, String> {
                 max_latency_ms.insert(k.clone(), n);
             }
         }
-        Some(_) => return Err("`max_latency_ms` must be a table of check name = milliseconds".into()),
+        Some(_) => {
+            return Err("`max_latency_ms` must be a table of check name = milliseconds".into());
+        }
     }
     if let Some(Value::Object(m)) = Some(&v) {
         for k in m.keys() {
             if k != "up" && k != "max_latency_ms" {
-                return Err(format!("unknown config key `{k}` (known: up, max_latency_ms)"));
+                return Err(format!(
+                    "unknown config key `{k}` (known: up, max_latency_ms)"
+                ));
             }
         }
     }
@@ -91,14 +100,19 @@ impl VoiceRule {
             let s = get(name)?;
             match s["latency_ms"].as_f64() {
                 None => waiting.push(name.as_str()),
-                Some(ms) if ms > *limit => slow.push(format!("{name} took {ms:.0} ms (limit {limit} ms)")),
+                Some(ms) if ms > *limit => {
+                    slow.push(format!("{name} took {ms:.0} ms (limit {limit} ms)"))
+                }
                 Some(_) => {}
             }
         }
         Ok(if !down.is_empty() {
             (Status::Critical, down.join("; "))
         } else if !waiting.is_empty() {
-            (Status::Unknown, format!("no result yet from {}", waiting.join(", ")))
+            (
+                Status::Unknown,
+                format!("no result yet from {}", waiting.join(", ")),
+            )
         } else if !slow.is_empty() {
             (Status::Warning, slow.join("; "))
         } else {
@@ -139,9 +153,18 @@ mod tests {
             )
         };
         assert_eq!(r.evaluate(&snap("healthy", 10.0)).unwrap().0, Status::Ok);
-        assert_eq!(r.evaluate(&snap("healthy", 500.0)).unwrap().0, Status::Warning);
-        assert_eq!(r.evaluate(&snap("unhealthy", 10.0)).unwrap().0, Status::Critical);
-        assert_eq!(r.evaluate(&snap("unknown", 10.0)).unwrap().0, Status::Unknown);
+        assert_eq!(
+            r.evaluate(&snap("healthy", 500.0)).unwrap().0,
+            Status::Warning
+        );
+        assert_eq!(
+            r.evaluate(&snap("unhealthy", 10.0)).unwrap().0,
+            Status::Critical
+        );
+        assert_eq!(
+            r.evaluate(&snap("unknown", 10.0)).unwrap().0,
+            Status::Unknown
+        );
         assert!(r.evaluate("{}").is_err());
         assert!(parse_config(r#"{"upp":[]}"#).is_err());
     }

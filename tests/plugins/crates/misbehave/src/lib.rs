@@ -20,7 +20,8 @@ pub struct Misbehave {
 }
 
 fn has(list: &Value, n: u64) -> bool {
-    list.as_array().is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(n)))
+    list.as_array()
+        .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(n)))
 }
 
 impl CheckPlugin for Misbehave {
