@@ -10,7 +10,8 @@
 //! span. At run time each check owns one instance on its own worker thread. A call past
 //! `timeout` is reported as `timeout` and the instance is not called again while that call
 //! is still running (each run reports "previous call still running"); a plugin panic or
-//! error is `error_kind = "plugin"`.
+//! error is `error_kind = "plugin"`. Plugins that read the state snapshot (custom rules)
+//! are re-run whenever another check reports a result.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,9 @@ pub struct PluginSpec {
     pub kind: String,
     /// The `config` table as JSON (may hold secrets: never printed).
     pub config_json: String,
+    /// For state-reading (custom-rule) plugins: every other check, whose results trigger a
+    /// re-run.
+    pub watches: Vec<String>,
 }
 
 impl std::fmt::Debug for PluginSpec {
@@ -118,10 +122,20 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         );
         return None;
     }
+    let watches = if plugin.wants_state() {
+        cx.check_names
+            .iter()
+            .filter(|n| n.as_str() != cx.check)
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     Some(Arc::new(PluginSpec {
         plugin,
         kind,
         config_json,
+        watches,
     }))
 }
 
@@ -148,6 +162,10 @@ impl KindSpec for PluginSpec {
             busy,
             stuck_since: Mutex::new(None),
         }))
+    }
+
+    fn triggers(&self) -> Vec<String> {
+        self.watches.clone()
     }
 }
 
