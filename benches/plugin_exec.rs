@@ -35,7 +35,8 @@ LIFELINE_EXPORT const lifeline_plugin_v1 *lifeline_plugin_entry_v1(void) { retur
 
 fn cpu(who: UsageWho) -> Duration {
     let u = getrusage(who).expect("getrusage");
-    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(u.user_time()) + tv(u.system_time())
 }
 
@@ -65,7 +66,11 @@ async fn measure(name: &str, check: Arc<dyn Check>, n: u32) {
         let o = check.probe(&at).await;
         assert!(o.is_success(), "{name}: {o:?}");
     }
-    let (c0, k0, t0) = (cpu(UsageWho::RUSAGE_SELF), cpu(UsageWho::RUSAGE_CHILDREN), Instant::now());
+    let (c0, k0, t0) = (
+        cpu(UsageWho::RUSAGE_SELF),
+        cpu(UsageWho::RUSAGE_CHILDREN),
+        Instant::now(),
+    );
     for _ in 0..n {
         let o = check.probe(&at).await;
         assert!(o.is_success(), "{name}: {o:?}");
@@ -90,7 +95,14 @@ fn main() {
     std::fs::write(&src, NOOP_C).expect("write");
     let so = dir.path().join("libnoop.so");
     let st = std::process::Command::new("cc")
-        .args(["-std=c11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-I"])
+        .args([
+            "-std=c11",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-fvisibility=hidden",
+            "-I",
+        ])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/plugins"))
         .arg("-o")
         .arg(&so)

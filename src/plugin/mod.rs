@@ -20,14 +20,14 @@ use parking_lot::Mutex;
 /// Why a library was refused. The message names the file and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
-pub struct LoadError {
+pub struct PluginLoadError {
     /// The file.
     pub path: PathBuf,
     /// What is wrong with it.
     pub reason: String,
 }
 
-impl LoadError {
+impl PluginLoadError {
     fn new(path: &Path, reason: impl Into<String>) -> Self {
         Self {
             path: path.to_path_buf(),
@@ -135,15 +135,15 @@ pub fn resolve(spec: &str, plugin_dir: &Path, base: &Path) -> Vec<PathBuf> {
 
 /// Refuses files an unprivileged user could swap: loading runs the library's code with the
 /// agent's privileges.
-fn check_permissions(path: &Path) -> Result<(), LoadError> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| LoadError::new(path, format!("cannot open: {e}")))?;
+fn check_permissions(path: &Path) -> Result<(), PluginLoadError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| PluginLoadError::new(path, format!("cannot open: {e}")))?;
     if !meta.is_file() {
-        return Err(LoadError::new(path, "not a regular file"));
+        return Err(PluginLoadError::new(path, "not a regular file"));
     }
     let mode = meta.permissions().mode();
     if mode & 0o022 != 0 {
-        return Err(LoadError::new(
+        return Err(PluginLoadError::new(
             path,
             format!(
                 "refusing to load a group- or world-writable library (mode {:o}); chmod go-w it",
@@ -156,7 +156,7 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
     {
         let m = dm.permissions().mode();
         if m & 0o022 != 0 && m & 0o1000 == 0 {
-            return Err(LoadError::new(
+            return Err(PluginLoadError::new(
                 path,
                 format!(
                     "refusing to load from a group- or world-writable directory {} (mode {:o})",
@@ -168,7 +168,7 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me && meta.uid() != 0 {
-        return Err(LoadError::new(
+        return Err(PluginLoadError::new(
             path,
             format!(
                 "refusing to load a library owned by uid {} (not root or the agent's user)",
@@ -180,16 +180,16 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
 }
 
 /// Loads the library at `path` (once per canonical path) and validates it.
-pub fn load(path: &Path) -> Result<&'static Plugin, LoadError> {
+pub fn load(path: &Path) -> Result<&'static Plugin, PluginLoadError> {
     let canonical = std::fs::canonicalize(path)
-        .map_err(|e| LoadError::new(path, format!("cannot open: {e}")))?;
+        .map_err(|e| PluginLoadError::new(path, format!("cannot open: {e}")))?;
     let mut reg = registry().lock();
     if let Some(p) = reg.get(&canonical) {
         return Ok(p);
     }
     check_permissions(&canonical)?;
     let table = ffi::open(&canonical).map_err(|r| {
-        LoadError::new(
+        PluginLoadError::new(
             path,
             match r {
                 ffi::Refusal::Open(e) => format!("cannot load library: {e}"),
