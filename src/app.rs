@@ -90,6 +90,11 @@ impl Agent {
     /// checks keep their state, supervisor and session.
     pub async fn apply(&self) {
         let config = self.config.load_full();
+        for p in crate::plugin::loaded() {
+            self.shared
+                .metrics
+                .plugin_loaded(p.name(), p.version(), &p.abi());
+        }
         let checks = Self::owned(&config);
         let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
         for c in checks.iter().cloned() {

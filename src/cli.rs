@@ -43,4 +43,21 @@ pub enum Command {
         /// Checks to run (default: all).
         names: Vec<String>,
     },
+    /// Work with plugin libraries.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
+}
+
+/// `lifeline plugin …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load a plugin library and print its name, version, ABI version and kinds
+    /// (exit 0 ok, 2 refused with the reason).
+    Inspect {
+        /// The `.so` file.
+        file: PathBuf,
+    },
 }

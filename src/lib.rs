@@ -29,5 +29,6 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod plugin;
 pub mod schedule;
 pub mod telemetry;

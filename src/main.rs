@@ -28,8 +28,29 @@ fn main() -> ExitCode {
             Command::Validate => validate(&cli.config),
             Command::Run => run(&cli.config).await,
             Command::Check { json, names } => check(&cli.config, json, names).await,
+            Command::Plugin {
+                action: lifeline::cli::PluginCommand::Inspect { file },
+            } => inspect_plugin(&file),
         }
     })
+}
+
+fn inspect_plugin(file: &std::path::Path) -> ExitCode {
+    match lifeline::plugin::load(file) {
+        Ok(p) => {
+            println!("file:    {}", p.path.display());
+            println!("name:    {}", p.name());
+            println!("version: {}", p.version());
+            println!("abi:     {}", p.abi());
+            println!("kinds:   {}", p.kinds().join(", "));
+            println!("flags:   {}", p.flag_names().join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lifeline: plugin refused: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

@@ -4,5 +4,6 @@ mod common;
 
 mod core;
 mod dashboards;
-mod status_page;
+mod plugins;
 mod sip;
+mod status_page;

@@ -10,8 +10,11 @@
 //!   and returns only with the error that ended the session — as soon as the socket
 //!   reports it.
 
+pub mod exec;
 pub mod http;
+pub mod plugin;
 pub mod registry;
+pub mod rule;
 pub mod sip;
 pub mod tcp;
 pub mod tls;

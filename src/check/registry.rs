@@ -55,6 +55,21 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::sip::parse,
     },
+    KindInfo {
+        name: "exec",
+        session: false,
+        parse: super::exec::parse,
+    },
+    KindInfo {
+        name: "plugin",
+        session: false,
+        parse: super::plugin::parse,
+    },
+    KindInfo {
+        name: "rule",
+        session: false,
+        parse: super::rule::parse,
+    },
 ];
 
 /// Looks a kind up by name.
