@@ -30,4 +30,5 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod schedule;
+pub mod store;
 pub mod telemetry;
