@@ -84,7 +84,9 @@ pub async fn history(
             samples: Vec::new(),
         },
         Ok(None) => return Err(not_found(&name)),
-        Err(e) if !live && e.status == StatusCode::SERVICE_UNAVAILABLE => return Err(not_found(&name)),
+        Err(e) if !live && e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return Err(not_found(&name));
+        }
         Err(e) => return Err(e),
     };
     Ok(Json(serde_json::to_value(h).unwrap_or_default()))
@@ -96,9 +98,16 @@ pub async fn uptime(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let window = q.get("window").map(String::as_str).unwrap_or("24h").to_string();
-    let d = humantime::parse_duration(&window)
-        .map_err(|e| bad(format!("window: `{window}` is not a duration like `24h`: {e}")))?;
+    let window = q
+        .get("window")
+        .map(String::as_str)
+        .unwrap_or("24h")
+        .to_string();
+    let d = humantime::parse_duration(&window).map_err(|e| {
+        bad(format!(
+            "window: `{window}` is not a duration like `24h`: {e}"
+        ))
+    })?;
     if d.is_zero() {
         return Err(bad("window: must be longer than 0"));
     }
@@ -121,7 +130,9 @@ pub async fn uptime(
             })));
         }
         Ok(None) => return Err(not_found(&name)),
-        Err(e) if !live && e.status == StatusCode::SERVICE_UNAVAILABLE => return Err(not_found(&name)),
+        Err(e) if !live && e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return Err(not_found(&name));
+        }
         Err(e) => return Err(e),
     };
     let mut v = serde_json::to_value(&u).unwrap_or_default();

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::check::{ErrorKind, Outcome};
 use crate::config::HistoryConfig;
 use crate::events::Observer;
-use crate::health::{CheckState, Change, Restored, Status, rfc3339};
+use crate::health::{Change, CheckState, Restored, Status, rfc3339};
 use crate::metrics::Metrics;
 
 pub use sqlite::Reader;
@@ -160,8 +160,7 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     if s == "now" {
         return Ok(now);
     }
-    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-    {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(t.into());
     }
     match humantime::parse_duration(s) {
@@ -355,7 +354,10 @@ impl Store {
         })
     }
 
-    fn ask<T>(&self, make: impl FnOnce(SyncSender<Result<T, String>>) -> Msg) -> Result<T, StoreError> {
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(SyncSender<Result<T, String>>) -> Msg,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let sender = self.tx.lock().clone();
         let Some(sender) = sender else {
@@ -476,7 +478,10 @@ mod tests {
     #[test]
     fn times_parse_as_rfc3339_or_duration_back() {
         let now = from_ms(1_700_000_000_000);
-        assert_eq!(parse_time("24h", now), Ok(from_ms(1_700_000_000_000 - 86_400_000)));
+        assert_eq!(
+            parse_time("24h", now),
+            Ok(from_ms(1_700_000_000_000 - 86_400_000))
+        );
         assert_eq!(parse_time("now", now), Ok(now));
         assert_eq!(
             parse_time("2023-11-14T22:13:20Z", now),

@@ -27,8 +27,10 @@ const BATCH_MAX: usize = 10_000;
 const STATE_EVERY: Duration = Duration::from_secs(1);
 /// Update this run's `last_seen` at least this often.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// Prune this often (and at start).
+/// Prune this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// First prune this long after start.
+const PRUNE_FIRST: Duration = Duration::from_secs(30);
 /// Longest prune step between batches.
 const PRUNE_STEP: Duration = Duration::from_millis(20);
 /// Rows deleted per statement while pruning.
@@ -42,9 +44,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) enum Msg {
     Sample(SampleRow),
     Transition(TransitionRow),
-    Run { started: i64, ended: i64 },
+    Run {
+        started: i64,
+        ended: i64,
+    },
     Flush(SyncSender<Result<(), String>>),
-    Prune { now: i64, reply: SyncSender<Result<u64, String>> },
+    Prune {
+        now: i64,
+        reply: SyncSender<Result<u64, String>>,
+    },
 }
 
 pub(crate) struct SampleRow {
@@ -113,8 +121,7 @@ pub(crate) fn open_rw(dir: &Path) -> Result<Connection, StoreError> {
 fn try_open_rw(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "history database is not in WAL mode");
     }
@@ -123,7 +130,9 @@ fn try_open_rw(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     migrate(&mut conn)?;
     // Reading a table proves the file is a database all the way through its schema.
-    conn.query_row("SELECT count(*) FROM agent_runs", [], |r| r.get::<_, i64>(0))?;
+    conn.query_row("SELECT count(*) FROM agent_runs", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     Ok(conn)
 }
 
@@ -179,7 +188,10 @@ pub(crate) fn load_states(conn: &Connection) -> Result<Vec<Restored>, StoreError
             consecutive_failures: r.get(2)?,
             last_success_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
             since: r.get::<_, Option<i64>>(4)?.map(from_ms),
-            error_kind: r.get::<_, Option<String>>(5)?.as_deref().and_then(error_kind_named),
+            error_kind: r
+                .get::<_, Option<String>>(5)?
+                .as_deref()
+                .and_then(error_kind_named),
             message: r.get(6)?,
         })
     })?;
@@ -238,7 +250,7 @@ impl Writer {
             retry_delay: Duration::from_secs(2),
             failing_since: failing.then_some(now),
             last_error_log: failing.then_some(now),
-            next_prune: now,
+            next_prune: now + PRUNE_FIRST,
             prune: None,
         }
     }
@@ -336,9 +348,10 @@ impl Writer {
         if due {
             let _ = self.flush(false);
         }
-        self.inner.metrics.store_queue_depth.set(
-            self.inner.queued.load(Ordering::Relaxed).max(0) + self.pending() as i64,
-        );
+        self.inner
+            .metrics
+            .store_queue_depth
+            .set(self.inner.queued.load(Ordering::Relaxed).max(0) + self.pending() as i64);
         if self.conn.is_some() {
             if self.prune.is_none() && now >= self.next_prune {
                 self.next_prune = now + PRUNE_EVERY;
@@ -447,7 +460,10 @@ impl Writer {
     /// Commits pending rows, the latest states (when due or `force`), and the heartbeat.
     fn flush(&mut self, force: bool) -> Result<(), StoreError> {
         let now = Instant::now();
-        let states_due = force || now >= self.last_state + STATE_EVERY;
+        // States go with every transition, so a restart restores the status of the last
+        // committed change.
+        let states_due =
+            force || now >= self.last_state + STATE_EVERY || !self.transitions.is_empty();
         if states_due {
             let taken = std::mem::take(&mut *self.inner.dirty.lock());
             self.states.extend(taken);
@@ -460,7 +476,8 @@ impl Writer {
         match result {
             Ok(()) => {
                 let m = &self.inner.metrics;
-                m.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                m.store_write_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 if rows > 0 {
                     m.store_batch_size.observe(rows as f64);
                 }
@@ -607,7 +624,11 @@ impl Writer {
     }
 
     /// Prunes for at most `budget` (all of it with `None`); true when the job is done.
-    fn prune_step(&mut self, job: &mut PruneJob, budget: Option<Duration>) -> Result<bool, StoreError> {
+    fn prune_step(
+        &mut self,
+        job: &mut PruneJob,
+        budget: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         let started = Instant::now();
         let run_id = self.run_id.unwrap_or(-1);
         let Some(conn) = self.conn.as_mut() else {
@@ -685,7 +706,11 @@ impl Writer {
     }
 }
 
-fn check_id(tx: &Transaction<'_>, ids: &mut HashMap<Box<str>, i64>, name: &str) -> Result<i64, StoreError> {
+fn check_id(
+    tx: &Transaction<'_>,
+    ids: &mut HashMap<Box<str>, i64>,
+    name: &str,
+) -> Result<i64, StoreError> {
     if let Some(id) = ids.get(name) {
         return Ok(*id);
     }
@@ -818,7 +843,11 @@ impl Reader {
         )?;
         let rows = st
             .query_map(params![a, b, i64::MAX], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut out: Vec<(i64, i64)> = Vec::new();
@@ -868,7 +897,9 @@ impl Reader {
              ORDER BY at, rowid",
         )?;
         let changes = st
-            .query_map(params![id, a, b], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .query_map(params![id, a, b], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut status = before
             .as_deref()
