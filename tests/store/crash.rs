@@ -103,6 +103,42 @@ interval = "20ms"
         .collect();
     assert_eq!(transitions, ["healthy", "connecting"], "{h}");
 
+    // `lifeline history` reads the same store while the agent runs.
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args([
+            "history", "t", "--since", "1h", "--limit", "5", "--json", "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["check"], "t");
+    assert_eq!(v["samples"].as_array().unwrap().len(), 5);
+    assert_eq!(v["transitions"][0]["status"], "healthy");
+    assert!(v["uptime"]["uptime_ratio"].as_f64().unwrap() > 0.9, "{v}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["history", "t", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("t: uptime ") && text.contains("healthy      <- connecting"),
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["history", "nope", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+
     // The killed run has no clean stop; SIGTERM on the second gives it one.
     let pid = second.0.id().to_string();
     let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
