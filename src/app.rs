@@ -176,6 +176,8 @@ impl Agent {
             kept.push(schedule::spawn(self.shared.clone(), check, ms, seed, &self.cancel));
         }
         *handles = kept;
+        // Restored states apply to the first apply only.
+        self.restored.lock().clear();
         self.shared.overall_dirty.notify_one();
     }
 
