@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::check::{ErrorKind, Outcome};
 use crate::config::HistoryConfig;
@@ -153,9 +154,14 @@ pub(crate) fn from_ms(ms: i64) -> SystemTime {
     }
 }
 
+/// A time argument that is neither RFC 3339 nor a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadTime(pub String);
+
 /// Parses a point in time given as RFC 3339 (`2026-05-01T12:00:00Z`), as a duration back
 /// from `now` (`24h`, `90m`, `7d`), or as `now`.
-pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, BadTime> {
     let s = s.trim();
     if s == "now" {
         return Ok(now);
@@ -166,10 +172,10 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     match humantime::parse_duration(s) {
         Ok(d) => now
             .checked_sub(d)
-            .ok_or_else(|| format!("`{s}` reaches back too far")),
-        Err(_) => Err(format!(
+            .ok_or_else(|| BadTime(format!("`{s}` reaches back too far"))),
+        Err(_) => Err(BadTime(format!(
             "`{s}` is neither an RFC 3339 time nor a duration like `24h`"
-        )),
+        ))),
     }
 }
 
@@ -356,7 +362,7 @@ impl Store {
 
     fn ask<T>(
         &self,
-        make: impl FnOnce(SyncSender<Result<T, String>>) -> Msg,
+        make: impl FnOnce(SyncSender<Result<T, StoreError>>) -> Msg,
     ) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let sender = self.tx.lock().clone();
@@ -369,7 +375,7 @@ impl Store {
             return Err(StoreError::Unavailable("writer thread stopped".into()));
         }
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(r) => r.map_err(StoreError::Unavailable),
+            Ok(r) => r,
             Err(_) => Err(StoreError::Unavailable("writer did not answer".into())),
         }
     }

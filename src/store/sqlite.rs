@@ -48,10 +48,10 @@ pub(crate) enum Msg {
         started: i64,
         ended: i64,
     },
-    Flush(SyncSender<Result<(), String>>),
+    Flush(SyncSender<Result<(), StoreError>>),
     Prune {
         now: i64,
-        reply: SyncSender<Result<u64, String>>,
+        reply: SyncSender<Result<u64, StoreError>>,
     },
 }
 
@@ -321,12 +321,11 @@ impl Writer {
             }
             Msg::Run { started, ended } => self.runs.push((started, ended)),
             Msg::Flush(reply) => {
-                let r = self.flush(true).map_err(|e| e.to_string());
-                let _ = reply.send(r);
+                let _ = reply.send(self.flush(true));
             }
             Msg::Prune { now, reply } => {
                 let r = self.flush(true).and_then(|()| self.prune_all(now));
-                let _ = reply.send(r.map_err(|e| e.to_string()));
+                let _ = reply.send(r);
             }
         }
     }
