@@ -7,7 +7,7 @@
 //! supervisors) never blocks: rows go through a bounded channel (`try_send`; a full queue
 //! drops the row and counts it in `lifeline_events_dropped_total{observer="store"}`), and
 //! the latest state of each check goes into a map the writer takes from. The writer
-//! commits in batches (every 250 ms or 10,000 rows), prunes old rows in small chunks
+//! commits in batches (every second or 50,000 rows), prunes old rows in small chunks
 //! between batches, and survives every database failure: an unwritable `data_dir` or a
 //! full disk is logged, counted in `lifeline_store_errors_total` and retried; a corrupt
 //! file is moved aside and a new one started. Readers (API, CLI) use their own read-only
