@@ -13,8 +13,9 @@ use crate::check::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, Outcome,
 };
 use crate::config::{CheckConfig, Config, ConfigErrors};
+use crate::events::Event;
 use crate::events::{Bus, Observers};
-use crate::health::{CheckState, Entry, StateTable};
+use crate::health::{CheckState, Entry, Restored, StateTable, Status};
 use crate::metrics::Metrics;
 use crate::schedule::{self, Handle, Member, Shared, group_key};
 
@@ -31,6 +32,8 @@ pub struct Agent {
     /// When the agent started.
     pub started: SystemTime,
     seed: std::sync::atomic::AtomicU64,
+    /// States read back from the store, applied to fresh entries by the next `apply`.
+    restored: parking_lot::Mutex<HashMap<String, Restored>>,
 }
 
 /// The shared HTTP client every kind and notifier uses.
@@ -68,7 +71,20 @@ impl Agent {
             cancel,
             started: SystemTime::now(),
             seed: std::sync::atomic::AtomicU64::new(fastrand::u64(..)),
+            restored: parking_lot::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Last known states (from the history store) to start checks from instead of
+    /// `unknown`. Call before [`Agent::apply`]; each applies once, to the check's fresh
+    /// entry, and emits `connection:restored`.
+    pub fn restore(&self, states: Vec<Restored>) {
+        let mut m = self.restored.lock();
+        for r in states {
+            if r.status != Status::Unknown {
+                m.insert(r.name.clone(), r);
+            }
+        }
     }
 
     /// The live states.
@@ -128,10 +144,15 @@ impl Agent {
         let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
         let mut fresh = Vec::new();
         let mut started = Vec::new();
+        let mut restored = Vec::new();
         for members in to_start {
             let mut ms = Vec::new();
             for c in &members {
-                let state = CheckState::new(c);
+                let mut state = CheckState::new(c);
+                if let Some(r) = self.restored.lock().remove(&c.name) {
+                    state.restore(&r);
+                    restored.push(state.clone());
+                }
                 let metrics = self.shared.metrics.check(&state);
                 let entry = Arc::new(Entry {
                     state: parking_lot::Mutex::new(state),
@@ -146,6 +167,15 @@ impl Agent {
             started.push(ms);
         }
         self.shared.states.replace(order, fresh);
+        for s in &restored {
+            tracing::info!(check = %s.name, status = s.status.as_str(), "state restored from history");
+            self.shared.bus.send(Event::check(
+                "connection:restored",
+                s,
+                Status::Unknown,
+                serde_json::json!({}),
+            ));
+        }
         for ms in started {
             let check = match ms[0].config.spec.build(&self.env) {
                 Ok(c) => c,
@@ -166,6 +196,8 @@ impl Agent {
             ));
         }
         *handles = kept;
+        // Restored states apply to the first apply only.
+        self.restored.lock().clear();
         self.shared.overall_dirty.notify_one();
     }
 

@@ -43,6 +43,24 @@ pub enum Command {
         /// Checks to run (default: all).
         names: Vec<String>,
     },
+    /// Print a check's status transitions, latency samples and uptime from the history
+    /// store (read-only; works while the agent runs).
+    History {
+        /// Check name.
+        name: String,
+        /// Start: RFC 3339 or a duration back from now.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// End (exclusive): RFC 3339 or a duration back from now.
+        #[arg(long, default_value = "now")]
+        until: String,
+        /// At most this many transitions and samples (newest first).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON (the API's history object plus `uptime`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Work with plugin libraries.
     Plugin {
         /// What to do.

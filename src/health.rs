@@ -295,6 +295,42 @@ impl CheckState {
     }
 }
 
+/// A check's last known state, read back from the history store when the agent starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    /// Check name.
+    pub name: String,
+    /// Last known status.
+    pub status: Status,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Last success.
+    pub last_success_at: Option<SystemTime>,
+    /// Last status change.
+    pub since: Option<SystemTime>,
+    /// Last failure kind.
+    pub error_kind: Option<ErrorKind>,
+    /// Message of the last result.
+    pub message: String,
+}
+
+impl CheckState {
+    /// Takes over a restored state (no status change is reported: the check continues
+    /// where it was before the restart).
+    pub fn restore(&mut self, r: &Restored) {
+        self.status = r.status;
+        self.consecutive_failures = r.consecutive_failures;
+        self.score = score(r.status, r.consecutive_failures);
+        self.last_success_at = r.last_success_at;
+        self.since = r.since;
+        self.error_kind = r.error_kind;
+        if r.status.is_failing() && !r.message.is_empty() {
+            self.last_error = Some(r.message.clone());
+        }
+        self.message = r.message.clone();
+    }
+}
+
 /// The score of a status after `failures` consecutive failures.
 pub fn score(status: Status, failures: u32) -> Option<u8> {
     let penalty = (failures.min(3) * 10) as u8;

@@ -31,4 +31,5 @@ pub mod http;
 pub mod metrics;
 pub mod plugin;
 pub mod schedule;
+pub mod store;
 pub mod telemetry;

@@ -31,6 +31,13 @@ fn main() -> ExitCode {
             Command::Plugin {
                 action: lifeline::cli::PluginCommand::Inspect { file },
             } => inspect_plugin(&file),
+            Command::History {
+                name,
+                since,
+                until,
+                limit,
+                json,
+            } => history(&cli.config, &name, &since, &until, limit, json),
         }
     })
 }
@@ -86,8 +93,25 @@ async fn run(path: &std::path::Path) -> ExitCode {
     let listen = config.agent.listen;
     let metrics = lifeline::metrics::Metrics::new();
     metrics.reload(true);
-    let observers: lifeline::events::Observers = Arc::new(Vec::new());
-    let agent = lifeline::app::Agent::new(config, metrics, observers);
+    let store = match lifeline::store::Store::open(
+        &config.agent.data_dir,
+        &config.history,
+        metrics.clone(),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "history store not started");
+            None
+        }
+    };
+    let mut observers: Vec<Arc<dyn lifeline::events::Observer>> = Vec::new();
+    if let Some(s) = &store {
+        observers.push(s.clone());
+    }
+    let agent = lifeline::app::Agent::new(config, metrics, Arc::new(observers));
+    if let Some(s) = &store {
+        agent.restore(s.take_restored());
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -101,6 +125,7 @@ async fn run(path: &std::path::Path) -> ExitCode {
         listener,
         lifeline::http::AppState {
             agent: agent.clone(),
+            store: store.clone(),
         },
         agent.cancel.clone(),
     ));
@@ -108,6 +133,9 @@ async fn run(path: &std::path::Path) -> ExitCode {
     tracing::info!("shutting down");
     agent.shutdown(Duration::from_secs(5)).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    if let Some(s) = store {
+        let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+    }
     ExitCode::SUCCESS
 }
 
@@ -206,4 +234,109 @@ async fn check(path: &std::path::Path, json: bool, names: Vec<String>) -> ExitCo
         }
     }
     ExitCode::from(worst)
+}
+
+/// `lifeline history NAME`: exit 0, 1 store unreadable, 2 invalid config, 3 unknown check.
+fn history(
+    path: &std::path::Path,
+    name: &str,
+    since: &str,
+    until: &str,
+    limit: usize,
+    json: bool,
+) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = std::time::SystemTime::now();
+    let (since_t, until_t) = match (
+        lifeline::store::parse_time(since, now),
+        lifeline::store::parse_time(until, now),
+    ) {
+        (Ok(a), Ok(b)) => (a, b + Duration::from_millis(1)),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("lifeline: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let configured = config.checks.iter().any(|c| c.name == name);
+    let reader = match lifeline::store::Reader::open(&config.agent.data_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lifeline: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let found = reader
+        .history(name, since_t, until_t, limit.max(1))
+        .and_then(|h| Ok((h, reader.uptime(name, since_t, until_t, now)?)));
+    let (h, up) = match found {
+        Ok((Some(h), Some(u))) => (h, u),
+        Ok(_) if configured => {
+            println!("{name}: no history recorded yet");
+            return ExitCode::SUCCESS;
+        }
+        Ok(_) => {
+            eprintln!("lifeline: no check named `{name}` in the configuration or the history");
+            return ExitCode::from(3);
+        }
+        Err(e) => {
+            eprintln!("lifeline: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        let mut v = serde_json::to_value(&h).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "uptime".into(),
+                serde_json::to_value(&up).unwrap_or_default(),
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let ratio = up
+        .uptime_ratio
+        .map(|r| format!("{:.3}%", r * 100.0))
+        .unwrap_or_else(|| "n/a".into());
+    println!(
+        "{name}: uptime {ratio} since {since} ({} samples, agent down {:.0}s)",
+        up.samples, up.agent_down_seconds
+    );
+    println!("\nTRANSITIONS (newest first)");
+    if h.transitions.is_empty() {
+        println!("  none");
+    }
+    for t in &h.transitions {
+        println!(
+            "  {}  {:<12} <- {:<12} {}{}",
+            lifeline::health::rfc3339(t.at),
+            t.status.as_str(),
+            t.previous_status.as_str(),
+            t.error_kind
+                .as_deref()
+                .map(|k| format!("[{k}] "))
+                .unwrap_or_default(),
+            t.message
+        );
+    }
+    println!("\nSAMPLES (newest first)");
+    if h.samples.is_empty() {
+        println!("  none");
+    }
+    for s in &h.samples {
+        let lat = s
+            .latency_ms
+            .map(|l| format!("{l:.1}ms"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {}  {:<12} {:>10}",
+            lifeline::health::rfc3339(s.at),
+            s.status.as_str(),
+            lat
+        );
+    }
+    ExitCode::SUCCESS
 }

@@ -7,3 +7,4 @@ mod dashboards;
 mod plugins;
 mod sip;
 mod status_page;
+mod store;

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod events;
+pub mod history;
 pub mod page;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use crate::app::Agent;
 pub struct AppState {
     /// The agent.
     pub agent: Arc<Agent>,
+    /// The history store (history and uptime routes answer 503 without one).
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 /// A JSON error `{"error", "detail"}` with a status code.
@@ -67,6 +70,8 @@ pub fn app(state: AppState) -> Router {
         .route("/health/force-check", post(api::force_all))
         .route("/health/service/{name}/check", post(api::force_one))
         .route("/-/reload", post(api::reload))
+        .route("/api/v1/checks/{name}/history", get(history::history))
+        .route("/api/v1/checks/{name}/uptime", get(history::uptime))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(60),

@@ -22,6 +22,10 @@ pub struct TestAgent {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     server: JoinHandle<std::io::Result<()>>,
+    /// The history store (agents started with [`TestAgent::start_with_store`]).
+    pub store: Option<Arc<lifeline::store::Store>>,
+    /// Events since before the first `apply` (only with a store: `connection:restored`).
+    pub start_events: Option<broadcast::Receiver<Arc<Event>>>,
 }
 
 impl TestAgent {
@@ -33,8 +37,30 @@ impl TestAgent {
 
     /// As [`TestAgent::start`], with observers.
     pub async fn start_with(config: &str, observers: Observers) -> Self {
-        lifeline::check::tls::install_provider();
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(dir, config, observers, false).await
+    }
+
+    /// As [`TestAgent::start`], with the history store open in `agent.data_dir` (its
+    /// last known states restored, as `lifeline run` does).
+    pub async fn start_with_store(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(dir, config, Arc::new(Vec::new()), true).await
+    }
+
+    /// Starts again in the temp dir of a stopped agent (see [`TestAgent::stop_keep_dir`]),
+    /// with the store.
+    pub async fn restart_in(dir: tempfile::TempDir, config: &str) -> Self {
+        Self::launch(dir, config, Arc::new(Vec::new()), true).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        config: &str,
+        observers: Observers,
+        with_store: bool,
+    ) -> Self {
+        lifeline::check::tls::install_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -47,12 +73,30 @@ impl TestAgent {
         let cfg = lifeline::config::load(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"));
         let metrics = lifeline::metrics::Metrics::new();
+        let store = with_store.then(|| {
+            lifeline::store::Store::open(&cfg.agent.data_dir, &cfg.history, metrics.clone())
+                .expect("store writer starts")
+        });
+        let observers: Observers = match &store {
+            Some(s) => {
+                let mut v: Vec<Arc<dyn lifeline::events::Observer>> =
+                    observers.iter().cloned().collect();
+                v.push(s.clone());
+                Arc::new(v)
+            }
+            None => observers,
+        };
         let agent = Agent::new(cfg, metrics, observers);
+        let start_events = store.as_ref().map(|_| agent.shared.bus.subscribe());
+        if let Some(s) = &store {
+            agent.restore(s.take_restored());
+        }
         agent.apply().await;
         let server = tokio::spawn(lifeline::http::serve(
             listener,
             lifeline::http::AppState {
                 agent: agent.clone(),
+                store: store.clone(),
             },
             agent.cancel.clone(),
         ));
@@ -62,6 +106,8 @@ impl TestAgent {
             dir,
             config_path,
             server,
+            store,
+            start_events,
         }
     }
 
@@ -103,10 +149,21 @@ impl TestAgent {
         std::fs::write(&self.config_path, text).expect("write config");
     }
 
-    /// Stops the agent.
+    /// Stops the agent (and closes its store, if any).
     pub async fn stop(self) {
+        let _ = self.stop_keep_dir().await;
+    }
+
+    /// Stops the agent and closes its store; returns the temp dir for a restart.
+    pub async fn stop_keep_dir(self) -> tempfile::TempDir {
         self.agent.shutdown(Duration::from_secs(5)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        if let Some(s) = self.store {
+            tokio::task::spawn_blocking(move || s.shutdown())
+                .await
+                .expect("store shutdown");
+        }
+        self.dir
     }
 }
 
