@@ -72,7 +72,14 @@ async fn transitions_and_samples_are_recorded_and_paged() {
 
     // Page through the samples up to a fixed end, two at a time. Every sample before
     // `cut` was queued before this flush, so the set is fixed.
-    let cut = rfc3339(SystemTime::now() - Duration::from_millis(50));
+    // The fixed end is just after the newest sample already returned, so the set of samples
+    // before it cannot change while we page (new samples are always later).
+    let newest = time::OffsetDateTime::parse(
+        ats[0],
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let cut = rfc3339(SystemTime::from(newest) + Duration::from_millis(1));
     store.flush().unwrap();
     let (_, full) = get_json(&a.url(&format!(
         "/api/v1/checks/t/history?since=1h&until={cut}&limit=10000"
