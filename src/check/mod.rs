@@ -10,7 +10,10 @@
 //!   and returns only with the error that ended the session — as soon as the socket
 //!   reports it.
 
+pub mod capped;
 pub mod http;
+pub mod postgres;
+pub mod redis;
 pub mod registry;
 pub mod tcp;
 pub mod tls;

@@ -50,6 +50,16 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::websocket::parse,
     },
+    KindInfo {
+        name: "postgres",
+        session: true,
+        parse: super::postgres::parse,
+    },
+    KindInfo {
+        name: "redis",
+        session: true,
+        parse: super::redis::parse,
+    },
 ];
 
 /// Looks a kind up by name.
