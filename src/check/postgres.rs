@@ -304,10 +304,10 @@ fn classify(e: &tokio_postgres::Error, tls: Option<&TlsRecord>, tls_expected: bo
     if tls_expected && tls.is_some_and(|r| !*r.started.lock()) {
         return CheckError::new(ErrorKind::Tls, text);
     }
-    // Client-side authentication failures (no password configured but the server asks for
-    // one, a SCRAM exchange that does not verify) carry no public type; the driver's error
-    // kind is only visible in its text.
-    if text.starts_with("authentication error") {
+    // Client-side authentication failures (the server asks for a password and none is
+    // configured, a SCRAM exchange that does not verify) carry no public type; the
+    // driver's error kind is only visible in its text.
+    if text.starts_with("authentication error") || text.contains("password missing") {
         return CheckError::new(ErrorKind::AuthFailed, text);
     }
     CheckError::new(ErrorKind::Protocol, text)
