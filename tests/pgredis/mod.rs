@@ -21,6 +21,13 @@ pub const FAST: &str = r#"interval = "200ms"
 timeout = "2s"
 backoff = { base = "100ms", max = "800ms", multiplier = 2.0, jitter = "0ms" }"#;
 
+/// For detection tests: heartbeats far apart, so only the watch on the driver task can
+/// notice a dead connection within the deadline.
+pub const SLOW_BEATS: &str = r#"interval = "10s"
+timeout = "2s"
+backoff = { base = "100ms", max = "800ms", multiplier = 2.0, jitter = "0ms" }
+heartbeat = { poor_after = "20s", stale_after = "30s" }"#;
+
 /// The `[agent]` header.
 pub const AGENT: &str = "[agent]\ndata_dir = \"{dir}/data\"\n";
 

@@ -3,13 +3,17 @@ use std::time::{Duration, Instant};
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SOON, metric, silent_listener};
+use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
 use crate::common::postgres::{APP_PASSWORD, Pg};
 use crate::common::*;
 
 fn check(name: &str, mode: &str, dsn: &str, extra: &str) -> String {
+    check_with(name, mode, dsn, FAST, extra)
+}
+
+fn check_with(name: &str, mode: &str, dsn: &str, timing: &str, extra: &str) -> String {
     format!(
-        "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nmode = \"{mode}\"\ndsn = \"{dsn}\"\n{FAST}\n{extra}\n"
+        "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nmode = \"{mode}\"\ndsn = \"{dsn}\"\n{timing}\n{extra}\n"
     )
 }
 
@@ -107,7 +111,7 @@ async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
     let mut pg = Pg::start().await;
     let a = TestAgent::start(&format!(
         "{AGENT}{}",
-        check("pg", "session", &pg.app_dsn(), "heartbeat = { poor_after = \"20s\", stale_after = \"30s\" }")
+        check_with("pg", "session", &pg.app_dsn(), SLOW_BEATS, "")
     ))
     .await;
     a.wait_status("pg", Status::Healthy, SOON).await;
@@ -142,7 +146,7 @@ async fn terminated_backend_is_noticed_and_replaced() {
     let pg = Pg::start().await;
     let a = TestAgent::start(&format!(
         "{AGENT}{}",
-        check("pg", "session", &pg.app_dsn(), "heartbeat = { poor_after = \"20s\", stale_after = \"30s\" }")
+        check_with("pg", "session", &pg.app_dsn(), SLOW_BEATS, "")
     ))
     .await;
     a.wait_status("pg", Status::Healthy, SOON).await;

@@ -3,12 +3,16 @@ use std::time::{Duration, Instant};
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SOON, metric, silent_listener};
+use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
 use crate::common::redis::{ACL_PASSWORD, ACL_USER, PASSWORD, Redis};
 use crate::common::*;
 
 fn check(name: &str, mode: &str, url: &str, extra: &str) -> String {
-    format!("[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nmode = \"{mode}\"\nurl = \"{url}\"\n{FAST}\n{extra}\n")
+    check_with(name, mode, url, FAST, extra)
+}
+
+fn check_with(name: &str, mode: &str, url: &str, timing: &str, extra: &str) -> String {
+    format!("[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nmode = \"{mode}\"\nurl = \"{url}\"\n{timing}\n{extra}\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +100,7 @@ async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
     let mut r = Redis::start().await;
     let a = TestAgent::start(&format!(
         "{AGENT}{}",
-        check("r", "session", &r.url("", 0), "heartbeat = { poor_after = \"20s\", stale_after = \"30s\" }")
+        check_with("r", "session", &r.url("", 0), SLOW_BEATS, "")
     ))
     .await;
     a.wait_status("r", Status::Healthy, SOON).await;
@@ -129,7 +133,7 @@ async fn client_kill_is_noticed_and_replaced() {
     let r = Redis::start().await;
     let a = TestAgent::start(&format!(
         "{AGENT}{}",
-        check("r", "session", &r.url("", 0), "heartbeat = { poor_after = \"20s\", stale_after = \"30s\" }")
+        check_with("r", "session", &r.url("", 0), SLOW_BEATS, "")
     ))
     .await;
     a.wait_status("r", Status::Healthy, SOON).await;
