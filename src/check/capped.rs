@@ -56,7 +56,11 @@ impl<S> Capped<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.budget.used() > this.budget.limit {
             return Poll::Ready(Err(over(this.budget.limit)));
@@ -82,7 +86,11 @@ fn over(limit: usize) -> io::Error {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

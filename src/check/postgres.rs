@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -164,13 +164,18 @@ fn roots(src: Option<&RootCert>) -> Result<rustls::RootCertStore, CheckError> {
         }
         Some(RootCert::File(path)) => {
             let pem = std::fs::read(path).map_err(|e| {
-                CheckError::new(ErrorKind::Tls, format!("cannot read sslrootcert {}: {e}", path.display()))
+                CheckError::new(
+                    ErrorKind::Tls,
+                    format!("cannot read sslrootcert {}: {e}", path.display()),
+                )
             })?;
             for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let c = c.map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad sslrootcert: {e}")))?;
-                roots
-                    .add(c)
-                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad sslrootcert: {e}")))?;
+                let c = c.map_err(|e| {
+                    CheckError::new(ErrorKind::Tls, format!("bad sslrootcert: {e}"))
+                })?;
+                roots.add(c).map_err(|e| {
+                    CheckError::new(ErrorKind::Tls, format!("bad sslrootcert: {e}"))
+                })?;
             }
             if roots.is_empty() {
                 return Err(CheckError::new(
@@ -196,7 +201,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -283,20 +291,25 @@ where
 /// Classifies a driver error. `tls_expected`: the sslmode requires TLS.
 fn classify(e: &tokio_postgres::Error, tls: Option<&TlsRecord>, tls_expected: bool) -> CheckError {
     let text = describe(e);
-    if let Some(rec) = tls {
-        if *rec.failed.lock() {
-            return CheckError::new(ErrorKind::Tls, text);
-        }
+    if tls.is_some_and(|rec| *rec.failed.lock()) {
+        return CheckError::new(ErrorKind::Tls, text);
     }
     if let Some(db) = e.as_db_error() {
-        return CheckError::new(sqlstate_kind(db.code()), format!("{} {}: {}", db.severity(), db.code().code(), db.message()));
+        return CheckError::new(
+            sqlstate_kind(db.code()),
+            format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        );
     }
     if e.is_closed() {
         return CheckError::new(ErrorKind::Closed, "server closed the connection");
     }
     if let Some(io) = io_source(e) {
         let k = ErrorKind::from_io(io);
-        let k = if k == ErrorKind::Internal { ErrorKind::Protocol } else { k };
+        let k = if k == ErrorKind::Internal {
+            ErrorKind::Protocol
+        } else {
+            k
+        };
         return CheckError::new(k, text);
     }
     // tokio-postgres refuses to go on in plain text when TLS is required before it ever
@@ -315,9 +328,13 @@ fn classify(e: &tokio_postgres::Error, tls: Option<&TlsRecord>, tls_expected: bo
 
 /// The error kind for a server error.
 fn sqlstate_kind(code: &SqlState) -> ErrorKind {
-    if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+    if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    {
         ErrorKind::AuthFailed
-    } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN || code.code().starts_with("08") {
+    } else if *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || code.code().starts_with("08")
+    {
         ErrorKind::Closed
     } else {
         // Unknown database (3D000), too many connections (53300), starting up (57P03), a

@@ -87,7 +87,10 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
             "master" | "primary" => Some(Some(Role::Master)),
             "replica" | "slave" => Some(Some(Role::Replica)),
             other => {
-                t.error(r.span, format!("`role` must be `master` or `replica`, got `{other}`"));
+                t.error(
+                    r.span,
+                    format!("`role` must be `master` or `replica`, got `{other}`"),
+                );
                 None
             }
         },
@@ -113,7 +116,11 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
     let tls = match u.scheme() {
         "redis" => false,
         "rediss" => true,
-        other => return Err(format!("must start with redis:// or rediss://, got `{other}:`")),
+        other => {
+            return Err(format!(
+                "must start with redis:// or rediss://, got `{other}:`"
+            ));
+        }
     };
     let host = u
         .host_str()
@@ -143,7 +150,9 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
             .ok_or_else(|| format!("the path must be a database number, got `/{path}`"))?
     };
     if u.query().is_some() {
-        return Err("query parameters are not supported (use `ca_file` / `tls_skip_verify` for TLS)".into());
+        return Err(
+            "query parameters are not supported (use `ca_file` / `tls_skip_verify` for TLS)".into(),
+        );
     }
     Ok(RedisSpec {
         host,
@@ -170,7 +179,9 @@ impl RedisSpec {
 impl KindSpec for RedisSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
         let tls = if self.tls {
-            Some(tokio_rustls::TlsConnector::from(tls::client_config(&self.tls_options)?))
+            Some(tokio_rustls::TlsConnector::from(tls::client_config(
+                &self.tls_options,
+            )?))
         } else {
             None
         };
@@ -222,7 +233,9 @@ struct Open {
 fn classify(e: &RedisError) -> CheckError {
     use redis::ErrorKind as K;
     let text = e.to_string();
-    if e.kind() == K::AuthenticationFailed || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) {
+    if e.kind() == K::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+    {
         return CheckError::new(ErrorKind::AuthFailed, text);
     }
     if e.is_timeout() {
@@ -279,7 +292,10 @@ async fn exchange(
     if want_role || expect.is_some() {
         p.cmd("INFO").arg("replication");
     }
-    let mut replies: Vec<Value> = p.query_async::<Vec<Value>>(conn).await.map_err(|e| classify(&e))?;
+    let mut replies: Vec<Value> = p
+        .query_async::<Vec<Value>>(conn)
+        .await
+        .map_err(|e| classify(&e))?;
     replies.reverse();
     let pong = replies.pop();
     match pong {
@@ -304,7 +320,10 @@ async fn exchange(
     }
     if want_role || expect.is_some() {
         let reply = replies.pop();
-        facts.role = reply.as_ref().and_then(text).and_then(|i: String| Role::from_info(&i));
+        facts.role = reply
+            .as_ref()
+            .and_then(text)
+            .and_then(|i: String| Role::from_info(&i));
         if let Some(want) = expect {
             match (facts.role, reply) {
                 (Some(r), _) if r == want => {}
@@ -337,8 +356,9 @@ impl RedisCheck {
         let stream: Box<dyn Io> = match &self.tls {
             None => Box::new(capped),
             Some(connector) => {
-                let name = ServerName::try_from(s.host.clone())
-                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("invalid TLS server name: {e}")))?;
+                let name = ServerName::try_from(s.host.clone()).map_err(|e| {
+                    CheckError::new(ErrorKind::Tls, format!("invalid TLS server name: {e}"))
+                })?;
                 let t = Instant::now();
                 let tls = connector
                     .connect(name, capped)
@@ -495,14 +515,25 @@ mod tests {
     #[test]
     fn urls() {
         let s = parse_url("rediss://app:p%40ss@cache.example:6380/3").unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.tls, s.db), ("cache.example", 6380, true, 3));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls, s.db),
+            ("cache.example", 6380, true, 3)
+        );
         assert_eq!(s.username.as_deref(), Some("app"));
         assert_eq!(s.password.as_ref().unwrap().expose(), "p@ss");
         let s = parse_url("redis://:secretpw@127.0.0.1").unwrap();
         assert_eq!((s.port, s.db, s.username.is_none()), (6379, 0, true));
         assert!(parse_url("http://h").unwrap_err().contains("redis://"));
-        assert!(parse_url("redis://h/x").unwrap_err().contains("database number"));
-        assert!(parse_url("redis://h/0?protocol=resp3").unwrap_err().contains("query"));
+        assert!(
+            parse_url("redis://h/x")
+                .unwrap_err()
+                .contains("database number")
+        );
+        assert!(
+            parse_url("redis://h/0?protocol=resp3")
+                .unwrap_err()
+                .contains("query")
+        );
     }
 
     #[test]
@@ -510,6 +541,9 @@ mod tests {
         let info = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\n";
         assert_eq!(Role::from_info(info), Some(Role::Replica));
         assert_eq!(Role::from_info("role:master\r\n"), Some(Role::Master));
-        assert_eq!(info_field("redis_version:7.0.15\r\n", "redis_version"), Some("7.0.15"));
+        assert_eq!(
+            info_field("redis_version:7.0.15\r\n", "redis_version"),
+            Some("7.0.15")
+        );
     }
 }

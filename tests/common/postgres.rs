@@ -62,15 +62,16 @@ fn pg_bin(name: &str) -> PathBuf {
 
 /// `(uid, gid)` of the `postgres` user when we are root (PostgreSQL refuses to run as root).
 fn server_owner() -> Option<(u32, u32)> {
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let me = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     if me != 0 {
         return None;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-    let line = passwd
-        .lines()
-        .find(|l| l.starts_with("postgres:"))
-        .expect("running as root but there is no `postgres` user: install the Debian package `postgresql`");
+    let line = passwd.lines().find(|l| l.starts_with("postgres:")).expect(
+        "running as root but there is no `postgres` user: install the Debian package `postgresql`",
+    );
     let f: Vec<&str> = line.split(':').collect();
     Some((f[2].parse().expect("uid"), f[3].parse().expect("gid")))
 }
@@ -128,7 +129,17 @@ fn template(owner: Option<(u32, u32)>) -> PathBuf {
     run(
         as_owner(
             Command::new(&initdb)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "-D",
+                ])
                 .arg(&data),
             owner,
         ),
@@ -150,10 +161,16 @@ fn template(owner: Option<(u32, u32)>) -> PathBuf {
     {
         use std::io::Write;
         let mut stdin = single.stdin.take().expect("stdin");
-        stdin.write_all(SETUP_SQL.as_bytes()).expect("write setup sql");
+        stdin
+            .write_all(SETUP_SQL.as_bytes())
+            .expect("write setup sql");
     }
     let out = single.wait_with_output().expect("single-user postgres");
-    assert!(out.status.success(), "single-user setup failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "single-user setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(data.join("pg_hba.conf"), HBA).expect("pg_hba.conf");
     chown_tree(&tmp, owner);
     if std::fs::rename(&tmp, &done).is_err() {
@@ -179,7 +196,10 @@ impl Pg {
         let template = template(owner);
         let dir = tempfile::tempdir().expect("tempdir");
         run(
-            Command::new("cp").arg("-a").arg(template.join("data")).arg(dir.path().join("data")),
+            Command::new("cp")
+                .arg("-a")
+                .arg(template.join("data"))
+                .arg(dir.path().join("data")),
             "copy template",
         );
         let ca = tls.then(|| make_certs(dir.path()));
@@ -212,13 +232,20 @@ impl Pg {
             .arg("-k")
             .arg(d)
             .args([
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "fsync=off",
-                "-c", "full_page_writes=off",
-                "-c", "synchronous_commit=off",
-                "-c", "shared_buffers=16MB",
-                "-c", "max_connections=40",
-                "-c", "logging_collector=off",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "shared_buffers=16MB",
+                "-c",
+                "max_connections=40",
+                "-c",
+                "logging_collector=off",
             ]);
         if self.ca.is_some() {
             cmd.args(["-c", "ssl=on"])
@@ -248,7 +275,11 @@ impl Pg {
                 panic!("postgres exited ({st}):\n{}", self.log());
             }
             if Instant::now() > deadline {
-                panic!("postgres on port {} not ready in 30 s:\n{}", self.port, self.log());
+                panic!(
+                    "postgres on port {} not ready in 30 s:\n{}",
+                    self.port,
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -265,7 +296,11 @@ impl Pg {
             Some(p) => format!("{user}:{p}"),
             None => user.to_string(),
         };
-        let q = if query.is_empty() { String::new() } else { format!("?{query}") };
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
         format!("postgres://{auth}@127.0.0.1:{}/{db}{q}", self.port)
     }
 
@@ -332,7 +367,9 @@ impl Drop for Pg {
     fn drop(&mut self) {
         // Fast shutdown so the server removes its shared memory; SIGKILL if it lingers.
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -352,13 +389,28 @@ impl Drop for Pg {
 /// (`server.crt`, `server.key`) into `dir`; returns the CA path.
 pub fn make_certs(dir: &Path) -> PathBuf {
     let openssl = require_bin("openssl", "openssl", &[]);
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     run(
         Command::new(&openssl)
             .current_dir(dir)
             .args(["req", "-x509"])
             .args(ec)
-            .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=lifeline test CA"]),
+            .args([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=lifeline test CA",
+            ]),
         "openssl CA",
     );
     run(
@@ -366,7 +418,14 @@ pub fn make_certs(dir: &Path) -> PathBuf {
             .current_dir(dir)
             .arg("req")
             .args(ec)
-            .args(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]),
+            .args([
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ]),
         "openssl CSR",
     );
     std::fs::write(
@@ -376,12 +435,27 @@ pub fn make_certs(dir: &Path) -> PathBuf {
     .expect("ext file");
     run(
         Command::new(&openssl).current_dir(dir).args([
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ]),
         "openssl sign",
     );
-    let mut perms = std::fs::metadata(dir.join("server.key")).expect("key").permissions();
+    let mut perms = std::fs::metadata(dir.join("server.key"))
+        .expect("key")
+        .permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
     std::fs::set_permissions(dir.join("server.key"), perms).expect("chmod key");
     dir.join("ca.crt")

@@ -77,7 +77,11 @@ impl Redis {
 
     /// `redis://[user:password@]127.0.0.1:PORT/DB`.
     pub fn url(&self, userinfo: &str, db: u32) -> String {
-        let at = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
+        let at = if userinfo.is_empty() {
+            String::new()
+        } else {
+            format!("{userinfo}@")
+        };
         format!("redis://{at}127.0.0.1:{}/{db}", self.port)
     }
 
@@ -101,7 +105,9 @@ impl Redis {
         for a in &args[1..] {
             cmd.arg(*a);
         }
-        cmd.query_async(&mut c).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        cmd.query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     /// `CLIENT LIST` lines of the agent's connections (every client but the one asking).

@@ -33,7 +33,9 @@ pub const AGENT: &str = "[agent]\ndata_dir = \"{dir}/data\"\n";
 
 /// A listener that accepts connections and never answers; kept open until dropped.
 pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = l.local_addr().expect("addr").port();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();

@@ -83,7 +83,10 @@ impl Dsn {
     pub fn parse(s: &str, base: &std::path::Path) -> Result<Self, String> {
         let url = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!("must start with postgres:// or postgresql://, got `{}:`", url.scheme()));
+            return Err(format!(
+                "must start with postgres:// or postgresql://, got `{}:`",
+                url.scheme()
+            ));
         }
         let mut host = url.host_str().map(|h| {
             h.strip_prefix('[')
@@ -130,7 +133,9 @@ impl Dsn {
                 }
             }
         }
-        let host = host.filter(|h| !h.is_empty()).ok_or("the URL must name a host")?;
+        let host = host
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL must name a host")?;
         if host.starts_with('/') {
             return Err("Unix-socket hosts are not supported; use a TCP host".into());
         }
@@ -208,7 +213,10 @@ mod tests {
         assert_eq!(d.password.as_ref().unwrap().expose(), "p@ss");
         assert_eq!(d.dbname, "orders");
         assert_eq!(d.sslmode, SslMode::VerifyFull);
-        assert_eq!(d.sslrootcert, Some(RootCert::File("/etc/lifeline/ca.pem".into())));
+        assert_eq!(
+            d.sslrootcert,
+            Some(RootCert::File("/etc/lifeline/ca.pem".into()))
+        );
         assert_eq!(d.application_name, "lifeline");
     }
 
@@ -225,20 +233,40 @@ mod tests {
     #[test]
     fn rejects_what_we_cannot_honour() {
         let base = Path::new("/");
-        assert!(Dsn::parse("mysql://u@h/db", base).unwrap_err().contains("postgres://"));
-        assert!(Dsn::parse("postgres://h/db", base).unwrap_err().contains("user"));
-        assert!(Dsn::parse("postgres://u@h/db?sslmode=allow", base).unwrap_err().contains("sslmode"));
-        assert!(Dsn::parse("postgres://u@h/db?target_session_attrs=any", base)
-            .unwrap_err()
-            .contains("unsupported parameter"));
-        assert!(Dsn::parse("postgres://u@h/db?host=/run/postgresql", base)
-            .unwrap_err()
-            .contains("Unix-socket"));
+        assert!(
+            Dsn::parse("mysql://u@h/db", base)
+                .unwrap_err()
+                .contains("postgres://")
+        );
+        assert!(
+            Dsn::parse("postgres://h/db", base)
+                .unwrap_err()
+                .contains("user")
+        );
+        assert!(
+            Dsn::parse("postgres://u@h/db?sslmode=allow", base)
+                .unwrap_err()
+                .contains("sslmode")
+        );
+        assert!(
+            Dsn::parse("postgres://u@h/db?target_session_attrs=any", base)
+                .unwrap_err()
+                .contains("unsupported parameter")
+        );
+        assert!(
+            Dsn::parse("postgres://u@h/db?host=/run/postgresql", base)
+                .unwrap_err()
+                .contains("Unix-socket")
+        );
     }
 
     #[test]
     fn system_roots() {
-        let d = Dsn::parse("postgres://u@h/db?sslrootcert=system&sslmode=verify-ca", Path::new("/")).unwrap();
+        let d = Dsn::parse(
+            "postgres://u@h/db?sslrootcert=system&sslmode=verify-ca",
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(d.sslrootcert, Some(RootCert::System));
     }
 }
