@@ -77,7 +77,10 @@ async fn probe_cost(check: &Arc<dyn Check>, n: u32) -> (f64, f64) {
 /// (CPU µs, wall µs) per session heartbeat.
 async fn heartbeat_cost(check: &Arc<dyn Check>, n: u32) -> (f64, f64) {
     let at = attempt();
-    let connected = check.connect(&at).await.unwrap_or_else(|o| panic!("connect: {}", o.message));
+    let connected = check
+        .connect(&at)
+        .await
+        .unwrap_or_else(|o| panic!("connect: {}", o.message));
     let (beat_tx, beat_rx) = mpsc::channel(1);
     let (report_tx, mut report_rx) = mpsc::channel(1);
     let shutdown = CancellationToken::new();
@@ -133,7 +136,8 @@ async fn detect_pg(kills: usize) -> Vec<Duration> {
     .await;
     let mut out = Vec::new();
     for _ in 0..kills {
-        a.wait_status("pg", Status::Healthy, Duration::from_secs(30)).await;
+        a.wait_status("pg", Status::Healthy, Duration::from_secs(30))
+            .await;
         let mut rx = a.events();
         let t = Instant::now();
         pg.kill();
@@ -157,7 +161,8 @@ async fn detect_redis(kills: usize) -> Vec<Duration> {
     .await;
     let mut out = Vec::new();
     for _ in 0..kills {
-        a.wait_status("r", Status::Healthy, Duration::from_secs(30)).await;
+        a.wait_status("r", Status::Healthy, Duration::from_secs(30))
+            .await;
         let mut rx = a.events();
         let t = Instant::now();
         r.kill();
@@ -190,6 +195,9 @@ fn main() {
         let redis_check = build("redis", "url", &r.url("", 0));
         let (c, w) = probe_cost(&pg_check, n).await;
         println!("postgres probe (scram-sha-256 login + SELECT 1, no TLS): {c:.0} µs CPU, {w:.0} µs wall per probe (n={n})");
+        let trust_check = build("postgres", "dsn", &pg.dsn("trusty", None, "postgres", "sslmode=disable"));
+        let (c, w) = probe_cost(&trust_check, n).await;
+        println!("postgres probe (trust login + SELECT 1, no TLS): {c:.0} µs CPU, {w:.0} µs wall per probe (n={n})");
         let (c, w) = heartbeat_cost(&pg_check, n * 5).await;
         println!("postgres session heartbeat (SELECT 1): {c:.1} µs CPU, {w:.0} µs wall per heartbeat (n={})", n * 5);
         let (c, w) = probe_cost(&redis_check, n).await;
@@ -205,7 +213,13 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let kills = 20;
-        println!("postgres SIGKILL → connection:disconnected: {}", stats(detect_pg(kills).await));
-        println!("redis SIGKILL → connection:disconnected: {}", stats(detect_redis(kills).await));
+        println!(
+            "postgres SIGKILL → connection:disconnected: {}",
+            stats(detect_pg(kills).await)
+        );
+        println!(
+            "redis SIGKILL → connection:disconnected: {}",
+            stats(detect_redis(kills).await)
+        );
     });
 }

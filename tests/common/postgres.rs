@@ -343,15 +343,12 @@ impl Pg {
             .await
     }
 
-    /// SIGKILLs the postmaster and every backend (the whole process group).
+    /// SIGKILLs the postmaster and every backend. (Backends call `setsid()`, so they are
+    /// not in the postmaster's process group: they are found through /proc while the
+    /// postmaster is stopped and cannot fork.) Returns once all of them are gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let st = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .status()
-                .expect("kill");
-            assert!(st.success(), "kill -KILL failed");
-            let _ = c.wait();
+            hard_kill(&mut c);
         }
     }
 
@@ -377,11 +374,54 @@ impl Drop for Pg {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", c.id())])
-                .status();
-            let _ = c.wait();
+            hard_kill(&mut c);
         }
+    }
+}
+
+/// `(state, ppid)` of a process, from /proc.
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| proc_stat(*p).is_some_and(|(_, pp)| pp == pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn signal(sig: &str, pids: &[u32]) {
+    let _ = Command::new("kill")
+        .arg(sig)
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops the postmaster (no more forks), SIGKILLs it and its children, waits for all.
+fn hard_kill(c: &mut Child) {
+    let pm = c.id();
+    signal("-STOP", &[pm]);
+    let mut all = children(pm);
+    all.push(pm);
+    signal("-KILL", &all);
+    let _ = c.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while all
+        .iter()
+        .any(|p| proc_stat(*p).is_some_and(|(st, _)| st != 'Z'))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Redis {
     pub port: u16,
     /// Whether it requires a password.
     pub auth: bool,
+    /// The CA of the server certificate (TLS servers: `rediss://localhost:PORT` only).
+    pub ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     bin: PathBuf,
     child: Option<Child>,
@@ -38,15 +40,35 @@ impl Redis {
         Self::launch(true).await
     }
 
+    /// TLS only (no plain port), certificate for `localhost` signed by [`Redis::ca`].
+    pub async fn start_tls() -> Self {
+        Self::launch_with(false, true).await
+    }
+
     async fn launch(auth: bool) -> Self {
+        Self::launch_with(auth, false).await
+    }
+
+    async fn launch_with(auth: bool, tls: bool) -> Self {
         let bin = require_bin("redis-server", "redis-server", &[]);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let ca = tls.then(|| super::postgres::make_certs(dir.path()));
         let mut conf = format!(
-            "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndaemonize no\nprotected-mode no\ndir {}\nlogfile {}\n",
+            "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndaemonize no\nprotected-mode no\ndir {}\nlogfile {}\n",
+            if tls { 0 } else { port },
             dir.path().display(),
             dir.path().join("redis.log").display(),
         );
+        if tls {
+            let d = dir.path();
+            conf.push_str(&format!(
+                "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display(),
+                d.join("ca.crt").display(),
+            ));
+        }
         if auth {
             conf.push_str(&format!("requirepass {PASSWORD}\n"));
             conf.push_str(&format!("user {ACL_USER} on >{ACL_PASSWORD} ~* &* +@all\n"));
@@ -55,6 +77,7 @@ impl Redis {
         let mut r = Redis {
             port,
             auth,
+            ca,
             dir,
             bin,
             child: None,

@@ -259,3 +259,48 @@ async fn silent_server_times_out() {
     assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_verifies_the_server_certificate() {
+    let r = Redis::start_tls().await;
+    let ca = r.ca.clone().expect("ca");
+    let port = r.port;
+    let mut cfg = AGENT.to_string();
+    let with_ca = format!("ca_file = \"{}\"\nunhealthy_threshold = 1", ca.display());
+    cfg.push_str(&check(
+        "trusted",
+        "session",
+        &format!("rediss://localhost:{port}"),
+        &with_ca,
+    ));
+    cfg.push_str(&check(
+        "untrusted",
+        "probe",
+        &format!("rediss://localhost:{port}"),
+        "unhealthy_threshold = 1",
+    ));
+    cfg.push_str(&check(
+        "wrong_name",
+        "probe",
+        &format!("rediss://127.0.0.1:{port}"),
+        &with_ca,
+    ));
+    let a = TestAgent::start(&cfg).await;
+    a.wait_status("trusted", Status::Healthy, SOON).await;
+    for name in ["untrusted", "wrong_name"] {
+        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
+        assert_eq!(
+            s.error_kind,
+            Some(ErrorKind::Tls),
+            "{name}: {:?}",
+            s.last_error
+        );
+    }
+    let text = a.agent.shared.metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("check=\"trusted\"") && l.contains("phase=\"tls\"")),
+        "tls phase measured"
+    );
+    a.stop().await;
+}
