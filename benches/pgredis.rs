@@ -179,10 +179,14 @@ async fn detect_redis(kills: usize) -> Vec<Duration> {
 
 fn main() {
     lifeline::check::tls::install_provider();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
+    // it: then only a quick smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
     let n: u32 = std::env::var("PGREDIS_BENCH_N")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(if full { 2000 } else { 20 });
+    let kills = if full { 20 } else { 2 };
     // Probe cost on one thread, so the process CPU is the probes' CPU.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -212,7 +216,6 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let kills = 20;
         println!(
             "postgres SIGKILL → connection:disconnected: {}",
             stats(detect_pg(kills).await)
