@@ -38,9 +38,7 @@ impl TestAgent {
     pub async fn start_with(config: &str, observers: Observers) -> Self {
         lifeline::check::tls::install_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let text = config
             .replace("{dir}", dir.path().to_str().expect("utf-8 path"))
@@ -54,18 +52,10 @@ impl TestAgent {
         agent.apply().await;
         let server = tokio::spawn(lifeline::http::serve(
             listener,
-            lifeline::http::AppState {
-                agent: agent.clone(),
-            },
+            lifeline::http::AppState { agent: agent.clone() },
             agent.cancel.clone(),
         ));
-        Self {
-            agent,
-            addr,
-            dir,
-            config_path,
-            server,
-        }
+        Self { agent, addr, dir, config_path, server }
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -80,21 +70,16 @@ impl TestAgent {
 
     /// The current state of `name`.
     pub fn state(&self, name: &str) -> CheckState {
-        self.agent
-            .states()
-            .state(name)
-            .unwrap_or_else(|| panic!("no check {name}"))
+        self.agent.states().state(name).unwrap_or_else(|| panic!("no check {name}"))
     }
 
     /// Waits until `name` has `status`, or panics after `within`.
     pub async fn wait_status(&self, name: &str, status: Status, within: Duration) -> CheckState {
         let st = self.agent.states().clone();
         let n = name.to_string();
-        wait_for(
-            within,
-            &format!("{name} to become {}", status.as_str()),
-            || st.state(&n).filter(|s| s.status == status),
-        )
+        wait_for(within, &format!("{name} to become {}", status.as_str()), || {
+            st.state(&n).filter(|s| s.status == status)
+        })
         .await
     }
 
@@ -168,9 +153,7 @@ pub fn require_bin(name: &str, package: &str, extra_dirs: &[&str]) -> PathBuf {
             return p;
         }
     }
-    panic!(
-        "`{name}` not found: install the Debian package `{package}` (the README's test command does)"
-    );
+    panic!("`{name}` not found: install the Debian package `{package}` (the README's test command does)");
 }
 
 /// Waits until a TCP connect to `addr` succeeds, or panics after `within`.
@@ -189,7 +172,5 @@ pub async fn wait_listening(addr: &str, within: Duration) {
 
 /// Path of a file under `tests/data`.
 pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
 }
