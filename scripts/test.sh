@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # Real servers and tools the tests start (see tests/common). Keep in sync with README.
 PACKAGES=(
   postgresql redis-server            # postgres / redis checks
+  openssl                            # test certificates (postgres / redis TLS tests)
   sip-tester kamailio                # sip checks (SIPp, Kamailio)
   kamailio-tls-modules openssl       # sip over TLS (Kamailio tls.so, test certificate)
   prometheus prometheus-alertmanager # promtool check metrics, dashboards, alertmanager notifier

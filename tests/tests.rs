@@ -4,6 +4,7 @@ mod common;
 
 mod core;
 mod dashboards;
+mod pgredis;
 mod plugins;
 mod sip;
 mod status_page;

@@ -10,9 +10,12 @@
 //!   and returns only with the error that ended the session — as soon as the socket
 //!   reports it.
 
+pub mod capped;
 pub mod exec;
 pub mod http;
 pub mod plugin;
+pub mod postgres;
+pub mod redis;
 pub mod registry;
 pub mod rule;
 pub mod sip;

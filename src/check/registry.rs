@@ -70,6 +70,16 @@ pub const KINDS: &[KindInfo] = &[
         session: false,
         parse: super::rule::parse,
     },
+    KindInfo {
+        name: "postgres",
+        session: true,
+        parse: super::postgres::parse,
+    },
+    KindInfo {
+        name: "redis",
+        session: true,
+        parse: super::redis::parse,
+    },
 ];
 
 /// Looks a kind up by name.

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -74,11 +74,9 @@ async fn transitions_and_samples_are_recorded_and_paged() {
     // `cut` was queued before this flush, so the set is fixed.
     // The fixed end is just after the newest sample already returned, so the set of samples
     // before it cannot change while we page (new samples are always later).
-    let newest = time::OffsetDateTime::parse(
-        ats[0],
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    let newest =
+        time::OffsetDateTime::parse(ats[0], &time::format_description::well_known::Rfc3339)
+            .unwrap();
     let cut = rfc3339(SystemTime::from(newest) + Duration::from_millis(1));
     store.flush().unwrap();
     let (_, full) = get_json(&a.url(&format!(

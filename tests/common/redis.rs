@@ -1,0 +1,174 @@
+//! A real `redis-server` for tests: free port on 127.0.0.1, no persistence, config and
+//! working dir in a temp dir; killed (SIGKILL) and removed on drop, also on panic.
+//! [`Redis::start_auth`] adds `requirepass` ([`PASSWORD`]) and an ACL user
+//! ([`ACL_USER`] / [`ACL_PASSWORD`]).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, require_bin, wait_listening};
+
+/// `requirepass` of [`Redis::start_auth`] servers.
+pub const PASSWORD: &str = "redis-secret-pw";
+/// ACL user of [`Redis::start_auth`] servers.
+pub const ACL_USER: &str = "alice";
+/// Its password.
+pub const ACL_PASSWORD: &str = "alice-secret-pw";
+
+/// A running (or killed) redis-server.
+pub struct Redis {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Whether it requires a password.
+    pub auth: bool,
+    /// The CA of the server certificate (TLS servers: `rediss://localhost:PORT` only).
+    pub ca: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// No authentication.
+    pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// `requirepass` plus an ACL user.
+    pub async fn start_auth() -> Self {
+        Self::launch(true).await
+    }
+
+    /// TLS only (no plain port), certificate for `localhost` signed by [`Redis::ca`].
+    pub async fn start_tls() -> Self {
+        Self::launch_with(false, true).await
+    }
+
+    async fn launch(auth: bool) -> Self {
+        Self::launch_with(auth, false).await
+    }
+
+    async fn launch_with(auth: bool, tls: bool) -> Self {
+        let bin = require_bin("redis-server", "redis-server", &[]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let ca = tls.then(|| super::postgres::make_certs(dir.path()));
+        let mut conf = format!(
+            "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndaemonize no\nprotected-mode no\ndir {}\nlogfile {}\n",
+            if tls { 0 } else { port },
+            dir.path().display(),
+            dir.path().join("redis.log").display(),
+        );
+        if tls {
+            let d = dir.path();
+            conf.push_str(&format!(
+                "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display(),
+                d.join("ca.crt").display(),
+            ));
+        }
+        if auth {
+            conf.push_str(&format!("requirepass {PASSWORD}\n"));
+            conf.push_str(&format!("user {ACL_USER} on >{ACL_PASSWORD} ~* &* +@all\n"));
+        }
+        std::fs::write(dir.path().join("redis.conf"), conf).expect("redis.conf");
+        let mut r = Redis {
+            port,
+            auth,
+            ca,
+            dir,
+            bin,
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .arg(self.dir.path().join("redis.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        wait_listening(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10)).await;
+    }
+
+    /// `redis://[user:password@]127.0.0.1:PORT/DB`.
+    pub fn url(&self, userinfo: &str, db: u32) -> String {
+        let at = if userinfo.is_empty() {
+            String::new()
+        } else {
+            format!("{userinfo}@")
+        };
+        format!("redis://{at}127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A URL with full rights for the test's own commands.
+    pub fn admin_url(&self) -> String {
+        if self.auth {
+            self.url(&format!(":{PASSWORD}"), 0)
+        } else {
+            self.url("", 0)
+        }
+    }
+
+    /// Runs one command as admin; the reply.
+    pub async fn cmd(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.admin_url()).expect("redis url");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test connection to redis");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// `CLIENT LIST` lines of the agent's connections (every client but the one asking).
+    pub async fn agent_clients(&self) -> Vec<String> {
+        let v = self.cmd(&["CLIENT", "LIST"]).await;
+        let text = match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            other => panic!("CLIENT LIST answered {other:?}"),
+        };
+        text.lines()
+            .filter(|l| !l.contains("cmd=client|list"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port (after [`Redis::kill`]).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart a running server");
+        self.spawn().await;
+    }
+
+    /// The server log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,404 @@
+use std::time::{Duration, Instant};
+
+use lifeline::check::ErrorKind;
+use lifeline::health::Status;
+
+use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
+use crate::common::postgres::{APP_PASSWORD, Pg};
+use crate::common::*;
+
+fn check(name: &str, mode: &str, dsn: &str, extra: &str) -> String {
+    check_with(name, mode, dsn, FAST, extra)
+}
+
+fn check_with(name: &str, mode: &str, dsn: &str, timing: &str, extra: &str) -> String {
+    format!(
+        "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nmode = \"{mode}\"\ndsn = \"{dsn}\"\n{timing}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_is_healthy_with_version_and_phases() {
+    let pg = Pg::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check("pg", "probe", &pg.app_dsn(), "")
+    ))
+    .await;
+    let s = a.wait_status("pg", Status::Healthy, SOON).await;
+    let v = s.details["server_version"]
+        .as_str()
+        .expect("server_version detail");
+    assert!(v.starts_with(char::is_numeric), "server_version = {v}");
+    for phase in ["connect", "auth", "exchange"] {
+        let text = a.agent.shared.metrics.render();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
+                    && l.contains("check=\"pg\"")
+                    && l.contains(&format!("phase=\"{phase}\""))),
+            "no {phase} phase in metrics"
+        );
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_keeps_one_connection_and_heartbeats() {
+    let pg = Pg::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check("pg", "session", &pg.app_dsn(), "")
+    ))
+    .await;
+    let mut rx = a.events();
+    a.wait_status("pg", Status::Healthy, SOON).await;
+    let first = pg.lifeline_backends().await;
+    assert_eq!(first.len(), 1, "one session connection: {first:?}");
+    for _ in 0..3 {
+        wait_event(&mut rx, SOON, "heartbeat", |e| {
+            is_event(e, "connection:health_check", "pg")
+        })
+        .await;
+    }
+    assert_eq!(
+        pg.lifeline_backends().await,
+        first,
+        "heartbeats reuse the same backend"
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_are_auth_failed_after_one_attempt() {
+    let pg = Pg::start().await;
+    let checks = [
+        (
+            "wrong_pw",
+            pg.dsn("app", Some("not-the-password"), "appdb", "sslmode=disable"),
+        ),
+        (
+            "no_such_user",
+            pg.dsn("ghost", Some("whatever-pw"), "appdb", "sslmode=disable"),
+        ),
+        (
+            "hba_reject",
+            pg.dsn("blocked", Some("blocked-pw"), "appdb", "sslmode=disable"),
+        ),
+        (
+            "no_password",
+            pg.dsn("app", None, "appdb", "sslmode=disable"),
+        ),
+    ];
+    let mut cfg = AGENT.to_string();
+    // One attempt only: the retry is far away, so the status must come from attempt 1.
+    for (name, dsn) in &checks {
+        cfg.push_str(&format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
+        ));
+    }
+    let a = TestAgent::start(&cfg).await;
+    for (name, _) in &checks {
+        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
+        assert_eq!(
+            s.error_kind,
+            Some(ErrorKind::AuthFailed),
+            "{name}: {:?}",
+            s.last_error
+        );
+        assert_eq!(
+            s.consecutive_failures, 1,
+            "{name}: unhealthy after one attempt"
+        );
+        assert!(
+            !s.last_error.unwrap_or_default().contains(APP_PASSWORD),
+            "password leaked"
+        );
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_is_rejected() {
+    let pg = Pg::start().await;
+    let dsn = pg.dsn("app", Some(APP_PASSWORD), "no_such_db", "sslmode=disable");
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check("pg", "probe", &dsn, "unhealthy_threshold = 1")
+    ))
+    .await;
+    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::Rejected));
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("3D000"),
+        "{:?}",
+        s.last_error
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_compares_the_first_value() {
+    let pg = Pg::start().await;
+    let dsn = pg.app_dsn();
+    let mut cfg = AGENT.to_string();
+    cfg.push_str(&check(
+        "good",
+        "probe",
+        &dsn,
+        "query = \"SELECT 40 + 2\"\nexpect = \"42\"",
+    ));
+    cfg.push_str(&check(
+        "bad",
+        "probe",
+        &dsn,
+        "query = \"SELECT 40 + 2\"\nexpect = \"41\"",
+    ));
+    cfg.push_str(&check(
+        "bad_sql",
+        "probe",
+        &dsn,
+        "query = \"SELECT * FROM no_such_table\"",
+    ));
+    let a = TestAgent::start(&cfg).await;
+    a.wait_status("good", Status::Healthy, SOON).await;
+    let s = a.wait_status("bad", Status::Unhealthy, SOON).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::Protocol));
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("`42`"),
+        "{:?}",
+        s.last_error
+    );
+    let s = a.wait_status("bad_sql", Status::Unhealthy, SOON).await;
+    assert_eq!(
+        s.error_kind,
+        Some(ErrorKind::Rejected),
+        "{:?}",
+        s.last_error
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
+    let mut pg = Pg::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_with("pg", "session", &pg.app_dsn(), SLOW_BEATS, "")
+    ))
+    .await;
+    a.wait_status("pg", Status::Healthy, SOON).await;
+    let mut rx = a.events();
+    let killed = Instant::now();
+    pg.kill();
+    wait_event(
+        &mut rx,
+        Duration::from_millis(500),
+        "disconnected within 500 ms of SIGKILL",
+        |e| is_event(e, "connection:disconnected", "pg"),
+    )
+    .await;
+    eprintln!("postgres SIGKILL → disconnected: {:?}", killed.elapsed());
+    // Down: retries back off 100 ms, 200 ms, 400 ms … (visible in the metric and events).
+    let mut delays = Vec::new();
+    while delays.len() < 3 {
+        let e = wait_event(&mut rx, SOON, "reconnecting", |e| {
+            is_event(e, "connection:reconnecting", "pg")
+        })
+        .await;
+        delays.push(e.data["delay_ms"].as_u64().expect("delay_ms"));
+    }
+    assert!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "backoff grows: {delays:?}"
+    );
+    let backoff = metric(&a, "lifeline_check_backoff_seconds", "pg").expect("backoff metric");
+    assert!(backoff >= 0.1, "backoff metric while down: {backoff}");
+    assert_eq!(a.state("pg").error_kind, Some(ErrorKind::Refused));
+    pg.restart().await;
+    wait_event(&mut rx, SOON, "reconnected", |e| {
+        is_event(e, "connection:reconnected", "pg")
+    })
+    .await;
+    a.wait_status("pg", Status::Healthy, SOON).await;
+    assert_eq!(
+        metric(&a, "lifeline_session_reconnects_total", "pg"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&a, "lifeline_check_backoff_seconds", "pg"),
+        Some(0.0)
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backend_is_noticed_and_replaced() {
+    let pg = Pg::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_with("pg", "session", &pg.app_dsn(), SLOW_BEATS, "")
+    ))
+    .await;
+    a.wait_status("pg", Status::Healthy, SOON).await;
+    let before = pg.lifeline_backends().await;
+    assert_eq!(before.len(), 1);
+    let mut rx = a.events();
+    let t = Instant::now();
+    pg.query(&format!("SELECT pg_terminate_backend({})", before[0]))
+        .await;
+    let e = wait_event(
+        &mut rx,
+        Duration::from_millis(500),
+        "disconnected after pg_terminate_backend",
+        |e| is_event(e, "connection:failed", "pg"),
+    )
+    .await;
+    eprintln!("pg_terminate_backend → failed: {:?}", t.elapsed());
+    assert_eq!(e.data["error_kind"], "closed", "{e:?}");
+    wait_event(&mut rx, SOON, "reconnected", |e| {
+        is_event(e, "connection:reconnected", "pg")
+    })
+    .await;
+    a.wait_status("pg", Status::Healthy, SOON).await;
+    let after = pg.lifeline_backends().await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new backend");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_checks_share_one_connection() {
+    let pg = Pg::start().await;
+    let dsn = pg.app_dsn();
+    let mut cfg = AGENT.to_string();
+    cfg.push_str(&check("pg_a", "session", &dsn, ""));
+    cfg.push_str(&check("pg_b", "session", &dsn, ""));
+    cfg.push_str(&check("pg_other", "session", &dsn, "query = \"SELECT 2\""));
+    let a = TestAgent::start(&cfg).await;
+    for n in ["pg_a", "pg_b", "pg_other"] {
+        a.wait_status(n, Status::Healthy, SOON).await;
+    }
+    let backends = pg.lifeline_backends().await;
+    assert_eq!(
+        backends.len(),
+        2,
+        "pg_a and pg_b share; pg_other has its own: {backends:?}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_times_out() {
+    let (port, _l) = silent_listener().await;
+    let dsn = format!("postgres://app:pw@127.0.0.1:{port}/appdb?sslmode=disable");
+    let a = TestAgent::start(&format!(
+        "{AGENT}[[checks]]\nname = \"pg\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n"
+    ))
+    .await;
+    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmodes_against_a_tls_server() {
+    let pg = Pg::start_tls().await;
+    let ca = pg.ca.clone().expect("ca");
+    let ca = ca.display();
+    let port = pg.port;
+    let url =
+        |host: &str, q: &str| format!("postgres://app:{APP_PASSWORD}@{host}:{port}/appdb?{q}");
+    let cases: &[(&str, String, Status)] = &[
+        (
+            "disable",
+            url("127.0.0.1", "sslmode=disable"),
+            Status::Healthy,
+        ),
+        (
+            "prefer",
+            url("127.0.0.1", "sslmode=prefer"),
+            Status::Healthy,
+        ),
+        (
+            "require",
+            url("127.0.0.1", "sslmode=require&application_name=tls-require"),
+            Status::Healthy,
+        ),
+        (
+            "verify_ca",
+            url("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+            Status::Healthy,
+        ),
+        (
+            "verify_full_ip",
+            url(
+                "127.0.0.1",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            Status::Unhealthy,
+        ),
+        (
+            "verify_full_name",
+            url(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={ca}"),
+            ),
+            Status::Healthy,
+        ),
+        (
+            "verify_ca_system",
+            url("127.0.0.1", "sslmode=verify-ca"),
+            Status::Unhealthy,
+        ),
+    ];
+    let mut cfg = AGENT.to_string();
+    for (name, dsn, _) in cases {
+        let mode = if *name == "require" {
+            "session"
+        } else {
+            "probe"
+        };
+        cfg.push_str(&check(name, mode, dsn, "unhealthy_threshold = 1"));
+    }
+    let a = TestAgent::start(&cfg).await;
+    for (name, _, want) in cases {
+        let s = a.wait_status(name, *want, SOON).await;
+        if *want == Status::Unhealthy {
+            assert_eq!(
+                s.error_kind,
+                Some(ErrorKind::Tls),
+                "{name}: {:?}",
+                s.last_error
+            );
+        }
+    }
+    // `require` really encrypts, and the handshake is timed.
+    let ssl = pg
+        .query("SELECT s.ssl::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tls-require'")
+        .await;
+    assert_eq!(ssl, ["true"]);
+    let tls_phase = a
+        .agent
+        .shared
+        .metrics
+        .render()
+        .lines()
+        .any(|l| l.contains("check=\"require\"") && l.contains("phase=\"tls\""));
+    assert!(tls_phase, "tls phase measured");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_against_a_plain_server_is_a_tls_failure() {
+    let pg = Pg::start().await;
+    let dsn = pg.dsn("app", Some(APP_PASSWORD), "appdb", "sslmode=require");
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check("pg", "probe", &dsn, "unhealthy_threshold = 1")
+    ))
+    .await;
+    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::Tls), "{:?}", s.last_error);
+    a.stop().await;
+}

@@ -1,0 +1,306 @@
+use std::time::{Duration, Instant};
+
+use lifeline::check::ErrorKind;
+use lifeline::health::Status;
+
+use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
+use crate::common::redis::{ACL_PASSWORD, ACL_USER, PASSWORD, Redis};
+use crate::common::*;
+
+fn check(name: &str, mode: &str, url: &str, extra: &str) -> String {
+    check_with(name, mode, url, FAST, extra)
+}
+
+fn check_with(name: &str, mode: &str, url: &str, timing: &str, extra: &str) -> String {
+    format!(
+        "[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nmode = \"{mode}\"\nurl = \"{url}\"\n{timing}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_is_healthy_with_version_role_and_phases() {
+    let r = Redis::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check("r", "probe", &r.url("", 0), "role = \"master\"")
+    ))
+    .await;
+    let s = a.wait_status("r", Status::Healthy, SOON).await;
+    let v = s.details["redis_version"].as_str().expect("redis_version");
+    assert!(v.starts_with(char::is_numeric), "{v}");
+    assert_eq!(s.details["role"], "master");
+    let text = a.agent.shared.metrics.render();
+    for phase in ["connect", "auth", "exchange"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
+                    && l.contains("check=\"r\"")
+                    && l.contains(&format!("phase=\"{phase}\""))),
+            "no {phase} phase"
+        );
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_with_acl_user_and_db_keeps_one_connection() {
+    let r = Redis::start_auth().await;
+    let url = r.url(&format!("{ACL_USER}:{ACL_PASSWORD}"), 3);
+    let a = TestAgent::start(&format!("{AGENT}{}", check("r", "session", &url, ""))).await;
+    let mut rx = a.events();
+    a.wait_status("r", Status::Healthy, SOON).await;
+    for _ in 0..3 {
+        wait_event(&mut rx, SOON, "heartbeat", |e| {
+            is_event(e, "connection:health_check", "r")
+        })
+        .await;
+    }
+    let clients = r.agent_clients().await;
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert!(
+        clients[0].contains(&format!("user={ACL_USER}")),
+        "{}",
+        clients[0]
+    );
+    assert!(clients[0].contains(" db=3 "), "{}", clients[0]);
+    assert!(clients[0].contains("cmd=ping"), "{}", clients[0]);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_are_auth_failed_after_one_attempt() {
+    let r = Redis::start_auth().await;
+    let checks = [
+        ("wrong_pw", r.url(":not-the-password", 0)),
+        ("wrong_acl_pw", r.url(&format!("{ACL_USER}:nope-nope"), 0)),
+        ("no_such_user", r.url("ghost:whatever", 0)),
+        ("no_password", r.url("", 0)),
+    ];
+    let mut cfg = AGENT.to_string();
+    // One attempt only: the retry is far away, so the status must come from attempt 1.
+    for (name, url) in &checks {
+        cfg.push_str(&format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nurl = \"{url}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
+        ));
+    }
+    cfg.push_str(&check(
+        "good",
+        "probe",
+        &r.url(&format!(":{PASSWORD}"), 0),
+        "",
+    ));
+    let a = TestAgent::start(&cfg).await;
+    a.wait_status("good", Status::Healthy, SOON).await;
+    for (name, _) in &checks {
+        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
+        assert_eq!(
+            s.error_kind,
+            Some(ErrorKind::AuthFailed),
+            "{name}: {:?}",
+            s.last_error
+        );
+        assert_eq!(
+            s.consecutive_failures, 1,
+            "{name}: unhealthy after one attempt"
+        );
+    }
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_expectation_and_bad_db() {
+    let r = Redis::start().await;
+    let mut cfg = AGENT.to_string();
+    cfg.push_str(&check(
+        "want_replica",
+        "probe",
+        &r.url("", 0),
+        "role = \"replica\"\nunhealthy_threshold = 1",
+    ));
+    cfg.push_str(&check(
+        "bad_db",
+        "probe",
+        &r.url("", 99),
+        "unhealthy_threshold = 1",
+    ));
+    let a = TestAgent::start(&cfg).await;
+    let s = a.wait_status("want_replica", Status::Unhealthy, SOON).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::Protocol));
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("master"),
+        "{:?}",
+        s.last_error
+    );
+    let s = a.wait_status("bad_db", Status::Unhealthy, SOON).await;
+    assert_eq!(
+        s.error_kind,
+        Some(ErrorKind::Rejected),
+        "{:?}",
+        s.last_error
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
+    let mut r = Redis::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_with("r", "session", &r.url("", 0), SLOW_BEATS, "")
+    ))
+    .await;
+    a.wait_status("r", Status::Healthy, SOON).await;
+    let mut rx = a.events();
+    let killed = Instant::now();
+    r.kill();
+    wait_event(
+        &mut rx,
+        Duration::from_millis(500),
+        "disconnected within 500 ms of SIGKILL",
+        |e| is_event(e, "connection:disconnected", "r"),
+    )
+    .await;
+    eprintln!("redis SIGKILL → disconnected: {:?}", killed.elapsed());
+    let mut delays = Vec::new();
+    while delays.len() < 3 {
+        let e = wait_event(&mut rx, SOON, "reconnecting", |e| {
+            is_event(e, "connection:reconnecting", "r")
+        })
+        .await;
+        delays.push(e.data["delay_ms"].as_u64().expect("delay_ms"));
+    }
+    assert!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "backoff grows: {delays:?}"
+    );
+    let backoff = metric(&a, "lifeline_check_backoff_seconds", "r").expect("backoff metric");
+    assert!(backoff >= 0.1, "backoff metric while down: {backoff}");
+    assert_eq!(a.state("r").error_kind, Some(ErrorKind::Refused));
+    r.restart().await;
+    wait_event(&mut rx, SOON, "reconnected", |e| {
+        is_event(e, "connection:reconnected", "r")
+    })
+    .await;
+    a.wait_status("r", Status::Healthy, SOON).await;
+    assert_eq!(
+        metric(&a, "lifeline_session_reconnects_total", "r"),
+        Some(1.0)
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_is_noticed_and_replaced() {
+    let r = Redis::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_with("r", "session", &r.url("", 0), SLOW_BEATS, "")
+    ))
+    .await;
+    a.wait_status("r", Status::Healthy, SOON).await;
+    let before = r.agent_clients().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let id = before[0]
+        .split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .expect("id=")
+        .to_string();
+    let mut rx = a.events();
+    let t = Instant::now();
+    r.cmd(&["CLIENT", "KILL", "ID", &id]).await;
+    let e = wait_event(
+        &mut rx,
+        Duration::from_millis(500),
+        "failed after CLIENT KILL",
+        |e| is_event(e, "connection:failed", "r"),
+    )
+    .await;
+    eprintln!("CLIENT KILL → failed: {:?}", t.elapsed());
+    assert_eq!(e.data["error_kind"], "closed", "{e:?}");
+    wait_event(&mut rx, SOON, "reconnected", |e| {
+        is_event(e, "connection:reconnected", "r")
+    })
+    .await;
+    a.wait_status("r", Status::Healthy, SOON).await;
+    let after = r.agent_clients().await;
+    assert_eq!(after.len(), 1);
+    assert!(!after[0].contains(&format!("id={id} ")), "a new connection");
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_checks_share_one_connection() {
+    let r = Redis::start().await;
+    let mut cfg = AGENT.to_string();
+    cfg.push_str(&check("r_a", "session", &r.url("", 0), ""));
+    cfg.push_str(&check("r_b", "session", &r.url("", 0), ""));
+    cfg.push_str(&check("r_db1", "session", &r.url("", 1), ""));
+    let a = TestAgent::start(&cfg).await;
+    for n in ["r_a", "r_b", "r_db1"] {
+        a.wait_status(n, Status::Healthy, SOON).await;
+    }
+    let clients = r.agent_clients().await;
+    assert_eq!(
+        clients.len(),
+        2,
+        "r_a and r_b share; r_db1 has its own: {clients:?}"
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_times_out() {
+    let (port, _l) = silent_listener().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}[[checks]]\nname = \"r\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n"
+    ))
+    .await;
+    let s = a.wait_status("r", Status::Unhealthy, SOON).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_verifies_the_server_certificate() {
+    let r = Redis::start_tls().await;
+    let ca = r.ca.clone().expect("ca");
+    let port = r.port;
+    let mut cfg = AGENT.to_string();
+    let with_ca = format!("ca_file = \"{}\"\nunhealthy_threshold = 1", ca.display());
+    cfg.push_str(&check(
+        "trusted",
+        "session",
+        &format!("rediss://localhost:{port}"),
+        &with_ca,
+    ));
+    cfg.push_str(&check(
+        "untrusted",
+        "probe",
+        &format!("rediss://localhost:{port}"),
+        "unhealthy_threshold = 1",
+    ));
+    cfg.push_str(&check(
+        "wrong_name",
+        "probe",
+        &format!("rediss://127.0.0.1:{port}"),
+        &with_ca,
+    ));
+    let a = TestAgent::start(&cfg).await;
+    a.wait_status("trusted", Status::Healthy, SOON).await;
+    for name in ["untrusted", "wrong_name"] {
+        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
+        assert_eq!(
+            s.error_kind,
+            Some(ErrorKind::Tls),
+            "{name}: {:?}",
+            s.last_error
+        );
+    }
+    let text = a.agent.shared.metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("check=\"trusted\"") && l.contains("phase=\"tls\"")),
+        "tls phase measured"
+    );
+    a.stop().await;
+}
