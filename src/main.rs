@@ -62,7 +62,16 @@ async fn run(path: &std::path::Path) -> ExitCode {
     let listen = config.agent.listen;
     let metrics = lifeline::metrics::Metrics::new();
     metrics.reload(true);
-    let observers: lifeline::events::Observers = Arc::new(Vec::new());
+    let alerts = match lifeline::alert::AlertEngine::start(&config, metrics.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start alerting");
+            return ExitCode::from(1);
+        }
+    };
+    let mut observers: Vec<Arc<dyn lifeline::events::Observer>> = Vec::new();
+    observers.push(alerts.clone());
+    let observers: lifeline::events::Observers = Arc::new(observers);
     let agent = lifeline::app::Agent::new(config, metrics, observers);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -77,12 +86,14 @@ async fn run(path: &std::path::Path) -> ExitCode {
         listener,
         lifeline::http::AppState {
             agent: agent.clone(),
+            alerts: Some(alerts.clone()),
         },
         agent.cancel.clone(),
     ));
     wait_for_signals(&agent).await;
     tracing::info!("shutting down");
     agent.shutdown(Duration::from_secs(5)).await;
+    alerts.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     ExitCode::SUCCESS
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod events;
+pub mod silences;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::app::Agent;
 pub struct AppState {
     /// The agent.
     pub agent: Arc<Agent>,
+    /// The alert engine (silences API), when alerting runs.
+    pub alerts: Option<Arc<crate::alert::AlertEngine>>,
 }
 
 /// A JSON error `{"error", "detail"}` with a status code.
@@ -66,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .route("/health/force-check", post(api::force_all))
         .route("/health/service/{name}/check", post(api::force_one))
         .route("/-/reload", post(api::reload))
+        .route("/api/v1/silences", get(silences::list).post(silences::create))
+        .route("/api/v1/silences/{id}", axum::routing::delete(silences::expire))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(60),

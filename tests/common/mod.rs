@@ -49,7 +49,7 @@ impl TestAgent {
         agent.apply().await;
         let server = tokio::spawn(lifeline::http::serve(
             listener,
-            lifeline::http::AppState { agent: agent.clone() },
+            lifeline::http::AppState { agent: agent.clone(), alerts: None },
             agent.cancel.clone(),
         ));
         Self { agent, addr, dir, config_path, server }
