@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod receivers;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
