@@ -69,8 +69,7 @@ async fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut observers: Vec<Arc<dyn lifeline::events::Observer>> = Vec::new();
-    observers.push(alerts.clone());
+    let observers: Vec<Arc<dyn lifeline::events::Observer>> = vec![alerts.clone()];
     let observers: lifeline::events::Observers = Arc::new(observers);
     let agent = lifeline::app::Agent::new(config, metrics, observers);
     let listener = match tokio::net::TcpListener::bind(listen).await {

@@ -31,8 +31,12 @@ impl Alertmanager {
 
     /// The `postableAlerts` array for `n`, with `now` as the send time.
     pub fn body(&self, n: &Notification, now: SystemTime) -> serde_json::Value {
-        let summary = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || default_title(n));
-        let description = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || default_text(n));
+        let summary = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || {
+            default_title(n)
+        });
+        let description = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || {
+            default_text(n)
+        });
         let ends = match n.status {
             NoteStatus::Resolved => None,
             _ => Some(rfc3339(now + KEEPALIVE)),
@@ -86,7 +90,9 @@ impl Notifier for Alertmanager {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
             let NotifierKind::Alertmanager { url } = &self.cfg.kind else {
-                return Err(NotifyError::Permanent("not an alertmanager notifier".into()));
+                return Err(NotifyError::Permanent(
+                    "not an alertmanager notifier".into(),
+                ));
             };
             let base = url.as_str().trim_end_matches('/');
             let body = serde_json::to_vec(&self.body(n, SystemTime::now()))

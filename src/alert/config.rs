@@ -218,7 +218,10 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
     {
         t.error(
             n.span.clone(),
-            format!("notifier name `{}` must match ^[a-z0-9][a-z0-9_.-]{{0,62}}$", n.value),
+            format!(
+                "notifier name `{}` must match ^[a-z0-9][a-z0-9_.-]{{0,62}}$",
+                n.value
+            ),
         );
     }
     let kind = t.req_str("kind");
@@ -245,7 +248,10 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
     if let (Some(b), Some(m)) = (retry_base, retry_max)
         && b > m
     {
-        t.error(t.span(), "`retry_base` must not be greater than `retry_max`");
+        t.error(
+            t.span(),
+            "`retry_base` must not be greater than `retry_max`",
+        );
         return None;
     }
     let title = template(t, "title");
@@ -278,7 +284,13 @@ fn read_slack(t: &Table<'_, '_>) -> Option<NotifierKind> {
             webhook_url: Secret::registered(s.value),
         }),
         Ok(u) => {
-            t.error(s.span, format!("`webhook_url` must use http or https, got `{}:`", u.scheme()));
+            t.error(
+                s.span,
+                format!(
+                    "`webhook_url` must use http or https, got `{}:`",
+                    u.scheme()
+                ),
+            );
             None
         }
         // The URL is the credential: never echo it.
@@ -300,11 +312,18 @@ fn read_webhook(t: &Table<'_, '_>) -> Option<NotifierKind> {
     })
 }
 
-fn mailbox(t: &Table<'_, '_>, key: &str, s: &crate::config::raw::Str) -> Option<lettre::message::Mailbox> {
+fn mailbox(
+    t: &Table<'_, '_>,
+    key: &str,
+    s: &crate::config::raw::Str,
+) -> Option<lettre::message::Mailbox> {
     match s.value.parse::<lettre::message::Mailbox>() {
         Ok(m) => Some(m),
         Err(e) => {
-            t.error(s.span.clone(), format!("`{key}`: invalid address `{}`: {e}", s.value));
+            t.error(
+                s.span.clone(),
+                format!("`{key}`: invalid address `{}`: {e}", s.value),
+            );
             None
         }
     }
@@ -356,7 +375,10 @@ fn read_route(t: &Table<'_, '_>, index: usize, notifiers: &HashSet<String>) -> O
     let name = match t.str("name") {
         Some(n) if valid_notifier_name(&n.value) => n.value,
         Some(n) => {
-            t.error(n.span, "route `name` must match ^[a-z0-9][a-z0-9_.-]{0,62}$");
+            t.error(
+                n.span,
+                "route `name` must match ^[a-z0-9][a-z0-9_.-]{0,62}$",
+            );
             ok = false;
             String::new()
         }
@@ -415,7 +437,8 @@ fn read_route(t: &Table<'_, '_>, index: usize, notifiers: &HashSet<String>) -> O
 
 /// Parses an RFC 3339 timestamp.
 pub fn parse_time(s: &str) -> Option<SystemTime> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
     let nanos = t.unix_timestamp_nanos();
     if nanos < 0 {
         return None;
@@ -431,7 +454,13 @@ fn read_time(t: &Table<'_, '_>, key: &'static str) -> Option<Option<SystemTime>>
         DeValue::Datetime(d) => d.to_string(),
         DeValue::String(_) => t.str(key)?.value,
         other => {
-            t.error(v.span(), format!("`{key}` must be an RFC 3339 time, found {}", other.type_str()));
+            t.error(
+                v.span(),
+                format!(
+                    "`{key}` must be an RFC 3339 time, found {}",
+                    other.type_str()
+                ),
+            );
             return None;
         }
     };
@@ -458,7 +487,10 @@ fn read_silence(t: &Table<'_, '_>, index: usize, checks: &[CheckConfig]) -> Opti
         }
     };
     if matchers.is_empty() {
-        t.error(t.span(), "`matchers` needs at least one label (an empty silence would hold every alert)");
+        t.error(
+            t.span(),
+            "`matchers` needs at least one label (an empty silence would hold every alert)",
+        );
         return None;
     }
     if let Some(c) = matchers.get("check")

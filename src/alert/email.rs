@@ -40,9 +40,13 @@ impl Email {
         let NotifierKind::Email(e) = &self.cfg.kind else {
             return Err(NotifyError::Permanent("not an email notifier".into()));
         };
-        let subject = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || default_title(n));
+        let subject = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || {
+            default_title(n)
+        });
         let subject = subject.lines().next().unwrap_or("").to_string();
-        let text = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || default_text(n));
+        let text = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || {
+            default_text(n)
+        });
         let plain = format!(
             "{text}\nRoute: {}\nDedupe key: {}\nAgent: {}\n",
             n.route, n.dedupe_key, n.agent_url
@@ -84,16 +88,25 @@ fn build_transport(cfg: &NotifierConfig) -> Result<AsyncSmtpTransport<Tokio1Exec
     let NotifierKind::Email(e) = &cfg.kind else {
         return Err("not an email notifier".into());
     };
-    let host = e.smtp_url.host_str().unwrap_or("").trim_matches(['[', ']']).to_string();
+    let host = e
+        .smtp_url
+        .host_str()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_string();
     let mut params = TlsParameters::builder(host.clone())
         .dangerous_accept_invalid_certs(e.tls.skip_verify)
         .dangerous_accept_invalid_hostnames(e.tls.skip_verify);
     if let Some(path) = &e.tls.ca_file {
-        let pem = std::fs::read(path).map_err(|err| format!("cannot read ca_file {}: {err}", path.display()))?;
-        let cert = Certificate::from_pem(&pem).map_err(|err| format!("bad ca_file {}: {err}", path.display()))?;
+        let pem = std::fs::read(path)
+            .map_err(|err| format!("cannot read ca_file {}: {err}", path.display()))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|err| format!("bad ca_file {}: {err}", path.display()))?;
         params = params.add_root_certificate(cert);
     }
-    let params = params.build_rustls().map_err(|err| format!("TLS setup: {err}"))?;
+    let params = params
+        .build_rustls()
+        .map_err(|err| format!("TLS setup: {err}"))?;
     let (tls, default_port) = match e.smtp_url.scheme() {
         "smtps" => (Tls::Wrapper(params), 465),
         _ => (Tls::Opportunistic(params), 25),
@@ -103,7 +116,11 @@ fn build_transport(cfg: &NotifierConfig) -> Result<AsyncSmtpTransport<Tokio1Exec
         .tls(tls)
         .timeout(Some(SMTP_TIMEOUT));
     if let Some(user) = &e.username {
-        let pass = e.password.as_ref().map(|p| p.expose().clone()).unwrap_or_default();
+        let pass = e
+            .password
+            .as_ref()
+            .map(|p| p.expose().clone())
+            .unwrap_or_default();
         b = b.credentials(Credentials::new(user.clone(), pass));
     }
     Ok(b.build())
@@ -123,7 +140,10 @@ fn classify(e: &lettre::transport::smtp::Error) -> NotifyError {
 impl Notifier for Email {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
-            let transport = self.transport.as_ref().map_err(|e| NotifyError::Permanent(e.clone()))?;
+            let transport = self
+                .transport
+                .as_ref()
+                .map_err(|e| NotifyError::Permanent(e.clone()))?;
             let msg = self.message(n)?;
             // lettre bounds each step; this bounds the whole conversation.
             match tokio::time::timeout(SMTP_TIMEOUT * 3, transport.send(msg)).await {
@@ -144,4 +164,3 @@ mod tests {
         assert_eq!(escape("<b>&\"'"), "&lt;b&gt;&amp;&quot;&#39;");
     }
 }
-

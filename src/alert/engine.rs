@@ -26,7 +26,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Delivery, Outbox, SavedAlert, unix_ms};
-use super::{AlertError, AlertItem, NoteStatus, Notification, NotifierConfig, NotifierKind, RouteConfig, Silence};
+use super::{
+    AlertError, AlertItem, NoteStatus, Notification, NotifierConfig, NotifierKind, RouteConfig,
+    Silence,
+};
 use crate::config::Config;
 use crate::events::Observer;
 use crate::health::{Change, CheckState, Status, rfc3339};
@@ -259,20 +262,32 @@ impl Core {
     pub fn restore(&mut self, saved: Vec<SavedAlert>, now: Instant, wall: SystemTime) {
         for s in saved {
             let last_sent = now
-                .checked_sub(Duration::from_millis((unix_ms(wall) - s.last_sent_ms).max(0) as u64))
+                .checked_sub(Duration::from_millis(
+                    (unix_ms(wall) - s.last_sent_ms).max(0) as u64,
+                ))
                 .unwrap_or(now);
-            let started = SystemTime::UNIX_EPOCH + Duration::from_millis(s.started_ms.max(0) as u64);
+            let started =
+                SystemTime::UNIX_EPOCH + Duration::from_millis(s.started_ms.max(0) as u64);
             if s.route == CONNECTIVITY_ROUTE {
-                self.offline.notified = Some(Notified { key: s.dedupe_key, started });
+                self.offline.notified = Some(Notified {
+                    key: s.dedupe_key,
+                    started,
+                });
                 continue;
             }
             let route_known = self.setup.routes.iter().any(|r| r.name == s.route);
             if !route_known || !self.setup.checks.contains(&s.check) {
-                self.actions.push(Action::Forget { route: s.route, check: s.check });
+                self.actions.push(Action::Forget {
+                    route: s.route,
+                    check: s.check,
+                });
                 continue;
             }
             let mut a = Alert::new(self.started);
-            a.notified = Some(Notified { key: s.dedupe_key.clone(), started });
+            a.notified = Some(Notified {
+                key: s.dedupe_key.clone(),
+                started,
+            });
             a.fired_wall = started;
             self.alerts.insert((s.route.clone(), s.check.clone()), a);
             let rs = self.routes.entry(s.route).or_default();
@@ -309,7 +324,12 @@ impl Core {
             }
         }
         self.checks.retain(|c, _| setup.checks.contains(c));
-        let api: Vec<Silence> = self.silences.iter().filter(|s| !s.from_config).cloned().collect();
+        let api: Vec<Silence> = self
+            .silences
+            .iter()
+            .filter(|s| !s.from_config)
+            .cloned()
+            .collect();
         self.silences = setup.silences.iter().cloned().chain(api).collect();
         self.setup = setup;
     }
@@ -343,18 +363,30 @@ impl Core {
                     .or_insert_with(|| Alert::new(started));
                 a.failing_since = now_failing.then_some((snap.at, snap.at_wall));
                 a.flips.push_back(snap.at);
-                while a.flips.front().is_some_and(|t| snap.at.saturating_duration_since(*t) > r.flap_window) {
+                while a
+                    .flips
+                    .front()
+                    .is_some_and(|t| snap.at.saturating_duration_since(*t) > r.flap_window)
+                {
                     a.flips.pop_front();
                 }
                 if !a.flapping && a.flips.len() > r.flap_threshold as usize {
                     a.flapping = true;
-                    let silenced = self
-                        .silences
-                        .iter()
-                        .any(|s| s.active(snap.at_wall) && s.matches(&snap.name, &snap.kind, &snap.labels));
+                    let silenced = self.silences.iter().any(|s| {
+                        s.active(snap.at_wall) && s.matches(&snap.name, &snap.kind, &snap.labels)
+                    });
                     if !silenced {
-                        let key = dedupe_key(&[&r.name, &snap.name, "flapping", &unix_ms(snap.at_wall).to_string()]);
-                        let item = item(&snap, a.failing_since.map(|f| f.1).unwrap_or(snap.at_wall), None);
+                        let key = dedupe_key(&[
+                            &r.name,
+                            &snap.name,
+                            "flapping",
+                            &unix_ms(snap.at_wall).to_string(),
+                        ]);
+                        let item = item(
+                            &snap,
+                            a.failing_since.map(|f| f.1).unwrap_or(snap.at_wall),
+                            None,
+                        );
                         self.actions.push(Action::Send {
                             targets: r.notifiers.clone(),
                             note: Notification {
@@ -442,7 +474,13 @@ impl Core {
             if self.offline.notified.is_some() {
                 return;
             }
-            let wait = self.setup.routes.iter().map(|r| r.for_).min().unwrap_or_default();
+            let wait = self
+                .setup
+                .routes
+                .iter()
+                .map(|r| r.for_)
+                .min()
+                .unwrap_or_default();
             if now < since + wait {
                 self.wake_at(since + wait);
                 return;
@@ -462,7 +500,10 @@ impl Core {
                 started_ms: unix_ms(since_wall),
                 last_sent_ms: unix_ms(wall),
             }));
-            self.offline.notified = Some(Notified { key, started: since_wall });
+            self.offline.notified = Some(Notified {
+                key,
+                started: since_wall,
+            });
         } else {
             self.offline.since = None;
             let back = self
@@ -472,7 +513,8 @@ impl Core {
                 .any(|c| self.checks.get(c).is_some_and(|s| s.status.is_up()));
             if back && let Some(n) = self.offline.notified.take() {
                 tracing::info!("a connectivity check is up again: the agent is back online");
-                let note = self.offline_note(&n.key, NoteStatus::Resolved, n.started, Some(wall), wall);
+                let note =
+                    self.offline_note(&n.key, NoteStatus::Resolved, n.started, Some(wall), wall);
                 let targets = self.all_targets();
                 self.actions.push(Action::Send { targets, note });
                 self.actions.push(Action::Forget {
@@ -522,16 +564,22 @@ impl Core {
         }
     }
 
-    fn evaluate_alert(&mut self, r: &RouteConfig, check: &str, offline: bool, now: Instant, wall: SystemTime) {
+    fn evaluate_alert(
+        &mut self,
+        r: &RouteConfig,
+        check: &str,
+        offline: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         let Some(snap) = self.checks.get(check).cloned() else {
             return;
         };
         let key = (r.name.clone(), check.to_string());
-        let dep_held = self
-            .setup
-            .depends_on
-            .get(check)
-            .is_some_and(|deps| deps.iter().any(|d| self.checks.get(d).is_some_and(|s| s.status.is_failing())));
+        let dep_held = self.setup.depends_on.get(check).is_some_and(|deps| {
+            deps.iter()
+                .any(|d| self.checks.get(d).is_some_and(|s| s.status.is_failing()))
+        });
         let silenced = self.silenced(&snap, wall);
         let Some(a) = self.alerts.get_mut(&key) else {
             return;
@@ -547,7 +595,11 @@ impl Core {
                 }
             }
         }
-        while a.flips.front().is_some_and(|t| now.saturating_duration_since(*t) > r.flap_window) {
+        while a
+            .flips
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > r.flap_window)
+        {
             a.flips.pop_front();
         }
         let reset_hold = dep_held || offline;
@@ -593,13 +645,19 @@ impl Core {
                 resolve = Some((n.key, item(&snap, n.started, Some(snap.at_wall))));
             }
         }
-        let removable = a.notified.is_none() && a.flips.is_empty() && !a.flapping && !a.buffered && !snap.status.is_failing();
+        let removable = a.notified.is_none()
+            && a.flips.is_empty()
+            && !a.flapping
+            && !a.buffered
+            && !snap.status.is_failing();
         for t in wake {
             self.wake_at(t);
         }
         let rs = self.routes.entry(r.name.clone()).or_default();
         if buffer_add {
-            let (_, members) = rs.buffer.get_or_insert_with(|| (now + r.group_wait, Vec::new()));
+            let (_, members) = rs
+                .buffer
+                .get_or_insert_with(|| (now + r.group_wait, Vec::new()));
             members.push(check.to_string());
         }
         if let Some((k, it)) = resolve {
@@ -624,7 +682,12 @@ impl Core {
     }
 
     fn flush_route(&mut self, r: &RouteConfig, now: Instant, wall: SystemTime) {
-        let am_targets: Vec<String> = r.notifiers.iter().filter(|n| self.setup.is_am(n)).cloned().collect();
+        let am_targets: Vec<String> = r
+            .notifiers
+            .iter()
+            .filter(|n| self.setup.is_am(n))
+            .cloned()
+            .collect();
         let Some(mut rs) = self.routes.remove(&r.name) else {
             return;
         };
@@ -632,7 +695,11 @@ impl Core {
         if let Some((at, members)) = rs.buffer.take() {
             let members: Vec<String> = members
                 .into_iter()
-                .filter(|c| self.alerts.get(&(r.name.clone(), c.clone())).is_some_and(|a| a.buffered))
+                .filter(|c| {
+                    self.alerts
+                        .get(&(r.name.clone(), c.clone()))
+                        .is_some_and(|a| a.buffered)
+                })
                 .collect();
             if members.is_empty() {
             } else if now >= at {
@@ -646,12 +713,18 @@ impl Core {
                 let mut items = Vec::new();
                 let mut changed = wall;
                 for c in &sorted {
-                    let (Some(a), Some(snap)) = (self.alerts.get_mut(&(r.name.clone(), c.clone())), self.checks.get(c)) else {
+                    let (Some(a), Some(snap)) = (
+                        self.alerts.get_mut(&(r.name.clone(), c.clone())),
+                        self.checks.get(c),
+                    ) else {
                         continue;
                     };
                     let started = a.failing_since.map(|f| f.1).unwrap_or(snap.at_wall);
                     a.buffered = false;
-                    a.notified = Some(Notified { key: key.clone(), started });
+                    a.notified = Some(Notified {
+                        key: key.clone(),
+                        started,
+                    });
                     changed = changed.min(a.fired_wall);
                     items.push(item(snap, started, None));
                     self.actions.push(Action::Save(SavedAlert {
@@ -689,7 +762,12 @@ impl Core {
             }
         }
         // Resolves.
-        let due: Vec<String> = rs.resolves.iter().filter(|(_, (at, _))| now >= *at).map(|(k, _)| k.clone()).collect();
+        let due: Vec<String> = rs
+            .resolves
+            .iter()
+            .filter(|(_, (at, _))| now >= *at)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in due {
             if let Some((_, items)) = rs.resolves.remove(&k) {
                 let changed = items
@@ -719,7 +797,9 @@ impl Core {
         rs.groups.retain(|_, g| !g.members.is_empty());
         let keys: Vec<String> = rs.groups.keys().cloned().collect();
         for k in keys {
-            let Some(g) = rs.groups.get_mut(&k) else { continue };
+            let Some(g) = rs.groups.get_mut(&k) else {
+                continue;
+            };
             let members: Vec<String> = g.members.iter().cloned().collect();
             let repeat_due = now >= g.last_sent + r.repeat_interval;
             let refresh_due = !am_targets.is_empty() && now >= g.last_refresh + AM_REFRESH;
@@ -733,7 +813,10 @@ impl Core {
             }
             let mut items = Vec::new();
             for c in &members {
-                let (Some(a), Some(snap)) = (self.alerts.get(&(r.name.clone(), c.clone())), self.checks.get(c)) else {
+                let (Some(a), Some(snap)) = (
+                    self.alerts.get(&(r.name.clone(), c.clone())),
+                    self.checks.get(c),
+                ) else {
                     continue;
                 };
                 let Some(n) = &a.notified else { continue };
@@ -1034,10 +1117,12 @@ impl AlertEngine {
 
     /// Adds an API silence (persisted).
     pub fn add_silence(&self, s: Silence) -> Result<Silence, AlertError> {
-        self.outbox.save_silence(&s).map_err(|source| AlertError::Store {
-            path: self.outbox.path().to_path_buf(),
-            source,
-        })?;
+        self.outbox
+            .save_silence(&s)
+            .map_err(|source| AlertError::Store {
+                path: self.outbox.path().to_path_buf(),
+                source,
+            })?;
         self.api_silences.lock().push(s.clone());
         let _ = self.tx.try_send(Msg::Silences);
         Ok(s)
@@ -1046,7 +1131,9 @@ impl AlertEngine {
     /// Expires an API silence now. `Ok(None)`: no such silence; `Err` for config ones.
     pub fn expire_silence(&self, id: &str) -> Result<Option<Silence>, &'static str> {
         if self.setup.load().silences.iter().any(|s| s.id == id) {
-            return Err("silences from the config file cannot be expired over the API; edit [[silences]] and reload");
+            return Err(
+                "silences from the config file cannot be expired over the API; edit [[silences]] and reload",
+            );
         }
         let mut list = self.api_silences.lock();
         let Some(s) = list.iter_mut().find(|s| s.id == id) else {
@@ -1090,7 +1177,9 @@ impl Observer for AlertEngine {
         let setup = Setup::from_config(config);
         self.setup.store(Arc::new(setup.clone()));
         if self.tx.try_send(Msg::Reload(Box::new(setup))).is_err() {
-            tracing::error!("alert engine is behind; the reloaded routes and notifiers were not applied");
+            tracing::error!(
+                "alert engine is behind; the reloaded routes and notifiers were not applied"
+            );
         }
     }
 }
@@ -1143,7 +1232,10 @@ mod tests {
             }
         }
         fn set(&mut self, check: &str, status: Status) {
-            let prev = self.status.insert(check.to_string(), status).unwrap_or(Status::Connecting);
+            let prev = self
+                .status
+                .insert(check.to_string(), status)
+                .unwrap_or(Status::Connecting);
             self.core.change(Snap {
                 name: check.into(),
                 kind: "tcp".into(),
@@ -1181,7 +1273,10 @@ mod tests {
             self.eval();
         }
         fn statuses(&self) -> Vec<(&'static str, usize)> {
-            self.sent.iter().map(|n| (n.status.as_str(), n.alerts.len())).collect()
+            self.sent
+                .iter()
+                .map(|n| (n.status.as_str(), n.alerts.len()))
+                .collect()
         }
     }
 
@@ -1234,7 +1329,11 @@ mod tests {
             t.advance(5);
             t.set("db", Status::Healthy);
         }
-        let flapping = t.sent.iter().filter(|n| n.status == NoteStatus::Flapping).count();
+        let flapping = t
+            .sent
+            .iter()
+            .filter(|n| n.status == NoteStatus::Flapping)
+            .count();
         assert_eq!(flapping, 1, "{:?}", t.statuses());
         // Before detection: fire/resolve pairs for the first flips only (threshold 6).
         assert!(t.sent.len() <= 1 + 6, "{:?}", t.statuses());
@@ -1267,16 +1366,31 @@ mod tests {
         t.set("gw", Status::Unhealthy);
         t.set("app", Status::Unhealthy);
         t.advance(60);
-        let checks: Vec<&str> = t.sent.iter().flat_map(|n| n.alerts.iter().map(|a| a.check.as_str())).collect();
+        let checks: Vec<&str> = t
+            .sent
+            .iter()
+            .flat_map(|n| n.alerts.iter().map(|a| a.check.as_str()))
+            .collect();
         assert_eq!(checks, vec!["api", "gw"]);
         // The already-firing dependent still gets its resolve while gw is down.
         t.set("api", Status::Healthy);
-        assert_eq!(t.sent.last().map(|n| (n.status, n.alerts[0].check.as_str())), Some((NoteStatus::Resolved, "api")));
+        assert_eq!(
+            t.sent
+                .last()
+                .map(|n| (n.status, n.alerts[0].check.as_str())),
+            Some((NoteStatus::Resolved, "api"))
+        );
         // gw recovers, app recovers within `for` (0 here: at once) – app never pages.
         t.set("app", Status::Healthy);
         t.set("gw", Status::Healthy);
         t.advance(60);
-        assert!(!t.sent.iter().any(|n| n.alerts.iter().any(|a| a.check == "app")), "{:?}", t.sent);
+        assert!(
+            !t.sent
+                .iter()
+                .any(|n| n.alerts.iter().any(|a| a.check == "app")),
+            "{:?}",
+            t.sent
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub struct SavedAlert {
 
 /// Unix milliseconds.
 pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The SQLite outbox.
@@ -94,11 +96,16 @@ impl Outbox {
             source,
         })?;
         let path = data_dir.join("lifeline.db");
-        let err = |source| AlertError::Store { path: path.clone(), source };
+        let err = |source| AlertError::Store {
+            path: path.clone(),
+            source,
+        };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -138,7 +145,12 @@ impl Outbox {
             "SELECT id, payload, created_ms, attempts FROM outbox WHERE notifier = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = st.query_map(params![notifier, after, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })?;
         let mut out = Vec::new();
         for r in rows {
@@ -161,7 +173,9 @@ impl Outbox {
 
     /// Removes a delivered or dropped row.
     pub fn remove(&self, id: i64) -> rusqlite::Result<()> {
-        self.conn.lock().execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
+        self.conn
+            .lock()
+            .execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -178,7 +192,11 @@ impl Outbox {
     pub fn depth(&self, notifier: &str) -> i64 {
         self.conn
             .lock()
-            .query_row("SELECT COUNT(*) FROM outbox WHERE notifier = ?1", params![notifier], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE notifier = ?1",
+                params![notifier],
+                |r| r.get(0),
+            )
             .unwrap_or(0)
     }
 
@@ -272,7 +290,11 @@ impl Outbox {
     pub fn attempts_of(&self, id: i64) -> Option<u32> {
         self.conn
             .lock()
-            .query_row("SELECT attempts FROM outbox WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row(
+                "SELECT attempts FROM outbox WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .optional()
             .ok()
             .flatten()
@@ -339,7 +361,8 @@ impl Delivery {
                 let t = self.target.load();
                 (t.0.clone(), t.1.clone())
             };
-            let age = Duration::from_millis((unix_ms(SystemTime::now()) - row.created_ms).max(0) as u64);
+            let age =
+                Duration::from_millis((unix_ms(SystemTime::now()) - row.created_ms).max(0) as u64);
             if row.note.refresh && age > super::alertmanager::KEEPALIVE {
                 // A stale keep-alive is superseded by a newer one (or by the resolve).
                 let _ = outbox.remove(row.id);
@@ -363,7 +386,10 @@ impl Delivery {
                     }
                     metrics.notification(&self.name, NotifyResult::Sent);
                     let since = unix_ms(SystemTime::now()) - row.note.changed_at_ms;
-                    metrics.notification_latency(&self.name, Duration::from_millis(since.max(0) as u64));
+                    metrics.notification_latency(
+                        &self.name,
+                        Duration::from_millis(since.max(0) as u64),
+                    );
                     tracing::info!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, status = row.note.status.as_str(),
                         alerts = row.note.alerts.len(), "notification delivered");
                     return true;

@@ -21,8 +21,12 @@ impl Slack {
 
     /// The JSON body for `n`.
     pub fn body(&self, n: &Notification) -> serde_json::Value {
-        let title = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || default_title(n));
-        let text = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || default_text(n));
+        let title = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || {
+            default_title(n)
+        });
+        let text = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || {
+            default_text(n)
+        });
         serde_json::json!({
             "text": format!("{} *{}*\n{}", emoji(n), title, text.trim_end()),
         })

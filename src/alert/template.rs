@@ -71,14 +71,25 @@ pub fn emoji(n: &Notification) -> &'static str {
 pub fn default_title(n: &Notification) -> String {
     let mut names: Vec<&str> = n.alerts.iter().take(5).map(|a| a.check.as_str()).collect();
     let more = n.alerts.len().saturating_sub(5);
-    let extra = if more > 0 { format!(" +{more} more") } else { String::new() };
+    let extra = if more > 0 {
+        format!(" +{more} more")
+    } else {
+        String::new()
+    };
     if n.offline {
-        return format!("[{}] LifelineAgentOffline: the agent's own network is down", n.status.as_str().to_uppercase());
+        return format!(
+            "[{}] LifelineAgentOffline: the agent's own network is down",
+            n.status.as_str().to_uppercase()
+        );
     }
     if names.is_empty() {
         names.push("(no checks)");
     }
-    format!("[{}] {}{extra}", n.status.as_str().to_uppercase(), names.join(", "))
+    format!(
+        "[{}] {}{extra}",
+        n.status.as_str().to_uppercase(),
+        names.join(", ")
+    )
 }
 
 /// One line per alert: what, since when, why.
@@ -90,7 +101,9 @@ pub fn default_text(n: &Notification) -> String {
         );
     }
     if n.status == super::NoteStatus::Flapping {
-        out.push_str("Changing state too often; further notifications are held until it is stable.\n");
+        out.push_str(
+            "Changing state too often; further notifications are held until it is stable.\n",
+        );
     }
     for a in &n.alerts {
         let line = match n.status {
@@ -100,7 +113,10 @@ pub fn default_text(n: &Notification) -> String {
                 a.kind,
                 a.status,
                 a.started_at,
-                a.ended_at.as_deref().map(|e| format!(" until {e}")).unwrap_or_default()
+                a.ended_at
+                    .as_deref()
+                    .map(|e| format!(" until {e}"))
+                    .unwrap_or_default()
             ),
             _ => format!(
                 "• {} ({}) is {} since {}{}{}\n",
@@ -108,8 +124,15 @@ pub fn default_text(n: &Notification) -> String {
                 a.kind,
                 a.status,
                 a.started_at,
-                a.error_kind.as_deref().map(|k| format!(" [{k}]")).unwrap_or_default(),
-                if a.message.is_empty() { String::new() } else { format!(": {}", a.message) }
+                a.error_kind
+                    .as_deref()
+                    .map(|k| format!(" [{k}]"))
+                    .unwrap_or_default(),
+                if a.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", a.message)
+                }
             ),
         };
         out.push_str(&line);
@@ -118,7 +141,12 @@ pub fn default_text(n: &Notification) -> String {
 }
 
 /// Renders `tpl` if given (falling back to `default` on a render error, with a warning).
-pub fn render_or(tpl: Option<&Template>, n: &Notification, notifier: &str, default: impl FnOnce() -> String) -> String {
+pub fn render_or(
+    tpl: Option<&Template>,
+    n: &Notification,
+    notifier: &str,
+    default: impl FnOnce() -> String,
+) -> String {
     match tpl.map(|t| t.render(n)) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
@@ -141,7 +169,10 @@ mod tests {
 
     #[test]
     fn runaway_loops_run_out_of_fuel() {
-        let t = Template::compile("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}").unwrap();
+        let t = Template::compile(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap();
         let n = Notification::test_sample();
         assert!(t.render(&n).is_err());
     }

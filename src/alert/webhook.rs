@@ -50,7 +50,10 @@ pub(crate) async fn post(
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req.send().await.map_err(|e| NotifyError::from_reqwest(&e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| NotifyError::from_reqwest(&e))?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());
@@ -62,7 +65,12 @@ pub(crate) async fn post(
 impl Notifier for Webhook {
     fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
-            let NotifierKind::Webhook { url, hmac_secret, headers } = &self.cfg.kind else {
+            let NotifierKind::Webhook {
+                url,
+                hmac_secret,
+                headers,
+            } = &self.cfg.kind
+            else {
                 return Err(NotifyError::Permanent("not a webhook notifier".into()));
             };
             let body = serde_json::to_vec(&n.to_spec_json())
@@ -72,7 +80,10 @@ impl Notifier for Webhook {
                 .map(|(k, v)| (k.clone(), v.expose().clone()))
                 .collect();
             if let Some(key) = hmac_secret {
-                extra.push(("X-Lifeline-Signature".into(), signature(key.expose().as_bytes(), &body)));
+                extra.push((
+                    "X-Lifeline-Signature".into(),
+                    signature(key.expose().as_bytes(), &body),
+                ));
             }
             post(&self.http, url.as_str(), body, &extra).await
         })

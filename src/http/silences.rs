@@ -110,7 +110,10 @@ pub async fn expire(
             tracing::info!(id = %s.id, "silence expired");
             Ok(Json(s.to_json(SystemTime::now())))
         }
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no silence `{id}`"))),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no silence `{id}`"),
+        )),
         Err(msg) => Err(ApiError::new(StatusCode::CONFLICT, msg)),
     }
 }

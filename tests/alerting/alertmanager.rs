@@ -36,7 +36,10 @@ group_wait = "0s"
         if let Some(x) = list.into_iter().find(|x| x["labels"]["check"] == "db") {
             break x;
         }
-        assert!(tokio::time::Instant::now() < deadline, "alert never showed up in alertmanager");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alert never showed up in alertmanager"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(alert["labels"]["alertname"], "LifelineCheckFailing");
@@ -44,7 +47,12 @@ group_wait = "0s"
     assert_eq!(alert["labels"]["team"], "payments");
     assert_eq!(alert["status"]["state"], "active");
     assert_eq!(alert["generatorURL"], a.url("/health/service/db").as_str());
-    assert!(alert["annotations"]["summary"].as_str().unwrap().contains("db"));
+    assert!(
+        alert["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("db")
+    );
     assert!(alert["startsAt"].as_str().is_some());
 
     target.start().await;
@@ -54,7 +62,10 @@ group_wait = "0s"
         if !list.iter().any(|x| x["labels"]["check"] == "db") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "alert still active after resolve: {list:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alert still active after resolve: {list:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     a.stop().await;

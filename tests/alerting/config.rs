@@ -33,11 +33,17 @@ notifiers = ["hook", "pager"]
 for = "soon"
 "#;
     let errs = errors(src);
-    let has = |prefix: &str, text: &str| errs.iter().any(|e| e.starts_with(prefix) && e.contains(text));
+    let has = |prefix: &str, text: &str| {
+        errs.iter()
+            .any(|e| e.starts_with(prefix) && e.contains(text))
+    };
     assert!(has("c.toml:4:7:", "invalid URL"), "{errs:#?}");
     assert!(has("c.toml:6:1:", "missing required key `to`"), "{errs:#?}");
     assert!(has("c.toml:16:9:", "template error"), "{errs:#?}");
-    assert!(has("c.toml:19:22:", "unknown notifier `pager`"), "{errs:#?}");
+    assert!(
+        has("c.toml:19:22:", "unknown notifier `pager`"),
+        "{errs:#?}"
+    );
     assert!(has("c.toml:20:7:", "invalid duration"), "{errs:#?}");
 }
 

@@ -34,10 +34,15 @@ async fn email_gets_firing_and_resolved_with_text_and_html_parts() {
     let smtp = SmtpServer::start(false).await;
     let dir = tempfile::tempdir().unwrap();
     let mut target = Target::up().await;
-    let a = AlertAgent::start(dir.path(), &config(dir.path(), smtp.port, &target.addr(), "")).await;
+    let a = AlertAgent::start(
+        dir.path(),
+        &config(dir.path(), smtp.port, &target.addr(), ""),
+    )
+    .await;
     let st = a.agent.states().clone();
     crate::common::wait_for(T, "db healthy", || {
-        st.state("db").filter(|s| s.status == lifeline::health::Status::Healthy)
+        st.state("db")
+            .filter(|s| s.status == lifeline::health::Status::Healthy)
     })
     .await;
     target.stop();
@@ -46,15 +51,32 @@ async fn email_gets_firing_and_resolved_with_text_and_html_parts() {
     assert_eq!(m.mail_from, "lifeline@example.test");
     assert_eq!(m.rcpt_tos, vec!["oncall@example.test", "dba@example.test"]);
     assert!(m.content.contains("Subject: [FIRING] db"), "{}", m.content);
-    assert!(m.content.contains("To: oncall@example.test, dba@example.test"), "{}", m.content);
+    assert!(
+        m.content
+            .contains("To: oncall@example.test, dba@example.test"),
+        "{}",
+        m.content
+    );
     assert!(m.content.contains("multipart/alternative"), "{}", m.content);
-    assert!(m.content.contains("Content-Type: text/plain"), "{}", m.content);
-    assert!(m.content.contains("Content-Type: text/html"), "{}", m.content);
+    assert!(
+        m.content.contains("Content-Type: text/plain"),
+        "{}",
+        m.content
+    );
+    assert!(
+        m.content.contains("Content-Type: text/html"),
+        "{}",
+        m.content
+    );
     assert!(m.content.contains("unhealthy since"), "{}", m.content);
 
     target.start().await;
     let mails = smtp.wait_mails(2, T).await;
-    assert!(mails[1].content.contains("Subject: [RESOLVED] db"), "{}", mails[1].content);
+    assert!(
+        mails[1].content.contains("Subject: [RESOLVED] db"),
+        "{}",
+        mails[1].content
+    );
     a.stop().await;
 }
 
@@ -66,11 +88,20 @@ async fn email_upgrades_with_starttls_when_offered() {
     // The test server's certificate is self-signed for this run.
     let a = AlertAgent::start(
         dir.path(),
-        &config(dir.path(), smtp.port, &target.addr(), "tls_skip_verify = true\ntitle = \"{{ status | upper }}: {{ checks }} ({{ count }})\""),
+        &config(
+            dir.path(),
+            smtp.port,
+            &target.addr(),
+            "tls_skip_verify = true\ntitle = \"{{ status | upper }}: {{ checks }} ({{ count }})\"",
+        ),
     )
     .await;
     let mails = smtp.wait_mails(1, T).await;
     assert!(mails[0].tls, "the session used STARTTLS");
-    assert!(mails[0].content.contains("Subject: FIRING: db (1)"), "{}", mails[0].content);
+    assert!(
+        mails[0].content.contains("Subject: FIRING: db (1)"),
+        "{}",
+        mails[0].content
+    );
     a.stop().await;
 }

@@ -42,7 +42,11 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
     let config = format!(
         "{}{}[[notifiers]]\nname = \"slack\"\nkind = \"slack\"\nwebhook_url = \"{}\"\n{}{}",
         agent_section(dir.path()),
-        webhook("hook", &rx.url("/hook"), "hmac_secret = \"hmac-key-0123\"\nheaders = { X-Team = \"ops\" }"),
+        webhook(
+            "hook",
+            &rx.url("/hook"),
+            "hmac_secret = \"hmac-key-0123\"\nheaders = { X-Team = \"ops\" }"
+        ),
         rx.url("/slack"),
         route("\"hook\", \"slack\"", ""),
         tcp_check("db", &target.addr(), "labels = { team = \"payments\" }"),
@@ -70,7 +74,10 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
     assert!(al["ended_at"].is_null());
     assert!(al["message"].as_str().is_some_and(|m| !m.is_empty()));
     let keys: Vec<&str> = n.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, vec!["alerts", "dedupe_key", "route", "status", "version"]);
+    assert_eq!(
+        keys,
+        vec!["alerts", "dedupe_key", "route", "status", "version"]
+    );
     // HMAC-SHA256 over the exact body, computed independently here.
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"hmac-key-0123").unwrap();
     mac.update(&hook[0].body);
@@ -81,8 +88,14 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
 
     let slack = rx.wait_delivered("/slack", 1, T).await;
     let text = slack[0].json["text"].as_str().expect("slack text");
-    assert!(text.contains("🔴") && text.contains("FIRING") && text.contains("db"), "{text}");
-    assert!(text.contains("unhealthy since") && text.contains("[refused]"), "{text}");
+    assert!(
+        text.contains("🔴") && text.contains("FIRING") && text.contains("db"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unhealthy since") && text.contains("[refused]"),
+        "{text}"
+    );
 
     target.start().await;
     let hook = rx.wait_delivered("/hook", 2, T).await;
@@ -95,8 +108,18 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
     assert!(slack[1].json["text"].as_str().unwrap().contains("✅"));
 
     let m = a.metrics();
-    assert_eq!(metric(&m, "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}"), 2.0, "{m}");
-    assert!(m.contains("lifeline_notification_latency_seconds_count{notifier=\"hook\"} 2"), "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        m.contains("lifeline_notification_latency_seconds_count{notifier=\"hook\"} 2"),
+        "{m}"
+    );
     a.stop().await;
 }
 
@@ -109,7 +132,11 @@ async fn a_receiver_answering_503_three_times_gets_the_notification_once() {
     let config = format!(
         "{}{}{}{}",
         agent_section(dir.path()),
-        webhook("hook", &rx.url("/hook"), "retry_base = \"50ms\"\nretry_max = \"200ms\""),
+        webhook(
+            "hook",
+            &rx.url("/hook"),
+            "retry_base = \"50ms\"\nretry_max = \"200ms\""
+        ),
         route("\"hook\"", ""),
         tcp_check("db", &target.addr(), ""),
     );
@@ -117,14 +144,41 @@ async fn a_receiver_answering_503_three_times_gets_the_notification_once() {
     let got = rx.wait_delivered("/hook", 1, T).await;
     let all = rx.all();
     assert_eq!(all.len(), 4, "3 failures then one delivery");
-    assert!(all.iter().all(|p| p.json["dedupe_key"] == got[0].json["dedupe_key"]));
-    assert_eq!(all.iter().map(|p| p.answered).collect::<Vec<_>>(), vec![503, 503, 503, 200]);
+    assert!(
+        all.iter()
+            .all(|p| p.json["dedupe_key"] == got[0].json["dedupe_key"])
+    );
+    assert_eq!(
+        all.iter().map(|p| p.answered).collect::<Vec<_>>(),
+        vec![503, 503, 503, 200]
+    );
     let outbox = a.engine.outbox().clone();
-    wait_for(T, "outbox drained", || (outbox.depth("hook") == 0).then_some(())).await;
+    wait_for(T, "outbox drained", || {
+        (outbox.depth("hook") == 0).then_some(())
+    })
+    .await;
     let m = a.metrics();
-    assert_eq!(metric(&m, "lifeline_notifications_total{notifier=\"hook\",result=\"failed\"}"), 3.0, "{m}");
-    assert_eq!(metric(&m, "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}"), 1.0, "{m}");
-    assert_eq!(metric(&m, "lifeline_notification_queue_depth{notifier=\"hook\"}"), 0.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "lifeline_notifications_total{notifier=\"hook\",result=\"failed\"}"
+        ),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "lifeline_notification_queue_depth{notifier=\"hook\"}"),
+        0.0,
+        "{m}"
+    );
     assert_eq!(rx.delivered("/hook").len(), 1);
     a.stop().await;
 }
@@ -145,7 +199,11 @@ async fn a_permanent_4xx_is_dropped_and_counted() {
     let a = AlertAgent::start(dir.path(), &config).await;
     let agent_metrics = a.agent.shared.metrics.clone();
     wait_for(T, "dropped counter", || {
-        (metric(&agent_metrics.render(), "lifeline_notifications_total{notifier=\"hook\",result=\"dropped\"}") == 1.0).then_some(())
+        (metric(
+            &agent_metrics.render(),
+            "lifeline_notifications_total{notifier=\"hook\",result=\"dropped\"}",
+        ) == 1.0)
+            .then_some(())
     })
     .await;
     assert_eq!(rx.all().len(), 1, "a 400 is not retried");
@@ -161,14 +219,22 @@ async fn a_receiver_down_across_a_restart_gets_the_notification_once_after_it() 
     let config = format!(
         "{}{}{}{}",
         agent_section(dir.path()),
-        webhook("hook", &format!("http://127.0.0.1:{port}/hook"), "retry_base = \"100ms\"\nretry_max = \"300ms\""),
+        webhook(
+            "hook",
+            &format!("http://127.0.0.1:{port}/hook"),
+            "retry_base = \"100ms\"\nretry_max = \"300ms\""
+        ),
         route("\"hook\"", ""),
         tcp_check("db", &target.addr(), ""),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
     let m = a.agent.shared.metrics.clone();
     wait_for(T, "a failed delivery", || {
-        (metric(&m.render(), "lifeline_notifications_total{notifier=\"hook\",result=\"failed\"}") >= 2.0).then_some(())
+        (metric(
+            &m.render(),
+            "lifeline_notifications_total{notifier=\"hook\",result=\"failed\"}",
+        ) >= 2.0)
+            .then_some(())
     })
     .await;
     assert_eq!(a.engine.outbox().depth("hook"), 1);
@@ -182,9 +248,17 @@ async fn a_receiver_down_across_a_restart_gets_the_notification_once_after_it() 
     // firing notification goes out. Give the engine several check rounds to misbehave.
     wait_status(&b, "db", Status::Unhealthy).await;
     let outbox = b.engine.outbox().clone();
-    wait_for(T, "outbox drained", || (outbox.depth("hook") == 0).then_some(())).await;
+    wait_for(T, "outbox drained", || {
+        (outbox.depth("hook") == 0).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(rx.all().len(), 1, "{:?}", rx.all().iter().map(|p| p.json.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        rx.all().len(),
+        1,
+        "{:?}",
+        rx.all().iter().map(|p| p.json.clone()).collect::<Vec<_>>()
+    );
     b.stop().await;
 }
 
@@ -235,7 +309,14 @@ async fn silences_api_holds_notifications_until_expired() {
     let s: serde_json::Value = r.json().await.unwrap();
     let id = s["id"].as_str().unwrap().to_string();
     assert_eq!(s["status"], "active");
-    let list: serde_json::Value = http.get(a.url("/api/v1/silences")).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = http
+        .get(a.url("/api/v1/silences"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["comment"], "maintenance");
     let bad = http
@@ -252,13 +333,21 @@ async fn silences_api_holds_notifications_until_expired() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.all().is_empty(), "silenced");
 
-    let r = http.delete(a.url(&format!("/api/v1/silences/{id}"))).send().await.unwrap();
+    let r = http
+        .delete(a.url(&format!("/api/v1/silences/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let s: serde_json::Value = r.json().await.unwrap();
     assert_eq!(s["status"], "expired");
     let got = rx.wait_delivered("/hook", 1, T).await;
     assert_eq!(got[0].json["status"], "firing");
-    let r = http.delete(a.url("/api/v1/silences/nope")).send().await.unwrap();
+    let r = http
+        .delete(a.url("/api/v1/silences/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     a.stop().await;
 }

@@ -30,15 +30,19 @@ impl AlertAgent {
     /// the agent's HTTP port.
     pub async fn start(dir: &Path, config: &str) -> Self {
         lifeline::check::tls::install_provider();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let text = config.replace("{port}", &addr.port().to_string());
         let path: PathBuf = dir.join("config.toml");
         std::fs::write(&path, &text).expect("write config");
-        let cfg = lifeline::config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"));
+        let cfg = lifeline::config::load(&path)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"));
         let metrics = lifeline::metrics::Metrics::new();
         let engine = AlertEngine::start(&cfg, metrics.clone()).expect("start alerting");
-        let observers: lifeline::events::Observers = Arc::new(vec![engine.clone() as Arc<dyn lifeline::events::Observer>]);
+        let observers: lifeline::events::Observers =
+            Arc::new(vec![engine.clone() as Arc<dyn lifeline::events::Observer>]);
         let agent = Agent::new(cfg, metrics, observers);
         agent.apply().await;
         let server = tokio::spawn(lifeline::http::serve(
@@ -49,7 +53,12 @@ impl AlertAgent {
             },
             agent.cancel.clone(),
         ));
-        Self { agent, engine, addr, server }
+        Self {
+            agent,
+            engine,
+            addr,
+            server,
+        }
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -80,19 +89,27 @@ pub struct Target {
 impl Target {
     /// A target that is up.
     pub async fn up() -> Self {
-        let mut t = Self { port: crate::common::free_port(), task: None };
+        let mut t = Self {
+            port: crate::common::free_port(),
+            task: None,
+        };
         t.start().await;
         t
     }
 
     /// A target that is down (nothing listens).
     pub fn down() -> Self {
-        Self { port: crate::common::free_port(), task: None }
+        Self {
+            port: crate::common::free_port(),
+            task: None,
+        }
     }
 
     /// Starts listening.
     pub async fn start(&mut self) {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind target");
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind target");
         self.task = Some(tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 drop(s);

@@ -48,33 +48,47 @@ impl HttpReceiver {
 
     /// Starts on `port` (0 = any).
     pub async fn start_on(port: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
         let fail = Arc::new(AtomicUsize::new(0));
         let fail_status = Arc::new(AtomicUsize::new(503));
         let (p, f, fs) = (posts.clone(), fail.clone(), fail_status.clone());
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let (p, f, fs) = (p.clone(), f.clone(), fs.clone());
-            async move {
-                let failing = f
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-                let status = if failing { fs.load(Ordering::SeqCst) as u16 } else { 200 };
-                p.lock().push(Post {
-                    path: uri.path().to_string(),
-                    headers,
-                    json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                    body,
-                    answered: status,
-                });
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "ok")
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let (p, f, fs) = (p.clone(), f.clone(), fs.clone());
+                async move {
+                    let failing = f
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    let status = if failing {
+                        fs.load(Ordering::SeqCst) as u16
+                    } else {
+                        200
+                    };
+                    p.lock().push(Post {
+                        path: uri.path().to_string(),
+                        headers,
+                        json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        body,
+                        answered: status,
+                    });
+                    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "ok")
+                }
+            },
+        );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, posts, fail, fail_status, task }
+        Self {
+            addr,
+            posts,
+            fail,
+            fail_status,
+            task,
+        }
     }
 
     /// `http://127.0.0.1:<port><path>`.
@@ -127,7 +141,11 @@ impl Drop for HttpReceiver {
 fn python3() -> PathBuf {
     // The Debian package installs the module for the system interpreter.
     let p = PathBuf::from("/usr/bin/python3");
-    if p.is_file() { p } else { require_bin("python3", "python3", &[]) }
+    if p.is_file() {
+        p
+    } else {
+        require_bin("python3", "python3", &[])
+    }
 }
 
 /// An SMTP server (aiosmtpd) saving messages into a temp dir.
@@ -156,7 +174,10 @@ impl SmtpServer {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "python module aiosmtpd missing: install the Debian package `python3-aiosmtpd`");
+        assert!(
+            ok,
+            "python module aiosmtpd missing: install the Debian package `python3-aiosmtpd`"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("mail");
         std::fs::create_dir_all(&out).expect("mkdir");
@@ -169,7 +190,17 @@ impl SmtpServer {
             let openssl = require_bin("openssl", "openssl", &[]);
             let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             let st = std::process::Command::new(openssl)
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
                 .arg("-keyout")
                 .arg(&key)
                 .arg("-out")
@@ -180,7 +211,9 @@ impl SmtpServer {
             assert!(st.success(), "openssl could not make a certificate");
             cmd.arg("--tlscert").arg(&cert).arg("--tlskey").arg(&key);
         }
-        cmd.arg(&out).kill_on_drop(true).stdout(std::process::Stdio::null());
+        cmd.arg(&out)
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null());
         let child = cmd.spawn().expect("spawn aiosmtpd");
         wait_listening(&format!("127.0.0.1:{port}"), Duration::from_secs(10)).await;
         Self { port, dir, child }
@@ -234,11 +267,18 @@ impl Alertmanager {
         let bin = require_bin("prometheus-alertmanager", "prometheus-alertmanager", &[]);
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("alertmanager.yml");
-        std::fs::write(&cfg, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n").expect("write config");
+        std::fs::write(
+            &cfg,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .expect("write config");
         let port = free_port();
         let child = tokio::process::Command::new(bin)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .arg("--log.level=warn")
@@ -252,12 +292,19 @@ impl Alertmanager {
         let url = am.url("/-/ready");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(r) = client.get(&url).timeout(Duration::from_secs(1)).send().await
+            if let Ok(r) = client
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
                 && r.status().is_success()
             {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "alertmanager did not become ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "alertmanager did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         am
@@ -276,7 +323,9 @@ impl Alertmanager {
             .send()
             .await
             .expect("query alertmanager");
-        r.json::<Vec<serde_json::Value>>().await.expect("alert list")
+        r.json::<Vec<serde_json::Value>>()
+            .await
+            .expect("alert list")
     }
 }
 
