@@ -581,6 +581,12 @@ impl Core {
                 .any(|d| self.checks.get(d).is_some_and(|s| s.status.is_failing()))
         });
         let silenced = self.silenced(&snap, wall);
+        if snap.status.is_failing() && !self.alerts.contains_key(&key) {
+            // A route added by a reload while the check was already failing.
+            let mut a = Alert::new(self.started);
+            a.failing_since = Some((snap.at, snap.at_wall));
+            self.alerts.insert(key.clone(), a);
+        }
         let Some(a) = self.alerts.get_mut(&key) else {
             return;
         };
@@ -1483,6 +1489,28 @@ mod tests {
         t.set("db", Status::Healthy);
         assert_eq!(t.statuses(), vec![("resolved", 1)]);
         assert_eq!(t.sent[0].dedupe_key, "k1");
+    }
+
+    #[test]
+    fn reload_adds_routes_for_already_failing_checks_and_forgets_removed_ones() {
+        let mut t = T::new(vec![route("a", 0, 0)], &["db"]);
+        t.set("db", Status::Unhealthy);
+        assert_eq!(t.statuses(), vec![("firing", 1)]);
+        t.core.reload(Setup {
+            routes: vec![route("b", 0, 0)],
+            checks: ["db".to_string()].into(),
+            ..Setup::default()
+        });
+        let forgot = t.core.take_actions();
+        assert!(
+            forgot.contains(&Action::Forget {
+                route: "a".into(),
+                check: "db".into()
+            }),
+            "{forgot:?}"
+        );
+        t.advance(1);
+        assert_eq!(t.sent.last().map(|n| n.route.as_str()), Some("b"));
     }
 
     #[test]
