@@ -384,12 +384,12 @@ impl Delivery {
                     if let Err(e) = outbox.remove(row.id) {
                         tracing::error!(notifier = %self.name, error = %e, "delivered, but cannot delete the outbox row (it will be sent again)");
                     }
-                    metrics.notification(&self.name, NotifyResult::Sent);
                     let since = unix_ms(SystemTime::now()) - row.note.changed_at_ms;
                     metrics.notification_latency(
                         &self.name,
                         Duration::from_millis(since.max(0) as u64),
                     );
+                    metrics.notification(&self.name, NotifyResult::Sent);
                     tracing::info!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, status = row.note.status.as_str(),
                         alerts = row.note.alerts.len(), "notification delivered");
                     return true;

@@ -107,15 +107,18 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
     let slack = rx.wait_delivered("/slack", 2, T).await;
     assert!(slack[1].json["text"].as_str().unwrap().contains("✅"));
 
-    let m = a.metrics();
-    assert_eq!(
-        metric(
+    // The counter moves right after the receiver's answer reaches the agent.
+    let am = a.agent.shared.metrics.clone();
+    wait_for(T, "sent counter", || {
+        let m = am.render();
+        (metric(
             &m,
-            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}"
-        ),
-        2.0,
-        "{m}"
-    );
+            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}",
+        ) == 2.0)
+            .then_some(())
+    })
+    .await;
+    let m = a.metrics();
     assert!(
         m.contains("lifeline_notification_latency_seconds_count{notifier=\"hook\"} 2"),
         "{m}"
@@ -155,6 +158,17 @@ async fn a_receiver_answering_503_three_times_gets_the_notification_once() {
     let outbox = a.engine.outbox().clone();
     wait_for(T, "outbox drained", || {
         (outbox.depth("hook") == 0).then_some(())
+    })
+    .await;
+    let am = a.agent.shared.metrics.clone();
+    wait_for(T, "sent counter and queue gauge", || {
+        let m = am.render();
+        (metric(
+            &m,
+            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}",
+        ) == 1.0
+            && m.contains("lifeline_notification_queue_depth{notifier=\"hook\"} 0"))
+        .then_some(())
     })
     .await;
     let m = a.metrics();
