@@ -231,6 +231,10 @@ impl Agent {
             Ok(c) => {
                 self.config.store(Arc::new(c));
                 self.apply().await;
+                let now = self.config.load_full();
+                for obs in self.shared.observers.iter() {
+                    obs.on_reload(&now);
+                }
                 self.shared.metrics.reload(true);
                 tracing::info!(path = %self.config.load().path.display(), "configuration reloaded");
                 Ok(())

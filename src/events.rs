@@ -101,6 +101,10 @@ pub trait Observer: Send + Sync {
     fn on_change(&self, state: &CheckState, change: Change) {
         let _ = (state, change);
     }
+    /// The configuration was reloaded; `config` is now in force.
+    fn on_reload(&self, config: &crate::config::Config) {
+        let _ = config;
+    }
 }
 
 /// The set of observers, shared by every supervisor.

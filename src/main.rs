@@ -104,10 +104,18 @@ async fn run(path: &std::path::Path) -> ExitCode {
             None
         }
     };
+    let alerts = match lifeline::alert::AlertEngine::start(&config, metrics.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start alerting");
+            return ExitCode::from(1);
+        }
+    };
     let mut observers: Vec<Arc<dyn lifeline::events::Observer>> = Vec::new();
     if let Some(s) = &store {
         observers.push(s.clone());
     }
+    observers.push(alerts.clone());
     let agent = lifeline::app::Agent::new(config, metrics, Arc::new(observers));
     if let Some(s) = &store {
         agent.restore(s.take_restored());
@@ -126,12 +134,14 @@ async fn run(path: &std::path::Path) -> ExitCode {
         lifeline::http::AppState {
             agent: agent.clone(),
             store: store.clone(),
+            alerts: Some(alerts.clone()),
         },
         agent.cancel.clone(),
     ));
     wait_for_signals(&agent).await;
     tracing::info!("shutting down");
     agent.shutdown(Duration::from_secs(5)).await;
+    alerts.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     if let Some(s) = store {
         let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;

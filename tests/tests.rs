@@ -9,3 +9,5 @@ mod plugins;
 mod sip;
 mod status_page;
 mod store;
+
+mod alerting;

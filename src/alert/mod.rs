@@ -1,23 +1,324 @@
-//! Alerting (SPEC §7). This module owns `[[notifiers]]`, `[[routes]]` and `[[silences]]`.
+//! Alerting (SPEC §7).
+//!
+//! ```text
+//!  supervisors ──on_change──► AlertEngine (Observer: try_send, never blocks)
+//!                                 │ engine task: routes, for, group_wait, repeat_interval,
+//!                                 │ flapping, depends_on, connectivity, silences
+//!                                 ▼
+//!                          outbox (SQLite in data_dir, written BEFORE sending)
+//!                                 │ one delivery task per notifier, in order,
+//!                                 ▼ retry with backoff until delivered or max_age
+//!                   slack · webhook · email · alertmanager
+//! ```
+//!
+//! - [`config`]: `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
+//! - [`engine`]: the alert lifecycle and the engine task.
+//! - [`outbox`]: the SQLite outbox, persisted alert state and API silences.
+//! - [`slack`], [`webhook`], [`email`], [`alertmanager`]: the notifiers.
+//! - [`template`]: `title`/`text` templates.
 
-use crate::config::CheckConfig;
-use crate::config::raw::Table;
+pub mod alertmanager;
+pub mod config;
+pub mod email;
+pub mod engine;
+pub mod outbox;
+pub mod slack;
+pub mod template;
+pub mod webhook;
 
-/// Validated alerting configuration.
-#[derive(Debug, Clone, Default)]
-pub struct AlertConfig {}
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-impl AlertConfig {
-    /// Reads the alerting sections of the root table.
-    pub fn parse(root: &Table<'_, '_>, _checks: &[CheckConfig]) -> Option<Self> {
-        for key in ["notifiers", "routes", "silences"] {
-            if let Some(v) = root.raw(key) {
-                root.error(
-                    v.span(),
-                    format!("`{key}` is not supported by this build yet"),
-                );
-            }
+use serde::{Deserialize, Serialize};
+
+pub use config::{AlertConfig, NotifierConfig, NotifierKind, RouteConfig};
+pub use engine::AlertEngine;
+
+use crate::check::BoxFuture;
+
+/// What a notification says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoteStatus {
+    /// Alerts started (or still) firing.
+    Firing,
+    /// Alerts ended.
+    Resolved,
+    /// A check changes state too often; further notifications are held.
+    Flapping,
+}
+
+impl NoteStatus {
+    /// `firing`, `resolved`, `flapping`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+            Self::Flapping => "flapping",
         }
-        Some(Self {})
     }
+}
+
+/// One alert inside a notification (SPEC §7 JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertItem {
+    /// Check name.
+    pub check: String,
+    /// Check kind.
+    pub kind: String,
+    /// The check's status when the notification was made.
+    pub status: String,
+    /// Its status before that.
+    pub previous_status: String,
+    /// Last failure kind.
+    pub error_kind: Option<String>,
+    /// Last failure text.
+    pub message: String,
+    /// The check's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Score 0–100.
+    pub score: Option<u8>,
+    /// When the check started failing (RFC 3339).
+    pub started_at: String,
+    /// When it recovered (RFC 3339), for resolved alerts.
+    pub ended_at: Option<String>,
+}
+
+/// A notification: what goes into the outbox and, rendered per notifier, to a receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Stable across retries and restarts; a resolved shares its firing's key.
+    pub dedupe_key: String,
+    /// Firing, resolved or flapping.
+    pub status: NoteStatus,
+    /// Route name (`lifeline:connectivity` for the offline alert).
+    pub route: String,
+    /// The alerts.
+    pub alerts: Vec<AlertItem>,
+    /// True for `LifelineAgentOffline`.
+    #[serde(default)]
+    pub offline: bool,
+    /// Unix milliseconds of the alert state change this notification reports (latency
+    /// metric origin).
+    pub changed_at_ms: i64,
+    /// `http://<listen>`: where links (`generatorURL`) point.
+    pub agent_url: String,
+    /// Alertmanager keep-alive of a still-firing alert: dropped when stale, not retried
+    /// past its freshness.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+impl Notification {
+    /// `LifelineAgentOffline` or `LifelineCheckFailing`.
+    pub fn alertname(&self) -> &'static str {
+        if self.offline {
+            "LifelineAgentOffline"
+        } else {
+            "LifelineCheckFailing"
+        }
+    }
+
+    /// The SPEC §7 webhook JSON.
+    pub fn to_spec_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": "1",
+            "dedupe_key": self.dedupe_key,
+            "status": self.status.as_str(),
+            "route": self.route,
+            "alerts": self.alerts,
+        })
+    }
+
+    /// A small notification for unit tests.
+    #[doc(hidden)]
+    pub fn test_sample() -> Self {
+        Self {
+            dedupe_key: "k".into(),
+            status: NoteStatus::Firing,
+            route: "r".into(),
+            alerts: vec![AlertItem {
+                check: "db".into(),
+                kind: "tcp".into(),
+                status: "unhealthy".into(),
+                previous_status: "healthy".into(),
+                error_kind: Some("refused".into()),
+                message: "connection refused".into(),
+                labels: BTreeMap::new(),
+                score: Some(0),
+                started_at: "2025-01-01T00:00:00Z".into(),
+                ended_at: None,
+            }],
+            offline: false,
+            changed_at_ms: 0,
+            agent_url: "http://127.0.0.1:9477".into(),
+            refresh: false,
+        }
+    }
+}
+
+/// A maintenance silence: holds notifications for checks whose facts match every matcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    /// `config-<n>` for config silences, random hex for API ones.
+    pub id: String,
+    /// Label equality; `check` and `kind` match the check's name and kind.
+    pub matchers: BTreeMap<String, String>,
+    /// Start.
+    #[serde(with = "unix_time")]
+    pub starts_at: SystemTime,
+    /// End.
+    #[serde(with = "unix_time")]
+    pub ends_at: SystemTime,
+    /// Free text.
+    pub comment: String,
+    /// From `[[silences]]` (cannot be deleted over the API).
+    #[serde(default)]
+    pub from_config: bool,
+}
+
+impl Silence {
+    /// Active at `now`.
+    pub fn active(&self, now: SystemTime) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+
+    /// Holds alerts of this check.
+    pub fn matches(&self, check: &str, kind: &str, labels: &BTreeMap<String, String>) -> bool {
+        labels_match(&self.matchers, check, kind, labels)
+    }
+
+    /// The API view.
+    pub fn to_json(&self, now: SystemTime) -> serde_json::Value {
+        let state = if now < self.starts_at {
+            "pending"
+        } else if now < self.ends_at {
+            "active"
+        } else {
+            "expired"
+        };
+        serde_json::json!({
+            "id": self.id,
+            "matchers": self.matchers,
+            "starts_at": crate::health::rfc3339(self.starts_at),
+            "ends_at": crate::health::rfc3339(self.ends_at),
+            "comment": self.comment,
+            "status": state,
+            "source": if self.from_config { "config" } else { "api" },
+        })
+    }
+}
+
+mod unix_time {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        s.serialize_i64(ms)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let ms: i64 = serde::Deserialize::deserialize(d)?;
+        Ok(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    }
+}
+
+/// Label equality with the pseudo-labels `check` and `kind`. An empty set matches all.
+pub fn labels_match(
+    matchers: &BTreeMap<String, String>,
+    check: &str,
+    kind: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    matchers.iter().all(|(k, v)| match k.as_str() {
+        "check" => v == check,
+        "kind" => v == kind,
+        _ => labels.get(k) == Some(v),
+    })
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth retrying: 5xx, 408, 429, timeouts, connection errors, SMTP 4xx.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    /// Retrying will not help: other 4xx, SMTP 5xx, a message that cannot be built.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl NotifyError {
+    /// Classifies an HTTP status (for answers that are not 2xx).
+    pub fn from_status(status: reqwest::StatusCode, body: &str) -> Self {
+        let body: String = crate::config::redact(body).chars().take(200).collect();
+        let msg = format!("HTTP {status}: {body}");
+        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            Self::Transient(msg)
+        } else {
+            Self::Permanent(msg)
+        }
+    }
+
+    /// Classifies a reqwest transport error (always transient: timeouts, refused, reset).
+    pub fn from_reqwest(e: &reqwest::Error) -> Self {
+        Self::Transient(crate::config::redact(&crate::check::http::describe(e)))
+    }
+}
+
+/// A delivery channel.
+pub trait Notifier: Send + Sync {
+    /// Delivers one notification (one attempt, bounded by a timeout).
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>>;
+}
+
+/// Builds the notifier for a config entry.
+pub fn build_notifier(cfg: &Arc<NotifierConfig>, http: &reqwest::Client) -> Arc<dyn Notifier> {
+    match &cfg.kind {
+        NotifierKind::Slack { .. } => Arc::new(slack::Slack::new(cfg.clone(), http.clone())),
+        NotifierKind::Webhook { .. } => Arc::new(webhook::Webhook::new(cfg.clone(), http.clone())),
+        NotifierKind::Email(_) => Arc::new(email::Email::new(cfg.clone())),
+        NotifierKind::Alertmanager { .. } => {
+            Arc::new(alertmanager::Alertmanager::new(cfg.clone(), http.clone()))
+        }
+    }
+}
+
+/// Reads at most `cap` bytes of a response body (for error messages).
+pub(crate) async fn capped_body(resp: reqwest::Response, cap: usize) -> String {
+    let mut resp = resp;
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A failure to start alerting (opening the outbox).
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The SQLite file could not be opened or prepared.
+    #[error("alert outbox {path}: {source}")]
+    Store {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// `data_dir` could not be created.
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }

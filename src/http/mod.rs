@@ -4,6 +4,7 @@ pub mod api;
 pub mod events;
 pub mod history;
 pub mod page;
+pub mod silences;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub agent: Arc<Agent>,
     /// The history store (history and uptime routes answer 503 without one).
     pub store: Option<Arc<crate::store::Store>>,
+    /// The alert engine (silences API), when alerting runs.
+    pub alerts: Option<Arc<crate::alert::AlertEngine>>,
 }
 
 /// A JSON error `{"error", "detail"}` with a status code.
@@ -72,6 +75,14 @@ pub fn app(state: AppState) -> Router {
         .route("/-/reload", post(api::reload))
         .route("/api/v1/checks/{name}/history", get(history::history))
         .route("/api/v1/checks/{name}/uptime", get(history::uptime))
+        .route(
+            "/api/v1/silences",
+            get(silences::list).post(silences::create),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(silences::expire),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(60),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod receivers;
 pub mod redis;
 
 use std::net::SocketAddr;
@@ -100,6 +101,7 @@ impl TestAgent {
             lifeline::http::AppState {
                 agent: agent.clone(),
                 store: store.clone(),
+                alerts: None,
             },
             agent.cancel.clone(),
         ));

@@ -1,0 +1,179 @@
+//! Message templates (`title`, `text` on a notifier): minijinja, compiled when the config
+//! is loaded so syntax errors are config errors, rendered with a fuel limit so a template
+//! cannot run away.
+
+use std::fmt;
+use std::sync::Arc;
+
+use minijinja::Environment;
+
+use super::Notification;
+
+/// Fuel per render: plenty for loops over thousands of alerts, finite for anything else.
+const FUEL: u64 = 200_000;
+
+/// A compiled template.
+#[derive(Clone)]
+pub struct Template {
+    env: Arc<Environment<'static>>,
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Template")
+    }
+}
+
+impl Template {
+    /// Compiles `source`; the error text names the line and problem.
+    pub fn compile(source: &str) -> Result<Self, String> {
+        let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        env.add_template_owned("t", source.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(Self { env: Arc::new(env) })
+    }
+
+    /// Renders with the notification as context (`status`, `route`, `dedupe_key`,
+    /// `alerts`, `checks`, `count`, `title`).
+    pub fn render(&self, n: &Notification) -> Result<String, String> {
+        let t = self.env.get_template("t").map_err(|e| e.to_string())?;
+        t.render(context(n)).map_err(|e| e.to_string())
+    }
+}
+
+/// The template context of a notification.
+pub fn context(n: &Notification) -> minijinja::Value {
+    let checks: Vec<&str> = n.alerts.iter().map(|a| a.check.as_str()).collect();
+    minijinja::context! {
+        status => n.status.as_str(),
+        route => n.route.clone(),
+        dedupe_key => n.dedupe_key.clone(),
+        alertname => n.alertname(),
+        alerts => minijinja::value::Serde(&n.alerts),
+        checks => checks.join(", "),
+        count => n.alerts.len(),
+        title => default_title(n),
+    }
+}
+
+/// Status emoji used by Slack and the default texts.
+pub fn emoji(n: &Notification) -> &'static str {
+    match n.status {
+        super::NoteStatus::Firing => "🔴",
+        super::NoteStatus::Resolved => "✅",
+        super::NoteStatus::Flapping => "🟠",
+    }
+}
+
+/// `[FIRING] check-a, check-b` (at most five names, then `+N more`).
+pub fn default_title(n: &Notification) -> String {
+    let mut names: Vec<&str> = n.alerts.iter().take(5).map(|a| a.check.as_str()).collect();
+    let more = n.alerts.len().saturating_sub(5);
+    let extra = if more > 0 {
+        format!(" +{more} more")
+    } else {
+        String::new()
+    };
+    if n.offline {
+        return format!(
+            "[{}] LifelineAgentOffline: the agent's own network is down",
+            n.status.as_str().to_uppercase()
+        );
+    }
+    if names.is_empty() {
+        names.push("(no checks)");
+    }
+    format!(
+        "[{}] {}{extra}",
+        n.status.as_str().to_uppercase(),
+        names.join(", ")
+    )
+}
+
+/// One line per alert: what, since when, why.
+pub fn default_text(n: &Notification) -> String {
+    let mut out = String::new();
+    if n.offline {
+        out.push_str(
+            "Every connectivity check is failing: per-check alerts are held until the agent's network is back.\n",
+        );
+    }
+    if n.status == super::NoteStatus::Flapping {
+        out.push_str(
+            "Changing state too often; further notifications are held until it is stable.\n",
+        );
+    }
+    for a in &n.alerts {
+        let line = match n.status {
+            super::NoteStatus::Resolved => format!(
+                "• {} ({}) is {} again; was failing since {}{}\n",
+                a.check,
+                a.kind,
+                a.status,
+                a.started_at,
+                a.ended_at
+                    .as_deref()
+                    .map(|e| format!(" until {e}"))
+                    .unwrap_or_default()
+            ),
+            _ => format!(
+                "• {} ({}) is {} since {}{}{}\n",
+                a.check,
+                a.kind,
+                a.status,
+                a.started_at,
+                a.error_kind
+                    .as_deref()
+                    .map(|k| format!(" [{k}]"))
+                    .unwrap_or_default(),
+                if a.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", a.message)
+                }
+            ),
+        };
+        out.push_str(&line);
+    }
+    out
+}
+
+/// Renders `tpl` if given (falling back to `default` on a render error, with a warning).
+pub fn render_or(
+    tpl: Option<&Template>,
+    n: &Notification,
+    notifier: &str,
+    default: impl FnOnce() -> String,
+) -> String {
+    match tpl.map(|t| t.render(n)) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::warn!(notifier, error = %e, "template failed to render; using the default text");
+            default()
+        }
+        None => default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        assert!(Template::compile("{% if %}").is_err());
+        assert!(Template::compile("{{ status }} {{ checks }}").is_ok());
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let t = Template::compile(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let n = Notification::test_sample();
+        assert!(t.render(&n).is_err());
+    }
+}
