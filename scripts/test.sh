@@ -32,4 +32,4 @@ for s in scripts/test-deps/*.sh; do
   [ -e "$s" ] && bash "$s"
 done
 
-cargo test --all-targets "$@"
+cargo test --workspace "$@"

@@ -148,3 +148,58 @@ fn validate_output_never_shows_a_secret() {
     assert!(!all.contains("sekrit-Kq27-value"), "secret printed: {all}");
     assert!(all.contains("***"), "{all}");
 }
+
+/// Every commented example in the shipped config, uncommented, is a valid config (with its
+/// `${env:…}` values set and `plugin_dir` pointing at the built example plugins).
+#[test]
+fn shipped_config_examples_all_validate() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml")).unwrap();
+    let start = text
+        .find("--- Examples of every kind")
+        .expect("examples marker");
+    let mut out = String::new();
+    let mut uncommented = 0;
+    for (i, line) in text.lines().enumerate() {
+        let offset: usize = text.lines().take(i).map(|l| l.len() + 1).sum();
+        let body = line.strip_prefix("# ").unwrap_or("");
+        let is_toml = body.starts_with('[')
+            || body.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            });
+        if offset > start && is_toml {
+            out.push_str(body);
+            uncommented += 1;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert!(uncommented > 60, "only {uncommented} example lines found");
+    let plugins = crate::plugins::plugin_dir();
+    let out = out.replace(
+        "plugin_dir = \"./plugins/lib\"",
+        &format!("plugin_dir = \"{}\"", plugins.display()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("config.toml");
+    std::fs::write(&p, &out).unwrap();
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["validate", "--config"])
+        .arg(&p)
+        .envs([
+            ("PG_PASSWORD", "x"),
+            ("REDIS_PASSWORD", "x"),
+            ("SLACK_WEBHOOK_URL", "https://hooks.example.net/x"),
+            ("HOOK_SECRET", "x"),
+            ("SMTP_PASSWORD", "x"),
+            ("API_TOKEN", "x"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "uncommented examples do not validate:\n{}\n---\n{out}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
