@@ -10,8 +10,10 @@
 //!   and returns only with the error that ended the session — as soon as the socket
 //!   reports it.
 
+pub mod ami;
 pub mod http;
 pub mod registry;
+pub mod socketio;
 pub mod tcp;
 pub mod tls;
 pub mod token;
