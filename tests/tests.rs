@@ -2,4 +2,5 @@
 
 mod common;
 
+mod ami;
 mod core;

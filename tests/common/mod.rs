@@ -171,3 +171,5 @@ pub async fn wait_listening(addr: &str, within: Duration) {
 pub fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
 }
+
+pub mod fake_ami;
