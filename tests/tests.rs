@@ -4,3 +4,4 @@ mod common;
 
 mod ami;
 mod core;
+mod socketio;
