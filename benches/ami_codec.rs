@@ -48,15 +48,25 @@ fn measure(name: &str, units: &str, mut f: impl FnMut() -> usize) {
         rounds += 1;
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{name:<40} {:>12.0} {units}/s  ({rounds} rounds, {total} {units})", total as f64 / secs);
+    println!(
+        "{name:<40} {:>12.0} {units}/s  ({rounds} rounds, {total} {units})",
+        total as f64 / secs
+    );
 }
 
 fn main() {
     let frames = 100_000;
     let data = stream(frames);
-    println!("stream: {} frames, {} bytes ({:.0} bytes/frame)", frames + 1, data.len(), data.len() as f64 / (frames + 1) as f64);
+    println!(
+        "stream: {} frames, {} bytes ({:.0} bytes/frame)",
+        frames + 1,
+        data.len(),
+        data.len() as f64 / (frames + 1) as f64
+    );
     measure("decode, one buffer", "frames", || decode(&data, data.len()));
-    measure("decode, 1460-byte segments", "frames", || decode(&data, 1460));
+    measure("decode, 1460-byte segments", "frames", || {
+        decode(&data, 1460)
+    });
     measure("decode, 64-byte pieces", "frames", || decode(&data, 64));
     let mut codec = AmiCodec::new();
     let action = Action::new("Ping", "lifeline-123456");

@@ -77,11 +77,18 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     };
     let namespace = match t.str("namespace") {
         None => Some("/".to_string()),
-        Some(n) if n.value.starts_with('/') && !n.value.contains([',', '?', '#']) && !n.value.chars().any(char::is_whitespace) => {
+        Some(n)
+            if n.value.starts_with('/')
+                && !n.value.contains([',', '?', '#'])
+                && !n.value.chars().any(char::is_whitespace) =>
+        {
             Some(n.value)
         }
         Some(n) => {
-            t.error(n.span, "`namespace` must start with `/` and contain no `,`, `?`, `#` or spaces");
+            t.error(
+                n.span,
+                "`namespace` must start with `/` and contain no `,`, `?`, `#` or spaces",
+            );
             None
         }
     };
@@ -105,7 +112,11 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
             let expect = super::http::read_regex(&et, "expect");
             et.finish();
             match (event, expect) {
-                (Some(event), Some(expect)) => Some(Some(EmitSpec { event, data, expect })),
+                (Some(event), Some(expect)) => Some(Some(EmitSpec {
+                    event,
+                    data,
+                    expect,
+                })),
                 _ => None,
             }
         }
@@ -180,7 +191,9 @@ impl KindSpec for SocketIoSpec {
             self.namespace,
             serde_json::Value::Object(self.auth.clone()),
             headers,
-            self.emit.as_ref().map(|e| (&e.event, &e.data, e.expect.as_ref().map(|r| r.as_str()))),
+            self.emit
+                .as_ref()
+                .map(|e| (&e.event, &e.data, e.expect.as_ref().map(|r| r.as_str()))),
             self.token.as_ref().map(|t| t.url.as_str()),
             (self.tls.ca_file.as_ref(), self.tls.skip_verify),
         ))
@@ -194,7 +207,8 @@ struct SocketIoCheck {
     token: Option<TokenSource>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A Socket.IO packet (the payload of an Engine.IO `4` message).
 #[derive(Debug, Clone, PartialEq)]
@@ -263,20 +277,38 @@ pub struct Handshake {
 
 /// Parses `0{...}`.
 pub fn parse_open(text: &str) -> Result<Handshake, CheckError> {
-    let body = text
-        .strip_prefix('0')
-        .ok_or_else(|| CheckError::new(ErrorKind::Protocol, format!("expected the Engine.IO open packet, got `{}`", shorten(text))))?;
-    let v: serde_json::Value = serde_json::from_str(body)
-        .map_err(|e| CheckError::new(ErrorKind::Protocol, format!("open packet is not JSON: {e}")))?;
+    let body = text.strip_prefix('0').ok_or_else(|| {
+        CheckError::new(
+            ErrorKind::Protocol,
+            format!(
+                "expected the Engine.IO open packet, got `{}`",
+                shorten(text)
+            ),
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+        CheckError::new(ErrorKind::Protocol, format!("open packet is not JSON: {e}"))
+    })?;
     let ms = |k: &str| {
         v.get(k)
             .and_then(|x| x.as_u64())
             .filter(|n| *n > 0 && *n <= 86_400_000)
             .map(Duration::from_millis)
-            .ok_or_else(|| CheckError::new(ErrorKind::Protocol, format!("open packet has no valid `{k}`")))
+            .ok_or_else(|| {
+                CheckError::new(
+                    ErrorKind::Protocol,
+                    format!("open packet has no valid `{k}`"),
+                )
+            })
     };
     Ok(Handshake {
-        engine_sid: v.get("sid").and_then(|s| s.as_str()).unwrap_or("").chars().take(128).collect(),
+        engine_sid: v
+            .get("sid")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .chars()
+            .take(128)
+            .collect(),
         ping_interval: ms("pingInterval")?,
         ping_timeout: ms("pingTimeout")?,
     })
@@ -294,7 +326,11 @@ fn closed(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) 
     match frame {
         Some(f) => CheckError::new(
             ErrorKind::Closed,
-            format!("server closed the WebSocket (code {}, {})", u16::from(f.code), shorten(&f.reason)),
+            format!(
+                "server closed the WebSocket (code {}, {})",
+                u16::from(f.code),
+                shorten(&f.reason)
+            ),
         ),
         None => CheckError::new(ErrorKind::Closed, "server closed the connection"),
     }
@@ -304,9 +340,16 @@ fn closed(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) 
 fn connect_error(data: &str) -> CheckError {
     let msg = serde_json::from_str::<serde_json::Value>(data)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| shorten(data));
-    CheckError::new(ErrorKind::AuthFailed, format!("namespace connect refused: {msg}"))
+    CheckError::new(
+        ErrorKind::AuthFailed,
+        format!("namespace connect refused: {msg}"),
+    )
 }
 
 /// What one text frame means to a connected client.
@@ -361,20 +404,24 @@ impl SocketIoCheck {
         if let Some(src) = &self.token {
             let tok = src.get(at.timeout).await?;
             headers.push(src.header_value(&tok));
-            auth.insert("token".into(), serde_json::Value::String(tok.expose().clone()));
+            auth.insert(
+                "token".into(),
+                serde_json::Value::String(tok.expose().clone()),
+            );
         }
         let token_time = t_auth.elapsed();
-        let (mut ws, p) = match super::websocket::open(&self.ws_url, &headers, self.tls.clone()).await {
-            Ok(x) => x,
-            Err(e) => {
-                if e.kind == ErrorKind::AuthFailed
-                    && let Some(src) = &self.token
-                {
-                    src.invalidate();
+        let (mut ws, p) =
+            match super::websocket::open(&self.ws_url, &headers, self.tls.clone()).await {
+                Ok(x) => x,
+                Err(e) => {
+                    if e.kind == ErrorKind::AuthFailed
+                        && let Some(src) = &self.token
+                    {
+                        src.invalidate();
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         *phases = p;
         let t = Instant::now();
         let hs = loop {
@@ -384,7 +431,10 @@ impl SocketIoCheck {
                 Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
                 Some(Ok(Message::Text(text))) => break parse_open(text.as_str())?,
                 Some(Ok(Message::Binary(_))) => {
-                    return Err(CheckError::new(ErrorKind::Protocol, "binary frame before the open packet"));
+                    return Err(CheckError::new(
+                        ErrorKind::Protocol,
+                        "binary frame before the open packet",
+                    ));
                 }
                 Some(Ok(_)) => {}
             }
@@ -394,7 +444,9 @@ impl SocketIoCheck {
         if !auth.is_empty() {
             connect.push_str(&serde_json::Value::Object(auth).to_string());
         }
-        ws.send(Message::text(connect)).await.map_err(|e| classify(&e))?;
+        ws.send(Message::text(connect))
+            .await
+            .map_err(|e| classify(&e))?;
         let sid = loop {
             let text = match ws.next().await {
                 None => return Err(closed(None)),
@@ -405,14 +457,27 @@ impl SocketIoCheck {
             };
             match classify_text(text.as_str()) {
                 Incoming::Ping => {
-                    ws.send(Message::text("3")).await.map_err(|e| classify(&e))?;
+                    ws.send(Message::text("3"))
+                        .await
+                        .map_err(|e| classify(&e))?;
                     last_pong = Instant::now();
                 }
-                Incoming::Close => return Err(CheckError::new(ErrorKind::Closed, "server closed the Engine.IO session")),
+                Incoming::Close => {
+                    return Err(CheckError::new(
+                        ErrorKind::Closed,
+                        "server closed the Engine.IO session",
+                    ));
+                }
                 Incoming::Packet(p) if p.namespace == self.spec.namespace => match p.kind {
                     0 => {
                         let v: serde_json::Value = serde_json::from_str(p.data).unwrap_or_default();
-                        break v.get("sid").and_then(|s| s.as_str()).unwrap_or("").chars().take(128).collect::<String>();
+                        break v
+                            .get("sid")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or("")
+                            .chars()
+                            .take(128)
+                            .collect::<String>();
                     }
                     4 => {
                         if let Some(src) = &self.token {
@@ -420,7 +485,12 @@ impl SocketIoCheck {
                         }
                         return Err(connect_error(p.data));
                     }
-                    1 => return Err(CheckError::new(ErrorKind::Closed, "server disconnected the namespace")),
+                    1 => {
+                        return Err(CheckError::new(
+                            ErrorKind::Closed,
+                            "server disconnected the namespace",
+                        ));
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -432,7 +502,12 @@ impl SocketIoCheck {
         } else {
             phases.exchange = Some(phases.exchange.unwrap_or_default() + connect_time);
         }
-        Ok(Link { ws, hs, sid, last_pong })
+        Ok(Link {
+            ws,
+            hs,
+            sid,
+            last_pong,
+        })
     }
 
     fn emit_packet(&self, emit: &EmitSpec, id: u64) -> String {
@@ -440,7 +515,11 @@ impl SocketIoCheck {
         if let Some(d) = &emit.data {
             args.push(d.clone());
         }
-        format!("42{}{id}{}", self.ns_prefix(), serde_json::Value::Array(args))
+        format!(
+            "42{}{id}{}",
+            self.ns_prefix(),
+            serde_json::Value::Array(args)
+        )
     }
 
     /// Judges an ACK payload against `expect`.
@@ -470,13 +549,26 @@ impl SocketIoCheck {
             };
             match classify_text(text.as_str()) {
                 Incoming::Ping => {
-                    link.ws.send(Message::text("3")).await.map_err(|e| classify(&e))?;
+                    link.ws
+                        .send(Message::text("3"))
+                        .await
+                        .map_err(|e| classify(&e))?;
                     link.last_pong = Instant::now();
                 }
-                Incoming::Close => return Err(CheckError::new(ErrorKind::Closed, "server closed the Engine.IO session")),
+                Incoming::Close => {
+                    return Err(CheckError::new(
+                        ErrorKind::Closed,
+                        "server closed the Engine.IO session",
+                    ));
+                }
                 Incoming::Packet(p) if p.namespace == self.spec.namespace => match (p.kind, p.id) {
                     (3, Some(0)) => return Self::judge_ack(emit, p.data),
-                    (1, _) => return Err(CheckError::new(ErrorKind::Closed, "server disconnected the namespace")),
+                    (1, _) => {
+                        return Err(CheckError::new(
+                            ErrorKind::Closed,
+                            "server disconnected the namespace",
+                        ));
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -568,8 +660,19 @@ struct SioSession {
 impl Session for SioSession {
     fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
         Box::pin(async move {
-            let SioSession { link, namespace, ns_prefix, emit, emit_packet } = *self;
-            let Link { mut ws, hs, last_pong: mut due_base, .. } = link;
+            let SioSession {
+                link,
+                namespace,
+                ns_prefix,
+                emit,
+                emit_packet,
+            } = *self;
+            let Link {
+                mut ws,
+                hs,
+                last_pong: mut due_base,
+                ..
+            } = link;
             let dead_after = hs.ping_interval + hs.ping_timeout;
             // Time the last ping arrived (the connect counts as one).
             let mut last_ping = Instant::now();
@@ -676,9 +779,15 @@ mod tests {
     #[test]
     fn packets_parse() {
         let p = parse_packet("0{\"sid\":\"abc\"}").unwrap();
-        assert_eq!((p.kind, p.namespace, p.id, p.data), (0, "/", None, "{\"sid\":\"abc\"}"));
+        assert_eq!(
+            (p.kind, p.namespace, p.id, p.data),
+            (0, "/", None, "{\"sid\":\"abc\"}")
+        );
         let p = parse_packet("3/admin,12[{\"ok\":true}]").unwrap();
-        assert_eq!((p.kind, p.namespace, p.id, p.data), (3, "/admin", Some(12), "[{\"ok\":true}]"));
+        assert_eq!(
+            (p.kind, p.namespace, p.id, p.data),
+            (3, "/admin", Some(12), "[{\"ok\":true}]")
+        );
         let p = parse_packet("1/admin,").unwrap();
         assert_eq!((p.kind, p.namespace, p.id, p.data), (1, "/admin", None, ""));
         let p = parse_packet("1/admin").unwrap();
@@ -699,8 +808,16 @@ mod tests {
         assert_eq!(h.ping_interval, Duration::from_millis(25000));
         assert_eq!(h.ping_timeout, Duration::from_millis(20000));
         assert_eq!(parse_open("40").unwrap_err().kind, ErrorKind::Protocol);
-        assert_eq!(parse_open(r#"0{"sid":"s"}"#).unwrap_err().kind, ErrorKind::Protocol);
-        assert_eq!(parse_open(r#"0{"pingInterval":0,"pingTimeout":1}"#).unwrap_err().kind, ErrorKind::Protocol);
+        assert_eq!(
+            parse_open(r#"0{"sid":"s"}"#).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            parse_open(r#"0{"pingInterval":0,"pingTimeout":1}"#)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Protocol
+        );
     }
 
     #[test]
@@ -726,7 +843,10 @@ mod tests {
     #[test]
     fn websocket_url_is_built_from_the_base() {
         let u = spec("http://h:3000", "/socket.io/").ws_url().unwrap();
-        assert_eq!(u.as_str(), "ws://h:3000/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(
+            u.as_str(),
+            "ws://h:3000/socket.io/?EIO=4&transport=websocket"
+        );
         let u = spec("https://h/app/?x=1&EIO=3", "/rt/").ws_url().unwrap();
         assert_eq!(u.as_str(), "wss://h/app/rt/?x=1&EIO=4&transport=websocket");
     }

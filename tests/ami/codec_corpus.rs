@@ -15,7 +15,12 @@ fn ami_codec_corpus_replays_without_panic() {
             let (frames, _err) = decode_all(&data, splits);
             // Framing must not depend on how the bytes were split.
             let (whole, _) = decode_all(&data, &[usize::MAX]);
-            assert_eq!(frames, whole, "{}: split {splits:?} changes framing", path.display());
+            assert_eq!(
+                frames,
+                whole,
+                "{}: split {splits:?} changes framing",
+                path.display()
+            );
         }
         n += 1;
     }

@@ -14,10 +14,16 @@ use crate::common::fake_ami::{AUTH_FAIL_DELAY, AUTHTIMEOUT, FakeAmi, FakeAmiConf
 /// copy must equal the original.
 fn transcript() -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let copy = std::fs::read_to_string(root.join("tests/ami/data/ami-transcript.txt")).expect("transcript copy");
+    let copy = std::fs::read_to_string(root.join("tests/ami/data/ami-transcript.txt"))
+        .expect("transcript copy");
     let original = root.join("../shared/peers/ami-transcript.txt");
     if let Ok(orig) = std::fs::read_to_string(&original) {
-        assert_eq!(orig, copy, "tests/ami/data/ami-transcript.txt differs from {}", original.display());
+        assert_eq!(
+            orig,
+            copy,
+            "tests/ami/data/ami-transcript.txt differs from {}",
+            original.display()
+        );
     }
     copy
 }
@@ -65,7 +71,10 @@ fn parse(text: &str) -> Vec<Conn> {
         if let Some(rest) = line.strip_prefix("<<< ") {
             let l = unescape(rest);
             if l.starts_with("Asterisk Call Manager/") || conns.is_empty() {
-                conns.push(Conn { section: section.clone(), steps: Vec::new() });
+                conns.push(Conn {
+                    section: section.clone(),
+                    steps: Vec::new(),
+                });
             }
             let conn = conns.last_mut().expect("connection");
             match conn.steps.last_mut() {
@@ -81,7 +90,11 @@ fn parse(text: &str) -> Vec<Conn> {
             }
         } else if line.contains("<connection closed by server (EOF)>") {
             let d = delay_of(line).expect("EOF delay");
-            conns.last_mut().expect("connection").steps.push(Step::Eof(d));
+            conns
+                .last_mut()
+                .expect("connection")
+                .steps
+                .push(Step::Eof(d));
         } else if line.trim_start().starts_with("(+")
             && let Some(conn) = conns.last_mut()
             && let Some(Step::Expect(_, d @ None)) = conn.steps.last_mut()
@@ -97,7 +110,9 @@ fn normalize(line: &str) -> String {
     if let Some(v) = line.strip_prefix("Timestamp: ") {
         let v = v.trim_end();
         let ok = v.split_once('.').is_some_and(|(s, us)| {
-            s.len() >= 10 && us.len() == 6 && s.bytes().chain(us.bytes()).all(|b| b.is_ascii_digit())
+            s.len() >= 10
+                && us.len() == 6
+                && s.bytes().chain(us.bytes()).all(|b| b.is_ascii_digit())
         });
         assert!(ok, "timestamp `{v}` is not <epoch>.<micros>");
         return "Timestamp: <epoch.micros>\r\n".into();
@@ -125,23 +140,39 @@ async fn replay(conn: &Conn, fake_addr: &str, authtimeout: Duration) {
                         .unwrap_or_else(|_| panic!("[{what}] no line, expected {want:?}"))
                         .expect("read");
                     let got = String::from_utf8(got).expect("utf-8");
-                    assert_eq!(normalize(&got), normalize(want), "[{what}] server line differs");
+                    assert_eq!(
+                        normalize(&got),
+                        normalize(want),
+                        "[{what}] server line differs"
+                    );
                 }
                 let took = last_request.elapsed();
                 check_delay(what, *delay, took);
             }
             Step::Eof(delay) => {
                 let mut rest = Vec::new();
-                let limit = if *delay > 5000 { authtimeout + Duration::from_secs(3) } else { Duration::from_secs(3) };
+                let limit = if *delay > 5000 {
+                    authtimeout + Duration::from_secs(3)
+                } else {
+                    Duration::from_secs(3)
+                };
                 let n = tokio::time::timeout(limit, rd.read_until(b'\n', &mut rest))
                     .await
                     .unwrap_or_else(|_| panic!("[{what}] server did not close"))
                     .expect("read");
-                assert_eq!(n, 0, "[{what}] expected EOF, got {:?}", String::from_utf8_lossy(&rest));
+                assert_eq!(
+                    n,
+                    0,
+                    "[{what}] expected EOF, got {:?}",
+                    String::from_utf8_lossy(&rest)
+                );
                 let took = last_request.elapsed();
                 if *delay > 5000 {
                     // The idle disconnect: shortened in this run (see below).
-                    assert!(took >= authtimeout, "[{what}] closed after {took:?}, before authtimeout");
+                    assert!(
+                        took >= authtimeout,
+                        "[{what}] closed after {took:?}, before authtimeout"
+                    );
                 } else {
                     check_delay(what, Some(*delay), took);
                 }
@@ -154,9 +185,15 @@ fn check_delay(what: &str, delay: Option<u64>, took: Duration) {
     match delay {
         Some(ms) if ms >= 500 => {
             let want = Duration::from_millis(ms * 9 / 10);
-            assert!(took >= want, "[{what}] answered after {took:?}, recorded +{ms} ms");
+            assert!(
+                took >= want,
+                "[{what}] answered after {took:?}, recorded +{ms} ms"
+            );
         }
-        Some(_) => assert!(took < Duration::from_millis(500), "[{what}] answered after {took:?}, recorded +0 ms"),
+        Some(_) => assert!(
+            took < Duration::from_millis(500),
+            "[{what}] answered after {took:?}, recorded +0 ms"
+        ),
         None => {}
     }
 }
@@ -166,10 +203,18 @@ fn transcript_parses_into_the_recorded_connections() {
     let conns = parse(&transcript());
     // 1-3 share a connection, 4, 5-10, 11, 12, 13, 14, 15.
     assert_eq!(conns.len(), 8, "{conns:#?}");
-    let sends: usize = conns.iter().flat_map(|c| &c.steps).filter(|s| matches!(s, Step::Send(_))).count();
+    let sends: usize = conns
+        .iter()
+        .flat_map(|c| &c.steps)
+        .filter(|s| matches!(s, Step::Send(_)))
+        .count();
     assert_eq!(sends, 22);
     assert_eq!(FakeAmiConfig::default().authtimeout, AUTHTIMEOUT);
-    assert_eq!(AUTHTIMEOUT, Duration::from_secs(10), "transcript: authtimeout=10");
+    assert_eq!(
+        AUTHTIMEOUT,
+        Duration::from_secs(10),
+        "transcript: authtimeout=10"
+    );
     assert_eq!(FakeAmiConfig::default().auth_fail_delay, AUTH_FAIL_DELAY);
 }
 

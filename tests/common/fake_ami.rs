@@ -33,7 +33,12 @@ pub struct AmiUser {
 impl AmiUser {
     /// A user with full rights.
     pub fn full(name: &str, secret: &str) -> Self {
-        Self { name: name.into(), secret: secret.into(), read_system: true, write_command: true }
+        Self {
+            name: name.into(),
+            secret: secret.into(),
+            read_system: true,
+            write_command: true,
+        }
     }
 }
 
@@ -96,7 +101,10 @@ pub struct Received {
 impl Received {
     /// First value of `key`, case-insensitive.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -126,7 +134,9 @@ impl Drop for FakeAmi {
 impl FakeAmi {
     /// Starts on 127.0.0.1:<free port>.
     pub async fn start(cfg: FakeAmiConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake AMI");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake AMI");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             cfg,
@@ -155,7 +165,12 @@ impl FakeAmi {
                 });
             }
         });
-        Self { addr, state, stop, task }
+        Self {
+            addr,
+            state,
+            stop,
+            task,
+        }
     }
 
     /// `127.0.0.1:<port>`.
@@ -174,7 +189,10 @@ impl FakeAmi {
             .received
             .lock()
             .iter()
-            .filter(|r| r.get("Action").is_some_and(|a| a.eq_ignore_ascii_case(action)))
+            .filter(|r| {
+                r.get("Action")
+                    .is_some_and(|a| a.eq_ignore_ascii_case(action))
+            })
             .cloned()
             .collect()
     }
@@ -190,7 +208,9 @@ impl FakeAmi {
 const MAX_REQUEST: usize = 64 * 1024;
 
 /// Reads one action (lines up to an empty line). `None` on EOF/oversize.
-async fn read_action(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+async fn read_action(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Option<(Vec<(String, String)>, Vec<u8>)> {
     let mut raw = Vec::new();
     let mut headers = Vec::new();
     loop {
@@ -214,7 +234,9 @@ async fn read_action(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Optio
 }
 
 fn get<'a>(h: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
 }
 
 fn md5_hex(data: &[u8]) -> String {
@@ -222,7 +244,9 @@ fn md5_hex(data: &[u8]) -> String {
 }
 
 fn now_stamp() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
 
@@ -244,7 +268,11 @@ async fn serve(st: Arc<State>, sock: TcpStream, conn: usize) {
     let (rd, mut wr) = sock.into_split();
     let mut rd = BufReader::new(rd);
     let cfg = &st.cfg;
-    if wr.write_all(format!("Asterisk Call Manager/{}\r\n", cfg.version).as_bytes()).await.is_err() {
+    if wr
+        .write_all(format!("Asterisk Call Manager/{}\r\n", cfg.version).as_bytes())
+        .await
+        .is_err()
+    {
         return;
     }
     let auth_deadline = Instant::now() + cfg.authtimeout;
@@ -262,7 +290,11 @@ async fn serve(st: Arc<State>, sock: TcpStream, conn: usize) {
             read_action(&mut rd).await
         };
         let Some((h, raw)) = next else { return };
-        st.received.lock().push(Received { conn, headers: h.clone(), raw });
+        st.received.lock().push(Received {
+            conn,
+            headers: h.clone(),
+            raw,
+        });
         let id = get(&h, "ActionID");
         let action = get(&h, "Action").unwrap_or("");
         let mut close = false;
@@ -343,13 +375,22 @@ async fn serve(st: Arc<State>, sock: TcpStream, conn: usize) {
                     ],
                 )
             } else {
-                response("Error", id, &[("Message", "Command output follows"), ("Output", "No such command")])
+                response(
+                    "Error",
+                    id,
+                    &[
+                        ("Message", "Command output follows"),
+                        ("Output", "No such command"),
+                    ],
+                )
             }
         } else if action.eq_ignore_ascii_case("Logoff") {
             close = true;
             response("Goodbye", id, &[("Message", "Thanks for all the fish.")])
         } else {
-            let msg = format!("Invalid/unknown command: {action}. Use Action: ListCommands to show available commands.");
+            let msg = format!(
+                "Invalid/unknown command: {action}. Use Action: ListCommands to show available commands."
+            );
             response("Error", id, &[("Message", &msg)])
         };
         let mut out = Vec::new();
@@ -358,7 +399,11 @@ async fn serve(st: Arc<State>, sock: TcpStream, conn: usize) {
             out.extend_from_slice(
                 b"Event: PeerStatus\r\nPrivilege: system,all\r\nChannelType: PJSIP\r\nPeer: PJSIP/100\r\nPeerStatus: Reachable\r\n\r\n",
             );
-            out.extend_from_slice(&response("Success", Some(&format!("other-client-{stray}")), &[("Ping", "Pong")]));
+            out.extend_from_slice(&response(
+                "Success",
+                Some(&format!("other-client-{stray}")),
+                &[("Ping", "Pong")],
+            ));
             out.extend_from_slice(b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/100-00000001\r\nActionID: lifeline-1\r\n\r\n");
         }
         out.extend_from_slice(&reply);

@@ -32,15 +32,21 @@ const FAST: [(&str, &str); 2] = [("PING_INTERVAL", "200"), ("PING_TIMEOUT", "200
 
 #[tokio::test]
 async fn healthy_session_answers_pings_and_reports_sid() {
-    let s = SioServer::start(&FAST).await;
+    let s = SioServer::start(&[("PING_INTERVAL", "200"), ("PING_TIMEOUT", "1000")]).await;
     let a = TestAgent::start(&config(&s.url(), "session", "")).await;
-    let st = a.wait_status("rt", Status::Healthy, Duration::from_secs(10)).await;
-    assert!(st.details["sid"].as_str().is_some_and(|x| !x.is_empty()), "{:?}", st.details);
+    let st = a
+        .wait_status("rt", Status::Healthy, Duration::from_secs(10))
+        .await;
+    assert!(
+        st.details["sid"].as_str().is_some_and(|x| !x.is_empty()),
+        "{:?}",
+        st.details
+    );
     assert_eq!(st.details["ping_interval_ms"], 200);
-    assert_eq!(st.details["ping_timeout_ms"], 200);
-    // The server drops clients that miss a pong within 200 ms; stay through many pings.
+    assert_eq!(st.details["ping_timeout_ms"], 1000);
+    // The server drops a client that misses a pong for 1 s; stay through ten pings.
     let mut ev = a.events();
-    let until = Instant::now() + Duration::from_millis(1500);
+    let until = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < until {
         if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(50), ev.recv()).await {
             assert_ne!(e.event, "connection:failed", "{:?}", e.data);
@@ -51,7 +57,10 @@ async fn healthy_session_answers_pings_and_reports_sid() {
     assert_eq!(a.state("rt").status, Status::Healthy);
     a.stop().await;
     // The agent leaves politely.
-    wait_for_async(Duration::from_secs(5), "client gone", || async { s.state().await["clients"] == 0 }).await;
+    wait_for_async(Duration::from_secs(5), "client gone", || async {
+        s.state().await["clients"] == 0
+    })
+    .await;
 }
 
 async fn wait_for_async<F, Fut>(within: Duration, what: &str, mut f: F)
@@ -71,17 +80,35 @@ async fn server_side_disconnect_is_detected_at_once() {
     let s = SioServer::start(&[]).await; // default 25 s ping interval: pings cannot help
     let cfg = config(&s.url(), "session", "").replace("interval = \"100ms\"", "interval = \"10s\"");
     let a = TestAgent::start(&cfg).await;
-    a.wait_status("rt", Status::Healthy, Duration::from_secs(10)).await;
-    for (endpoint, expect) in [("/control/disconnect", "disconnected the namespace"), ("/control/close", "closed")] {
+    a.wait_status("rt", Status::Healthy, Duration::from_secs(10))
+        .await;
+    for (endpoint, expect) in [
+        ("/control/disconnect", "disconnected the namespace"),
+        ("/control/close", "closed"),
+    ] {
         let mut ev = a.events();
         let t = Instant::now();
         s.post(endpoint).await;
-        wait_event(&mut ev, Duration::from_secs(3), "disconnected", |e| is_event(e, "connection:disconnected", "rt")).await;
-        assert!(t.elapsed() < Duration::from_secs(1), "{endpoint}: seen after {:?}", t.elapsed());
+        wait_event(&mut ev, Duration::from_secs(3), "disconnected", |e| {
+            is_event(e, "connection:disconnected", "rt")
+        })
+        .await;
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{endpoint}: seen after {:?}",
+            t.elapsed()
+        );
         let st = a.state("rt");
         assert_eq!(st.error_kind, Some(ErrorKind::Closed), "{endpoint}");
-        assert!(st.last_error.clone().unwrap_or_default().contains(expect), "{endpoint}: {:?}", st.last_error);
-        wait_event(&mut ev, Duration::from_secs(5), "reconnected", |e| is_event(e, "connection:reconnected", "rt")).await;
+        assert!(
+            st.last_error.clone().unwrap_or_default().contains(expect),
+            "{endpoint}: {:?}",
+            st.last_error
+        );
+        wait_event(&mut ev, Duration::from_secs(5), "reconnected", |e| {
+            is_event(e, "connection:reconnected", "rt")
+        })
+        .await;
     }
     a.stop().await;
 }
@@ -112,18 +139,22 @@ interval = "100ms"
         url = s.url()
     );
     let a = TestAgent::start(&text).await;
-    let bad = a.wait_status("bad", Status::Unhealthy, Duration::from_secs(10)).await;
+    let bad = a
+        .wait_status("bad", Status::Unhealthy, Duration::from_secs(10))
+        .await;
     assert_eq!(bad.error_kind, Some(ErrorKind::AuthFailed));
     assert!(bad.last_error.unwrap_or_default().contains("unauthorized"));
-    a.wait_status("good", Status::Healthy, Duration::from_secs(10)).await;
+    a.wait_status("good", Status::Healthy, Duration::from_secs(10))
+        .await;
     a.stop().await;
 }
 
 #[tokio::test]
 async fn silent_server_is_dropped_as_stale_within_ping_interval_plus_timeout() {
-    let s = SioServer::start(&[("PING_INTERVAL", "300"), ("PING_TIMEOUT", "200")]).await;
+    let s = SioServer::start(&[("PING_INTERVAL", "300"), ("PING_TIMEOUT", "400")]).await;
     let a = TestAgent::start(&config(&s.url(), "session", "")).await;
-    a.wait_status("rt", Status::Healthy, Duration::from_secs(10)).await;
+    a.wait_status("rt", Status::Healthy, Duration::from_secs(10))
+        .await;
     let mut ev = a.events();
     let t = Instant::now();
     s.freeze();
@@ -132,12 +163,23 @@ async fn silent_server_is_dropped_as_stale_within_ping_interval_plus_timeout() {
     })
     .await;
     let took = t.elapsed();
+    let st = a.state("rt");
     s.thaw();
-    // The last ping came at most 300 ms (+ a round trip) before the freeze.
-    assert!(took <= Duration::from_millis(500 + 300), "dropped after {took:?}");
+    // Dead 700 ms (pingInterval + pingTimeout) after the last ping, which came at most
+    // 300 ms (+ a round trip) before the freeze; the supervisor's own stale_after is 30 s.
+    assert!(
+        took <= Duration::from_millis(700 + 300),
+        "dropped after {took:?}"
+    );
     assert_eq!(e.data["check"], "rt");
-    assert_eq!(a.state("rt").status, Status::Disconnected);
-    a.wait_status("rt", Status::Healthy, Duration::from_secs(10)).await;
+    assert_eq!(st.status, Status::Disconnected);
+    assert!(
+        st.last_error
+            .unwrap_or_default()
+            .contains("pingInterval + pingTimeout")
+    );
+    a.wait_status("rt", Status::Healthy, Duration::from_secs(10))
+        .await;
     a.stop().await;
 }
 
@@ -167,7 +209,8 @@ unhealthy_threshold = 1
         url = s.url()
     );
     let a = TestAgent::start(&text).await;
-    a.wait_status("echo", Status::Healthy, Duration::from_secs(10)).await;
+    a.wait_status("echo", Status::Healthy, Duration::from_secs(10))
+        .await;
     let mut ev = a.events();
     // Several acked heartbeats in a row.
     for _ in 0..5 {
@@ -177,7 +220,9 @@ unhealthy_threshold = 1
         .await;
     }
     assert_eq!(a.state("echo").status, Status::Healthy);
-    let m = a.wait_status("mismatch", Status::Unhealthy, Duration::from_secs(10)).await;
+    let m = a
+        .wait_status("mismatch", Status::Unhealthy, Duration::from_secs(10))
+        .await;
     assert_eq!(m.error_kind, Some(ErrorKind::Protocol));
     assert!(m.last_error.unwrap_or_default().contains("does not match"));
     a.stop().await;
@@ -185,7 +230,11 @@ unhealthy_threshold = 1
 
 #[tokio::test]
 async fn token_goes_in_auth_and_header_and_is_refetched_after_rejection() {
-    let s = SioServer::start(&[("TOKEN", "good-token"), ("TOKENS", "stale-token,good-token")]).await;
+    let s = SioServer::start(&[
+        ("TOKEN", "good-token"),
+        ("TOKENS", "stale-token,good-token"),
+    ])
+    .await;
     let cfg = config(
         &s.url(),
         "session",
@@ -193,11 +242,15 @@ async fn token_goes_in_auth_and_header_and_is_refetched_after_rejection() {
     );
     let a = TestAgent::start(&cfg).await;
     let mut ev = a.events();
-    wait_event(&mut ev, Duration::from_secs(10), "auth failure with the first token", |e| {
-        is_event(e, "connection:auth_failed", "rt")
-    })
+    wait_event(
+        &mut ev,
+        Duration::from_secs(10),
+        "auth failure with the first token",
+        |e| is_event(e, "connection:auth_failed", "rt"),
+    )
     .await;
-    a.wait_status("rt", Status::Healthy, Duration::from_secs(10)).await;
+    a.wait_status("rt", Status::Healthy, Duration::from_secs(10))
+        .await;
     let st = s.state().await;
     assert_eq!(st["fetches"], 2, "refetched once after the rejection: {st}");
     assert_eq!(st["last"]["auth"]["token"], "good-token");

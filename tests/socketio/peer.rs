@@ -71,7 +71,11 @@ impl SioServer {
 
     /// POST a control endpoint.
     pub async fn post(&self, path: &str) {
-        let r = reqwest::Client::new().post(format!("{}{path}", self.url())).send().await.expect("control post");
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .send()
+            .await
+            .expect("control post");
         assert!(r.status().is_success(), "{path}: {}", r.status());
     }
 

@@ -280,7 +280,10 @@ impl AmiCodec {
             }
             let line = &src[pos..pos + len];
             if len == 0 {
-                let msg = Message { headers, body: None };
+                let msg = Message {
+                    headers,
+                    body: None,
+                };
                 src.advance(nl + 1);
                 return Ok(Some(Frame::Message(msg)));
             }
@@ -292,7 +295,10 @@ impl AmiCodec {
                 return Err(CodecError::TooManyHeaders);
             }
             let (k, v) = split_header(line);
-            if headers.is_empty() && k.eq_ignore_ascii_case("Response") && v.eq_ignore_ascii_case("Follows") {
+            if headers.is_empty()
+                && k.eq_ignore_ascii_case("Response")
+                && v.eq_ignore_ascii_case("Follows")
+            {
                 follows = true;
             }
             headers.push((k, v));
@@ -474,7 +480,10 @@ mod tests {
             let (frames, err) = decode_all(LOGIN_OK, &[split]);
             assert!(err.is_none(), "split {split}: {err:?}");
             assert_eq!(frames.len(), 3);
-            assert_eq!(frames[0], Frame::Banner("Asterisk Call Manager/10.0.0".into()));
+            assert_eq!(
+                frames[0],
+                Frame::Banner("Asterisk Call Manager/10.0.0".into())
+            );
             let m = msg(&frames, 1);
             assert_eq!(m.response(), Some("Success"));
             assert_eq!(m.action_id(), Some("login-1"));
@@ -485,7 +494,10 @@ mod tests {
 
     #[test]
     fn keys_are_case_insensitive_and_bare_lf_is_accepted() {
-        let (frames, err) = decode_all(b"Asterisk Call Manager/2.10.4\nresponse: success\nACTIONID: x\nPing: Pong\n\n", &[5]);
+        let (frames, err) = decode_all(
+            b"Asterisk Call Manager/2.10.4\nresponse: success\nACTIONID: x\nPing: Pong\n\n",
+            &[5],
+        );
         assert!(err.is_none());
         let m = msg(&frames, 1);
         assert!(m.is("Response", "Success"));
@@ -502,7 +514,10 @@ mod tests {
             assert_eq!(frames.len(), 3);
             let m = msg(&frames, 1);
             assert_eq!(m.action_id(), Some("c1"));
-            assert_eq!(m.body.as_deref(), Some("line one\n\nName: looks like a header"));
+            assert_eq!(
+                m.body.as_deref(),
+                Some("line one\n\nName: looks like a header")
+            );
             assert_eq!(msg(&frames, 2).action_id(), Some("p"));
         }
     }
@@ -540,7 +555,10 @@ mod tests {
         let data = b"Asterisk Call Manager/10.0.0\r\nResponse: Error\r\nActionID: l\r\nMessage: Authentication failed\r\n\r\n";
         let (frames, err) = decode_all(data, &[data.len()]);
         assert!(err.is_none());
-        assert_eq!(msg(&frames, 1).get("Message"), Some("Authentication failed"));
+        assert_eq!(
+            msg(&frames, 1).get("Message"),
+            Some("Authentication failed")
+        );
     }
 
     #[test]
@@ -560,12 +578,22 @@ mod tests {
             a.to_bytes().unwrap(),
             b"Action: Login\r\nActionID: login-2\r\nUsername: monitor\r\nSecret: amisecret\r\nEvents: off\r\n\r\n"
         );
-        assert_eq!(Action::new("Ping", "").to_bytes().unwrap(), b"Action: Ping\r\n\r\n");
-        assert!(Action::new("Ping", "x\r\nAction: Logoff").to_bytes().is_err());
+        assert_eq!(
+            Action::new("Ping", "").to_bytes().unwrap(),
+            b"Action: Ping\r\n\r\n"
+        );
+        assert!(
+            Action::new("Ping", "x\r\nAction: Logoff")
+                .to_bytes()
+                .is_err()
+        );
         let dbg = format!("{a:?}");
         assert!(!dbg.contains("amisecret"), "{dbg}");
         let m = Message {
-            headers: vec![("Secret".into(), "s3cr3t".into()), ("Key".into(), "k3y".into())],
+            headers: vec![
+                ("Secret".into(), "s3cr3t".into()),
+                ("Key".into(), "k3y".into()),
+            ],
             body: None,
         };
         let dbg = format!("{m:?}");

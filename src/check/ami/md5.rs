@@ -74,7 +74,9 @@ mod tests {
         assert_eq!(hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(hex(b"message digest"), "f96b697d7cb7938d525a2f31aaf161d0");
         assert_eq!(
-            hex(b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
+            hex(
+                b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
+            ),
             "57edf4a22be3c955ac49da2e2107b67a"
         );
     }
@@ -82,6 +84,9 @@ mod tests {
     #[test]
     fn transcript_challenge_key() {
         // From the real Asterisk transcript: challenge 142936734, secret amisecret.
-        assert_eq!(hex(b"142936734amisecret"), "d1c5b539988ad820b4d6b6931dad9ccc");
+        assert_eq!(
+            hex(b"142936734amisecret"),
+            "d1c5b539988ad820b4d6b6931dad9ccc"
+        );
     }
 }

@@ -75,7 +75,10 @@ fn is_action_name(s: &str) -> bool {
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let address = t.req_str("address").and_then(|a| {
         if super::tcp::split_host_port(&a.value).is_none() {
-            t.error(a.span, format!("`address` must be HOST:PORT, got `{}`", a.value));
+            t.error(
+                a.span,
+                format!("`address` must be HOST:PORT, got `{}`", a.value),
+            );
             None
         } else {
             Some(a.value)
@@ -107,7 +110,13 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         None => Some(None),
         Some(a) if is_action_name(&a.value) => Some(Some(a.value)),
         Some(a) => {
-            t.error(a.span, format!("`action` must be an AMI action name like `CoreStatus`, got `{}`", a.value));
+            t.error(
+                a.span,
+                format!(
+                    "`action` must be an AMI action name like `CoreStatus`, got `{}`",
+                    a.value
+                ),
+            );
             None
         }
     };
@@ -117,7 +126,10 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
             "plain" => Some(AuthMode::Plain),
             "md5" => Some(AuthMode::Md5),
             other => {
-                t.error(a.span, format!("`auth` must be \"plain\" or \"md5\", got `{other}`"));
+                t.error(
+                    a.span,
+                    format!("`auth` must be \"plain\" or \"md5\", got `{other}`"),
+                );
                 None
             }
         },
@@ -181,7 +193,10 @@ pub fn judge(action: &str, reply: &Message) -> Result<(), CheckError> {
     match reply.response() {
         Some(r) if r.eq_ignore_ascii_case("Success") || r.eq_ignore_ascii_case("Follows") => {
             if action.eq_ignore_ascii_case("Ping") && !reply.is("Ping", "Pong") {
-                return Err(CheckError::new(ErrorKind::Protocol, "Ping reply has no `Ping: Pong`"));
+                return Err(CheckError::new(
+                    ErrorKind::Protocol,
+                    "Ping reply has no `Ping: Pong`",
+                ));
             }
             Ok(())
         }
@@ -199,8 +214,14 @@ pub fn judge(action: &str, reply: &Message) -> Result<(), CheckError> {
             ErrorKind::Closed,
             format!("{action}: server said Goodbye ({what})"),
         )),
-        Some(r) => Err(CheckError::new(ErrorKind::Protocol, format!("{action}: unexpected Response: {r}"))),
-        None => Err(CheckError::new(ErrorKind::Protocol, format!("{action}: reply without Response"))),
+        Some(r) => Err(CheckError::new(
+            ErrorKind::Protocol,
+            format!("{action}: unexpected Response: {r}"),
+        )),
+        None => Err(CheckError::new(
+            ErrorKind::Protocol,
+            format!("{action}: reply without Response"),
+        )),
     }
 }
 
@@ -287,7 +308,9 @@ impl Conn {
                 let challenge = reply
                     .get("Challenge")
                     .filter(|c| !c.is_empty())
-                    .ok_or_else(|| CheckError::new(ErrorKind::Protocol, "Challenge reply has no challenge"))?;
+                    .ok_or_else(|| {
+                        CheckError::new(ErrorKind::Protocol, "Challenge reply has no challenge")
+                    })?;
                 let mut input = challenge.as_bytes().to_vec();
                 input.extend_from_slice(spec.secret.expose().as_bytes());
                 login = login
@@ -350,7 +373,11 @@ impl AmiCheck {
         let start = Instant::now();
         let (res, phases, version) = match tokio::time::timeout(at.timeout, self.open()).await {
             Ok(x) => x,
-            Err(_) => (Err(CheckError::timeout("AMI login", at.timeout)), Phases::default(), None),
+            Err(_) => (
+                Err(CheckError::timeout("AMI login", at.timeout)),
+                Phases::default(),
+                None,
+            ),
         };
         let latency = start.elapsed();
         let mut o = match &res {
@@ -496,7 +523,10 @@ mod tests {
 
     fn reply(lines: &[(&str, &str)]) -> Message {
         Message {
-            headers: lines.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: lines
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             body: None,
         }
     }
@@ -506,12 +536,24 @@ mod tests {
         let ok = reply(&[("Response", "Success"), ("Ping", "Pong")]);
         assert!(judge("Ping", &ok).is_ok());
         let no_pong = reply(&[("Response", "Success")]);
-        assert_eq!(judge("Ping", &no_pong).unwrap_err().kind, ErrorKind::Protocol);
+        assert_eq!(
+            judge("Ping", &no_pong).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
         let denied = reply(&[("Response", "Error"), ("Message", "Permission denied")]);
-        assert_eq!(judge("CoreStatus", &denied).unwrap_err().kind, ErrorKind::AuthFailed);
+        assert_eq!(
+            judge("CoreStatus", &denied).unwrap_err().kind,
+            ErrorKind::AuthFailed
+        );
         let failed = reply(&[("Response", "Error"), ("Message", "Authentication failed")]);
-        assert_eq!(judge("Login", &failed).unwrap_err().kind, ErrorKind::AuthFailed);
-        let unknown = reply(&[("Response", "Error"), ("Message", "Invalid/unknown command: X.")]);
+        assert_eq!(
+            judge("Login", &failed).unwrap_err().kind,
+            ErrorKind::AuthFailed
+        );
+        let unknown = reply(&[
+            ("Response", "Error"),
+            ("Message", "Invalid/unknown command: X."),
+        ]);
         assert_eq!(judge("X", &unknown).unwrap_err().kind, ErrorKind::Rejected);
         let bye = reply(&[("Response", "Goodbye")]);
         assert_eq!(judge("Ping", &bye).unwrap_err().kind, ErrorKind::Closed);

@@ -17,7 +17,7 @@
 // Control endpoints (plain HTTP on the same port):
 //   GET  /control/state          {"clients": n, "fetches": n, "last": {auth, authorization}}
 //   POST /control/disconnect     server-side disconnect of every socket (`41` packet)
-//   POST /control/close          close every underlying connection (no `41`)
+//   POST /control/close          close every Engine.IO connection (WebSocket close, no `41`)
 //   POST /token                  {"access_token": ..., "expires_in": 60}
 'use strict';
 
@@ -44,7 +44,8 @@ const httpServer = http.createServer((req, res) => {
     return send(200, { ok: true });
   }
   if (req.method === 'POST' && req.url === '/control/close') {
-    for (const nsp of ['/', '/admin']) io.of(nsp).disconnectSockets(true);
+    // Engine.IO level: a WebSocket close with no Socket.IO DISCONNECT packet first.
+    for (const c of Object.values(io.engine.clients)) c.close();
     return send(200, { ok: true });
   }
   if (req.method === 'POST' && req.url === '/token') {
@@ -74,8 +75,9 @@ function setup(nsp) {
     next();
   });
   nsp.on('connection', (socket) => {
-    socket.on('echo', (data, ack) => {
-      if (typeof ack === 'function') ack({ echo: data === undefined ? null : data, nsp: nsp.name });
+    socket.on('echo', (...args) => {
+      const ack = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+      if (ack) ack({ echo: args.length > 0 ? args[0] : null, nsp: nsp.name });
     });
   });
 }
