@@ -255,11 +255,8 @@ impl AmiCodec {
     /// needed. Nothing is consumed until a whole message is there.
     fn decode_message(src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         // Blank lines between messages carry nothing; drop them.
-        loop {
-            match line_end(src, 0) {
-                Some((nl, 0)) => src.advance(nl + 1),
-                _ => break,
-            }
+        while let Some((nl, 0)) = line_end(src, 0) {
+            src.advance(nl + 1);
         }
         if src.is_empty() {
             return Ok(None);
