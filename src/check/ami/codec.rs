@@ -181,17 +181,26 @@ pub fn is_safe_value(s: &str) -> bool {
 #[derive(Debug, Default, Clone)]
 pub struct AmiCodec {
     banner_done: bool,
+    /// Bytes before this offset were already searched for a line end (banner) or an
+    /// empty line (messages): a peer trickling bytes costs linear, not quadratic, time.
+    scanned: usize,
 }
 
 impl AmiCodec {
     /// A codec expecting the banner first.
     pub fn new() -> Self {
-        Self { banner_done: false }
+        Self {
+            banner_done: false,
+            scanned: 0,
+        }
     }
 
     /// A codec that expects messages only (the banner was already consumed).
     pub fn after_banner() -> Self {
-        Self { banner_done: true }
+        Self {
+            banner_done: true,
+            scanned: 0,
+        }
     }
 }
 
@@ -356,15 +365,55 @@ impl AmiCodec {
     }
 }
 
+/// True if `b` contains `\n\n` or `\n\r\n`.
+fn has_empty_line(b: &[u8]) -> bool {
+    b.windows(2).enumerate().any(|(i, w)| {
+        w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && b.get(i + 2) == Some(&b'\n')))
+    })
+}
+
 impl Decoder for AmiCodec {
     type Item = Frame;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         if !self.banner_done {
+            let from = self.scanned.min(src.len());
+            if !src[from..].contains(&b'\n') {
+                self.scanned = src.len();
+                return if src.len() > MAX_FRAME {
+                    Err(CodecError::TooLarge)
+                } else {
+                    Ok(None)
+                };
+            }
+            self.scanned = 0;
             return self.decode_banner(src);
         }
-        Self::decode_message(src)
+        // A message is complete only once an empty line ("\n\n" or "\n\r\n") is there
+        // (leading empty lines are dropped by `decode_message`).
+        let from = self.scanned.min(src.len());
+        let starts_blank = src.first() == Some(&b'\n') || src.starts_with(b"\r\n");
+        if !starts_blank && !has_empty_line(&src[from..]) {
+            self.scanned = src.len().saturating_sub(2);
+            return if src.len() > MAX_FRAME {
+                Err(CodecError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        match Self::decode_message(src)? {
+            Some(f) => {
+                self.scanned = 0;
+                Ok(Some(f))
+            }
+            None => {
+                // Only a `Follows` body can be incomplete with an empty line inside; its
+                // end needs a new empty line, which can only appear in new bytes.
+                self.scanned = src.len().saturating_sub(2);
+                Ok(None)
+            }
+        }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
