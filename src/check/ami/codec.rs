@@ -184,6 +184,9 @@ pub struct AmiCodec {
     /// Bytes before this offset were already searched for a line end (banner) or an
     /// empty line (messages): a peer trickling bytes costs linear, not quadratic, time.
     scanned: usize,
+    /// Set while a `Response: Follows` message is incomplete: where to search for its
+    /// `--END COMMAND--` marker in the bytes that arrive next.
+    follows_from: Option<usize>,
 }
 
 impl AmiCodec {
@@ -192,6 +195,7 @@ impl AmiCodec {
         Self {
             banner_done: false,
             scanned: 0,
+            follows_from: None,
         }
     }
 
@@ -200,6 +204,7 @@ impl AmiCodec {
         Self {
             banner_done: true,
             scanned: 0,
+            follows_from: None,
         }
     }
 }
@@ -365,6 +370,18 @@ impl AmiCodec {
     }
 }
 
+/// True if the buffer starts with a complete `Response: Follows` line.
+fn starts_follows(src: &[u8]) -> bool {
+    line_end(src, 0).is_some_and(|(_, len)| {
+        let (k, v) = split_header(&src[..len]);
+        k.eq_ignore_ascii_case("Response") && v.eq_ignore_ascii_case("Follows")
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// True if `b` contains `\n\n` or `\n\r\n`.
 fn has_empty_line(b: &[u8]) -> bool {
     b.windows(2).enumerate().any(|(i, w)| {
@@ -390,27 +407,46 @@ impl Decoder for AmiCodec {
             self.scanned = 0;
             return self.decode_banner(src);
         }
-        // A message is complete only once an empty line ("\n\n" or "\n\r\n") is there
-        // (leading empty lines are dropped by `decode_message`).
-        let from = self.scanned.min(src.len());
-        let starts_blank = src.first() == Some(&b'\n') || src.starts_with(b"\r\n");
-        if !starts_blank && !has_empty_line(&src[from..]) {
-            self.scanned = src.len().saturating_sub(2);
-            return if src.len() > MAX_FRAME {
+        let too_large = |src: &BytesMut| {
+            if src.len() > MAX_FRAME {
                 Err(CodecError::TooLarge)
             } else {
                 Ok(None)
-            };
+            }
+        };
+        if let Some(ff) = self.follows_from {
+            // An open `Follows` message ends at a marker, which new bytes must bring.
+            let from = ff.min(src.len());
+            // (Or, while still in its headers, at an empty line.)
+            if !contains(&src[from..], END_COMMAND.as_bytes()) && !has_empty_line(&src[from..]) {
+                self.follows_from = Some(src.len().saturating_sub(END_COMMAND.len() + 4));
+                return too_large(src);
+            }
+        } else {
+            // Otherwise a message is complete only once an empty line ("\n\n" or
+            // "\n\r\n") is there (leading empty lines are dropped by `decode_message`).
+            let from = self.scanned.min(src.len());
+            let starts_blank = src.first() == Some(&b'\n') || src.starts_with(b"\r\n");
+            if !starts_blank && !has_empty_line(&src[from..]) {
+                self.scanned = src.len().saturating_sub(2);
+                return too_large(src);
+            }
         }
         match Self::decode_message(src)? {
             Some(f) => {
                 self.scanned = 0;
+                self.follows_from = None;
                 Ok(Some(f))
             }
             None => {
-                // Only a `Follows` body can be incomplete with an empty line inside; its
-                // end needs a new empty line, which can only appear in new bytes.
-                self.scanned = src.len().saturating_sub(2);
+                // Leading empty lines were dropped; what is left has no empty line unless
+                // it is an open `Follows` body, which only its marker can end.
+                if starts_follows(src) {
+                    self.follows_from = Some(src.len().saturating_sub(END_COMMAND.len() + 4));
+                } else {
+                    self.follows_from = None;
+                    self.scanned = src.len().saturating_sub(2);
+                }
                 Ok(None)
             }
         }
