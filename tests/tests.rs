@@ -2,6 +2,7 @@
 
 mod common;
 
+mod ami;
 mod core;
 mod dashboards;
 mod pgredis;
@@ -11,3 +12,4 @@ mod status_page;
 mod store;
 
 mod alerting;
+mod socketio;

@@ -10,6 +10,7 @@
 //!   and returns only with the error that ended the session — as soon as the socket
 //!   reports it.
 
+pub mod ami;
 pub mod capped;
 pub mod exec;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod redis;
 pub mod registry;
 pub mod rule;
 pub mod sip;
+pub mod socketio;
 pub mod tcp;
 pub mod tls;
 pub mod token;

@@ -80,6 +80,16 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::redis::parse,
     },
+    KindInfo {
+        name: "socketio",
+        session: true,
+        parse: super::socketio::parse,
+    },
+    KindInfo {
+        name: "ami",
+        session: true,
+        parse: super::ami::parse,
+    },
 ];
 
 /// Looks a kind up by name.

@@ -252,3 +252,5 @@ pub fn data(rel: &str) -> PathBuf {
         .join("tests/data")
         .join(rel)
 }
+
+pub mod fake_ami;

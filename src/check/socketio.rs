@@ -1,0 +1,853 @@
+//! `socketio` (probe and session): Socket.IO v5 over Engine.IO v4, WebSocket transport
+//! only.
+//!
+//! Connect: open `<url><path>?EIO=4&transport=websocket`, read the Engine.IO open packet
+//! `0{"sid","pingInterval","pingTimeout",…}`, send the Socket.IO CONNECT for the namespace
+//! (`40`, or `40/ns,`, followed by the `auth` JSON) and expect `40{"sid":…}`; a
+//! `44{…}` CONNECT_ERROR is `auth_failed`. Then the server pings (`2`) and the client
+//! answers (`3`); the session is dead when no ping arrives within
+//! `pingInterval + pingTimeout` (the protocol's own rule). With `emit`, each heartbeat
+//! sends an event with an ack id (`42<id>[…]`) and expects `43<id>[…]`. See
+//! `docs/socketio.md`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::registry::ParseCx;
+use super::tls::{self, TlsOptions};
+use super::token::{TokenSource, TokenSpec};
+use super::websocket::classify;
+use super::{
+    Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
+    Phases, Session, SessionIo,
+};
+use crate::config::Secret;
+use crate::config::raw::Table;
+
+/// Largest text packet accepted (the WebSocket layer caps frames at the same size).
+pub const MAX_PACKET: usize = super::websocket::MAX_MESSAGE;
+
+/// `emit = { event, data, expect }`.
+#[derive(Debug, Clone)]
+pub struct EmitSpec {
+    /// Event name.
+    pub event: String,
+    /// Optional argument (any JSON).
+    pub data: Option<serde_json::Value>,
+    /// Regex the acknowledgement's JSON array must match.
+    pub expect: Option<regex::Regex>,
+}
+
+/// `socketio` settings.
+#[derive(Debug, Clone)]
+pub struct SocketIoSpec {
+    /// http(s):// (or ws(s)://) base URL of the server.
+    pub url: url::Url,
+    /// Engine.IO path (default `/socket.io/`).
+    pub path: String,
+    /// Namespace (default `/`).
+    pub namespace: String,
+    /// Auth object sent in the CONNECT packet.
+    pub auth: serde_json::Map<String, serde_json::Value>,
+    /// Extra handshake headers.
+    pub headers: std::collections::BTreeMap<String, Secret<String>>,
+    /// Heartbeat emit with acknowledgement.
+    pub emit: Option<EmitSpec>,
+    /// Bearer token (sent as `auth.token` and in the handshake header).
+    pub token: Option<TokenSpec>,
+    /// Certificate handling.
+    pub tls: TlsOptions,
+}
+
+/// Reads `url`, `path`, `namespace`, `auth`, `headers`, `emit`, `token`, `ca_file`,
+/// `tls_skip_verify`.
+pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
+    let url = super::http::parse_url(t, "url", &["http", "https", "ws", "wss"]);
+    let path = match t.str("path") {
+        None => Some("/socket.io/".to_string()),
+        Some(p) if p.value.starts_with('/') && !p.value.contains(['?', '#']) => Some(p.value),
+        Some(p) => {
+            t.error(p.span, "`path` must start with `/` and have no query");
+            None
+        }
+    };
+    let namespace = match t.str("namespace") {
+        None => Some("/".to_string()),
+        Some(n)
+            if n.value.starts_with('/')
+                && !n.value.contains([',', '?', '#'])
+                && !n.value.chars().any(char::is_whitespace) =>
+        {
+            Some(n.value)
+        }
+        Some(n) => {
+            t.error(
+                n.span,
+                "`namespace` must start with `/` and contain no `,`, `?`, `#` or spaces",
+            );
+            None
+        }
+    };
+    let auth = match t.raw("auth").map(|v| v.span()) {
+        None => Some(serde_json::Map::new()),
+        Some(span) => match t.json("auth") {
+            Some(serde_json::Value::Object(m)) => Some(m),
+            Some(_) => {
+                t.error(span, "`auth` must be a table");
+                None
+            }
+            None => None,
+        },
+    };
+    let headers = super::http::read_headers(t, "headers");
+    let emit = match t.table("emit") {
+        None => Some(None),
+        Some(et) => {
+            let event = et.req_str("event").map(|e| e.value);
+            let data = et.json("data");
+            let expect = super::http::read_regex(&et, "expect");
+            et.finish();
+            match (event, expect) {
+                (Some(event), Some(expect)) => Some(Some(EmitSpec {
+                    event,
+                    data,
+                    expect,
+                })),
+                _ => None,
+            }
+        }
+    };
+    let token = super::token::parse(t);
+    let tls = tls::read_options(t);
+    Some(Arc::new(SocketIoSpec {
+        url: url?,
+        path: path?,
+        namespace: namespace?,
+        auth: auth?,
+        headers: headers?,
+        emit: emit?,
+        token: token?,
+        tls,
+    }))
+}
+
+impl SocketIoSpec {
+    /// The WebSocket URL: scheme mapped to ws/wss, `path` appended, `EIO=4` and
+    /// `transport=websocket` added to the query.
+    pub fn ws_url(&self) -> Result<url::Url, CheckError> {
+        let mut u = self.url.clone();
+        let scheme = match u.scheme() {
+            "https" | "wss" => "wss",
+            _ => "ws",
+        };
+        u.set_scheme(scheme)
+            .map_err(|_| CheckError::new(ErrorKind::Internal, "cannot map URL scheme"))?;
+        let base = u.path().trim_end_matches('/').to_string();
+        u.set_path(&format!("{base}{}", self.path));
+        let keep: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "EIO" && k != "transport")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(keep)
+            .append_pair("EIO", "4")
+            .append_pair("transport", "websocket");
+        Ok(u)
+    }
+}
+
+impl KindSpec for SocketIoSpec {
+    fn build(&self, env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
+        let ws_url = self.ws_url()?;
+        let tls = if ws_url.scheme() == "wss" {
+            Some(tls::client_config(&self.tls)?)
+        } else {
+            None
+        };
+        Ok(Arc::new(SocketIoCheck {
+            spec: self.clone(),
+            ws_url,
+            tls,
+            token: self
+                .token
+                .clone()
+                .map(|t| TokenSource::new(t, env.http.clone())),
+        }))
+    }
+
+    fn session_key(&self) -> Option<String> {
+        let headers: Vec<(&String, &String)> =
+            self.headers.iter().map(|(k, v)| (k, v.expose())).collect();
+        Some(format!(
+            "{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
+            self.url,
+            self.path,
+            self.namespace,
+            serde_json::Value::Object(self.auth.clone()),
+            headers,
+            self.emit
+                .as_ref()
+                .map(|e| (&e.event, &e.data, e.expect.as_ref().map(|r| r.as_str()))),
+            self.token.as_ref().map(|t| t.url.as_str()),
+            (self.tls.ca_file.as_ref(), self.tls.skip_verify),
+        ))
+    }
+}
+
+struct SocketIoCheck {
+    spec: SocketIoSpec,
+    ws_url: url::Url,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    token: Option<TokenSource>,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A Socket.IO packet (the payload of an Engine.IO `4` message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet<'a> {
+    /// 0 CONNECT, 1 DISCONNECT, 2 EVENT, 3 ACK, 4 CONNECT_ERROR, 5/6 binary.
+    pub kind: u8,
+    /// Namespace (`/` when absent).
+    pub namespace: &'a str,
+    /// Ack id.
+    pub id: Option<u64>,
+    /// JSON payload text (may be empty).
+    pub data: &'a str,
+}
+
+/// Parses a Socket.IO packet: `<type>[<n>-][<nsp>,][<id>][json]`.
+pub fn parse_packet(s: &str) -> Option<Packet<'_>> {
+    let mut chars = s.char_indices();
+    let (_, c) = chars.next()?;
+    let kind = c.to_digit(10).filter(|d| *d <= 6)? as u8;
+    let mut rest = &s[1..];
+    if kind == 5 || kind == 6 {
+        // Binary attachments count: digits then '-'.
+        let dash = rest.find('-')?;
+        if dash == 0 || !rest[..dash].bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        rest = &rest[dash + 1..];
+    }
+    let mut namespace = "/";
+    if rest.starts_with('/') {
+        match rest.find(',') {
+            Some(i) => {
+                namespace = &rest[..i];
+                rest = &rest[i + 1..];
+            }
+            None => {
+                namespace = rest;
+                rest = "";
+            }
+        }
+    }
+    let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let id = if digits > 0 {
+        Some(rest[..digits].parse::<u64>().ok()?)
+    } else {
+        None
+    };
+    Some(Packet {
+        kind,
+        namespace,
+        id,
+        data: &rest[digits..],
+    })
+}
+
+/// The Engine.IO open packet's fields we use.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// Engine.IO session id.
+    pub engine_sid: String,
+    /// Server ping cadence.
+    pub ping_interval: Duration,
+    /// How long the server waits for a pong (and we add to the interval).
+    pub ping_timeout: Duration,
+}
+
+/// Parses `0{...}`.
+pub fn parse_open(text: &str) -> Result<Handshake, CheckError> {
+    let body = text.strip_prefix('0').ok_or_else(|| {
+        CheckError::new(
+            ErrorKind::Protocol,
+            format!(
+                "expected the Engine.IO open packet, got `{}`",
+                shorten(text)
+            ),
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+        CheckError::new(ErrorKind::Protocol, format!("open packet is not JSON: {e}"))
+    })?;
+    let ms = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_u64())
+            .filter(|n| *n > 0 && *n <= 86_400_000)
+            .map(Duration::from_millis)
+            .ok_or_else(|| {
+                CheckError::new(
+                    ErrorKind::Protocol,
+                    format!("open packet has no valid `{k}`"),
+                )
+            })
+    };
+    Ok(Handshake {
+        engine_sid: v
+            .get("sid")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .chars()
+            .take(128)
+            .collect(),
+        ping_interval: ms("pingInterval")?,
+        ping_timeout: ms("pingTimeout")?,
+    })
+}
+
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(60).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+fn closed(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> CheckError {
+    match frame {
+        Some(f) => CheckError::new(
+            ErrorKind::Closed,
+            format!(
+                "server closed the WebSocket (code {}, {})",
+                u16::from(f.code),
+                shorten(&f.reason)
+            ),
+        ),
+        None => CheckError::new(ErrorKind::Closed, "server closed the connection"),
+    }
+}
+
+/// The message of a CONNECT_ERROR payload (`{"message": …}` in v5).
+fn connect_error(data: &str) -> CheckError {
+    let msg = serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| shorten(data));
+    CheckError::new(
+        ErrorKind::AuthFailed,
+        format!("namespace connect refused: {msg}"),
+    )
+}
+
+/// What one text frame means to a connected client.
+enum Incoming<'a> {
+    Ping,
+    Close,
+    Packet(Packet<'a>),
+    Other,
+}
+
+fn classify_text(t: &str) -> Incoming<'_> {
+    match t.as_bytes().first() {
+        Some(b'2') if t.len() == 1 => Incoming::Ping,
+        Some(b'1') => Incoming::Close,
+        Some(b'4') => match parse_packet(&t[1..]) {
+            Some(p) => Incoming::Packet(p),
+            None => Incoming::Other,
+        },
+        _ => Incoming::Other,
+    }
+}
+
+/// A connected namespace: the socket and what the handshake told us.
+struct Link {
+    ws: Ws,
+    hs: Handshake,
+    sid: String,
+    /// When our last pong went out (or the open packet arrived): the server's next ping
+    /// is due `pingInterval` later.
+    last_pong: Instant,
+}
+
+impl SocketIoCheck {
+    fn ns_prefix(&self) -> String {
+        if self.spec.namespace == "/" {
+            String::new()
+        } else {
+            format!("{},", self.spec.namespace)
+        }
+    }
+
+    /// Token (if any), WebSocket, open packet, namespace CONNECT.
+    async fn open(&self, at: &Attempt, phases: &mut Phases) -> Result<Link, CheckError> {
+        let mut headers: Vec<(String, String)> = self
+            .spec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().clone()))
+            .collect();
+        let mut auth = self.spec.auth.clone();
+        let t_auth = Instant::now();
+        if let Some(src) = &self.token {
+            let tok = src.get(at.timeout).await?;
+            headers.push(src.header_value(&tok));
+            auth.insert(
+                "token".into(),
+                serde_json::Value::String(tok.expose().clone()),
+            );
+        }
+        let token_time = t_auth.elapsed();
+        let (mut ws, p) =
+            match super::websocket::open(&self.ws_url, &headers, self.tls.clone()).await {
+                Ok(x) => x,
+                Err(e) => {
+                    if e.kind == ErrorKind::AuthFailed
+                        && let Some(src) = &self.token
+                    {
+                        src.invalidate();
+                    }
+                    return Err(e);
+                }
+            };
+        *phases = p;
+        let t = Instant::now();
+        let hs = loop {
+            match ws.next().await {
+                None => return Err(closed(None)),
+                Some(Err(e)) => return Err(classify(&e)),
+                Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
+                Some(Ok(Message::Text(text))) => break parse_open(text.as_str())?,
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(CheckError::new(
+                        ErrorKind::Protocol,
+                        "binary frame before the open packet",
+                    ));
+                }
+                Some(Ok(_)) => {}
+            }
+        };
+        let mut last_pong = Instant::now();
+        let mut connect = format!("40{}", self.ns_prefix());
+        if !auth.is_empty() {
+            connect.push_str(&serde_json::Value::Object(auth).to_string());
+        }
+        ws.send(Message::text(connect))
+            .await
+            .map_err(|e| classify(&e))?;
+        let sid = loop {
+            let text = match ws.next().await {
+                None => return Err(closed(None)),
+                Some(Err(e)) => return Err(classify(&e)),
+                Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+            };
+            match classify_text(text.as_str()) {
+                Incoming::Ping => {
+                    ws.send(Message::text("3"))
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    last_pong = Instant::now();
+                }
+                Incoming::Close => {
+                    return Err(CheckError::new(
+                        ErrorKind::Closed,
+                        "server closed the Engine.IO session",
+                    ));
+                }
+                Incoming::Packet(p) if p.namespace == self.spec.namespace => match p.kind {
+                    0 => {
+                        let v: serde_json::Value = serde_json::from_str(p.data).unwrap_or_default();
+                        break v
+                            .get("sid")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or("")
+                            .chars()
+                            .take(128)
+                            .collect::<String>();
+                    }
+                    4 => {
+                        if let Some(src) = &self.token {
+                            src.invalidate();
+                        }
+                        return Err(connect_error(p.data));
+                    }
+                    1 => {
+                        return Err(CheckError::new(
+                            ErrorKind::Closed,
+                            "server disconnected the namespace",
+                        ));
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        };
+        let connect_time = t.elapsed();
+        if self.token.is_some() || !self.spec.auth.is_empty() {
+            phases.auth = Some(token_time + connect_time);
+        } else {
+            phases.exchange = Some(phases.exchange.unwrap_or_default() + connect_time);
+        }
+        Ok(Link {
+            ws,
+            hs,
+            sid,
+            last_pong,
+        })
+    }
+
+    fn emit_packet(&self, emit: &EmitSpec, id: u64) -> String {
+        let mut args = vec![serde_json::Value::String(emit.event.clone())];
+        if let Some(d) = &emit.data {
+            args.push(d.clone());
+        }
+        format!(
+            "42{}{id}{}",
+            self.ns_prefix(),
+            serde_json::Value::Array(args)
+        )
+    }
+
+    /// Judges an ACK payload against `expect`.
+    fn judge_ack(emit: &EmitSpec, data: &str) -> Result<(), CheckError> {
+        match &emit.expect {
+            Some(re) if !re.is_match(data) => Err(CheckError::new(
+                ErrorKind::Protocol,
+                format!("ack `{}` does not match `{}`", shorten(data), re.as_str()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// One emit/ack round trip on a fresh link (probe and connect), answering pings.
+    async fn emit_once(&self, link: &mut Link, emit: &EmitSpec) -> Result<(), CheckError> {
+        link.ws
+            .send(Message::text(self.emit_packet(emit, 0)))
+            .await
+            .map_err(|e| classify(&e))?;
+        loop {
+            let text = match link.ws.next().await {
+                None => return Err(closed(None)),
+                Some(Err(e)) => return Err(classify(&e)),
+                Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+            };
+            match classify_text(text.as_str()) {
+                Incoming::Ping => {
+                    link.ws
+                        .send(Message::text("3"))
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    link.last_pong = Instant::now();
+                }
+                Incoming::Close => {
+                    return Err(CheckError::new(
+                        ErrorKind::Closed,
+                        "server closed the Engine.IO session",
+                    ));
+                }
+                Incoming::Packet(p) if p.namespace == self.spec.namespace => match (p.kind, p.id) {
+                    (3, Some(0)) => return Self::judge_ack(emit, p.data),
+                    (1, _) => {
+                        return Err(CheckError::new(
+                            ErrorKind::Closed,
+                            "server disconnected the namespace",
+                        ));
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
+    async fn connect_all(&self, at: &Attempt) -> (Result<Link, CheckError>, Outcome) {
+        let start = Instant::now();
+        let mut phases = Phases::default();
+        let work = async {
+            let mut link = self.open(at, &mut phases).await?;
+            if let Some(emit) = &self.spec.emit {
+                let t = Instant::now();
+                self.emit_once(&mut link, emit).await?;
+                phases.exchange = Some(phases.exchange.unwrap_or_default() + t.elapsed());
+            }
+            Ok::<Link, CheckError>(link)
+        };
+        let res = match tokio::time::timeout(at.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(CheckError::timeout("Socket.IO connect", at.timeout)),
+        };
+        let latency = start.elapsed();
+        let o = match &res {
+            Ok(link) => Outcome::up(latency)
+                .with_detail("sid", link.sid.clone())
+                .with_detail("ping_interval_ms", link.hs.ping_interval.as_millis() as u64)
+                .with_detail("ping_timeout_ms", link.hs.ping_timeout.as_millis() as u64),
+            Err(e) => Outcome::down(e.clone(), latency),
+        };
+        (res, o.with_phases(phases))
+    }
+}
+
+/// Says goodbye: namespace DISCONNECT, then a close frame; bounded.
+async fn leave(ws: &mut Ws, ns_prefix: &str) {
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let _ = ws.send(Message::text(format!("41{ns_prefix}"))).await;
+        let _ = ws.close(None).await;
+    })
+    .await;
+}
+
+impl Check for SocketIoCheck {
+    fn probe<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let (res, o) = self.connect_all(at).await;
+            if let Ok(mut link) = res {
+                leave(&mut link.ws, &self.ns_prefix()).await;
+            }
+            o
+        })
+    }
+
+    fn connect<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Result<Connected, Outcome>> {
+        Box::pin(async move {
+            match self.connect_all(at).await {
+                (Ok(link), outcome) => Ok(Connected {
+                    session: Box::new(SioSession {
+                        link,
+                        namespace: self.spec.namespace.clone(),
+                        ns_prefix: self.ns_prefix(),
+                        emit: self.spec.emit.clone(),
+                        emit_packet: self.spec.emit.as_ref().map(|e| {
+                            let p = self.emit_packet(e, 0);
+                            // Template: the id goes where the 0 is.
+                            let cut = 2 + self.ns_prefix().len();
+                            (p[..cut].to_string(), p[cut + 1..].to_string())
+                        }),
+                    }),
+                    outcome,
+                }),
+                (Err(_), outcome) => Err(outcome),
+            }
+        })
+    }
+}
+
+struct SioSession {
+    link: Link,
+    namespace: String,
+    ns_prefix: String,
+    emit: Option<EmitSpec>,
+    /// The emit packet split around its ack id.
+    emit_packet: Option<(String, String)>,
+}
+
+impl Session for SioSession {
+    fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
+        Box::pin(async move {
+            let SioSession {
+                link,
+                namespace,
+                ns_prefix,
+                emit,
+                emit_packet,
+            } = *self;
+            let Link {
+                mut ws,
+                hs,
+                last_pong: mut due_base,
+                ..
+            } = link;
+            let dead_after = hs.ping_interval + hs.ping_timeout;
+            // Time the last ping arrived (the connect counts as one).
+            let mut last_ping = Instant::now();
+            let mut lateness = Duration::ZERO;
+            // A beat answered by the next ping because the current one is overdue.
+            let mut beat_waits_ping = false;
+            let mut ack_id: u64 = 0;
+            let mut pending_ack: Option<(u64, Instant)> = None;
+            loop {
+                let stale_at = last_ping + dead_after;
+                tokio::select! {
+                    _ = io.shutdown.cancelled() => {
+                        leave(&mut ws, &ns_prefix).await;
+                        return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                    }
+                    _ = sleep_until(stale_at) => {
+                        return CheckError::new(
+                            ErrorKind::Stale,
+                            format!("no ping from the server within pingInterval + pingTimeout ({})", super::fmt_duration(dead_after)),
+                        );
+                    }
+                    b = io.beats.recv() => {
+                        if b.is_none() {
+                            leave(&mut ws, &ns_prefix).await;
+                            return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                        }
+                        if let Some((head, tail)) = &emit_packet {
+                            ack_id += 1;
+                            pending_ack = Some((ack_id, Instant::now()));
+                            if let Err(e) = ws.send(Message::text(format!("{head}{ack_id}{tail}"))).await {
+                                return classify(&e);
+                            }
+                        } else if due_base.elapsed() <= hs.ping_interval + lateness.max(Duration::from_millis(50)) {
+                            let o = Outcome::up(lateness)
+                                .with_message(format!("last server ping {} ago", super::fmt_duration(last_ping.elapsed())));
+                            if io.report.send(o).await.is_err() {
+                                return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                            }
+                        } else {
+                            beat_waits_ping = true;
+                        }
+                    }
+                    m = ws.next() => {
+                        let text = match m {
+                            None => return closed(None),
+                            Some(Err(e)) => return classify(&e),
+                            Some(Ok(Message::Close(f))) => return closed(f.as_ref()),
+                            Some(Ok(Message::Text(t))) => t,
+                            Some(Ok(_)) => continue,
+                        };
+                        match classify_text(text.as_str()) {
+                            Incoming::Ping => {
+                                let now = Instant::now();
+                                lateness = now.saturating_duration_since(due_base + hs.ping_interval);
+                                last_ping = now;
+                                if let Err(e) = ws.send(Message::text("3")).await {
+                                    return classify(&e);
+                                }
+                                due_base = Instant::now();
+                                // With `emit`, heartbeats are the acks (a ping report would
+                                // hide an unanswered emit from the supervisor's timeout).
+                                if emit.is_none() || beat_waits_ping {
+                                    beat_waits_ping = false;
+                                    let o = Outcome::up(lateness).with_message("server ping answered");
+                                    if io.report.send(o).await.is_err() {
+                                        return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                                    }
+                                }
+                            }
+                            Incoming::Close => return CheckError::new(ErrorKind::Closed, "server closed the Engine.IO session"),
+                            Incoming::Packet(p) if p.namespace == namespace => match p.kind {
+                                1 => return CheckError::new(ErrorKind::Closed, "server disconnected the namespace"),
+                                4 => return connect_error(p.data),
+                                3 => {
+                                    if let (Some((id, sent)), Some(got), Some(e)) = (pending_ack, p.id, emit.as_ref())
+                                        && id == got
+                                    {
+                                        pending_ack = None;
+                                        let rtt = sent.elapsed();
+                                        let o = match SocketIoCheck::judge_ack(e, p.data) {
+                                            Ok(()) => Outcome::up(rtt),
+                                            Err(err) => Outcome::down(err, rtt),
+                                        };
+                                        if io.report.send(o).await.is_err() {
+                                            return CheckError::new(ErrorKind::Closed, "agent closed the session");
+                                        }
+                                    }
+                                }
+                                _ => {}
+                            },
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_parse() {
+        let p = parse_packet("0{\"sid\":\"abc\"}").unwrap();
+        assert_eq!(
+            (p.kind, p.namespace, p.id, p.data),
+            (0, "/", None, "{\"sid\":\"abc\"}")
+        );
+        let p = parse_packet("3/admin,12[{\"ok\":true}]").unwrap();
+        assert_eq!(
+            (p.kind, p.namespace, p.id, p.data),
+            (3, "/admin", Some(12), "[{\"ok\":true}]")
+        );
+        let p = parse_packet("1/admin,").unwrap();
+        assert_eq!((p.kind, p.namespace, p.id, p.data), (1, "/admin", None, ""));
+        let p = parse_packet("1/admin").unwrap();
+        assert_eq!(p.namespace, "/admin");
+        let p = parse_packet("51-/x,7[\"e\",{\"_placeholder\":true,\"num\":0}]").unwrap();
+        assert_eq!((p.kind, p.namespace, p.id), (5, "/x", Some(7)));
+        assert!(parse_packet("").is_none());
+        assert!(parse_packet("9").is_none());
+        assert!(parse_packet("5x").is_none());
+        assert!(parse_packet("3").is_some());
+        assert!(parse_packet("399999999999999999999999[]").is_none());
+    }
+
+    #[test]
+    fn open_packet_parses_and_rejects_garbage() {
+        let h = parse_open(r#"0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#).unwrap();
+        assert_eq!(h.engine_sid, "s1");
+        assert_eq!(h.ping_interval, Duration::from_millis(25000));
+        assert_eq!(h.ping_timeout, Duration::from_millis(20000));
+        assert_eq!(parse_open("40").unwrap_err().kind, ErrorKind::Protocol);
+        assert_eq!(
+            parse_open(r#"0{"sid":"s"}"#).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            parse_open(r#"0{"pingInterval":0,"pingTimeout":1}"#)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Protocol
+        );
+    }
+
+    #[test]
+    fn connect_error_is_auth_failed() {
+        let e = connect_error(r#"{"message":"unauthorized","data":{"reason":"x"}}"#);
+        assert_eq!(e.kind, ErrorKind::AuthFailed);
+        assert!(e.message.contains("unauthorized"));
+    }
+
+    fn spec(url: &str, path: &str) -> SocketIoSpec {
+        SocketIoSpec {
+            url: url::Url::parse(url).unwrap(),
+            path: path.into(),
+            namespace: "/".into(),
+            auth: Default::default(),
+            headers: Default::default(),
+            emit: None,
+            token: None,
+            tls: TlsOptions::default(),
+        }
+    }
+
+    #[test]
+    fn websocket_url_is_built_from_the_base() {
+        let u = spec("http://h:3000", "/socket.io/").ws_url().unwrap();
+        assert_eq!(
+            u.as_str(),
+            "ws://h:3000/socket.io/?EIO=4&transport=websocket"
+        );
+        let u = spec("https://h/app/?x=1&EIO=3", "/rt/").ws_url().unwrap();
+        assert_eq!(u.as_str(), "wss://h/app/rt/?x=1&EIO=4&transport=websocket");
+    }
+}

@@ -1,0 +1,5 @@
+//! `socketio` check against the reference Socket.IO server (npm `socket.io`, installed by
+//! `scripts/test-deps/socketio.sh`).
+
+mod check;
+mod peer;
