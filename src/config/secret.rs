@@ -42,10 +42,15 @@ impl<T> fmt::Display for Secret<T> {
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Adds `value` to the set of strings [`redact`] removes. Values shorter than 3
-/// characters are ignored (redacting them would shred ordinary text).
+/// Shortest registered value that is scrubbed from free text.
+pub const MIN_REDACTED_LEN: usize = 6;
+
+/// Adds `value` to the set of strings [`redact`] removes. Values shorter than
+/// [`MIN_REDACTED_LEN`] characters are not text-redacted (replacing every `admin` or `x` in
+/// every message would shred ordinary text); they still print as `***` wherever they are
+/// held as a [`Secret`], and URL passwords are redacted structurally by [`redact_url`].
 pub fn register(value: &str) {
-    if value.len() < 3 {
+    if value.chars().count() < MIN_REDACTED_LEN {
         return;
     }
     let mut set = SECRETS.write().unwrap_or_else(|e| e.into_inner());
