@@ -3,6 +3,7 @@
 mod binary;
 mod config;
 mod http_api;
+mod http_kind;
 mod smoke;
 mod tcp;
 mod websocket;
