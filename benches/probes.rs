@@ -22,6 +22,16 @@ fn ticks_per_sec() -> f64 {
     100.0
 }
 
+/// (utime, stime) of `pid` in seconds.
+fn cpu_split(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ut: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (ut / ticks_per_sec(), st / ticks_per_sec())
+}
+
 /// utime + stime of `pid` ("self" for us), in seconds.
 fn cpu_seconds(pid: &str) -> f64 {
     let path = if pid == "thread-self" {
@@ -47,8 +57,8 @@ fn rss_mib(pid: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn targets() -> Vec<SocketAddr> {
-    let base = 20000 + (std::process::id() % 20000) as u16;
+/// Target addresses; `base` is chosen by the parent and handed to the listener child.
+fn targets_from(base: u16) -> Vec<SocketAddr> {
     let mut v = Vec::new();
     for i in 1..=IPS {
         for p in 0..PORTS {
@@ -56,6 +66,21 @@ fn targets() -> Vec<SocketAddr> {
         }
     }
     v
+}
+
+/// The first target port: the parent picks it from its PID; the child is told.
+fn base_port() -> u16 {
+    static BASE: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        std::env::var("LIFELINE_BENCH_BASE_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(20000 + (std::process::id() % 20000) as u16)
+    })
+}
+
+fn targets() -> Vec<SocketAddr> {
+    targets_from(base_port())
 }
 
 /// Child mode: accept and immediately close on every target address.
@@ -92,6 +117,7 @@ fn spawn_listeners() -> Kill {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .arg("--listen-child")
+        .env("LIFELINE_BENCH_BASE_PORT", base_port().to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -141,18 +167,34 @@ fn bench_agent(checks: usize, seconds: u64) {
         };
         let a0 = attempts(&metrics);
         let c0 = cpu_seconds("self");
+        let (u0, s0) = cpu_split("self");
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let c1 = cpu_seconds("self");
+        let (u1, s1) = cpu_split("self");
         let wall = t0.elapsed().as_secs_f64();
         let a1 = attempts(&metrics);
         let probes = a1 - a0;
-        let failures: f64 = metrics
+        let failures: f64 = 0.0 + metrics
             .render()
             .lines()
             .filter(|l| l.starts_with("lifeline_check_failures_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+            .sum::<f64>();
+        let mut kinds: std::collections::BTreeMap<String, f64> = Default::default();
+        for l in metrics.render().lines().filter(|l| l.starts_with("lifeline_check_failures_total{")) {
+            if let (Some(k), Some(v)) = (
+                l.split("error_kind=\"").nth(1).and_then(|r| r.split('"').next()),
+                l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+            ) {
+                *kinds.entry(k.to_string()).or_default() += v;
+            }
+        }
+        println!(
+            "failures by kind: {kinds:?}; per probe: user {:.1}µs, system {:.1}µs",
+            (u1 - u0) / probes * 1e6,
+            (s1 - s0) / probes * 1e6
+        );
         let rss = rss_mib("self");
         // /metrics render: CPU time per render, and wall time (median of 9).
         // The render runs on this thread (block_on), so its own CPU counter excludes the
