@@ -165,6 +165,7 @@ fn bench_agent(checks: usize, seconds: u64) {
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum()
         };
+        let rss_before_scrape = rss_mib("self");
         let a0 = attempts(&metrics);
         let c0 = cpu_seconds("self");
         let (u0, s0) = cpu_split("self");
@@ -191,7 +192,7 @@ fn bench_agent(checks: usize, seconds: u64) {
             }
         }
         println!(
-            "failures by kind: {kinds:?}; per probe: user {:.1}µs, system {:.1}µs",
+            "failures by kind: {kinds:?}; per probe: user {:.1}µs, system {:.1}µs; rss before the first scrape {rss_before_scrape:.1}MiB",
             (u1 - u0) / probes * 1e6,
             (s1 - s0) / probes * 1e6
         );
