@@ -29,6 +29,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
 use super::registry::ParseCx;
+use super::tls;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
@@ -157,27 +158,9 @@ enum Verify {
 fn roots(src: Option<&RootCert>) -> Result<rustls::RootCertStore, CheckError> {
     let mut roots = rustls::RootCertStore::empty();
     match src {
-        None | Some(RootCert::System) => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
+        None | Some(RootCert::System) => tls::add_native_roots(&mut roots),
         Some(RootCert::File(path)) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                CheckError::new(
-                    ErrorKind::Tls,
-                    format!("cannot read sslrootcert {}: {e}", path.display()),
-                )
-            })?;
-            for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let c = c.map_err(|e| {
-                    CheckError::new(ErrorKind::Tls, format!("bad sslrootcert: {e}"))
-                })?;
-                roots.add(c).map_err(|e| {
-                    CheckError::new(ErrorKind::Tls, format!("bad sslrootcert: {e}"))
-                })?;
-            }
-            if roots.is_empty() {
+            if tls::add_pem_file(&mut roots, path, "sslrootcert")? == 0 {
                 return Err(CheckError::new(
                     ErrorKind::Tls,
                     format!("sslrootcert {} holds no certificate", path.display()),

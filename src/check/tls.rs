@@ -38,28 +38,44 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, CheckError>
             .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for c in native.certs {
-            let _ = roots.add(c);
-        }
+        add_native_roots(&mut roots);
         if let Some(path) = &opts.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                CheckError::new(
-                    ErrorKind::Tls,
-                    format!("cannot read ca_file {}: {e}", path.display()),
-                )
-            })?;
-            for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let c =
-                    c.map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad ca_file: {e}")))?;
-                roots
-                    .add(c)
-                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad ca_file: {e}")))?;
-            }
+            add_pem_file(&mut roots, path, "ca_file")?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(Arc::new(cfg))
+}
+
+/// Adds the operating system's trust roots (unreadable ones are skipped).
+pub fn add_native_roots(roots: &mut rustls::RootCertStore) {
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+}
+
+/// Adds every certificate of the PEM bundle at `path`; `what` names the config key in
+/// error messages. Returns how many were added.
+pub fn add_pem_file(
+    roots: &mut rustls::RootCertStore,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<usize, CheckError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        CheckError::new(
+            ErrorKind::Tls,
+            format!("cannot read {what} {}: {e}", path.display()),
+        )
+    })?;
+    let mut n = 0;
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let c = c.map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad {what}: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| CheckError::new(ErrorKind::Tls, format!("bad {what}: {e}")))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Accepts every certificate (still checks handshake signatures).
