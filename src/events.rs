@@ -9,7 +9,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::check::Outcome;
-use crate::health::{Change, CheckState, Overall, Status, rfc3339};
+use crate::health::{Change, CheckState, Overall, Status};
+use crate::time::rfc3339;
 
 /// One event: a SPEC name and its JSON data.
 #[derive(Debug, Clone, Serialize)]

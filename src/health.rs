@@ -135,13 +135,13 @@ pub struct CheckState {
     /// Backoff step (failures counted by the scheduler, reset by force-check).
     pub attempt: u32,
     /// When the next attempt is due (RFC 3339).
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "crate::time::serde_rfc3339_opt")]
     pub next_attempt_at: Option<SystemTime>,
     /// Last success (RFC 3339).
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "crate::time::serde_rfc3339_opt")]
     pub last_success_at: Option<SystemTime>,
     /// Last status change (RFC 3339).
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "crate::time::serde_rfc3339_opt")]
     pub since: Option<SystemTime>,
     /// Last failure text.
     pub last_error: Option<String>,
@@ -284,10 +284,7 @@ impl CheckState {
     pub fn heartbeat_age(&mut self, age: Duration, poor_after: Duration) -> Option<Change> {
         self.heartbeat_age_ms = Some(age.as_millis() as u64);
         if self.status == Status::Healthy && age > poor_after {
-            self.message = format!(
-                "no heartbeat answer for {}",
-                crate::check::fmt_duration(age)
-            );
+            self.message = format!("no heartbeat answer for {}", crate::time::fmt_duration(age));
             self.set(Status::Degraded)
         } else {
             None
@@ -539,29 +536,6 @@ impl StateTable {
             );
         }
         serde_json::Value::Object(m)
-    }
-}
-
-/// Formats a time as RFC 3339 (UTC, millisecond precision).
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt = time::OffsetDateTime::from(t);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    dt.format(&fmt).unwrap_or_default()
-}
-
-mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&super::rfc3339(*t)),
-            None => s.serialize_none(),
-        }
     }
 }
 

@@ -31,5 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod plugin;
 pub mod schedule;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod time;

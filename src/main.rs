@@ -322,7 +322,7 @@ fn history(
     for t in &h.transitions {
         println!(
             "  {}  {:<12} <- {:<12} {}{}",
-            lifeline::health::rfc3339(t.at),
+            lifeline::time::rfc3339(t.at),
             t.status.as_str(),
             t.previous_status.as_str(),
             t.error_kind
@@ -343,7 +343,7 @@ fn history(
             .unwrap_or_else(|| "-".into());
         println!(
             "  {}  {:<12} {:>10}",
-            lifeline::health::rfc3339(s.at),
+            lifeline::time::rfc3339(s.at),
             s.status.as_str(),
             lat
         );

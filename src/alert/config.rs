@@ -9,8 +9,9 @@ use toml::de::DeValue;
 
 use super::template::Template;
 use crate::check::tls::{self, TlsOptions};
+use crate::config::CheckConfig;
 use crate::config::raw::Table;
-use crate::config::{CheckConfig, Secret};
+use crate::secret::Secret;
 
 /// Validated alerting configuration.
 #[derive(Debug, Clone, Default)]
@@ -278,7 +279,7 @@ fn valid_notifier_name(s: &str) -> bool {
 
 fn read_slack(t: &Table<'_, '_>) -> Option<NotifierKind> {
     let s = t.req_str("webhook_url")?;
-    crate::config::secret::register(&s.value);
+    crate::secret::register(&s.value);
     match url::Url::parse(&s.value) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(NotifierKind::Slack {
             webhook_url: Secret::registered(s.value),
@@ -435,17 +436,6 @@ fn read_route(t: &Table<'_, '_>, index: usize, notifiers: &HashSet<String>) -> O
     })
 }
 
-/// Parses an RFC 3339 timestamp.
-pub fn parse_time(s: &str) -> Option<SystemTime> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    let nanos = t.unix_timestamp_nanos();
-    if nanos < 0 {
-        return None;
-    }
-    Some(SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).ok()?))
-}
-
 fn read_time(t: &Table<'_, '_>, key: &'static str) -> Option<Option<SystemTime>> {
     let Some(v) = t.raw(key) else {
         return Some(None);
@@ -464,7 +454,7 @@ fn read_time(t: &Table<'_, '_>, key: &'static str) -> Option<Option<SystemTime>>
             return None;
         }
     };
-    match parse_time(&text) {
+    match crate::time::parse_rfc3339(&text) {
         Some(at) => Some(Some(at)),
         None => {
             t.error(

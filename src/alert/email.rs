@@ -129,7 +129,7 @@ fn build_transport(cfg: &NotifierConfig) -> Result<AsyncSmtpTransport<Tokio1Exec
 /// SMTP 5xx and malformed messages are permanent; 4xx, timeouts, TLS and network trouble
 /// are retried.
 fn classify(e: &lettre::transport::smtp::Error) -> NotifyError {
-    let msg = crate::config::redact(&e.to_string());
+    let msg = crate::secret::redact(&e.to_string());
     if e.is_permanent() || e.is_client() {
         NotifyError::Permanent(msg)
     } else {

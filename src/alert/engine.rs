@@ -25,15 +25,16 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Delivery, Outbox, SavedAlert, unix_ms};
+use super::outbox::{Delivery, Outbox, SavedAlert};
 use super::{
     AlertError, AlertItem, NoteStatus, Notification, NotifierConfig, NotifierKind, RouteConfig,
     Silence,
 };
 use crate::config::Config;
 use crate::events::Observer;
-use crate::health::{Change, CheckState, Status, rfc3339};
+use crate::health::{Change, CheckState, Status};
 use crate::metrics::Metrics;
+use crate::time::{rfc3339, unix_ms};
 
 /// Route name of the `LifelineAgentOffline` alert.
 pub const CONNECTIVITY_ROUTE: &str = "lifeline:connectivity";
@@ -82,7 +83,7 @@ impl Snap {
             status: s.status,
             previous: change.from,
             error_kind: s.error_kind.map(|k| k.as_str().to_string()),
-            message: crate::config::redact(&message),
+            message: crate::secret::redact(&message),
             score: s.score,
             at: Instant::now(),
             at_wall: SystemTime::now(),
@@ -778,7 +779,7 @@ impl Core {
             if let Some((_, items)) = rs.resolves.remove(&k) {
                 let changed = items
                     .iter()
-                    .filter_map(|i| i.ended_at.as_deref().and_then(super::config::parse_time))
+                    .filter_map(|i| i.ended_at.as_deref().and_then(crate::time::parse_rfc3339))
                     .min()
                     .unwrap_or(wall);
                 self.actions.push(Action::Send {

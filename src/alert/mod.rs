@@ -166,10 +166,10 @@ pub struct Silence {
     /// Label equality; `check` and `kind` match the check's name and kind.
     pub matchers: BTreeMap<String, String>,
     /// Start.
-    #[serde(with = "unix_time")]
+    #[serde(with = "crate::time::serde_unix_ms")]
     pub starts_at: SystemTime,
     /// End.
-    #[serde(with = "unix_time")]
+    #[serde(with = "crate::time::serde_unix_ms")]
     pub ends_at: SystemTime,
     /// Free text.
     pub comment: String,
@@ -201,29 +201,12 @@ impl Silence {
         serde_json::json!({
             "id": self.id,
             "matchers": self.matchers,
-            "starts_at": crate::health::rfc3339(self.starts_at),
-            "ends_at": crate::health::rfc3339(self.ends_at),
+            "starts_at": crate::time::rfc3339(self.starts_at),
+            "ends_at": crate::time::rfc3339(self.ends_at),
             "comment": self.comment,
             "status": state,
             "source": if self.from_config { "config" } else { "api" },
         })
-    }
-}
-
-mod unix_time {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        s.serialize_i64(ms)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let ms: i64 = serde::Deserialize::deserialize(d)?;
-        Ok(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
     }
 }
 
@@ -255,7 +238,7 @@ pub enum NotifyError {
 impl NotifyError {
     /// Classifies an HTTP status (for answers that are not 2xx).
     pub fn from_status(status: reqwest::StatusCode, body: &str) -> Self {
-        let body: String = crate::config::redact(body).chars().take(200).collect();
+        let body: String = crate::secret::redact(body).chars().take(200).collect();
         let msg = format!("HTTP {status}: {body}");
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
             Self::Transient(msg)
@@ -266,7 +249,7 @@ impl NotifyError {
 
     /// Classifies a reqwest transport error (always transient: timeouts, refused, reset).
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
-        Self::Transient(crate::config::redact(&crate::check::http::describe(e)))
+        Self::Transient(crate::secret::redact(&crate::check::http::describe(e)))
     }
 }
 

@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use crate::time::unix_ms;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -73,13 +75,6 @@ pub struct SavedAlert {
     pub started_ms: i64,
     /// When a firing notification for it was last made (unix ms).
     pub last_sent_ms: i64,
-}
-
-/// Unix milliseconds.
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The SQLite outbox.

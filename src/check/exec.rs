@@ -31,8 +31,8 @@ use super::registry::ParseCx;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Perf, Verdict,
 };
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// Bytes of stdout kept per run.
 pub const OUTPUT_CAP: usize = 64 * 1024;
@@ -274,7 +274,7 @@ impl Check for ExecCheck {
                         format!(
                             "{} timed out after {}; process group killed",
                             self.spec.command[0],
-                            super::fmt_duration(budget)
+                            crate::time::fmt_duration(budget)
                         ),
                     ),
                     latency,
@@ -302,7 +302,7 @@ impl Check for ExecCheck {
                     }
                     _ => parsed.message.clone(),
                 };
-                let mut o = Outcome::up(latency).with_message(crate::config::redact(&message));
+                let mut o = Outcome::up(latency).with_message(crate::secret::redact(&message));
                 o.verdict = verdict;
                 if let Some(c) = status.code() {
                     o = o.with_detail("exit_code", c);

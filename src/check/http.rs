@@ -13,8 +13,8 @@ use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Phases,
 };
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// `http` settings.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub fn parse_url(t: &Table<'_, '_>, key: &'static str, schemes: &[&str]) -> Opti
     match url::Url::parse(&s.value) {
         Ok(u) if schemes.contains(&u.scheme()) => {
             if let Some(p) = u.password() {
-                crate::config::secret::register(p);
+                crate::secret::register(p);
             }
             Some(u)
         }
@@ -237,7 +237,7 @@ pub fn describe(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    crate::config::redact(&msg)
+    crate::secret::redact(&msg)
 }
 
 impl KindSpec for HttpSpec {

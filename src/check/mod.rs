@@ -150,7 +150,7 @@ impl CheckError {
     pub fn new(kind: ErrorKind, message: impl AsRef<str>) -> Self {
         Self {
             kind,
-            message: crate::config::redact(message.as_ref()),
+            message: crate::secret::redact(message.as_ref()),
         }
     }
 
@@ -163,7 +163,10 @@ impl CheckError {
     pub fn timeout(what: &str, after: Duration) -> Self {
         Self::new(
             ErrorKind::Timeout,
-            format!("{what} timed out after {}", fmt_duration(after)),
+            format!(
+                "{what} timed out after {}",
+                crate::time::fmt_duration(after)
+            ),
         )
     }
 }
@@ -402,29 +405,6 @@ pub trait KindSpec: Send + Sync + fmt::Debug {
     }
 }
 
-/// Formats a duration the way config values are written (`250ms`, `5s`, `1m30s`).
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 && d > Duration::ZERO {
-        return format!("{}µs", d.as_micros());
-    }
-    if !ms.is_multiple_of(1000) || ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let s = ms / 1000;
-    if !s.is_multiple_of(60) {
-        if s > 60 {
-            return format!("{}m{}s", s / 60, s % 60);
-        }
-        return format!("{s}s");
-    }
-    let m = s / 60;
-    if !m.is_multiple_of(60) {
-        return format!("{m}m");
-    }
-    format!("{}h", m / 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,14 +415,5 @@ mod tests {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(ErrorKind::AuthFailed.as_str(), "auth_failed");
-    }
-
-    #[test]
-    fn durations_format_like_config() {
-        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(fmt_duration(Duration::from_secs(5)), "5s");
-        assert_eq!(fmt_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(fmt_duration(Duration::from_secs(120)), "2m");
-        assert_eq!(fmt_duration(Duration::from_secs(3600)), "1h");
     }
 }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -117,7 +117,7 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
             format!(
                 "plugin `{}` refused the config: {}",
                 plugin.name(),
-                crate::config::redact(&msg)
+                crate::secret::redact(&msg)
             ),
         );
         return None;
@@ -229,19 +229,13 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Maps a status code and what the callbacks collected to an outcome.
 pub fn outcome(status: i32, collected: ffi::Collected, wall: Duration) -> Outcome {
     let latency = collected
         .latency
         .map(Duration::from_secs_f64)
         .unwrap_or(wall);
-    let msg = collected.message.map(|m| crate::config::redact(&m));
+    let msg = collected.message.map(|m| crate::secret::redact(&m));
     let (verdict, default) = match status {
         0 => (Verdict::Up, "OK".to_string()),
         1 => (Verdict::Warn(None), "WARNING".to_string()),
@@ -284,7 +278,7 @@ impl Check for PluginCheck {
                         ErrorKind::Timeout,
                         format!(
                             "previous call still running (for {}); the plugin instance is not called again until it returns",
-                            super::fmt_duration(Duration::from_millis(since.as_millis() as u64))
+                            crate::time::fmt_duration(Duration::from_millis(since.as_millis() as u64))
                         ),
                     ),
                     Duration::ZERO,
@@ -297,7 +291,10 @@ impl Check for PluginCheck {
             // its clearer message) is the one reported.
             let budget = at.timeout.saturating_sub(at.timeout / 50);
             let deadline = SystemTime::now() + budget;
-            let ctx = ffi::CallCtx::new(at.check.clone(), unix_ms(deadline));
+            let ctx = ffi::CallCtx::new(
+                at.check.clone(),
+                u64::try_from(crate::time::unix_ms(deadline)).unwrap_or(0),
+            );
             let guard = CancelOnDrop(ctx.clone());
             let state = if self.plugin.wants_state() {
                 at.states.snapshot_json().to_string()
@@ -336,7 +333,7 @@ impl Check for PluginCheck {
                             ErrorKind::Timeout,
                             format!(
                                 "plugin call timed out after {}; the instance is not called again until it returns",
-                                super::fmt_duration(budget)
+                                crate::time::fmt_duration(budget)
                             ),
                         ),
                         start.elapsed(),

@@ -24,8 +24,8 @@ use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// The replication role a server must report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,7 +138,7 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
         None => None,
     };
     if let Some(p) = &password {
-        crate::config::secret::register(p);
+        crate::secret::register(p);
     }
     let path = u.path().trim_start_matches('/');
     let db = if path.is_empty() {

@@ -25,8 +25,8 @@ use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// Largest text packet accepted (the WebSocket layer caps frames at the same size).
 pub const MAX_PACKET: usize = super::websocket::MAX_MESSAGE;
@@ -691,7 +691,7 @@ impl Session for SioSession {
                     _ = sleep_until(stale_at) => {
                         return CheckError::new(
                             ErrorKind::Stale,
-                            format!("no ping from the server within pingInterval + pingTimeout ({})", super::fmt_duration(dead_after)),
+                            format!("no ping from the server within pingInterval + pingTimeout ({})", crate::time::fmt_duration(dead_after)),
                         );
                     }
                     b = io.beats.recv() => {
@@ -707,7 +707,7 @@ impl Session for SioSession {
                             }
                         } else if due_base.elapsed() <= hs.ping_interval + lateness.max(Duration::from_millis(50)) {
                             let o = Outcome::up(lateness)
-                                .with_message(format!("last server ping {} ago", super::fmt_duration(last_ping.elapsed())));
+                                .with_message(format!("last server ping {} ago", crate::time::fmt_duration(last_ping.elapsed())));
                             if io.report.send(o).await.is_err() {
                                 return CheckError::new(ErrorKind::Closed, "agent closed the session");
                             }

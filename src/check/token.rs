@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{CheckError, ErrorKind};
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// `token = { url, method, header, json_pointer, ttl, headers, body }`.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// Largest message or frame accepted from a peer.
 pub const MAX_MESSAGE: usize = 1024 * 1024;

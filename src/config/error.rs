@@ -92,7 +92,7 @@ impl<'s> Diag<'s> {
                         path: self.path.clone(),
                         line,
                         col,
-                        message: super::secret::redact(&message),
+                        message: crate::secret::redact(&message),
                     }
                 })
                 .collect(),

@@ -5,7 +5,6 @@
 pub mod error;
 pub mod interpolate;
 pub mod raw;
-pub mod secret;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -14,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::secret::Secret;
 pub use error::{ConfigError, ConfigErrors};
-pub use secret::{Secret, redact};
 pub use validate::{load, parse};
 
 use crate::check::{KindSpec, Mode};

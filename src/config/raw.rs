@@ -17,7 +17,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::Diag;
 use super::interpolate::interpolate;
-use super::secret::{self, Secret};
+use crate::secret::{self, Secret};
+use crate::time::parse_duration;
 
 /// Shared context of one load: the error sink and the directory `${file:…}` is relative to.
 pub struct Loader<'s> {
@@ -390,14 +391,6 @@ fn to_json(
             }
             J::Object(m)
         }
-    })
-}
-
-/// Parses `250ms`, `5s`, `2m`, `1h`, `1h30m`, `1d`. Zero is allowed; callers that need a
-/// positive value check it.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|_| {
-        format!("invalid duration `{s}`; use a number with a unit, like 250ms, 5s, 2m, 1h")
     })
 }
 

@@ -103,7 +103,7 @@ pub async fn uptime(
         .map(String::as_str)
         .unwrap_or("24h")
         .to_string();
-    let d = humantime::parse_duration(&window).map_err(|e| {
+    let d = crate::time::parse_duration(&window).map_err(|e| {
         bad(format!(
             "window: `{window}` is not a duration like `24h`: {e}"
         ))

@@ -10,7 +10,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::health::{CheckState, Status, overall, rfc3339};
+use crate::health::{CheckState, Status, overall};
+use crate::time::rfc3339;
 
 /// The page template: `{{key}}` markers are filled by [`render`].
 const TEMPLATE: &str = include_str!("status_page.html");

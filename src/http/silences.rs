@@ -57,12 +57,12 @@ pub async fn create(
     let now = SystemTime::now();
     let starts_at = match &b.starts_at {
         None => now,
-        Some(s) => crate::alert::config::parse_time(s)
+        Some(s) => crate::time::parse_rfc3339(s)
             .ok_or_else(|| bad(format!("`starts_at`: `{s}` is not an RFC 3339 time")))?,
     };
-    let ends_at = match crate::alert::config::parse_time(&b.ends_at) {
+    let ends_at = match crate::time::parse_rfc3339(&b.ends_at) {
         Some(t) => t,
-        None => match crate::config::raw::parse_duration(&b.ends_at) {
+        None => match crate::time::parse_duration(&b.ends_at) {
             Ok(d) => starts_at + d,
             Err(_) => {
                 return Err(bad(format!(

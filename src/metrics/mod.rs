@@ -9,7 +9,7 @@ pub mod series;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::RwLock;
 use prometheus::core::Collector;
@@ -287,10 +287,7 @@ impl NotifyResult {
 
 /// Unix time now, in seconds.
 pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::time::unix_secs_f64(SystemTime::now())
 }
 
 /// One check's series, bound once.

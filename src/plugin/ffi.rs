@@ -415,7 +415,7 @@ extern "C" fn cb_log(ctx: *mut c_void, level: u32, msg: RawStr) {
     let (Some(c), msg) = (unsafe { ctx_ref(ctx) }, unsafe { msg.copy() }) else {
         return;
     };
-    let msg = crate::config::redact(&msg);
+    let msg = crate::secret::redact(&msg);
     match level {
         0 | 1 => tracing::error!(check = %c.check, "plugin: {msg}"),
         2 => tracing::warn!(check = %c.check, "plugin: {msg}"),

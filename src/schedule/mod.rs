@@ -602,7 +602,7 @@ impl Supervisor {
                     task.abort();
                     return Some(CheckError::new(
                         ErrorKind::Stale,
-                        format!("no heartbeat answer for {}", crate::check::fmt_duration(t.heartbeat.stale_after)),
+                        format!("no heartbeat answer for {}", crate::time::fmt_duration(t.heartbeat.stale_after)),
                     ));
                 }
             }

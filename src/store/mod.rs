@@ -29,8 +29,9 @@ use tokio::time::Instant;
 use crate::check::{ErrorKind, Outcome};
 use crate::config::HistoryConfig;
 use crate::events::Observer;
-use crate::health::{Change, CheckState, Restored, Status, rfc3339};
+use crate::health::{Change, CheckState, Restored, Status};
 use crate::metrics::Metrics;
+use crate::time::unix_ms;
 
 pub use sqlite::Reader;
 use sqlite::{Msg, SampleRow, StateRow, TransitionRow};
@@ -74,7 +75,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transition {
     /// When (RFC 3339).
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::serde_rfc3339::serialize")]
     pub at: SystemTime,
     /// New status.
     pub status: Status,
@@ -90,7 +91,7 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sample {
     /// When (RFC 3339).
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::serde_rfc3339::serialize")]
     pub at: SystemTime,
     /// Status after the result.
     pub status: Status,
@@ -113,10 +114,10 @@ pub struct History {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Uptime {
     /// Window start.
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::serde_rfc3339::serialize")]
     pub since: SystemTime,
     /// Window end.
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "crate::time::serde_rfc3339::serialize")]
     pub until: SystemTime,
     /// Time `healthy`/`degraded` over time with a known status while the agent ran; none
     /// when there is no such time.
@@ -133,27 +134,6 @@ pub struct Uptime {
     pub unknown_seconds: f64,
 }
 
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
-}
-
-/// Milliseconds since the Unix epoch (negative before it).
-pub(crate) fn to_ms(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-/// The time `ms` milliseconds after the Unix epoch.
-pub(crate) fn from_ms(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    }
-}
-
 /// A time argument that is neither RFC 3339 nor a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -166,10 +146,10 @@ pub fn parse_time(s: &str, now: SystemTime) -> Result<SystemTime, BadTime> {
     if s == "now" {
         return Ok(now);
     }
-    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-        return Ok(t.into());
+    if let Some(t) = crate::time::parse_rfc3339(s) {
+        return Ok(t);
     }
-    match humantime::parse_duration(s) {
+    match crate::time::parse_duration(s) {
         Ok(d) => now
             .checked_sub(d)
             .ok_or_else(|| BadTime(format!("`{s}` reaches back too far"))),
@@ -190,11 +170,6 @@ pub(crate) fn status_of_code(c: i64) -> Status {
         .ok()
         .and_then(|i| Status::ALL.get(i).copied())
         .unwrap_or(Status::Unknown)
-}
-
-/// The error kind named `s`.
-pub(crate) fn error_kind_named(s: &str) -> Option<ErrorKind> {
-    ErrorKind::ALL.into_iter().find(|k| k.as_str() == s)
 }
 
 /// What the hot path and the writer thread share.
@@ -238,7 +213,7 @@ impl Store {
             dirty: Mutex::new(HashMap::new()),
             queued: AtomicI64::new(0),
             available: AtomicBool::new(false),
-            started_ms: to_ms(SystemTime::now()),
+            started_ms: unix_ms(SystemTime::now()),
             retention: history.retention,
         });
         let (conn, restored) = match sqlite::open_rw(data_dir) {
@@ -325,7 +300,7 @@ impl Store {
     ) -> bool {
         self.send(Msg::Sample(SampleRow {
             check: check.into(),
-            at: to_ms(at),
+            at: unix_ms(at),
             status: status_code(status),
             latency_us: latency.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
         }))
@@ -343,7 +318,7 @@ impl Store {
     ) -> bool {
         self.send(Msg::Transition(TransitionRow {
             check: check.into(),
-            at: to_ms(at),
+            at: unix_ms(at),
             status: to,
             previous: from,
             error_kind: error_kind.map(ErrorKind::as_str),
@@ -355,8 +330,8 @@ impl Store {
     /// recorded by the store itself).
     pub fn record_run(&self, started: SystemTime, ended: SystemTime) -> bool {
         self.send(Msg::Run {
-            started: to_ms(started),
-            ended: to_ms(ended),
+            started: unix_ms(started),
+            ended: unix_ms(ended),
         })
     }
 
@@ -388,7 +363,7 @@ impl Store {
     /// Removes every row older than `now - history.retention` (all chunks, now) and
     /// returns how many went. The writer also prunes by itself, hourly.
     pub fn prune(&self, now: SystemTime) -> Result<u64, StoreError> {
-        let now = to_ms(now);
+        let now = unix_ms(now);
         self.ask(|reply| Msg::Prune { now, reply })
     }
 
@@ -430,11 +405,11 @@ impl Store {
             status: s.status,
             score: s.score,
             consecutive_failures: s.consecutive_failures,
-            last_success_at: s.last_success_at.map(to_ms),
-            since: s.since.map(to_ms),
+            last_success_at: s.last_success_at.map(unix_ms),
+            since: s.since.map(unix_ms),
             error_kind: s.error_kind.map(ErrorKind::as_str),
             message: s.message.clone(),
-            updated_at: to_ms(now),
+            updated_at: unix_ms(now),
         };
         let mut d = self.inner.dirty.lock();
         match d.get_mut(&s.name) {
@@ -480,22 +455,23 @@ impl Observer for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::from_unix_ms;
 
     #[test]
     fn times_parse_as_rfc3339_or_duration_back() {
-        let now = from_ms(1_700_000_000_000);
+        let now = from_unix_ms(1_700_000_000_000);
         assert_eq!(
             parse_time("24h", now),
-            Ok(from_ms(1_700_000_000_000 - 86_400_000))
+            Ok(from_unix_ms(1_700_000_000_000 - 86_400_000))
         );
         assert_eq!(parse_time("now", now), Ok(now));
         assert_eq!(
             parse_time("2023-11-14T22:13:20Z", now),
-            Ok(from_ms(1_700_000_000_000))
+            Ok(from_unix_ms(1_700_000_000_000))
         );
         assert_eq!(
             parse_time("2023-11-14T23:13:20.5+01:00", now),
-            Ok(from_ms(1_700_000_000_500))
+            Ok(from_unix_ms(1_700_000_000_500))
         );
         assert!(parse_time("yesterday", now).is_err());
     }
@@ -503,7 +479,7 @@ mod tests {
     #[test]
     fn ms_round_trip_and_status_codes() {
         for ms in [0, 1, 1_700_000_000_123, -5_000] {
-            assert_eq!(to_ms(from_ms(ms)), ms);
+            assert_eq!(unix_ms(from_unix_ms(ms)), ms);
         }
         for s in Status::ALL {
             assert_eq!(status_of_code(i64::from(status_code(s))), s);

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
-use super::{
-    DB_FILE, History, Inner, Sample, StoreError, Transition, Uptime, error_kind_named, from_ms,
-    status_of_code, to_ms,
-};
+use super::{DB_FILE, History, Inner, Sample, StoreError, Transition, Uptime, status_of_code};
+use crate::check::ErrorKind;
 use crate::health::{Restored, Status};
+use crate::time::{from_unix_ms, unix_ms};
 
 /// Migrations, in order; entry `i` takes `user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
@@ -160,7 +159,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 /// Renames `path` (and its `-wal`/`-shm`) to `<path>.corrupt-<unix seconds>`.
 fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    let ts = to_ms(SystemTime::now()) / 1000;
+    let ts = unix_ms(SystemTime::now()) / 1000;
     let mut to = PathBuf::from(format!("{}.corrupt-{ts}", path.display()));
     let mut n = 1;
     while to.exists() {
@@ -192,12 +191,12 @@ pub(crate) fn load_states(conn: &Connection) -> Result<Vec<Restored>, StoreError
             name: r.get(0)?,
             status: Status::parse(&r.get::<_, String>(1)?).unwrap_or(Status::Unknown),
             consecutive_failures: r.get(2)?,
-            last_success_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
-            since: r.get::<_, Option<i64>>(4)?.map(from_ms),
+            last_success_at: r.get::<_, Option<i64>>(3)?.map(from_unix_ms),
+            since: r.get::<_, Option<i64>>(4)?.map(from_unix_ms),
             error_kind: r
                 .get::<_, Option<String>>(5)?
                 .as_deref()
-                .and_then(error_kind_named),
+                .and_then(ErrorKind::parse),
             message: r.get(6)?,
         })
     })?;
@@ -360,7 +359,7 @@ impl Writer {
         if self.conn.is_some() {
             if self.prune.is_none() && now >= self.next_prune {
                 self.next_prune = now + PRUNE_EVERY;
-                let cutoff = to_ms(SystemTime::now()) - self.retention_ms();
+                let cutoff = unix_ms(SystemTime::now()) - self.retention_ms();
                 match self.start_prune(cutoff) {
                     Ok(job) => self.prune = Some(job),
                     Err(e) => self.fail(e),
@@ -512,7 +511,7 @@ impl Writer {
     }
 
     fn write_batch(&mut self) -> Result<(), StoreError> {
-        let now_ms = to_ms(SystemTime::now());
+        let now_ms = unix_ms(SystemTime::now());
         let started_ms = self.inner.started_ms;
         let Some(conn) = self.conn.as_mut() else {
             return Err(StoreError::Unavailable("database not open".into()));
@@ -601,7 +600,7 @@ impl Writer {
         let (Some(conn), Some(id)) = (self.conn.as_ref(), self.run_id) else {
             return;
         };
-        let now = to_ms(SystemTime::now());
+        let now = unix_ms(SystemTime::now());
         if let Err(e) = conn.execute(
             "UPDATE agent_runs SET last_seen = ?1, stopped_at = ?1 WHERE id = ?2",
             params![now, id],
@@ -686,7 +685,7 @@ impl Writer {
         if job.removed > 0 {
             tracing::info!(
                 rows = job.removed,
-                before = %crate::health::rfc3339(from_ms(job.cutoff)),
+                before = %crate::time::rfc3339(from_unix_ms(job.cutoff)),
                 "history pruned"
             );
         }
@@ -798,7 +797,7 @@ impl Reader {
         let Some(id) = self.id(check)? else {
             return Ok(None);
         };
-        let (a, b, n) = (to_ms(since), to_ms(until), limit as i64);
+        let (a, b, n) = (unix_ms(since), unix_ms(until), limit as i64);
         let mut st = self.conn.prepare_cached(
             "SELECT at, status, previous_status, error_kind, message FROM transitions
              WHERE check_id = ?1 AND at >= ?2 AND at < ?3
@@ -807,7 +806,7 @@ impl Reader {
         let transitions = st
             .query_map(params![id, a, b, n], |r| {
                 Ok(Transition {
-                    at: from_ms(r.get(0)?),
+                    at: from_unix_ms(r.get(0)?),
                     status: Status::parse(&r.get::<_, String>(1)?).unwrap_or(Status::Unknown),
                     previous_status: Status::parse(&r.get::<_, String>(2)?)
                         .unwrap_or(Status::Unknown),
@@ -824,7 +823,7 @@ impl Reader {
         let samples = st
             .query_map(params![id, a, b, n], |r| {
                 Ok(Sample {
-                    at: from_ms(r.get(0)?),
+                    at: from_unix_ms(r.get(0)?),
                     status: status_of_code(r.get(1)?),
                     latency_ms: r.get::<_, Option<i64>>(2)?.map(|us| us as f64 / 1000.0),
                 })
@@ -886,8 +885,8 @@ impl Reader {
         let Some(id) = self.id(check)? else {
             return Ok(None);
         };
-        let (a, b) = (to_ms(since), to_ms(until).max(to_ms(since)));
-        let runs = self.runs(a, b, to_ms(now))?;
+        let (a, b) = (unix_ms(since), unix_ms(until).max(unix_ms(since)));
+        let runs = self.runs(a, b, unix_ms(now))?;
         let running: i64 = runs.iter().map(|(s, e)| e - s).sum();
         let before: Option<String> = self
             .conn
@@ -938,8 +937,8 @@ impl Reader {
             .max(0) as u64;
         let known = up + down;
         Ok(Some(Uptime {
-            since: from_ms(a),
-            until: from_ms(b),
+            since: from_unix_ms(a),
+            until: from_unix_ms(b),
             uptime_ratio: (known > 0).then(|| up as f64 / known as f64),
             samples,
             agent_down_seconds: (b - a - running) as f64 / 1000.0,

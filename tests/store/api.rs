@@ -1,7 +1,8 @@
 use std::time::{Duration, SystemTime};
 
 use lifeline::check::ErrorKind;
-use lifeline::health::{Status, rfc3339};
+use lifeline::health::Status;
+use lifeline::time::rfc3339;
 
 use super::{get_json, tcp_config};
 use crate::common::*;

@@ -25,8 +25,8 @@ use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
-use crate::config::Secret;
 use crate::config::raw::Table;
+use crate::secret::Secret;
 
 /// What the banner starts with.
 pub const BANNER_PREFIX: &str = "Asterisk Call Manager/";

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// libpq `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -144,7 +144,7 @@ impl Dsn {
         }
         let user = user.ok_or("the URL must name a user (postgres://USER@HOST/DB)")?;
         if let Some(p) = &password {
-            crate::config::secret::register(p);
+            crate::secret::register(p);
         }
         Ok(Self {
             dbname: dbname.unwrap_or_else(|| user.clone()),

@@ -347,7 +347,7 @@ fn no_answer(budget: Duration) -> CheckError {
         ErrorKind::Timeout,
         format!(
             "no final response to OPTIONS within {}",
-            super::fmt_duration(budget)
+            crate::time::fmt_duration(budget)
         ),
     )
 }
