@@ -539,6 +539,12 @@ impl StateTable {
     }
 }
 
+impl crate::check::StateView for StateTable {
+    fn snapshot_json(&self) -> serde_json::Value {
+        StateTable::snapshot_json(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

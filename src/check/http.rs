@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Phases,

@@ -28,6 +28,7 @@ pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,7 +38,6 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::StateTable;
 
 /// A boxed, sendable future (kinds are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -300,6 +300,14 @@ impl Outcome {
     }
 }
 
+/// A read-only view of every check's live state, for kinds that look at other checks
+/// (`rule`, plugins). `health::StateTable` implements it; kinds never see the table.
+pub trait StateView: Send + Sync {
+    /// Every check's state as the JSON object rule expressions and plugins read
+    /// (`{"name": {"status": …, "score": …, …}, …}`).
+    fn snapshot_json(&self) -> serde_json::Value;
+}
+
 /// What a check gets for each attempt.
 #[derive(Clone)]
 pub struct Attempt {
@@ -310,7 +318,7 @@ pub struct Attempt {
     /// Consecutive failures before this attempt.
     pub attempt: u32,
     /// Every check's current state (rule and plugin kinds read it).
-    pub states: Arc<StateTable>,
+    pub states: Arc<dyn StateView>,
     /// Cancelled when the agent shuts down or the attempt is abandoned.
     pub cancel: CancellationToken,
 }
@@ -403,6 +411,18 @@ pub trait KindSpec: Send + Sync + fmt::Debug {
     fn triggers(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// What a kind's parser is told about the check it reads.
+pub struct ParseCx<'a> {
+    /// The check's name.
+    pub check: &'a str,
+    /// Probe or session.
+    pub mode: Mode,
+    /// `agent.plugin_dir`.
+    pub plugin_dir: &'a Path,
+    /// Every check name in the file (rules refer to them).
+    pub check_names: &'a [String],
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::tls;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,

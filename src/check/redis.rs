@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,

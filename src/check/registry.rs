@@ -1,23 +1,11 @@
 //! The one place that knows every check kind. Adding a kind means adding its module and
 //! one line to [`KINDS`]; nothing else (scheduler, health, HTTP) changes.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use super::{KindSpec, Mode};
+pub use super::ParseCx;
+use super::KindSpec;
 use crate::config::raw::Table;
-
-/// What a kind's parser is told about the check it reads.
-pub struct ParseCx<'a> {
-    /// The check's name.
-    pub check: &'a str,
-    /// Probe or session.
-    pub mode: Mode,
-    /// `agent.plugin_dir`.
-    pub plugin_dir: &'a Path,
-    /// Every check name in the file (rules refer to them).
-    pub check_names: &'a [String],
-}
 
 /// Reads a kind's keys from a `[[checks]]` table. Errors go to the table's loader;
 /// `None` when the table is invalid.

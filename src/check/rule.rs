@@ -23,7 +23,7 @@ use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind as JinjaError, State, UndefinedBehavior};
 use tokio::time::Instant;
 
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Verdict,
 };

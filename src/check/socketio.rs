@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::tls::{self, TlsOptions};
 use super::token::{TokenSource, TokenSpec};
 use super::websocket::classify;

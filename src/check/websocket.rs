@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::tls::{self, TlsOptions};
 use super::token::{TokenSource, TokenSpec};
 use super::{

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use self::codec::{Action, AmiCodec, CodecError, Frame, Message};
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,

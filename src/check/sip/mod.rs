@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use self::message::{Framing, Message, Options, ParseError, Transport};
-use super::registry::ParseCx;
+use super::ParseCx;
 use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Mode, Outcome,
