@@ -12,6 +12,17 @@ use super::Notification;
 /// Fuel per render: plenty for loops over thousands of alerts, finite for anything else.
 const FUEL: u64 = 200_000;
 
+/// A template that does not compile or render; the text names the line and problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(String);
+
+impl From<minijinja::Error> for TemplateError {
+    fn from(e: minijinja::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// A compiled template.
 #[derive(Clone)]
 pub struct Template {
@@ -26,20 +37,19 @@ impl fmt::Debug for Template {
 
 impl Template {
     /// Compiles `source`; the error text names the line and problem.
-    pub fn compile(source: &str) -> Result<Self, String> {
+    pub fn compile(source: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        env.add_template_owned("t", source.to_string())
-            .map_err(|e| e.to_string())?;
+        env.add_template_owned("t", source.to_string())?;
         Ok(Self { env: Arc::new(env) })
     }
 
     /// Renders with the notification as context (`status`, `route`, `dedupe_key`,
     /// `alerts`, `checks`, `count`, `title`).
-    pub fn render(&self, n: &Notification) -> Result<String, String> {
-        let t = self.env.get_template("t").map_err(|e| e.to_string())?;
-        t.render(context(n)).map_err(|e| e.to_string())
+    pub fn render(&self, n: &Notification) -> Result<String, TemplateError> {
+        let t = self.env.get_template("t")?;
+        Ok(t.render(context(n))?)
     }
 }
 

@@ -117,7 +117,7 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
             format!(
                 "plugin `{}` refused the config: {}",
                 plugin.name(),
-                crate::secret::redact(&msg)
+                crate::secret::redact(&msg.to_string())
             ),
         );
         return None;
@@ -204,7 +204,7 @@ fn worker(
             }
             match plugin.table.create(kind, config, &job.ctx) {
                 Ok(i) => instance = Some(i),
-                Err(msg) => break Reply::Refused(msg),
+                Err(e) => break Reply::Refused(e.to_string()),
             }
         };
         busy.store(false, Ordering::Release);

@@ -433,6 +433,17 @@ extern "C" fn cb_is_cancelled(ctx: *mut c_void) -> c_int {
     }
 }
 
+/// Why a plugin's `create` gave no instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// `create` returned non-zero; the plugin's own explanation, or the code.
+    #[error("{0}")]
+    Refused(String),
+    /// `create` returned 0 but left the instance pointer null.
+    #[error("create succeeded but returned no instance")]
+    NoInstance,
+}
+
 impl Table {
     /// Creates an instance of `kind`; `Err` carries the plugin's explanation.
     pub fn create(
@@ -440,7 +451,7 @@ impl Table {
         kind: &str,
         config_json: &str,
         ctx: &Arc<CallCtx>,
-    ) -> Result<Instance, String> {
+    ) -> Result<Instance, CreateError> {
         let host = ctx.host();
         let mut out: *mut c_void = std::ptr::null_mut();
         // SAFETY: the table was validated; `host` and the borrowed strings outlive the
@@ -449,10 +460,12 @@ impl Table {
             unsafe { (self.create)(&host, RawStr::of(kind), RawStr::of(config_json), &mut out) };
         if rc != 0 {
             let msg = ctx.collected.lock().message.take();
-            return Err(msg.unwrap_or_else(|| format!("create returned {rc}")));
+            return Err(CreateError::Refused(
+                msg.unwrap_or_else(|| format!("create returned {rc}")),
+            ));
         }
         if out.is_null() {
-            return Err("create succeeded but returned no instance".into());
+            return Err(CreateError::NoInstance);
         }
         Ok(Instance {
             table: self,

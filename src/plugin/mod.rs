@@ -88,7 +88,11 @@ impl Plugin {
 
     /// Runs `create` then `destroy` on the calling thread: checks that the plugin accepts
     /// a check's config (config load uses this; nothing else runs).
-    pub fn validate_config(&'static self, kind: &str, config_json: &str) -> Result<(), String> {
+    pub fn validate_config(
+        &'static self,
+        kind: &str,
+        config_json: &str,
+    ) -> Result<(), ffi::CreateError> {
         let ctx = ffi::CallCtx::new("validate".into(), 0);
         self.table.create(kind, config_json, &ctx).map(drop)
     }

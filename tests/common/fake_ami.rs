@@ -240,7 +240,7 @@ fn get<'a>(h: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 fn md5_hex(data: &[u8]) -> String {
-    lifeline::check::ami::md5::hex(data)
+    lifeline::check::ami::md5_hex(data)
 }
 
 fn now_stamp() -> String {

@@ -198,15 +198,6 @@ impl AmiCodec {
             follows_from: None,
         }
     }
-
-    /// A codec that expects messages only (the banner was already consumed).
-    pub fn after_banner() -> Self {
-        Self {
-            banner_done: true,
-            scanned: 0,
-            follows_from: None,
-        }
-    }
 }
 
 /// Finds the end of the line starting at `from`: (index of `\n`, length of the content
