@@ -39,7 +39,8 @@ impl Store {
     /// Opens (creating it if needed) `<data_dir>/lifeline.db` and starts the writer
     /// thread. A database that cannot be opened now is not an error: it is logged and
     /// counted, and the writer keeps retrying while the agent runs. Errors only if the
-    /// writer thread cannot start.
+    /// writer thread cannot start. Blocks on SQLite (migrations, reading the last
+    /// states): async code calls it through `tokio::task::spawn_blocking`.
     pub fn open(
         data_dir: &Path,
         history: &HistoryConfig,
@@ -195,7 +196,7 @@ impl Store {
     }
 
     /// Removes every row older than `now - history.retention` (all chunks, now) and
-    /// returns how many went. The writer also prunes by itself, hourly.
+    /// returns how many went; blocks until done. The writer also prunes by itself, hourly.
     pub fn prune(&self, now: SystemTime) -> Result<u64, StoreError> {
         let now = unix_ms(now);
         self.ask(|reply| Msg::Prune { now, reply })

@@ -40,13 +40,16 @@ const PENDING_MAX: usize = 200_000;
 
 /// A message to the writer.
 pub(crate) enum Msg {
+    /// A row for `samples` (goes in the next batch).
     Sample(SampleRow),
+    /// A row for `transitions` (goes in the next batch, with the latest states).
     Transition(TransitionRow),
-    Run {
-        started: i64,
-        ended: i64,
-    },
+    /// A past run of the agent for `agent_runs`, ms.
+    Run { started: i64, ended: i64 },
+    /// Commit now and answer.
     Flush(SyncSender<Result<(), StoreError>>),
+    /// Commit, prune everything older than `now - retention` (ms) and answer how many
+    /// rows went.
     Prune {
         now: i64,
         reply: SyncSender<Result<u64, StoreError>>,
@@ -55,6 +58,7 @@ pub(crate) enum Msg {
 
 /// What the hot path and the writer thread share.
 pub(crate) struct Inner {
+    /// `data_dir`.
     pub(crate) dir: PathBuf,
     pub(crate) metrics: Arc<Metrics>,
     /// Latest state of each check since the writer last took them.
@@ -65,6 +69,7 @@ pub(crate) struct Inner {
     pub(crate) available: AtomicBool,
     /// When the agent (this store) started, ms.
     pub(crate) started_ms: i64,
+    /// `history.retention`.
     pub(crate) retention: Duration,
 }
 
