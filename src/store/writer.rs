@@ -1,22 +1,25 @@
-//! SQLite side of the store: opening (with migrations and corrupt-file handling), the
-//! writer thread, and read-only queries.
+//! The writer thread: the one connection that writes. It takes rows from the hot path
+//! (through [`Msg`] and [`Inner::dirty`]), commits them in batches, keeps them in memory
+//! and retries while the database is unwritable, and prunes rows older than
+//! `history.retention` in small steps between batches.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
+use parking_lot::Mutex;
+use rusqlite::{Connection, Transaction, params};
 
-use super::{DB_FILE, History, Inner, Sample, StoreError, Transition, Uptime, status_of_code};
-use crate::check::ErrorKind;
-use crate::health::{Restored, Status};
+use super::db::{
+    self, HEARTBEAT_EVERY, SampleRow, StateRow, TransitionRow, find_check, is_corrupt,
+    move_corrupt_aside,
+};
+use super::{DB_FILE, StoreError};
+use crate::metrics::Metrics;
 use crate::time::{from_unix_ms, unix_ms};
-
-/// Migrations, in order; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
 
 /// Commit at least this often while rows are pending.
 const BATCH_EVERY: Duration = Duration::from_millis(1000);
@@ -24,8 +27,6 @@ const BATCH_EVERY: Duration = Duration::from_millis(1000);
 const BATCH_MAX: usize = 50_000;
 /// Write the latest check states this often.
 const STATE_EVERY: Duration = Duration::from_secs(1);
-/// Update this run's `last_seen` at least this often.
-pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// Prune this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// First prune this long after start.
@@ -36,171 +37,66 @@ const PRUNE_STEP: Duration = Duration::from_millis(20);
 const PRUNE_CHUNK: usize = 2_000;
 /// Rows kept in memory while the database is unavailable; older ones are dropped.
 const PENDING_MAX: usize = 200_000;
-/// How long connections wait for another connection's lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A message to the writer.
 pub(crate) enum Msg {
+    /// A row for `samples` (goes in the next batch).
     Sample(SampleRow),
+    /// A row for `transitions` (goes in the next batch, with the latest states).
     Transition(TransitionRow),
-    Run {
-        started: i64,
-        ended: i64,
-    },
+    /// A past run of the agent for `agent_runs`, ms.
+    Run { started: i64, ended: i64 },
+    /// Commit now and answer.
     Flush(SyncSender<Result<(), StoreError>>),
+    /// Commit, prune everything older than `now - retention` (ms) and answer how many
+    /// rows went.
     Prune {
         now: i64,
         reply: SyncSender<Result<u64, StoreError>>,
     },
 }
 
-pub(crate) struct SampleRow {
-    pub(crate) check: Box<str>,
-    pub(crate) at: i64,
-    pub(crate) status: u8,
-    pub(crate) latency_us: Option<i64>,
+/// What the hot path and the writer thread share.
+pub(crate) struct Inner {
+    /// `data_dir`.
+    pub(crate) dir: PathBuf,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Latest state of each check since the writer last took them.
+    pub(crate) dirty: Mutex<HashMap<String, StateRow>>,
+    /// Messages in the channel.
+    pub(crate) queued: AtomicI64,
+    /// Whether the writer has an open database.
+    pub(crate) available: AtomicBool,
+    /// When the agent (this store) started, ms.
+    pub(crate) started_ms: i64,
+    /// `history.retention`.
+    pub(crate) retention: Duration,
 }
 
-pub(crate) struct TransitionRow {
-    pub(crate) check: Box<str>,
-    pub(crate) at: i64,
-    pub(crate) status: Status,
-    pub(crate) previous: Status,
-    pub(crate) error_kind: Option<&'static str>,
-    pub(crate) message: String,
-}
-
-/// The latest state of one check.
-pub(crate) struct StateRow {
-    pub(crate) status: Status,
-    pub(crate) score: Option<u8>,
-    pub(crate) consecutive_failures: u32,
-    pub(crate) last_success_at: Option<i64>,
-    pub(crate) since: Option<i64>,
-    pub(crate) error_kind: Option<&'static str>,
-    pub(crate) message: String,
-    pub(crate) updated_at: i64,
-}
-
-fn is_corrupt(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
-            if matches!(f.code, ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
-    )
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
+impl Inner {
+    /// Counts a row the store had to drop (full queue or full memory).
+    pub(crate) fn dropped(&self) {
+        self.metrics
+            .events_dropped
+            .with_label_values(&["store"])
+            .inc();
     }
 }
 
-/// Opens the database for writing: creates `dir`, moves a corrupt file aside, sets WAL
-/// and runs migrations.
-pub(crate) fn open_rw(dir: &Path) -> Result<Connection, StoreError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let path = dir.join(DB_FILE);
-    match try_open_rw(&path) {
-        Err(e) if is_corrupt(&e) => {
-            let moved = move_aside(&path)?;
-            tracing::error!(
-                path = %path.display(),
-                moved_to = %moved.display(),
-                error = %e,
-                "history database is corrupt: moved it aside and started a new one"
-            );
-            try_open_rw(&path)
-        }
-        r => r,
+/// Appends `row`, first dropping the oldest row if `q` holds [`PENDING_MAX`]; true if
+/// one was dropped.
+fn push_capped<T>(q: &mut VecDeque<T>, row: T) -> bool {
+    let full = q.len() >= PENDING_MAX;
+    if full {
+        q.pop_front();
     }
+    q.push_back(row);
+    full
 }
 
-fn try_open_rw(path: &Path) -> Result<Connection, StoreError> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    // Small pages: with thousands of checks every commit dirties one index page per
-    // check, so the page size is the write amplification (applies to new files).
-    conn.pragma_update(None, "page_size", 1024)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        tracing::warn!(mode, "history database is not in WAL mode");
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "cache_size", -16_384)?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    // Checkpoint every ~20 MB of WAL instead of ~1 MB: one checkpoint then writes back a
-    // page changed by several commits once.
-    conn.pragma_update(None, "wal_autocheckpoint", 20_000)?;
-    migrate(&mut conn)?;
-    // Reading a table proves the file is a database all the way through its schema.
-    conn.query_row("SELECT count(*) FROM agent_runs", [], |r| {
-        r.get::<_, i64>(0)
-    })?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let known = MIGRATIONS.len() as u32;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let found: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if found > known {
-        return Err(StoreError::NewerSchema { found, known });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as u32 + 1)?;
-        tracing::info!(version = i + 1, "history database schema migrated");
-    }
-    tx.commit()?;
-    Ok(())
-}
-
-/// Renames `path` (and its `-wal`/`-shm`) to `<path>.corrupt-<unix seconds>`.
-fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    let ts = unix_ms(SystemTime::now()) / 1000;
-    let mut to = PathBuf::from(format!("{}.corrupt-{ts}", path.display()));
-    let mut n = 1;
-    while to.exists() {
-        to = PathBuf::from(format!("{}.corrupt-{ts}-{n}", path.display()));
-        n += 1;
-    }
-    std::fs::rename(path, &to).map_err(io(path))?;
-    for suffix in ["-wal", "-shm"] {
-        let side = PathBuf::from(format!("{}{suffix}", path.display()));
-        if side.exists() {
-            let side_to = PathBuf::from(format!("{}{suffix}", to.display()));
-            if let Err(e) = std::fs::rename(&side, &side_to) {
-                tracing::warn!(path = %side.display(), error = %e, "cannot move aside");
-            }
-        }
-    }
-    Ok(to)
-}
-
-/// Every check's last known state.
-pub(crate) fn load_states(conn: &Connection) -> Result<Vec<Restored>, StoreError> {
-    let mut st = conn.prepare(
-        "SELECT c.name, s.status, s.consecutive_failures, s.last_success_at, s.since,
-                s.error_kind, s.message
-         FROM check_state s JOIN checks c ON c.id = s.check_id",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(Restored {
-            name: r.get(0)?,
-            status: Status::parse(&r.get::<_, String>(1)?).unwrap_or(Status::Unknown),
-            consecutive_failures: r.get(2)?,
-            last_success_at: r.get::<_, Option<i64>>(3)?.map(from_unix_ms),
-            since: r.get::<_, Option<i64>>(4)?.map(from_unix_ms),
-            error_kind: r
-                .get::<_, Option<String>>(5)?
-                .as_deref()
-                .and_then(ErrorKind::parse),
-            message: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+/// The error of a write while the database is not open.
+fn not_open() -> StoreError {
+    StoreError::Unavailable("database not open".into())
 }
 
 /// A prune in progress: checks are visited one at a time, in chunks.
@@ -311,18 +207,14 @@ impl Writer {
         }
         match m {
             Msg::Sample(s) => {
-                if self.samples.len() >= PENDING_MAX {
-                    self.samples.pop_front();
-                    self.dropped();
+                if push_capped(&mut self.samples, s) {
+                    self.inner.dropped();
                 }
-                self.samples.push_back(s);
             }
             Msg::Transition(t) => {
-                if self.transitions.len() >= PENDING_MAX {
-                    self.transitions.pop_front();
-                    self.dropped();
+                if push_capped(&mut self.transitions, t) {
+                    self.inner.dropped();
                 }
-                self.transitions.push_back(t);
             }
             Msg::Run { started, ended } => self.runs.push((started, ended)),
             Msg::Flush(reply) => {
@@ -333,14 +225,6 @@ impl Writer {
                 let _ = reply.send(r);
             }
         }
-    }
-
-    fn dropped(&self) {
-        self.inner
-            .metrics
-            .events_dropped
-            .with_label_values(&["store"])
-            .inc();
     }
 
     fn tick(&mut self) {
@@ -385,9 +269,9 @@ impl Writer {
             return Ok(());
         }
         if !force && Instant::now() < self.retry_at {
-            return Err(StoreError::Unavailable("database not open".into()));
+            return Err(not_open());
         }
-        match open_rw(&self.inner.dir) {
+        match db::open_rw(&self.inner.dir) {
             Ok(c) => {
                 self.conn = Some(c);
                 self.ids.clear();
@@ -442,14 +326,8 @@ impl Writer {
         self.conn = None;
         if corrupt {
             let path = self.inner.dir.join(DB_FILE);
-            match move_aside(&path) {
-                Ok(moved) => {
-                    tracing::error!(
-                        path = %path.display(),
-                        moved_to = %moved.display(),
-                        error = %e,
-                        "history database is corrupt: moved it aside and started a new one"
-                    );
+            match move_corrupt_aside(&path, &e) {
+                Ok(()) => {
                     self.run_id = None;
                     self.retry_at = Instant::now();
                     return;
@@ -459,6 +337,13 @@ impl Writer {
         }
         self.schedule_retry();
         self.log_error(&e);
+    }
+
+    /// [`Self::fail`], and the error to answer a [`Msg::Flush`] or [`Msg::Prune`] with.
+    fn fail_unavailable(&mut self, e: StoreError) -> StoreError {
+        let msg = e.to_string();
+        self.fail(e);
+        StoreError::Unavailable(msg)
     }
 
     /// Commits pending rows, the latest states (when due or `force`), and the heartbeat.
@@ -502,11 +387,7 @@ impl Writer {
                 }
                 Ok(())
             }
-            Err(e) => {
-                let msg = e.to_string();
-                self.fail(e);
-                Err(StoreError::Unavailable(msg))
-            }
+            Err(e) => Err(self.fail_unavailable(e)),
         }
     }
 
@@ -514,7 +395,7 @@ impl Writer {
         let now_ms = unix_ms(SystemTime::now());
         let started_ms = self.inner.started_ms;
         let Some(conn) = self.conn.as_mut() else {
-            return Err(StoreError::Unavailable("database not open".into()));
+            return Err(not_open());
         };
         let tx = conn.transaction()?;
         let run_id = match self.run_id {
@@ -611,10 +492,7 @@ impl Writer {
     }
 
     fn start_prune(&mut self, cutoff: i64) -> Result<PruneJob, StoreError> {
-        let conn = self
-            .conn
-            .as_ref()
-            .ok_or_else(|| StoreError::Unavailable("database not open".into()))?;
+        let conn = self.conn.as_ref().ok_or_else(not_open)?;
         let mut st = conn.prepare("SELECT id FROM checks ORDER BY id")?;
         let ids = st
             .query_map([], |r| r.get::<_, i64>(0))?
@@ -636,7 +514,7 @@ impl Writer {
         let started = Instant::now();
         let run_id = self.run_id.unwrap_or(-1);
         let Some(conn) = self.conn.as_mut() else {
-            return Err(StoreError::Unavailable("database not open".into()));
+            return Err(not_open());
         };
         let tx = conn.transaction()?;
         let mut removed = 0u64;
@@ -698,11 +576,7 @@ impl Writer {
             match self.prune_step(&mut job, None) {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(e) => {
-                    let msg = e.to_string();
-                    self.fail(e);
-                    return Err(StoreError::Unavailable(msg));
-                }
+                Err(e) => return Err(self.fail_unavailable(e)),
             }
         }
         self.finish_prune(&job);
@@ -720,231 +594,7 @@ fn check_id(
     }
     tx.prepare_cached("INSERT INTO checks (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")?
         .execute([name])?;
-    let id: i64 = tx
-        .prepare_cached("SELECT id FROM checks WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))?;
+    let id = find_check(tx, name)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     ids.insert(name.into(), id);
     Ok(id)
-}
-
-/// A read-only connection for the API and the CLI (works while the agent writes).
-pub struct Reader {
-    conn: Connection,
-}
-
-impl Reader {
-    /// Opens `<data_dir>/lifeline.db` read-only.
-    pub fn open(data_dir: &Path) -> Result<Reader, StoreError> {
-        let path = data_dir.join(DB_FILE);
-        if !path.is_file() {
-            return Err(StoreError::Unavailable(format!(
-                "no history database at {}",
-                path.display()
-            )));
-        }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let v: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if v == 0 {
-            return Err(StoreError::Unavailable(format!(
-                "{} has no history tables yet",
-                path.display()
-            )));
-        }
-        if v > MIGRATIONS.len() as u32 {
-            return Err(StoreError::NewerSchema {
-                found: v,
-                known: MIGRATIONS.len() as u32,
-            });
-        }
-        Ok(Reader { conn })
-    }
-
-    fn id(&self, check: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT id FROM checks WHERE name = ?1")?
-            .query_row([check], |r| r.get(0))
-            .optional()?)
-    }
-
-    /// Whether anything was ever recorded for `check`.
-    pub fn knows(&self, check: &str) -> Result<bool, StoreError> {
-        Ok(self.id(check)?.is_some())
-    }
-
-    /// Names of every check with history.
-    pub fn checks(&self) -> Result<Vec<String>, StoreError> {
-        let mut st = self.conn.prepare("SELECT name FROM checks ORDER BY name")?;
-        let v = st
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(v)
-    }
-
-    /// Transitions and samples of `check` with `since <= at < until`, newest first, at
-    /// most `limit` of each. `None` if nothing was ever recorded for `check`.
-    pub fn history(
-        &self,
-        check: &str,
-        since: SystemTime,
-        until: SystemTime,
-        limit: usize,
-    ) -> Result<Option<History>, StoreError> {
-        let Some(id) = self.id(check)? else {
-            return Ok(None);
-        };
-        let (a, b, n) = (unix_ms(since), unix_ms(until), limit as i64);
-        let mut st = self.conn.prepare_cached(
-            "SELECT at, status, previous_status, error_kind, message FROM transitions
-             WHERE check_id = ?1 AND at >= ?2 AND at < ?3
-             ORDER BY at DESC, rowid DESC LIMIT ?4",
-        )?;
-        let transitions = st
-            .query_map(params![id, a, b, n], |r| {
-                Ok(Transition {
-                    at: from_unix_ms(r.get(0)?),
-                    status: Status::parse(&r.get::<_, String>(1)?).unwrap_or(Status::Unknown),
-                    previous_status: Status::parse(&r.get::<_, String>(2)?)
-                        .unwrap_or(Status::Unknown),
-                    error_kind: r.get(3)?,
-                    message: r.get(4)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut st = self.conn.prepare_cached(
-            "SELECT at, status, latency_us FROM samples
-             WHERE check_id = ?1 AND at >= ?2 AND at < ?3
-             ORDER BY at DESC, rowid DESC LIMIT ?4",
-        )?;
-        let samples = st
-            .query_map(params![id, a, b, n], |r| {
-                Ok(Sample {
-                    at: from_unix_ms(r.get(0)?),
-                    status: status_of_code(r.get(1)?),
-                    latency_ms: r.get::<_, Option<i64>>(2)?.map(|us| us as f64 / 1000.0),
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(History {
-            check: check.to_string(),
-            transitions,
-            samples,
-        }))
-    }
-
-    /// Intervals (ms) the agent ran within `[a, b)`, merged. A run without a clean stop
-    /// ends at its last heartbeat, unless that heartbeat is recent (the run is live).
-    fn runs(&self, a: i64, b: i64, now: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-        let live_after = now - 3 * HEARTBEAT_EVERY.as_millis() as i64;
-        let mut st = self.conn.prepare_cached(
-            "SELECT started_at, last_seen, stopped_at FROM agent_runs
-             WHERE started_at < ?2 AND COALESCE(stopped_at, ?3) >= ?1
-             ORDER BY started_at",
-        )?;
-        let rows = st
-            .query_map(params![a, b, i64::MAX], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out: Vec<(i64, i64)> = Vec::new();
-        for (start, seen, stopped) in rows {
-            let end = match stopped {
-                Some(s) => s,
-                None if seen >= live_after => now.max(seen),
-                None => seen,
-            };
-            let (s, e) = (start.max(a), end.min(b));
-            if e <= s {
-                continue;
-            }
-            match out.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => out.push((s, e)),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Uptime of `check` over `[since, until)`, as of `now` (which decides whether a run
-    /// without a clean stop is still live). `None` if nothing was recorded for `check`.
-    pub fn uptime(
-        &self,
-        check: &str,
-        since: SystemTime,
-        until: SystemTime,
-        now: SystemTime,
-    ) -> Result<Option<Uptime>, StoreError> {
-        let Some(id) = self.id(check)? else {
-            return Ok(None);
-        };
-        let (a, b) = (unix_ms(since), unix_ms(until).max(unix_ms(since)));
-        let runs = self.runs(a, b, unix_ms(now))?;
-        let running: i64 = runs.iter().map(|(s, e)| e - s).sum();
-        let before: Option<String> = self
-            .conn
-            .prepare_cached(
-                "SELECT status FROM transitions WHERE check_id = ?1 AND at <= ?2
-                 ORDER BY at DESC, rowid DESC LIMIT 1",
-            )?
-            .query_row(params![id, a], |r| r.get(0))
-            .optional()?;
-        let mut st = self.conn.prepare_cached(
-            "SELECT at, status FROM transitions WHERE check_id = ?1 AND at > ?2 AND at < ?3
-             ORDER BY at, rowid",
-        )?;
-        let changes = st
-            .query_map(params![id, a, b], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut status = before
-            .as_deref()
-            .and_then(Status::parse)
-            .unwrap_or(Status::Unknown);
-        let mut from = a;
-        let (mut up, mut down, mut unknown) = (0i64, 0i64, 0i64);
-        let mut account = |s: Status, x: i64, y: i64| {
-            let t: i64 = runs
-                .iter()
-                .map(|(rs, re)| (y.min(*re) - x.max(*rs)).max(0))
-                .sum();
-            match s {
-                Status::Healthy | Status::Degraded => up += t,
-                Status::Unknown => unknown += t,
-                _ => down += t,
-            }
-        };
-        for (at, s) in changes {
-            account(status, from, at);
-            status = Status::parse(&s).unwrap_or(Status::Unknown);
-            from = at;
-        }
-        account(status, from, b);
-        let samples: u64 = self
-            .conn
-            .prepare_cached(
-                "SELECT count(*) FROM samples WHERE check_id = ?1 AND at >= ?2 AND at < ?3",
-            )?
-            .query_row(params![id, a, b], |r| r.get::<_, i64>(0))?
-            .max(0) as u64;
-        let known = up + down;
-        Ok(Some(Uptime {
-            since: from_unix_ms(a),
-            until: from_unix_ms(b),
-            uptime_ratio: (known > 0).then(|| up as f64 / known as f64),
-            samples,
-            agent_down_seconds: (b - a - running) as f64 / 1000.0,
-            up_seconds: up as f64 / 1000.0,
-            down_seconds: down as f64 / 1000.0,
-            unknown_seconds: unknown as f64 / 1000.0,
-        }))
-    }
 }
