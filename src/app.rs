@@ -13,8 +13,7 @@ use crate::check::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, Outcome,
 };
 use crate::config::{CheckConfig, Config, ConfigErrors};
-use crate::events::Event;
-use crate::events::{Bus, Observers};
+use crate::events::{Bus, CheckEvent, Event, Observers};
 use crate::health::{CheckState, Entry, Restored, StateTable, Status};
 use crate::metrics::Metrics;
 use crate::schedule::{self, Handle, Member, Shared, group_key};
@@ -169,12 +168,9 @@ impl Agent {
         self.shared.states.replace(order, fresh);
         for s in &restored {
             tracing::info!(check = %s.name, status = s.status.as_str(), "state restored from history");
-            self.shared.bus.send(Event::check(
-                "connection:restored",
-                s,
-                Status::Unknown,
-                serde_json::json!({}),
-            ));
+            self.shared
+                .bus
+                .send(Event::Restored(CheckEvent::new(s, Status::Unknown)));
         }
         for ms in started {
             let check = match ms[0].config.spec.build(&self.env) {

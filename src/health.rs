@@ -96,15 +96,28 @@ pub struct Change {
     pub to: Status,
 }
 
+/// The SPEC §5 event a status change emits ([`crate::events::Event::change`] builds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeEvent {
+    /// `connection:connected`.
+    Connected,
+    /// `connection:reconnected`.
+    Reconnected,
+    /// `connection:disconnected`.
+    Disconnected,
+    /// `connection:health_degraded`.
+    HealthDegraded,
+}
+
 impl Change {
     /// The SPEC §5 event this change emits, if any.
-    pub fn event(&self) -> Option<&'static str> {
+    pub fn event(&self) -> Option<ChangeEvent> {
         use Status::*;
         match (self.from, self.to) {
-            (Unknown | Connecting, Healthy) => Some("connection:connected"),
-            (Unhealthy | Disconnected, Healthy) => Some("connection:reconnected"),
-            (_, Unhealthy | Disconnected) => Some("connection:disconnected"),
-            (_, Degraded) => Some("connection:health_degraded"),
+            (Unknown | Connecting, Healthy) => Some(ChangeEvent::Connected),
+            (Unhealthy | Disconnected, Healthy) => Some(ChangeEvent::Reconnected),
+            (_, Unhealthy | Disconnected) => Some(ChangeEvent::Disconnected),
+            (_, Degraded) => Some(ChangeEvent::HealthDegraded),
             _ => None,
         }
     }
@@ -546,18 +559,15 @@ impl crate::check::StateView for StateTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::check::{CheckError, Outcome};
-    use Status::*;
-
-    fn state(mode: Mode) -> CheckState {
+impl CheckState {
+    /// A fresh unknown `tcp` state, for unit tests.
+    pub(crate) fn for_test(name: &str, mode: Mode) -> Self {
         CheckState {
-            name: "c".into(),
+            name: name.into(),
             kind: "tcp",
             mode,
             labels: BTreeMap::new(),
-            status: Unknown,
+            status: Status::Unknown,
             score: None,
             latency_ms: None,
             consecutive_failures: 0,
@@ -574,6 +584,17 @@ mod tests {
             weight: 1.0,
             critical: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{CheckError, Outcome};
+    use Status::*;
+
+    fn state(mode: Mode) -> CheckState {
+        CheckState::for_test("c", mode)
     }
 
     fn up(ms: u64) -> Outcome {
@@ -727,7 +748,7 @@ mod tests {
         assert_eq!(s.apply(&up(1), Source::Probe, &t), None);
         let c = s.apply(&up(1), Source::Probe, &t).unwrap();
         assert_eq!((c.from, c.to), (Unhealthy, Healthy));
-        assert_eq!(c.event(), Some("connection:reconnected"));
+        assert_eq!(c.event(), Some(ChangeEvent::Reconnected));
     }
 
     #[test]
@@ -743,19 +764,19 @@ mod tests {
             .heartbeat_age(Duration::from_secs(16), Duration::from_secs(15))
             .unwrap();
         assert_eq!(c.to, Degraded);
-        assert_eq!(c.event(), Some("connection:health_degraded"));
+        assert_eq!(c.event(), Some(ChangeEvent::HealthDegraded));
         assert_eq!(s.apply(&up(1), Source::Heartbeat, &t).unwrap().to, Healthy);
     }
 
     #[test]
     fn events_follow_spec_names() {
         let e = |from, to| Change { from, to }.event();
-        assert_eq!(e(Unknown, Healthy), Some("connection:connected"));
-        assert_eq!(e(Connecting, Healthy), Some("connection:connected"));
-        assert_eq!(e(Disconnected, Healthy), Some("connection:reconnected"));
-        assert_eq!(e(Healthy, Disconnected), Some("connection:disconnected"));
-        assert_eq!(e(Healthy, Unhealthy), Some("connection:disconnected"));
-        assert_eq!(e(Healthy, Degraded), Some("connection:health_degraded"));
+        assert_eq!(e(Unknown, Healthy), Some(ChangeEvent::Connected));
+        assert_eq!(e(Connecting, Healthy), Some(ChangeEvent::Connected));
+        assert_eq!(e(Disconnected, Healthy), Some(ChangeEvent::Reconnected));
+        assert_eq!(e(Healthy, Disconnected), Some(ChangeEvent::Disconnected));
+        assert_eq!(e(Healthy, Unhealthy), Some(ChangeEvent::Disconnected));
+        assert_eq!(e(Healthy, Degraded), Some(ChangeEvent::HealthDegraded));
         assert_eq!(e(Degraded, Healthy), None);
     }
 

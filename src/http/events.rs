@@ -1,5 +1,8 @@
 //! Live events: SSE at `/api/v1/events`, WebSocket at `/ws`. Both end when the agent
 //! shuts down; a subscriber that falls behind is told how many events it missed.
+//!
+//! Each event's JSON is computed once on the bus ([`Published`]); every SSE and WebSocket
+//! client writes that same text.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+use crate::events::{Event, Lagged, Published};
 
 /// `GET /api/v1/events`.
 pub async fn sse(
@@ -25,15 +29,14 @@ pub async fn sse(
                 _ = cancel.cancelled() => return,
                 r = rx.recv() => r,
             };
-            let out = match ev {
-                Ok(e) => SseEvent::default()
-                    .event(e.event)
-                    .data(serde_json::to_string(&e.data).unwrap_or_default()),
-                Err(RecvError::Lagged(n)) => SseEvent::default()
-                    .event("agent:lagged")
-                    .data(format!("{{\"missed\":{n}}}")),
+            let e = match ev {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => lagged(n),
                 Err(RecvError::Closed) => return,
             };
+            let out = SseEvent::default()
+                .event(e.event)
+                .data(e.data.text().as_ref());
             if tx.send(Ok(out)).await.is_err() {
                 return;
             }
@@ -73,15 +76,20 @@ async fn ws_loop(st: AppState, mut socket: WebSocket) {
                 Some(Ok(_)) => {} // pings are answered by axum; other input is ignored
             },
             ev = rx.recv() => {
-                let text = match ev {
-                    Ok(e) => serde_json::to_string(&*e).unwrap_or_default(),
-                    Err(RecvError::Lagged(n)) => serde_json::json!({"event": "agent:lagged", "data": {"missed": n}}).to_string(),
+                let e = match ev {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(n)) => lagged(n),
                     Err(RecvError::Closed) => return,
                 };
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                if socket.send(Message::Text(e.ws_text().as_ref().into())).await.is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// `agent:lagged` for one subscriber that missed `n` events.
+fn lagged(n: u64) -> std::sync::Arc<Published> {
+    std::sync::Arc::new(Published::new(Event::Lagged(Lagged { missed: n })))
 }

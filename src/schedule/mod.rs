@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::{Attempt, Check, CheckError, Connected, ErrorKind, Mode, Outcome, SessionIo};
 use crate::config::{CheckConfig, Timing};
-use crate::events::{Bus, Event, Observers};
+use crate::events::{Bus, CheckEvent, Event, Observers, Published};
 use crate::health::{Entry, Overall, Source, StateTable};
 use crate::metrics::{CheckMetrics, Metrics};
 use backoff::Backoff;
@@ -234,7 +234,7 @@ impl Supervisor {
     async fn wait(
         &mut self,
         due: Instant,
-        trigger: &mut Option<tokio::sync::broadcast::Receiver<Arc<Event>>>,
+        trigger: &mut Option<tokio::sync::broadcast::Receiver<Arc<Published>>>,
     ) -> Wake {
         loop {
             tokio::select! {
@@ -248,11 +248,9 @@ impl Supervisor {
                     None => return Wake::Stop,
                 },
                 ev = recv_trigger(trigger) => {
-                    if let Some(ev) = ev {
-                        let about = ev.data.get("check").and_then(|c| c.as_str());
-                        if about.is_some_and(|c| self.triggers.iter().any(|t| t == c)) {
-                            return Wake::Due;
-                        }
+                    let about = ev.as_ref().and_then(|e| e.typed.check());
+                    if about.is_some_and(|c| self.triggers.iter().any(|t| t == c)) {
+                        return Wake::Due;
                     }
                 }
                 _ = sleep_until(due) => return Wake::Due,
@@ -283,26 +281,12 @@ impl Supervisor {
                 obs.on_result(&s, o);
             }
             if want_events {
-                self.shared.bus.send(Event::check(
-                    "connection:health_check",
-                    &s,
-                    prev,
-                    serde_json::json!({}),
-                ));
+                let bus = &self.shared.bus;
+                bus.send(Event::HealthCheck(CheckEvent::new(&s, prev)));
                 if let Some(kind) = o.error_kind().filter(|_| !o.is_success()) {
-                    self.shared.bus.send(Event::check(
-                        "connection:failed",
-                        &s,
-                        prev,
-                        serde_json::json!({"attempt": self.failures + 1, "error_kind": kind}),
-                    ));
+                    bus.send(Event::failed(&s, prev, self.failures + 1, kind));
                     if kind == ErrorKind::AuthFailed {
-                        self.shared.bus.send(Event::check(
-                            "connection:auth_failed",
-                            &s,
-                            prev,
-                            serde_json::json!({}),
-                        ));
+                        bus.send(Event::AuthFailed(CheckEvent::new(&s, prev)));
                     }
                 }
             }
@@ -328,10 +312,8 @@ impl Supervisor {
         for obs in self.shared.observers.iter() {
             obs.on_change(s, ch);
         }
-        if let Some(name) = ch.event() {
-            self.shared
-                .bus
-                .send(Event::check(name, s, ch.from, serde_json::json!({})));
+        if let Some(e) = Event::change(s, ch) {
+            self.shared.bus.send(e);
         }
         self.shared.overall_dirty.notify_one();
     }
@@ -348,20 +330,14 @@ impl Supervisor {
             s.attempt = self.failures;
             s.next_attempt_at = Some(at);
             let prev = s.status;
-            self.shared.bus.send(Event::check(
-                "connection:reconnecting",
-                &s,
-                prev,
-                serde_json::json!({"attempt": self.failures, "delay_ms": delay.as_millis() as u64}),
-            ));
+            self.shared
+                .bus
+                .send(Event::reconnecting(&s, prev, self.failures, delay));
             if reached {
                 tracing::warn!(check = %s.name, attempts = self.failures, "max attempts reached; retrying every backoff.max");
-                self.shared.bus.send(Event::check(
-                    "connection:max_attempts_reached",
-                    &s,
-                    prev,
-                    serde_json::json!({"attempt": self.failures}),
-                ));
+                self.shared
+                    .bus
+                    .send(Event::max_attempts_reached(&s, prev, self.failures));
             }
         }
         delay
@@ -497,12 +473,7 @@ impl Supervisor {
             for obs in self.shared.observers.iter() {
                 obs.on_result(&s, &o);
             }
-            self.shared.bus.send(Event::check(
-                "connection:failed",
-                &s,
-                prev,
-                serde_json::json!({"attempt": 1, "error_kind": err.kind}),
-            ));
+            self.shared.bus.send(Event::failed(&s, prev, 1, err.kind));
             if let Some(ch) = change {
                 self.after_change(m, &s, ch);
             }
@@ -610,19 +581,15 @@ impl Supervisor {
     }
 }
 
+/// The next event for a check with triggers; `None` after missed events (which name no
+/// check, so they wake nothing).
 async fn recv_trigger(
-    rx: &mut Option<tokio::sync::broadcast::Receiver<Arc<Event>>>,
-) -> Option<Arc<Event>> {
+    rx: &mut Option<tokio::sync::broadcast::Receiver<Arc<Published>>>,
+) -> Option<Arc<Published>> {
     match rx {
         Some(r) => match r.recv().await {
             Ok(e) => Some(e),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                // Missed some: treat as a change of something we watch.
-                Some(Arc::new(Event {
-                    event: "agent:lagged",
-                    data: serde_json::Value::Null,
-                }))
-            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                 *rx = None;
                 std::future::pending().await

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeline::app::Agent;
-use lifeline::events::{Event, Observers};
+use lifeline::events::{Observers, Published as Event};
 use lifeline::health::{CheckState, Status};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
