@@ -6,6 +6,9 @@
 //! is timed and its failures are `tls`), login (SQLSTATE 28P01/28000 → `auth_failed`) and
 //! the query (`exchange`). In session mode the driver's connection task is watched: when it
 //! ends (server killed, `pg_terminate_backend`), the session ends at once.
+//!
+//! This file is the kind (config, probe and session); [`dsn`] reads the URL, `ssl` turns
+//! `sslmode` into a rustls connector and `error` classifies driver errors.
 
 pub mod dsn;
 mod error;

@@ -8,6 +8,10 @@
 //! retransmissions is reported. Responses are matched to the request by top-Via branch,
 //! Call-ID and CSeq; provisional responses and stray datagrams are ignored. Over TCP/TLS
 //! messages are framed by `Content-Length` with the caps of [`message`].
+//!
+//! This file is the kind (config, verdicts, probe and session); `target` reads the URI,
+//! `transport` moves the bytes (UDP transaction, TCP/TLS streams) and [`message`] is the
+//! wire format.
 
 pub mod message;
 mod target;
