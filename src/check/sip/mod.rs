@@ -8,20 +8,32 @@
 //! retransmissions is reported. Responses are matched to the request by top-Via branch,
 //! Call-ID and CSeq; provisional responses and stray datagrams are ignored. Over TCP/TLS
 //! messages are framed by `Content-Length` with the caps of [`message`].
+//!
+//! This file is the kind (config, verdicts, probe and session); `target` reads the URI,
+//! `transport` moves the bytes (UDP transaction, TCP/TLS streams) and [`message`] is the
+//! wire format.
 
 pub mod message;
+mod target;
+mod transport;
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
-use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
-use self::message::{Framing, Message, Options, ParseError, Transport};
+use self::message::{Message, Options, Transport};
+use self::target::strip_prefix_ci;
+pub use self::target::{Target, TargetError, parse_target};
+use self::transport::{Conn, Reader, resolve, udp_transaction};
+pub use self::transport::{T1, T2, TIMER_F};
 use super::ParseCx;
+// `transport` opens connections through the shared `tcp::connect` as `super::tcp`.
+use super::tcp;
 use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Mode, Outcome,
@@ -29,119 +41,7 @@ use super::{
 };
 use crate::config::raw::Table;
 
-/// RFC 3261 T1: the first retransmission interval.
-pub const T1: Duration = Duration::from_millis(500);
-/// RFC 3261 T2: the longest retransmission interval.
-pub const T2: Duration = Duration::from_secs(4);
-/// RFC 3261 Timer F (64·T1): a non-INVITE transaction never lasts longer.
-pub const TIMER_F: Duration = Duration::from_secs(32);
-
 const USER_AGENT: &str = concat!("lifeline/", env!("CARGO_PKG_VERSION"));
-
-/// Where to send OPTIONS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// The URI as configured (Request-URI and To).
-    pub uri: String,
-    /// Host name or IP (without brackets).
-    pub host: String,
-    /// Port (default 5060, 5061 for TLS).
-    pub port: u16,
-    /// Transport (`transport=` parameter; `sips:` means TLS).
-    pub transport: Transport,
-}
-
-impl Target {
-    /// `host:port`, IPv6 bracketed.
-    pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Reads `sip:[user@]host[:port][;transport=udp|tcp|tls]` (or `sips:`).
-pub fn parse_target(s: &str) -> Result<Target, String> {
-    let s = s.trim();
-    let (secure, rest) = if let Some(r) = strip_prefix_ci(s, "sips:") {
-        (true, r)
-    } else if let Some(r) = strip_prefix_ci(s, "sip:") {
-        (false, r)
-    } else {
-        return Err("must start with `sip:` or `sips:`".into());
-    };
-    if rest.contains('?') {
-        return Err("URI headers (`?…`) are not supported".into());
-    }
-    let mut parts = rest.split(';');
-    let hostport = parts.next().unwrap_or("");
-    let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
-    let mut transport = None;
-    for p in parts {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if k.eq_ignore_ascii_case("transport") {
-            transport = Some(match v.to_ascii_lowercase().as_str() {
-                "udp" => Transport::Udp,
-                "tcp" => Transport::Tcp,
-                "tls" => Transport::Tls,
-                other => {
-                    return Err(format!(
-                        "transport `{other}` is not supported (udp, tcp, tls)"
-                    ));
-                }
-            });
-        }
-    }
-    let transport = match (secure, transport) {
-        (true, Some(Transport::Udp)) => return Err("`sips:` cannot use transport=udp".into()),
-        (true, _) => Transport::Tls,
-        (false, t) => t.unwrap_or(Transport::Udp),
-    };
-    let default_port = if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or("unclosed `[` in host")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err("junk after IPv6 host".into()),
-        };
-        (h, port)
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or(format!("bad port `{p}`"))?,
-        None => default_port,
-    };
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err("missing host".into());
-    }
-    Ok(Target {
-        uri: s.to_string(),
-        host: host.to_string(),
-        port,
-        transport,
-    })
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
-}
 
 /// `sip` settings.
 #[derive(Debug, Clone)]
@@ -352,79 +252,6 @@ fn no_answer(budget: Duration) -> CheckError {
     )
 }
 
-async fn resolve(target: &Target, phases: &mut Phases) -> Result<SocketAddr, CheckError> {
-    let t = Instant::now();
-    let addr = match target.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, target.port),
-        Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| CheckError::new(ErrorKind::Dns, format!("resolve {}: {e}", target.host)))?
-            .next()
-            .ok_or_else(|| {
-                CheckError::new(ErrorKind::Dns, format!("{}: no addresses", target.host))
-            })?,
-    };
-    phases.dns = Some(t.elapsed());
-    Ok(addr)
-}
-
-/// Bytes a TCP/TLS connection can carry.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-type BoxIo = Box<dyn Io>;
-
-/// The read side of a TCP/TLS connection: framed, bounded, cancel-safe.
-struct Reader {
-    io: ReadHalf<BoxIo>,
-    buf: Vec<u8>,
-}
-
-fn read_error(e: &std::io::Error) -> CheckError {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-            CheckError::new(ErrorKind::Closed, format!("connection lost: {e}"))
-        }
-        _ => CheckError::io("read", e),
-    }
-}
-
-impl Reader {
-    /// The next message. Cancel-safe: bytes are only added to the buffer after a read
-    /// completes, and parsing is synchronous.
-    async fn next(&mut self) -> Result<Message, CheckError> {
-        let mut chunk = [0u8; 8192];
-        loop {
-            let blank = message::leading_blank(&self.buf);
-            self.buf.drain(..blank);
-            if !self.buf.is_empty() {
-                match message::parse(&self.buf, Framing::Stream) {
-                    Ok((m, used)) => {
-                        self.buf.drain(..used);
-                        return Ok(m);
-                    }
-                    Err(ParseError::Incomplete) => {}
-                    Err(e) => {
-                        return Err(CheckError::new(
-                            ErrorKind::Protocol,
-                            format!("peer sent an invalid SIP message: {e}"),
-                        ));
-                    }
-                }
-            }
-            let n = self.io.read(&mut chunk).await.map_err(|e| read_error(&e))?;
-            if n == 0 {
-                return Err(CheckError::new(
-                    ErrorKind::Closed,
-                    "peer closed the connection",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
 impl SipCheck {
     async fn probe_udp(&self, start: Instant, budget: Duration) -> Outcome {
         let deadline = start + budget.min(TIMER_F);
@@ -492,30 +319,6 @@ impl SipCheck {
         }
     }
 
-    async fn open_stream(&self, phases: &mut Phases) -> Result<(BoxIo, SocketAddr), CheckError> {
-        let target = &self.spec.target;
-        let tcp = super::tcp::connect(&target.address(), phases).await?;
-        let local = tcp
-            .local_addr()
-            .map_err(|e| CheckError::new(ErrorKind::Internal, format!("local address: {e}")))?;
-        let Some(cfg) = &self.tls else {
-            return Ok((Box::new(tcp), local));
-        };
-        let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
-            CheckError::new(
-                ErrorKind::Tls,
-                format!("invalid TLS server name {}: {e}", target.host),
-            )
-        })?;
-        let t = Instant::now();
-        let stream = tokio_rustls::TlsConnector::from(cfg.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| CheckError::new(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
-        phases.tls = Some(t.elapsed());
-        Ok((Box::new(stream), local))
-    }
-
     /// Connects and runs one OPTIONS exchange; the connection stays open for a session.
     async fn stream_exchange(
         &self,
@@ -524,7 +327,11 @@ impl SipCheck {
         budget: Duration,
     ) -> Result<(Conn, Outcome), Outcome> {
         let mut phases = Phases::default();
-        let opened = timeout_at(deadline, self.open_stream(&mut phases)).await;
+        let opened = timeout_at(
+            deadline,
+            transport::open_stream(&self.spec.target, self.tls.as_ref(), &mut phases),
+        )
+        .await;
         let (io, local) = match opened {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => return Err(Outcome::down(e, start.elapsed()).with_phases(phases)),
@@ -558,84 +365,6 @@ impl SipCheck {
         }
     }
 }
-
-/// Sends `bytes` and retransmits them on Timer E until a final response to `req` arrives
-/// or `deadline`. Returns the response (or the error) and the number of retransmissions.
-async fn udp_transaction(
-    sock: &UdpSocket,
-    req: &Options,
-    bytes: &[u8],
-    deadline: Instant,
-) -> (Result<Message, CheckError>, u32) {
-    let mut retransmits = 0u32;
-    if let Err(e) = sock.send(bytes).await {
-        return (Err(CheckError::io("send", &e)), 0);
-    }
-    let mut interval = T1;
-    let mut next = Instant::now() + interval;
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        tokio::select! {
-            r = sock.recv(&mut buf) => match r {
-                Ok(n) => {
-                    let Ok((m, _)) = message::parse(&buf[..n], Framing::Datagram) else {
-                        continue; // not SIP: a stray datagram
-                    };
-                    if !req.is_answered_by(&m) {
-                        continue;
-                    }
-                    if m.code().is_some_and(|c| c < 200) {
-                        // Proceeding: from now on retransmit every T2 (RFC 3261 §17.1.2.2).
-                        interval = T2;
-                        continue;
-                    }
-                    return (Ok(m), retransmits);
-                }
-                Err(e) => return (Err(CheckError::io("receive", &e)), retransmits),
-            },
-            _ = sleep_until(next.min(deadline)) => {
-                if Instant::now() >= deadline {
-                    return (Err(CheckError::new(ErrorKind::Timeout, "no final response")), retransmits);
-                }
-                if let Err(e) = sock.send(bytes).await {
-                    return (Err(CheckError::io("send", &e)), retransmits);
-                }
-                retransmits += 1;
-                interval = (interval * 2).min(T2);
-                next += interval;
-            }
-        }
-    }
-}
-
-/// An open TCP/TLS connection with its caller state.
-struct Conn {
-    reader: Reader,
-    writer: WriteHalf<BoxIo>,
-    caller: Caller,
-}
-
-impl Conn {
-    async fn send(&mut self, req: &Options) -> Result<(), CheckError> {
-        self.writer
-            .write_all(&req.encode())
-            .await
-            .map_err(|e| read_error(&e))?;
-        self.writer.flush().await.map_err(|e| read_error(&e))
-    }
-
-    /// Sends `req` and reads until its final response (other messages are skipped).
-    async fn exchange(&mut self, req: &Options) -> Result<Message, CheckError> {
-        self.send(req).await?;
-        loop {
-            let m = self.reader.next().await?;
-            if req.is_answered_by(&m) && m.code().is_some_and(|c| c >= 200) {
-                return Ok(m);
-            }
-        }
-    }
-}
-
 impl Check for SipCheck {
     fn probe<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
@@ -736,36 +465,8 @@ impl Session for SipSession {
 
 #[cfg(test)]
 mod tests {
+    use super::message::Framing;
     use super::*;
-
-    #[test]
-    fn targets() {
-        let t = parse_target("sip:pbx.example:5070;transport=TCP").expect("valid");
-        assert_eq!(
-            (t.host.as_str(), t.port, t.transport),
-            ("pbx.example", 5070, Transport::Tcp)
-        );
-        let t = parse_target("sips:alice@[::1]").expect("valid");
-        assert_eq!(
-            (t.host.as_str(), t.port, t.transport),
-            ("::1", 5061, Transport::Tls)
-        );
-        assert_eq!(t.address(), "[::1]:5061");
-        let t = parse_target("sip:10.0.0.1").expect("valid");
-        assert_eq!((t.port, t.transport), (5060, Transport::Udp));
-        for bad in [
-            "http://x",
-            "sip:",
-            "sip:host:0",
-            "sip:host:99999",
-            "sip:host;transport=sctp",
-            "sips:host;transport=udp",
-            "sip:[::1",
-            "sip:host?subject=x",
-        ] {
-            assert!(parse_target(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn budget_leaves_room_for_the_supervisor() {
@@ -908,38 +609,5 @@ mod tests {
         assert_eq!(o.verdict, Verdict::Up, "{}", o.message);
         assert_eq!(o.details["server"], "fake");
         assert_eq!(o.details["retransmissions"], 0);
-    }
-
-    fn reader(peer_sends: Vec<u8>) -> Reader {
-        let (ours, mut theirs) = tokio::io::duplex(1024);
-        tokio::spawn(async move {
-            let _ = theirs.write_all(&peer_sends).await;
-            // Dropping `theirs` closes the stream.
-        });
-        let io: BoxIo = Box::new(ours);
-        Reader {
-            io: tokio::io::split(io).0,
-            buf: Vec::new(),
-        }
-    }
-
-    #[tokio::test]
-    async fn stream_reader_frames_skips_keepalives_and_bounds_hostile_peers() {
-        let mut r = reader(
-            b"\r\n\r\nSIP/2.0 100 Trying\r\nl: 0\r\n\r\nSIP/2.0 200 OK\r\nl: 2\r\n\r\nhi".to_vec(),
-        );
-        assert_eq!(r.next().await.map(|m| m.code()), Ok(Some(100)));
-        assert_eq!(r.next().await.map(|m| m.code()), Ok(Some(200)));
-        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Closed));
-
-        let mut r = reader(vec![b'x'; 3 * message::MAX_MESSAGE]);
-        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Protocol));
-        assert!(r.buf.len() <= message::MAX_MESSAGE + 8192);
-
-        let mut r = reader(b"SIP/2.0 200 OK\r\nContent-Length: 999999\r\n\r\n".to_vec());
-        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Protocol));
-
-        let mut r = reader(b"SIP/2.0 200 OK\r\nl: 10\r\n\r\nshort".to_vec());
-        assert_eq!(r.next().await.map_err(|e| e.kind), Err(ErrorKind::Closed));
     }
 }

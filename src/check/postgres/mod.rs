@@ -6,36 +6,36 @@
 //! is timed and its failures are `tls`), login (SQLSTATE 28P01/28000 → `auth_failed`) and
 //! the query (`exchange`). In session mode the driver's connection task is watched: when it
 //! ends (server killed, `pg_terminate_backend`), the session ends at once.
+//!
+//! This file is the kind (config, probe and session); [`dsn`] reads the URL, `ssl` turns
+//! `sslmode` into a rustls connector and `error` classifies driver errors.
 
 pub mod dsn;
+mod error;
+mod ssl;
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::{MakeTlsConnect, NoTls, TlsConnect};
+use tokio_postgres::tls::{NoTls, TlsConnect};
 use tokio_postgres::{Client, SimpleQueryMessage};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
+use self::error::{classify, ended};
+pub use self::ssl::tls_config;
+use self::ssl::{TlsRecord, tls_connector};
 use super::ParseCx;
 use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
+// `ssl` reaches the shared TLS helpers as `super::tls`.
 use super::tls;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
-use dsn::{Dsn, RootCert, SslMode};
+use dsn::{Dsn, SslMode};
 
 /// Default `query`.
 pub const DEFAULT_QUERY: &str = "SELECT 1";
@@ -99,278 +99,6 @@ impl KindSpec for PostgresSpec {
         ))
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// TLS: the sslmode mapping and the one place that knows tokio-postgres-rustls.
-
-/// The rustls config for `dsn`'s sslmode, or `None` for `disable`.
-///
-/// | sslmode | TLS | verification |
-/// |---|---|---|
-/// | disable | never | – |
-/// | prefer | if offered | none (libpq) |
-/// | require | required | none; chain only (as verify-ca) when `sslrootcert` is set (libpq) |
-/// | verify-ca | required | chain to `sslrootcert` (or OS roots), host name not checked |
-/// | verify-full | required | chain and host name |
-pub fn tls_config(dsn: &Dsn) -> Result<Option<rustls::ClientConfig>, CheckError> {
-    super::tls::install_provider();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CheckError::new(ErrorKind::Tls, e.to_string()))?;
-    let verify = match (dsn.sslmode, &dsn.sslrootcert) {
-        (SslMode::Disable, _) => return Ok(None),
-        (SslMode::Prefer, _) | (SslMode::Require, None) => Verify::Nothing,
-        (SslMode::Require, Some(_)) | (SslMode::VerifyCa, _) => Verify::Chain,
-        (SslMode::VerifyFull, _) => Verify::Full,
-    };
-    let mut cfg = match verify {
-        Verify::Nothing => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(super::tls::NoVerify(provider)))
-            .with_no_client_auth(),
-        Verify::Chain | Verify::Full => {
-            let roots = Arc::new(roots(dsn.sslrootcert.as_ref())?);
-            if verify == Verify::Full {
-                builder.with_root_certificates(roots).with_no_client_auth()
-            } else {
-                let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("sslrootcert: {e}")))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
-                    .with_no_client_auth()
-            }
-        }
-    };
-    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(Some(cfg))
-}
-
-#[derive(PartialEq)]
-enum Verify {
-    Nothing,
-    Chain,
-    Full,
-}
-
-fn roots(src: Option<&RootCert>) -> Result<rustls::RootCertStore, CheckError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match src {
-        None | Some(RootCert::System) => tls::add_native_roots(&mut roots),
-        Some(RootCert::File(path)) => {
-            if tls::add_pem_file(&mut roots, path, "sslrootcert")? == 0 {
-                return Err(CheckError::new(
-                    ErrorKind::Tls,
-                    format!("sslrootcert {} holds no certificate", path.display()),
-                ));
-            }
-        }
-    }
-    Ok(roots)
-}
-
-/// `verify-ca`: the full WebPKI check except the host name.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// What the TLS wrapper saw: how long the handshake took and whether it failed.
-#[derive(Default)]
-struct TlsRecord {
-    took: Mutex<Option<Duration>>,
-    started: Mutex<bool>,
-    failed: Mutex<bool>,
-}
-
-/// The TLS connector handed to tokio-postgres: tokio-postgres-rustls, timed.
-struct TimedTls {
-    make: MakeRustlsConnect,
-    host: String,
-    record: Arc<TlsRecord>,
-}
-
-/// The one function that builds the tokio-postgres-rustls glue.
-fn tls_connector(cfg: &rustls::ClientConfig, host: &str, record: Arc<TlsRecord>) -> TimedTls {
-    TimedTls {
-        make: MakeRustlsConnect::new(cfg.clone()),
-        host: host.to_string(),
-        record,
-    }
-}
-
-impl<S> TlsConnect<S> for TimedTls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = <MakeRustlsConnect as MakeTlsConnect<S>>::Stream;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = BoxFuture<'static, Result<Self::Stream, Self::Error>>;
-
-    fn connect(mut self, stream: S) -> Self::Future {
-        *self.record.started.lock() = true;
-        let connector = MakeTlsConnect::<S>::make_tls_connect(&mut self.make, &self.host);
-        let record = self.record;
-        Box::pin(async move {
-            let connector = match connector {
-                Ok(c) => c,
-                Err(never) => match never {},
-            };
-            let t = Instant::now();
-            let r = connector.connect(stream).await;
-            *record.took.lock() = Some(t.elapsed());
-            *record.failed.lock() = r.is_err();
-            r.map_err(Into::into)
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Errors.
-
-/// Classifies a driver error. `tls_expected`: the sslmode requires TLS.
-fn classify(e: &tokio_postgres::Error, tls: Option<&TlsRecord>, tls_expected: bool) -> CheckError {
-    let text = describe(e);
-    if tls.is_some_and(|rec| *rec.failed.lock()) {
-        return CheckError::new(ErrorKind::Tls, text);
-    }
-    if let Some(db) = e.as_db_error() {
-        return CheckError::new(
-            sqlstate_kind(db.code()),
-            format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-        );
-    }
-    if e.is_closed() {
-        return CheckError::new(ErrorKind::Closed, "server closed the connection");
-    }
-    if let Some(io) = io_source(e) {
-        let k = ErrorKind::from_io(io);
-        let k = if k == ErrorKind::Internal {
-            ErrorKind::Protocol
-        } else {
-            k
-        };
-        return CheckError::new(k, text);
-    }
-    // tokio-postgres refuses to go on in plain text when TLS is required before it ever
-    // calls the connector: the only non-I/O, non-server error possible at that point.
-    if tls_expected && tls.is_some_and(|r| !*r.started.lock()) {
-        return CheckError::new(ErrorKind::Tls, text);
-    }
-    // Client-side authentication failures (the server asks for a password and none is
-    // configured, a SCRAM exchange that does not verify) carry no public type; the
-    // driver's error kind is only visible in its text.
-    if text.starts_with("authentication error") || text.contains("password missing") {
-        return CheckError::new(ErrorKind::AuthFailed, text);
-    }
-    CheckError::new(ErrorKind::Protocol, text)
-}
-
-/// The error kind for a server error.
-fn sqlstate_kind(code: &SqlState) -> ErrorKind {
-    if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-    {
-        ErrorKind::AuthFailed
-    } else if *code == SqlState::ADMIN_SHUTDOWN
-        || *code == SqlState::CRASH_SHUTDOWN
-        || code.code().starts_with("08")
-    {
-        ErrorKind::Closed
-    } else {
-        // Unknown database (3D000), too many connections (53300), starting up (57P03), a
-        // query the server refuses (syntax, missing table, permission): the server is up
-        // and answered, but said no.
-        ErrorKind::Rejected
-    }
-}
-
-fn io_source(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        src = s.source();
-    }
-    None
-}
-
-/// The error and its causes on one line.
-fn describe(e: &tokio_postgres::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let c_text = c.to_string();
-        if !s.contains(&c_text) {
-            s.push_str(": ");
-            s.push_str(&c_text);
-        }
-        src = c.source();
-    }
-    s
-}
-
-/// A session that ended: the driver task's result as a `CheckError`.
-fn ended(r: Result<Result<(), tokio_postgres::Error>, tokio::task::JoinError>) -> CheckError {
-    match r {
-        Ok(Ok(())) => CheckError::new(ErrorKind::Closed, "server closed the connection"),
-        Ok(Err(e)) => {
-            let c = classify(&e, None, false);
-            match c.kind {
-                ErrorKind::AuthFailed | ErrorKind::Closed => c,
-                // Reset, EOF, protocol trouble: for a live session all mean "it is gone".
-                _ => CheckError::new(ErrorKind::Closed, format!("connection lost: {}", c.message)),
-            }
-        }
-        Err(e) => CheckError::new(ErrorKind::Internal, format!("connection task failed: {e}")),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The check.
 
 struct PgCheck {
     spec: PostgresSpec,
