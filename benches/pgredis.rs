@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench pgredis` (needs the Debian packages `postgresql` and
 //! `redis-server`). Figures go to docs/benchmarks/pgredis.md.
 
+// Benchmarks and test harnesses time whole processes and wait for peers from plain
+// threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
+#![allow(clippy::disallowed_methods)]
 #![allow(missing_docs)]
 
 #[path = "../tests/common/mod.rs"]

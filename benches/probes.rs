@@ -9,6 +9,10 @@
 //! spread over 127.0.0.1–127.0.0.20 × 5 ports so 10,000 connections/s do not run out of
 //! ephemeral 4-tuples. CPU comes from /proc (utime+stime), RSS from VmRSS.
 
+// Benchmarks and test harnesses time whole processes and wait for peers from plain
+// threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
+#![allow(clippy::disallowed_methods)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,10 @@
 //! (as the supervisors call it), the process CPU it takes, and database size per million
 //! samples. Run: `cargo bench --bench store` (prints a Markdown table).
 
+// Benchmarks and test harnesses time whole processes and wait for peers from plain
+// threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

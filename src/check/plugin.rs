@@ -184,6 +184,8 @@ enum Reply {
 
 /// The worker thread: owns the instance, runs one job at a time, destroys the instance
 /// when the check is dropped (the job channel closes).
+// A dedicated OS thread: std's clock is the right one to time a blocking plugin call.
+#[allow(clippy::disallowed_methods)]
 fn worker(
     plugin: &'static Plugin,
     kind: &str,
