@@ -8,7 +8,7 @@ use lifeline::health::Status;
 
 use super::{AlertAgent, Target, agent_section, tcp_check};
 use crate::common::receivers::HttpReceiver;
-use crate::common::wait_for;
+use crate::common::{api, wait_for};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -312,34 +312,18 @@ async fn silences_api_holds_notifications_until_expired() {
         tcp_check("db", &target.addr(), ""),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    let http = lifeline::app::http_client();
-    let r = http
-        .post(a.url("/api/v1/silences"))
-        .json(&serde_json::json!({"matchers": {"check": "db"}, "ends_at": "1h", "comment": "maintenance"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let s: serde_json::Value = r.json().await.unwrap();
+    let silence =
+        serde_json::json!({"matchers": {"check": "db"}, "ends_at": "1h", "comment": "maintenance"});
+    let (status, s) = api::post_json(&a.url("/api/v1/silences"), None, Some(&silence)).await;
+    assert_eq!(status, 200);
     let id = s["id"].as_str().unwrap().to_string();
     assert_eq!(s["status"], "active");
-    let list: serde_json::Value = http
-        .get(a.url("/api/v1/silences"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = api::get_json(&a.url("/api/v1/silences")).await;
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["comment"], "maintenance");
-    let bad = http
-        .post(a.url("/api/v1/silences"))
-        .json(&serde_json::json!({"matchers": {}, "ends_at": "1h"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let no_matchers = serde_json::json!({"matchers": {}, "ends_at": "1h"});
+    let (status, _) = api::post_json(&a.url("/api/v1/silences"), None, Some(&no_matchers)).await;
+    assert_eq!(status, 400);
 
     wait_status(&a, "db", Status::Healthy).await;
     target.stop();
@@ -347,21 +331,12 @@ async fn silences_api_holds_notifications_until_expired() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.all().is_empty(), "silenced");
 
-    let r = http
-        .delete(a.url(&format!("/api/v1/silences/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let s: serde_json::Value = r.json().await.unwrap();
+    let (status, s) = api::delete_json(&a.url(&format!("/api/v1/silences/{id}"))).await;
+    assert_eq!(status, 200);
     assert_eq!(s["status"], "expired");
     let got = rx.wait_delivered("/hook", 1, T).await;
     assert_eq!(got[0].json["status"], "firing");
-    let r = http
-        .delete(a.url("/api/v1/silences/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, _) = api::delete_json(&a.url("/api/v1/silences/nope")).await;
+    assert_eq!(status, 404);
     a.stop().await;
 }

@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;
+pub mod scenarios;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +134,15 @@ impl TestAgent {
             .states()
             .state(name)
             .unwrap_or_else(|| panic!("no check {name}"))
+    }
+
+    /// The value of the series `metric{…check="<check>"…}` in the agent's metrics text.
+    pub fn check_metric(&self, metric: &str, check: &str) -> Option<f64> {
+        let text = self.agent.shared.metrics.render();
+        let want = format!("check=\"{check}\"");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&want))
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
     }
 
     /// Waits until `name` has `status`, or panics after `within`.

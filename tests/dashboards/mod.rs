@@ -520,12 +520,7 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
 async fn live_exposition_passes_promtool_check_metrics() {
     let promtool = require_bin("promtool", "prometheus", &["/usr/bin"]);
     let (a, tasks) = agent_with_data().await;
-    let body = reqwest::get(a.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let body = api::get_text(&a.url("/metrics")).await;
     for family in [
         "lifeline_check_info",
         "lifeline_check_latency_seconds_bucket",

@@ -5,17 +5,6 @@ mod redis;
 
 use std::time::Duration;
 
-use crate::common::TestAgent;
-
-/// The value of `name{…check="<check>"…}` in the agent's /metrics text.
-pub fn metric(a: &TestAgent, name: &str, check: &str) -> Option<f64> {
-    let text = a.agent.shared.metrics.render();
-    let want = format!("check=\"{check}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&want))
-        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
-}
-
 /// Timing shared by these tests: fast interval, short backoff without jitter.
 pub const FAST: &str = r#"interval = "200ms"
 timeout = "2s"

@@ -1,10 +1,9 @@
-use std::time::{Duration, Instant};
-
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
+use super::{AGENT, FAST, SLOW_BEATS, SOON, silent_listener};
 use crate::common::postgres::{APP_PASSWORD, Pg};
+use crate::common::scenarios::{dropped_connection_is_replaced, sigkill_backoff_reconnect};
 use crate::common::*;
 
 fn check(name: &str, mode: &str, dsn: &str, extra: &str) -> String {
@@ -182,54 +181,11 @@ async fn expect_compares_the_first_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
     let mut pg = Pg::start().await;
-    let a = TestAgent::start(&format!(
+    let config = format!(
         "{AGENT}{}",
         check_with("pg", "session", &pg.app_dsn(), SLOW_BEATS, "")
-    ))
-    .await;
-    a.wait_status("pg", Status::Healthy, SOON).await;
-    let mut rx = a.events();
-    let killed = Instant::now();
-    pg.kill();
-    wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "disconnected within 500 ms of SIGKILL",
-        |e| is_event(e, "connection:disconnected", "pg"),
-    )
-    .await;
-    eprintln!("postgres SIGKILL → disconnected: {:?}", killed.elapsed());
-    // Down: retries back off 100 ms, 200 ms, 400 ms … (visible in the metric and events).
-    let mut delays = Vec::new();
-    while delays.len() < 3 {
-        let e = wait_event(&mut rx, SOON, "reconnecting", |e| {
-            is_event(e, "connection:reconnecting", "pg")
-        })
-        .await;
-        delays.push(e.data["delay_ms"].as_u64().expect("delay_ms"));
-    }
-    assert!(
-        delays.windows(2).all(|w| w[1] > w[0]),
-        "backoff grows: {delays:?}"
     );
-    let backoff = metric(&a, "lifeline_check_backoff_seconds", "pg").expect("backoff metric");
-    assert!(backoff >= 0.1, "backoff metric while down: {backoff}");
-    assert_eq!(a.state("pg").error_kind, Some(ErrorKind::Refused));
-    pg.restart().await;
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "pg")
-    })
-    .await;
-    a.wait_status("pg", Status::Healthy, SOON).await;
-    assert_eq!(
-        metric(&a, "lifeline_session_reconnects_total", "pg"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&a, "lifeline_check_backoff_seconds", "pg"),
-        Some(0.0)
-    );
-    a.stop().await;
+    sigkill_backoff_reconnect(&mut pg, &config, "pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,24 +199,11 @@ async fn terminated_backend_is_noticed_and_replaced() {
     a.wait_status("pg", Status::Healthy, SOON).await;
     let before = pg.lifeline_backends().await;
     assert_eq!(before.len(), 1);
-    let mut rx = a.events();
-    let t = Instant::now();
-    pg.query(&format!("SELECT pg_terminate_backend({})", before[0]))
-        .await;
-    let e = wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "disconnected after pg_terminate_backend",
-        |e| is_event(e, "connection:failed", "pg"),
-    )
-    .await;
-    eprintln!("pg_terminate_backend → failed: {:?}", t.elapsed());
-    assert_eq!(e.data["error_kind"], "closed", "{e:?}");
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "pg")
+    let terminate = format!("SELECT pg_terminate_backend({})", before[0]);
+    dropped_connection_is_replaced(&a, "pg", "pg_terminate_backend", async {
+        pg.query(&terminate).await;
     })
     .await;
-    a.wait_status("pg", Status::Healthy, SOON).await;
     let after = pg.lifeline_backends().await;
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a new backend");

@@ -1,10 +1,9 @@
-use std::time::{Duration, Instant};
-
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
+use super::{AGENT, FAST, SLOW_BEATS, SOON, silent_listener};
 use crate::common::redis::{ACL_PASSWORD, ACL_USER, PASSWORD, Redis};
+use crate::common::scenarios::{dropped_connection_is_replaced, sigkill_backoff_reconnect};
 use crate::common::*;
 
 fn check(name: &str, mode: &str, url: &str, extra: &str) -> String {
@@ -144,49 +143,11 @@ async fn role_expectation_and_bad_db() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
     let mut r = Redis::start().await;
-    let a = TestAgent::start(&format!(
+    let config = format!(
         "{AGENT}{}",
         check_with("r", "session", &r.url("", 0), SLOW_BEATS, "")
-    ))
-    .await;
-    a.wait_status("r", Status::Healthy, SOON).await;
-    let mut rx = a.events();
-    let killed = Instant::now();
-    r.kill();
-    wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "disconnected within 500 ms of SIGKILL",
-        |e| is_event(e, "connection:disconnected", "r"),
-    )
-    .await;
-    eprintln!("redis SIGKILL → disconnected: {:?}", killed.elapsed());
-    let mut delays = Vec::new();
-    while delays.len() < 3 {
-        let e = wait_event(&mut rx, SOON, "reconnecting", |e| {
-            is_event(e, "connection:reconnecting", "r")
-        })
-        .await;
-        delays.push(e.data["delay_ms"].as_u64().expect("delay_ms"));
-    }
-    assert!(
-        delays.windows(2).all(|w| w[1] > w[0]),
-        "backoff grows: {delays:?}"
     );
-    let backoff = metric(&a, "lifeline_check_backoff_seconds", "r").expect("backoff metric");
-    assert!(backoff >= 0.1, "backoff metric while down: {backoff}");
-    assert_eq!(a.state("r").error_kind, Some(ErrorKind::Refused));
-    r.restart().await;
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "r")
-    })
-    .await;
-    a.wait_status("r", Status::Healthy, SOON).await;
-    assert_eq!(
-        metric(&a, "lifeline_session_reconnects_total", "r"),
-        Some(1.0)
-    );
-    a.stop().await;
+    sigkill_backoff_reconnect(&mut r, &config, "r").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,23 +166,10 @@ async fn client_kill_is_noticed_and_replaced() {
         .find_map(|f| f.strip_prefix("id="))
         .expect("id=")
         .to_string();
-    let mut rx = a.events();
-    let t = Instant::now();
-    r.cmd(&["CLIENT", "KILL", "ID", &id]).await;
-    let e = wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "failed after CLIENT KILL",
-        |e| is_event(e, "connection:failed", "r"),
-    )
-    .await;
-    eprintln!("CLIENT KILL → failed: {:?}", t.elapsed());
-    assert_eq!(e.data["error_kind"], "closed", "{e:?}");
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "r")
+    dropped_connection_is_replaced(&a, "r", "CLIENT KILL", async {
+        r.cmd(&["CLIENT", "KILL", "ID", &id]).await;
     })
     .await;
-    a.wait_status("r", Status::Healthy, SOON).await;
     let after = r.agent_clients().await;
     assert_eq!(after.len(), 1);
     assert!(!after[0].contains(&format!("id={id} ")), "a new connection");

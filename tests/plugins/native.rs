@@ -7,7 +7,8 @@ use std::time::Duration;
 use lifeline::check::{ErrorKind, Verdict};
 use lifeline::health::Status;
 
-use super::{Built, config, get, lib, plugin_dir};
+use super::{Built, config, lib, plugin_dir};
+use crate::common::api::get_text;
 use crate::common::*;
 
 fn one_check(dir: &std::path::Path, keys: &str) -> Result<lifeline::config::Config, String> {
@@ -163,7 +164,7 @@ unhealthy_threshold = 1
         .await;
     assert_eq!(s.message, "pbx-ami is unhealthy");
     assert_eq!(s.error_kind, Some(ErrorKind::Rejected));
-    let text = get(&a.url("/metrics")).await;
+    let text = get_text(&a.url("/metrics")).await;
     assert!(
         text.contains(r#"lifeline_plugin_info{abi="1.0",plugin="voice_rule",version="0.1.0"} 1"#),
         "{text}"
@@ -331,7 +332,7 @@ unhealthy_threshold = 1
                 .is_some_and(|m| m.starts_with("previous call still running"))
     })
     .await;
-    let text = get(&a.url("/metrics")).await;
+    let text = get_text(&a.url("/metrics")).await;
     assert!(
         text.contains(r#"lifeline_check_up{check="stuck""#),
         "{text}"

@@ -2,7 +2,8 @@ use std::time::{Duration, SystemTime};
 
 use lifeline::health::Status;
 
-use super::{all_history, get_json, open_store, tcp_config};
+use super::{all_history, open_store, tcp_config};
+use crate::common::api::get_json;
 use crate::common::*;
 
 fn errors(a: &TestAgent) -> u64 {
@@ -30,12 +31,7 @@ async fn unwritable_data_dir_keeps_the_agent_running_and_recovers() {
     })
     .await;
     assert!(store.flush().is_err());
-    let metrics = reqwest::get(a.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api::get_text(&a.url("/metrics")).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("lifeline_store_errors_total "))
