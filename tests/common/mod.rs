@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeline::app::Agent;
+use lifeline::check::ErrorKind;
 use lifeline::events::{Event, Observers};
 use lifeline::health::{CheckState, Status};
 use tokio::sync::broadcast;
@@ -157,6 +158,26 @@ impl TestAgent {
         .await
     }
 
+    /// Waits until `name` is unhealthy (or panics after `within`) and asserts its error
+    /// kind is `kind`.
+    pub async fn wait_unhealthy(
+        &self,
+        name: &str,
+        kind: ErrorKind,
+        within: Duration,
+    ) -> CheckState {
+        let s = self.wait_status(name, Status::Unhealthy, within).await;
+        assert_eq!(s.error_kind, Some(kind), "{name}: {:?}", s.last_error);
+        s
+    }
+
+    /// Waits until every check of `names` has `status`, each within `within`.
+    pub async fn wait_all(&self, names: &[&str], status: Status, within: Duration) {
+        for n in names {
+            self.wait_status(n, status, within).await;
+        }
+    }
+
     /// Rewrites the config file (with the same substitutions as `start`).
     pub fn write_config(&self, config: &str) {
         let text = config
@@ -213,6 +234,15 @@ pub async fn wait_event(
             Ok(Err(e)) => panic!("event bus closed: {e}"),
         }
     }
+}
+
+/// Asserts the last error of `s` mentions `needle`.
+pub fn assert_error_mentions(s: &CheckState, needle: &str) {
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains(needle),
+        "last error lacks `{needle}`: {:?}",
+        s.last_error
+    );
 }
 
 /// True if `e` is `name` about check `check`.

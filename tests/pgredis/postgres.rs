@@ -1,7 +1,9 @@
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SLOW_BEATS, SOON, silent_listener};
+use super::{
+    AGENT, FAST, SLOW_BEATS, SOON, assert_auth_failed_once, assert_phases, check_toml, one_attempt,
+};
 use crate::common::postgres::{APP_PASSWORD, Pg};
 use crate::common::scenarios::{dropped_connection_is_replaced, sigkill_backoff_reconnect};
 use crate::common::*;
@@ -11,9 +13,7 @@ fn check(name: &str, mode: &str, dsn: &str, extra: &str) -> String {
 }
 
 fn check_with(name: &str, mode: &str, dsn: &str, timing: &str, extra: &str) -> String {
-    format!(
-        "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nmode = \"{mode}\"\ndsn = \"{dsn}\"\n{timing}\n{extra}\n"
-    )
+    check_toml("postgres", "dsn", name, mode, dsn, timing, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,16 +29,7 @@ async fn probe_is_healthy_with_version_and_phases() {
         .as_str()
         .expect("server_version detail");
     assert!(v.starts_with(char::is_numeric), "server_version = {v}");
-    for phase in ["connect", "auth", "exchange"] {
-        let text = a.agent.shared.metrics.render();
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
-                    && l.contains("check=\"pg\"")
-                    && l.contains(&format!("phase=\"{phase}\""))),
-            "no {phase} phase in metrics"
-        );
-    }
+    assert_phases(&a, "pg", &["connect", "auth", "exchange"]);
     a.stop().await;
 }
 
@@ -90,25 +81,12 @@ async fn rejected_credentials_are_auth_failed_after_one_attempt() {
         ),
     ];
     let mut cfg = AGENT.to_string();
-    // One attempt only: the retry is far away, so the status must come from attempt 1.
     for (name, dsn) in &checks {
-        cfg.push_str(&format!(
-            "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
-        ));
+        cfg.push_str(&one_attempt("postgres", "dsn", name, dsn));
     }
     let a = TestAgent::start(&cfg).await;
-    for (name, _) in &checks {
-        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
-        assert_eq!(
-            s.error_kind,
-            Some(ErrorKind::AuthFailed),
-            "{name}: {:?}",
-            s.last_error
-        );
-        assert_eq!(
-            s.consecutive_failures, 1,
-            "{name}: unhealthy after one attempt"
-        );
+    let names = checks.map(|(name, _)| name);
+    for s in assert_auth_failed_once(&a, &names).await {
         assert!(
             !s.last_error.unwrap_or_default().contains(APP_PASSWORD),
             "password leaked"
@@ -126,13 +104,8 @@ async fn unknown_database_is_rejected() {
         check("pg", "probe", &dsn, "unhealthy_threshold = 1")
     ))
     .await;
-    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Rejected));
-    assert!(
-        s.last_error.as_deref().unwrap_or("").contains("3D000"),
-        "{:?}",
-        s.last_error
-    );
+    let s = a.wait_unhealthy("pg", ErrorKind::Rejected, SOON).await;
+    assert_error_mentions(&s, "3D000");
     a.stop().await;
 }
 
@@ -161,20 +134,9 @@ async fn expect_compares_the_first_value() {
     ));
     let a = TestAgent::start(&cfg).await;
     a.wait_status("good", Status::Healthy, SOON).await;
-    let s = a.wait_status("bad", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Protocol));
-    assert!(
-        s.last_error.as_deref().unwrap_or("").contains("`42`"),
-        "{:?}",
-        s.last_error
-    );
-    let s = a.wait_status("bad_sql", Status::Unhealthy, SOON).await;
-    assert_eq!(
-        s.error_kind,
-        Some(ErrorKind::Rejected),
-        "{:?}",
-        s.last_error
-    );
+    let s = a.wait_unhealthy("bad", ErrorKind::Protocol, SOON).await;
+    assert_error_mentions(&s, "`42`");
+    a.wait_unhealthy("bad_sql", ErrorKind::Rejected, SOON).await;
     a.stop().await;
 }
 
@@ -219,9 +181,8 @@ async fn equal_checks_share_one_connection() {
     cfg.push_str(&check("pg_b", "session", &dsn, ""));
     cfg.push_str(&check("pg_other", "session", &dsn, "query = \"SELECT 2\""));
     let a = TestAgent::start(&cfg).await;
-    for n in ["pg_a", "pg_b", "pg_other"] {
-        a.wait_status(n, Status::Healthy, SOON).await;
-    }
+    a.wait_all(&["pg_a", "pg_b", "pg_other"], Status::Healthy, SOON)
+        .await;
     let backends = pg.lifeline_backends().await;
     assert_eq!(
         backends.len(),
@@ -233,15 +194,10 @@ async fn equal_checks_share_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_server_times_out() {
-    let (port, _l) = silent_listener().await;
-    let dsn = format!("postgres://app:pw@127.0.0.1:{port}/appdb?sslmode=disable");
-    let a = TestAgent::start(&format!(
-        "{AGENT}[[checks]]\nname = \"pg\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n"
-    ))
+    super::silent_server_times_out("postgres", "dsn", |port| {
+        format!("postgres://app:pw@127.0.0.1:{port}/appdb?sslmode=disable")
+    })
     .await;
-    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
-    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,14 +262,10 @@ async fn sslmodes_against_a_tls_server() {
     }
     let a = TestAgent::start(&cfg).await;
     for (name, _, want) in cases {
-        let s = a.wait_status(name, *want, SOON).await;
         if *want == Status::Unhealthy {
-            assert_eq!(
-                s.error_kind,
-                Some(ErrorKind::Tls),
-                "{name}: {:?}",
-                s.last_error
-            );
+            a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
+        } else {
+            a.wait_status(name, *want, SOON).await;
         }
     }
     // `require` really encrypts, and the handshake is timed.
@@ -321,14 +273,7 @@ async fn sslmodes_against_a_tls_server() {
         .query("SELECT s.ssl::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tls-require'")
         .await;
     assert_eq!(ssl, ["true"]);
-    let tls_phase = a
-        .agent
-        .shared
-        .metrics
-        .render()
-        .lines()
-        .any(|l| l.contains("check=\"require\"") && l.contains("phase=\"tls\""));
-    assert!(tls_phase, "tls phase measured");
+    assert_phases(&a, "require", &["tls"]);
     a.stop().await;
 }
 
@@ -341,7 +286,6 @@ async fn require_against_a_plain_server_is_a_tls_failure() {
         check("pg", "probe", &dsn, "unhealthy_threshold = 1")
     ))
     .await;
-    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Tls), "{:?}", s.last_error);
+    a.wait_unhealthy("pg", ErrorKind::Tls, SOON).await;
     a.stop().await;
 }

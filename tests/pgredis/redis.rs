@@ -1,7 +1,9 @@
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SLOW_BEATS, SOON, silent_listener};
+use super::{
+    AGENT, FAST, SLOW_BEATS, SOON, assert_auth_failed_once, assert_phases, check_toml, one_attempt,
+};
 use crate::common::redis::{ACL_PASSWORD, ACL_USER, PASSWORD, Redis};
 use crate::common::scenarios::{dropped_connection_is_replaced, sigkill_backoff_reconnect};
 use crate::common::*;
@@ -11,9 +13,7 @@ fn check(name: &str, mode: &str, url: &str, extra: &str) -> String {
 }
 
 fn check_with(name: &str, mode: &str, url: &str, timing: &str, extra: &str) -> String {
-    format!(
-        "[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nmode = \"{mode}\"\nurl = \"{url}\"\n{timing}\n{extra}\n"
-    )
+    check_toml("redis", "url", name, mode, url, timing, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,16 +28,7 @@ async fn probe_is_healthy_with_version_role_and_phases() {
     let v = s.details["redis_version"].as_str().expect("redis_version");
     assert!(v.starts_with(char::is_numeric), "{v}");
     assert_eq!(s.details["role"], "master");
-    let text = a.agent.shared.metrics.render();
-    for phase in ["connect", "auth", "exchange"] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
-                    && l.contains("check=\"r\"")
-                    && l.contains(&format!("phase=\"{phase}\""))),
-            "no {phase} phase"
-        );
-    }
+    assert_phases(&a, "r", &["connect", "auth", "exchange"]);
     a.stop().await;
 }
 
@@ -76,11 +67,8 @@ async fn rejected_credentials_are_auth_failed_after_one_attempt() {
         ("no_password", r.url("", 0)),
     ];
     let mut cfg = AGENT.to_string();
-    // One attempt only: the retry is far away, so the status must come from attempt 1.
     for (name, url) in &checks {
-        cfg.push_str(&format!(
-            "[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nurl = \"{url}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
-        ));
+        cfg.push_str(&one_attempt("redis", "url", name, url));
     }
     cfg.push_str(&check(
         "good",
@@ -90,19 +78,7 @@ async fn rejected_credentials_are_auth_failed_after_one_attempt() {
     ));
     let a = TestAgent::start(&cfg).await;
     a.wait_status("good", Status::Healthy, SOON).await;
-    for (name, _) in &checks {
-        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
-        assert_eq!(
-            s.error_kind,
-            Some(ErrorKind::AuthFailed),
-            "{name}: {:?}",
-            s.last_error
-        );
-        assert_eq!(
-            s.consecutive_failures, 1,
-            "{name}: unhealthy after one attempt"
-        );
-    }
+    assert_auth_failed_once(&a, &checks.map(|(name, _)| name)).await;
     a.stop().await;
 }
 
@@ -123,20 +99,11 @@ async fn role_expectation_and_bad_db() {
         "unhealthy_threshold = 1",
     ));
     let a = TestAgent::start(&cfg).await;
-    let s = a.wait_status("want_replica", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Protocol));
-    assert!(
-        s.last_error.as_deref().unwrap_or("").contains("master"),
-        "{:?}",
-        s.last_error
-    );
-    let s = a.wait_status("bad_db", Status::Unhealthy, SOON).await;
-    assert_eq!(
-        s.error_kind,
-        Some(ErrorKind::Rejected),
-        "{:?}",
-        s.last_error
-    );
+    let s = a
+        .wait_unhealthy("want_replica", ErrorKind::Protocol, SOON)
+        .await;
+    assert_error_mentions(&s, "master");
+    a.wait_unhealthy("bad_db", ErrorKind::Rejected, SOON).await;
     a.stop().await;
 }
 
@@ -184,9 +151,8 @@ async fn equal_checks_share_one_connection() {
     cfg.push_str(&check("r_b", "session", &r.url("", 0), ""));
     cfg.push_str(&check("r_db1", "session", &r.url("", 1), ""));
     let a = TestAgent::start(&cfg).await;
-    for n in ["r_a", "r_b", "r_db1"] {
-        a.wait_status(n, Status::Healthy, SOON).await;
-    }
+    a.wait_all(&["r_a", "r_b", "r_db1"], Status::Healthy, SOON)
+        .await;
     let clients = r.agent_clients().await;
     assert_eq!(
         clients.len(),
@@ -198,14 +164,8 @@ async fn equal_checks_share_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_server_times_out() {
-    let (port, _l) = silent_listener().await;
-    let a = TestAgent::start(&format!(
-        "{AGENT}[[checks]]\nname = \"r\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n"
-    ))
-    .await;
-    let s = a.wait_status("r", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
-    a.stop().await;
+    super::silent_server_times_out("redis", "url", |port| format!("redis://127.0.0.1:{port}"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,19 +196,8 @@ async fn rediss_verifies_the_server_certificate() {
     let a = TestAgent::start(&cfg).await;
     a.wait_status("trusted", Status::Healthy, SOON).await;
     for name in ["untrusted", "wrong_name"] {
-        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
-        assert_eq!(
-            s.error_kind,
-            Some(ErrorKind::Tls),
-            "{name}: {:?}",
-            s.last_error
-        );
+        a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
     }
-    let text = a.agent.shared.metrics.render();
-    assert!(
-        text.lines()
-            .any(|l| l.contains("check=\"trusted\"") && l.contains("phase=\"tls\"")),
-        "tls phase measured"
-    );
+    assert_phases(&a, "trusted", &["tls"]);
     a.stop().await;
 }
