@@ -250,6 +250,36 @@ pub fn is_event(e: &Event, name: &str, check: &str) -> bool {
     e.event == name && e.data["check"] == check
 }
 
+/// A listener on 127.0.0.1 that accepts connections and drops them at once; returns its
+/// address and the accept task (abort it to stop listening).
+pub async fn tcp_sink() -> (String, JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    });
+    (addr.to_string(), task)
+}
+
+/// A listener that accepts connections and never answers; kept open until dropped.
+pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (port, task)
+}
+
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -235,25 +235,11 @@ async fn ws_server() -> (String, tokio::task::JoinHandle<()>) {
     (format!("ws://{addr}/"), task)
 }
 
-/// A TCP listener that accepts and drops connections.
-async fn tcp_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            drop(s);
-        }
-    });
-    (addr.to_string(), task)
-}
-
 /// An agent with a healthy probe check, a failing critical probe check and a healthy
 /// session check; the alert engine's and plugin loader's metrics fed through the same
 /// typed API those modules use.
 async fn agent_with_data() -> (TestAgent, Vec<tokio::task::JoinHandle<()>>) {
-    let (tcp, t1) = tcp_server().await;
+    let (tcp, t1) = tcp_sink().await;
     let (ws, t2) = ws_server().await;
     let refused = format!("127.0.0.1:{}", free_port());
     let a = TestAgent::start(&format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use lifeline::check::ErrorKind;
 use lifeline::health::CheckState;
 
-use crate::common::TestAgent;
+use crate::common::{TestAgent, silent_listener};
 
 /// A `[[checks]]` table of `kind` named `name` in `mode`, its target `key = "target"`
 /// (`dsn` or `url`), then `timing` and `extra` lines.
@@ -91,21 +91,6 @@ heartbeat = { poor_after = "20s", stale_after = "30s" }"#;
 
 /// The `[agent]` header.
 pub const AGENT: &str = "[agent]\ndata_dir = \"{dir}/data\"\n";
-
-/// A listener that accepts connections and never answers; kept open until dropped.
-pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
-    (port, task)
-}
 
 /// Deadline for things that need one attempt or a few.
 pub const SOON: Duration = Duration::from_secs(10);
