@@ -250,34 +250,35 @@ pub fn is_event(e: &Event, name: &str, check: &str) -> bool {
     e.event == name && e.data["check"] == check
 }
 
-/// A listener on 127.0.0.1 that accepts connections and drops them at once; returns its
-/// address and the accept task (abort it to stop listening).
-pub async fn tcp_sink() -> (String, JoinHandle<()>) {
+/// A listener on 127.0.0.1:<free port> that hands every accepted connection to `on`;
+/// returns its address and the accept task (abort it to stop listening).
+pub async fn accept_each(
+    mut on: impl FnMut(tokio::net::TcpStream) + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            drop(s);
+            on(s);
         }
     });
+    (addr, task)
+}
+
+/// A listener that accepts connections and drops them at once; returns its address and
+/// the accept task (abort it to stop listening).
+pub async fn tcp_sink() -> (String, JoinHandle<()>) {
+    let (addr, task) = accept_each(drop).await;
     (addr.to_string(), task)
 }
 
 /// A listener that accepts connections and never answers; kept open until dropped.
-pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
-    (port, task)
+pub async fn silent_listener() -> (u16, JoinHandle<()>) {
+    let mut held = Vec::new();
+    let (addr, task) = accept_each(move |s| held.push(s)).await;
+    (addr.port(), task)
 }
 
 /// A TCP port that was free a moment ago.

@@ -215,23 +215,18 @@ fn promtool_checks_and_unit_tests_the_rules() {
 
 /// A WebSocket server that accepts every handshake and answers pings (for a session check).
 async fn ws_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(s).await {
-                    while let Some(Ok(m)) = ws.next().await {
-                        if m.is_text() && ws.send(m).await.is_err() {
-                            break;
-                        }
+    let (addr, task) = accept_each(|s| {
+        tokio::spawn(async move {
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(s).await {
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        break;
                     }
                 }
-            });
-        }
-    });
+            }
+        });
+    })
+    .await;
     (format!("ws://{addr}/"), task)
 }
 
