@@ -133,39 +133,15 @@ fn retention_prunes_old_rows_only() {
     for t in [ago(40 * 24), ago(31 * 24), ago(29 * 24), ago(1)] {
         s.record_sample("a", t, Status::Healthy, Some(Duration::from_millis(1)));
     }
-    s.record_transition(
-        "a",
-        ago(40 * 24),
-        Status::Unknown,
-        Status::Healthy,
-        None,
-        "",
-    );
-    s.record_transition(
-        "a",
-        ago(35 * 24),
-        Status::Healthy,
-        Status::Unhealthy,
-        None,
-        "",
-    );
-    s.record_transition("a", ago(24), Status::Unhealthy, Status::Healthy, None, "");
-    s.record_transition(
-        "b",
-        ago(40 * 24),
-        Status::Unknown,
-        Status::Healthy,
-        None,
-        "",
-    );
-    s.record_transition(
-        "b",
-        ago(39 * 24),
-        Status::Healthy,
-        Status::Degraded,
-        None,
-        "",
-    );
+    for (check, at, from, to) in [
+        ("a", ago(40 * 24), Status::Unknown, Status::Healthy),
+        ("a", ago(35 * 24), Status::Healthy, Status::Unhealthy),
+        ("a", ago(24), Status::Unhealthy, Status::Healthy),
+        ("b", ago(40 * 24), Status::Unknown, Status::Healthy),
+        ("b", ago(39 * 24), Status::Healthy, Status::Degraded),
+    ] {
+        s.record_transition(check, at, from, to, None, "");
+    }
     s.record_run(ago(40 * 24), ago(39 * 24));
     s.record_run(ago(48), ago(24));
     s.flush().unwrap();
