@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use common::postgres::Pg;
 use common::redis::Redis;
+use common::scenarios::RestartablePeer;
 use common::{TestAgent, is_event, wait_event};
 
 /// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms).
@@ -130,51 +131,27 @@ fn stats(mut v: Vec<Duration>) -> String {
 
 const SESSION: &str = "mode = \"session\"\ninterval = \"30s\"\ntimeout = \"2s\"\nbackoff = { base = \"50ms\", max = \"200ms\", jitter = \"0ms\" }\nheartbeat = { poor_after = \"60s\", stale_after = \"90s\" }\n";
 
-async fn detect_pg(kills: usize) -> Vec<Duration> {
-    let mut pg = Pg::start().await;
+/// SIGKILL of `peer` → `connection:disconnected` of a session check of its kind whose
+/// target is `check_toml` (its `dsn`/`url` line), `kills` times (restarted after each).
+async fn detect<P: RestartablePeer>(peer: &mut P, check_toml: &str, kills: usize) -> Vec<Duration> {
+    let name = peer.kind();
     let a = TestAgent::start(&format!(
-        "[agent]\ndata_dir = \"{{dir}}/data\"\n[[checks]]\nname = \"pg\"\nkind = \"postgres\"\ndsn = \"{}\"\n{SESSION}",
-        pg.app_dsn()
+        "[agent]\ndata_dir = \"{{dir}}/data\"\n[[checks]]\nname = \"{name}\"\nkind = \"{name}\"\n{check_toml}\n{SESSION}"
     ))
     .await;
     let mut out = Vec::new();
     for _ in 0..kills {
-        a.wait_status("pg", Status::Healthy, Duration::from_secs(30))
+        a.wait_status(name, Status::Healthy, Duration::from_secs(30))
             .await;
         let mut rx = a.events();
         let t = Instant::now();
-        pg.kill();
+        peer.sigkill().await;
         wait_event(&mut rx, Duration::from_secs(5), "disconnected", |e| {
-            is_event(e, "connection:disconnected", "pg")
+            is_event(e, "connection:disconnected", name)
         })
         .await;
         out.push(t.elapsed());
-        pg.restart().await;
-    }
-    a.stop().await;
-    out
-}
-
-async fn detect_redis(kills: usize) -> Vec<Duration> {
-    let mut r = Redis::start().await;
-    let a = TestAgent::start(&format!(
-        "[agent]\ndata_dir = \"{{dir}}/data\"\n[[checks]]\nname = \"r\"\nkind = \"redis\"\nurl = \"{}\"\n{SESSION}",
-        r.url("", 0)
-    ))
-    .await;
-    let mut out = Vec::new();
-    for _ in 0..kills {
-        a.wait_status("r", Status::Healthy, Duration::from_secs(30))
-            .await;
-        let mut rx = a.events();
-        let t = Instant::now();
-        r.kill();
-        wait_event(&mut rx, Duration::from_secs(5), "disconnected", |e| {
-            is_event(e, "connection:disconnected", "r")
-        })
-        .await;
-        out.push(t.elapsed());
-        r.restart().await;
+        peer.start_again().await;
     }
     a.stop().await;
     out
@@ -219,13 +196,17 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
+        let mut pg = Pg::start().await;
+        let dsn = format!("dsn = \"{}\"", pg.app_dsn());
         println!(
             "postgres SIGKILL → connection:disconnected: {}",
-            stats(detect_pg(kills).await)
+            stats(detect(&mut pg, &dsn, kills).await)
         );
+        let mut r = Redis::start().await;
+        let url = format!("url = \"{}\"", r.url("", 0));
         println!(
             "redis SIGKILL → connection:disconnected: {}",
-            stats(detect_redis(kills).await)
+            stats(detect(&mut r, &url, kills).await)
         );
     });
 }

@@ -39,12 +39,8 @@ async fn email_gets_firing_and_resolved_with_text_and_html_parts() {
         &config(dir.path(), smtp.port, &target.addr(), ""),
     )
     .await;
-    let st = a.agent.states().clone();
-    crate::common::wait_for(T, "db healthy", || {
-        st.state("db")
-            .filter(|s| s.status == lifeline::health::Status::Healthy)
-    })
-    .await;
+    a.wait_status("db", lifeline::health::Status::Healthy, T)
+        .await;
     target.stop();
     let mails = smtp.wait_mails(1, T).await;
     let m = &mails[0];

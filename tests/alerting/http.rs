@@ -6,32 +6,26 @@ use std::time::Duration;
 use hmac::Mac;
 use lifeline::health::Status;
 
-use super::{AlertAgent, Target, agent_section, tcp_check};
+use super::{AlertAgent, Target, agent_section, metric, notifications_series, tcp_check, webhook};
 use crate::common::receivers::HttpReceiver;
-use crate::common::wait_for;
+use crate::common::{api, wait_for};
 
 const T: Duration = Duration::from_secs(10);
-
-async fn wait_status(a: &AlertAgent, check: &str, status: Status) {
-    let st = a.agent.states().clone();
-    wait_for(T, &format!("{check} {}", status.as_str()), || {
-        st.state(check).filter(|s| s.status == status)
-    })
-    .await;
-}
-
-fn webhook(name: &str, url: &str, extra: &str) -> String {
-    format!("[[notifiers]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\n{extra}\n")
-}
 
 fn route(notifiers: &str, extra: &str) -> String {
     format!("[[routes]]\nnotifiers = [{notifiers}]\nfor = \"0s\"\ngroup_wait = \"0s\"\n{extra}\n")
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+/// Webhook `hook` to `url` (plus `hook_extra`), routed at once, for tcp check `db` on
+/// `target`.
+fn hook_for_db(dir: &std::path::Path, url: &str, hook_extra: &str, target: &str) -> String {
+    format!(
+        "{}{}{}{}",
+        agent_section(dir),
+        webhook("hook", url, hook_extra),
+        route("\"hook\"", ""),
+        tcp_check("db", target, ""),
+    )
 }
 
 #[tokio::test]
@@ -52,7 +46,7 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
         tcp_check("db", &target.addr(), "labels = { team = \"payments\" }"),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    wait_status(&a, "db", Status::Healthy).await;
+    a.wait_status("db", Status::Healthy, T).await;
     target.stop();
 
     let hook = rx.wait_delivered("/hook", 1, T).await;
@@ -108,16 +102,7 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
     assert!(slack[1].json["text"].as_str().unwrap().contains("✅"));
 
     // The counter moves right after the receiver's answer reaches the agent.
-    let am = a.agent.shared.metrics.clone();
-    wait_for(T, "sent counter", || {
-        let m = am.render();
-        (metric(
-            &m,
-            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}",
-        ) == 2.0)
-            .then_some(())
-    })
-    .await;
+    a.wait_notifications("hook", "sent", T, |n| n == 2.0).await;
     let m = a.metrics();
     assert!(
         m.contains("lifeline_notification_latency_seconds_count{notifier=\"hook\"} 2"),
@@ -132,16 +117,11 @@ async fn a_receiver_answering_503_three_times_gets_the_notification_once() {
     let rx = HttpReceiver::start().await;
     rx.fail_next(3, 503);
     let target = Target::down();
-    let config = format!(
-        "{}{}{}{}",
-        agent_section(dir.path()),
-        webhook(
-            "hook",
-            &rx.url("/hook"),
-            "retry_base = \"50ms\"\nretry_max = \"200ms\""
-        ),
-        route("\"hook\"", ""),
-        tcp_check("db", &target.addr(), ""),
+    let config = hook_for_db(
+        dir.path(),
+        &rx.url("/hook"),
+        "retry_base = \"50ms\"\nretry_max = \"200ms\"",
+        &target.addr(),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
     let got = rx.wait_delivered("/hook", 1, T).await;
@@ -155,39 +135,23 @@ async fn a_receiver_answering_503_three_times_gets_the_notification_once() {
         all.iter().map(|p| p.answered).collect::<Vec<_>>(),
         vec![503, 503, 503, 200]
     );
-    let outbox = a.engine.outbox().clone();
-    wait_for(T, "outbox drained", || {
-        (outbox.depth("hook") == 0).then_some(())
-    })
-    .await;
+    a.wait_outbox_drained("hook", T).await;
     let am = a.agent.shared.metrics.clone();
+    let sent = notifications_series("hook", "sent");
     wait_for(T, "sent counter and queue gauge", || {
         let m = am.render();
-        (metric(
-            &m,
-            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}",
-        ) == 1.0
+        (metric(&m, &sent) == 1.0
             && m.contains("lifeline_notification_queue_depth{notifier=\"hook\"} 0"))
         .then_some(())
     })
     .await;
     let m = a.metrics();
     assert_eq!(
-        metric(
-            &m,
-            "lifeline_notifications_total{notifier=\"hook\",result=\"failed\"}"
-        ),
+        metric(&m, &notifications_series("hook", "failed")),
         3.0,
         "{m}"
     );
-    assert_eq!(
-        metric(
-            &m,
-            "lifeline_notifications_total{notifier=\"hook\",result=\"sent\"}"
-        ),
-        1.0,
-        "{m}"
-    );
+    assert_eq!(metric(&m, &sent), 1.0, "{m}");
     assert_eq!(
         metric(&m, "lifeline_notification_queue_depth{notifier=\"hook\"}"),
         0.0,
@@ -203,23 +167,15 @@ async fn a_permanent_4xx_is_dropped_and_counted() {
     let rx = HttpReceiver::start().await;
     rx.fail_next(1, 400);
     let target = Target::down();
-    let config = format!(
-        "{}{}{}{}",
-        agent_section(dir.path()),
-        webhook("hook", &rx.url("/hook"), "retry_base = \"50ms\""),
-        route("\"hook\"", ""),
-        tcp_check("db", &target.addr(), ""),
+    let config = hook_for_db(
+        dir.path(),
+        &rx.url("/hook"),
+        "retry_base = \"50ms\"",
+        &target.addr(),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    let agent_metrics = a.agent.shared.metrics.clone();
-    wait_for(T, "dropped counter", || {
-        (metric(
-            &agent_metrics.render(),
-            "lifeline_notifications_total{notifier=\"hook\",result=\"dropped\"}",
-        ) == 1.0)
-            .then_some(())
-    })
-    .await;
+    a.wait_notifications("hook", "dropped", T, |n| n == 1.0)
+        .await;
     assert_eq!(rx.all().len(), 1, "a 400 is not retried");
     assert_eq!(a.engine.outbox().depth("hook"), 0);
     a.stop().await;
@@ -230,27 +186,15 @@ async fn a_receiver_down_across_a_restart_gets_the_notification_once_after_it() 
     let dir = tempfile::tempdir().unwrap();
     let port = crate::common::free_port();
     let target = Target::down();
-    let config = format!(
-        "{}{}{}{}",
-        agent_section(dir.path()),
-        webhook(
-            "hook",
-            &format!("http://127.0.0.1:{port}/hook"),
-            "retry_base = \"100ms\"\nretry_max = \"300ms\""
-        ),
-        route("\"hook\"", ""),
-        tcp_check("db", &target.addr(), ""),
+    let config = hook_for_db(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/hook"),
+        "retry_base = \"100ms\"\nretry_max = \"300ms\"",
+        &target.addr(),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    let m = a.agent.shared.metrics.clone();
-    wait_for(T, "a failed delivery", || {
-        (metric(
-            &m.render(),
-            "lifeline_notifications_total{notifier=\"hook\",result=\"failed\"}",
-        ) >= 2.0)
-            .then_some(())
-    })
-    .await;
+    a.wait_notifications("hook", "failed", T, |n| n >= 2.0)
+        .await;
     assert_eq!(a.engine.outbox().depth("hook"), 1);
     a.stop().await;
 
@@ -260,12 +204,8 @@ async fn a_receiver_down_across_a_restart_gets_the_notification_once_after_it() 
     assert_eq!(got[0].json["status"], "firing");
     // The check fails again after the restart: the alert was already notified, so no new
     // firing notification goes out. Give the engine several check rounds to misbehave.
-    wait_status(&b, "db", Status::Unhealthy).await;
-    let outbox = b.engine.outbox().clone();
-    wait_for(T, "outbox drained", || {
-        (outbox.depth("hook") == 0).then_some(())
-    })
-    .await;
+    b.wait_status("db", Status::Unhealthy, T).await;
+    b.wait_outbox_drained("hook", T).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         rx.all().len(),
@@ -304,64 +244,33 @@ async fn silences_api_holds_notifications_until_expired() {
     let dir = tempfile::tempdir().unwrap();
     let rx = HttpReceiver::start().await;
     let mut target = Target::up().await;
-    let config = format!(
-        "{}{}{}{}",
-        agent_section(dir.path()),
-        webhook("hook", &rx.url("/hook"), ""),
-        route("\"hook\"", ""),
-        tcp_check("db", &target.addr(), ""),
-    );
+    let config = hook_for_db(dir.path(), &rx.url("/hook"), "", &target.addr());
     let a = AlertAgent::start(dir.path(), &config).await;
-    let http = lifeline::app::http_client();
-    let r = http
-        .post(a.url("/api/v1/silences"))
-        .json(&serde_json::json!({"matchers": {"check": "db"}, "ends_at": "1h", "comment": "maintenance"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let s: serde_json::Value = r.json().await.unwrap();
+    let silence =
+        serde_json::json!({"matchers": {"check": "db"}, "ends_at": "1h", "comment": "maintenance"});
+    let (status, s) = api::post_json(&a.url("/api/v1/silences"), None, Some(&silence)).await;
+    assert_eq!(status, 200);
     let id = s["id"].as_str().unwrap().to_string();
     assert_eq!(s["status"], "active");
-    let list: serde_json::Value = http
-        .get(a.url("/api/v1/silences"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = api::get_json(&a.url("/api/v1/silences")).await;
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["comment"], "maintenance");
-    let bad = http
-        .post(a.url("/api/v1/silences"))
-        .json(&serde_json::json!({"matchers": {}, "ends_at": "1h"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let no_matchers = serde_json::json!({"matchers": {}, "ends_at": "1h"});
+    let (status, _) = api::post_json(&a.url("/api/v1/silences"), None, Some(&no_matchers)).await;
+    assert_eq!(status, 400);
 
-    wait_status(&a, "db", Status::Healthy).await;
+    a.wait_status("db", Status::Healthy, T).await;
     target.stop();
-    wait_status(&a, "db", Status::Unhealthy).await;
+    a.wait_status("db", Status::Unhealthy, T).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.all().is_empty(), "silenced");
 
-    let r = http
-        .delete(a.url(&format!("/api/v1/silences/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let s: serde_json::Value = r.json().await.unwrap();
+    let (status, s) = api::delete_json(&a.url(&format!("/api/v1/silences/{id}"))).await;
+    assert_eq!(status, 200);
     assert_eq!(s["status"], "expired");
     let got = rx.wait_delivered("/hook", 1, T).await;
     assert_eq!(got[0].json["status"], "firing");
-    let r = http
-        .delete(a.url("/api/v1/silences/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, _) = api::delete_json(&a.url("/api/v1/silences/nope")).await;
+    assert_eq!(status, 404);
     a.stop().await;
 }

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use lifeline::alert::AlertEngine;
 use lifeline::app::Agent;
+use lifeline::health::Status;
 use tokio::task::JoinHandle;
+
+use crate::common::wait_for;
 
 /// An agent with the alert engine wired as in `main.rs`.
 pub struct AlertAgent {
@@ -71,6 +74,41 @@ impl AlertAgent {
     /// The agent's `/metrics` text.
     pub fn metrics(&self) -> String {
         self.agent.shared.metrics.render()
+    }
+
+    /// Waits until `check` has `status`, or panics after `within`.
+    pub async fn wait_status(&self, check: &str, status: Status, within: Duration) {
+        let st = self.agent.states().clone();
+        wait_for(within, &format!("{check} {}", status.as_str()), || {
+            st.state(check).filter(|s| s.status == status)
+        })
+        .await;
+    }
+
+    /// Waits until `lifeline_notifications_total` of `notifier` with `result` (`sent`,
+    /// `failed`, `dropped`) satisfies `ok`, or panics after `within`.
+    pub async fn wait_notifications(
+        &self,
+        notifier: &str,
+        result: &str,
+        within: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) {
+        let series = notifications_series(notifier, result);
+        let m = self.agent.shared.metrics.clone();
+        wait_for(within, &format!("{series} to move"), || {
+            ok(metric(&m.render(), &series)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the outbox of `notifier` is empty, or panics after `within`.
+    pub async fn wait_outbox_drained(&self, notifier: &str, within: Duration) {
+        let outbox = self.engine.outbox().clone();
+        wait_for(within, "outbox drained", || {
+            (outbox.depth(notifier) == 0).then_some(())
+        })
+        .await;
     }
 
     /// Stops the agent and the engine (undelivered notifications stay in the outbox).
@@ -153,6 +191,23 @@ backoff = {{ base = "100ms", max = "200ms", jitter = "0s" }}
 {extra}
 "#
     )
+}
+
+/// A `[[notifiers]]` webhook `name` posting to `url`, plus `extra` lines.
+pub fn webhook(name: &str, url: &str, extra: &str) -> String {
+    format!("[[notifiers]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"{url}\"\n{extra}\n")
+}
+
+/// `lifeline_notifications_total{notifier="<notifier>",result="<result>"}`.
+pub fn notifications_series(notifier: &str, result: &str) -> String {
+    format!("lifeline_notifications_total{{notifier=\"{notifier}\",result=\"{result}\"}}")
+}
+
+/// The value of the sample `series` (name and labels, as exported) in `text`; 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// The `[agent]` section with `data_dir` under `dir`.

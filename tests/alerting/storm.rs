@@ -6,15 +6,11 @@ use std::time::Duration;
 
 use lifeline::health::Status;
 
-use super::{AlertAgent, Target, agent_section, tcp_check};
+use super::{AlertAgent, Target, agent_section, tcp_check, webhook};
 use crate::common::receivers::{HttpReceiver, Post};
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(10);
-
-fn webhook(url: &str) -> String {
-    format!("[[notifiers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n")
-}
 
 /// (status, route, checks) of each delivered post, in arrival order.
 fn summary(posts: &[Post]) -> Vec<(String, String, Vec<String>)> {
@@ -38,14 +34,6 @@ fn summary(posts: &[Post]) -> Vec<(String, String, Vec<String>)> {
         .collect()
 }
 
-async fn wait_status(a: &AlertAgent, check: &str, status: Status) {
-    let st = a.agent.states().clone();
-    wait_for(T, &format!("{check} {}", status.as_str()), || {
-        st.state(check).filter(|s| s.status == status)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_failing_dependency_holds_its_dependents_until_it_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,18 +43,18 @@ async fn a_failing_dependency_holds_its_dependents_until_it_recovers() {
     let config = format!(
         "{}{}[[routes]]\nnotifiers = [\"hook\"]\nfor = \"1s\"\ngroup_wait = \"0s\"\n{}{}",
         agent_section(dir.path()),
-        webhook(&rx.url("/hook")),
+        webhook("hook", &rx.url("/hook"), ""),
         tcp_check("db", &db.addr(), ""),
         tcp_check("api", &api.addr(), "depends_on = [\"db\"]"),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    wait_status(&a, "api", Status::Healthy).await;
-    wait_status(&a, "db", Status::Healthy).await;
+    a.wait_status("api", Status::Healthy, T).await;
+    a.wait_status("db", Status::Healthy, T).await;
     // The database goes down, and the API with it, at the same moment. Which of the two
     // probes notices first is luck; `for` (1 s) covers the dependency's detection time.
     db.stop();
     api.stop();
-    wait_status(&a, "api", Status::Unhealthy).await;
+    a.wait_status("api", Status::Unhealthy, T).await;
     rx.wait_delivered("/hook", 1, T).await;
     // Let the API fail well past `for` (1 s): without the hold it would page.
     let st = a.agent.states().clone();
@@ -104,7 +92,7 @@ async fn a_network_outage_pages_once_as_agent_offline() {
     let mut config = format!(
         "{}\n[agent.connectivity]\nchecks = [\"gateway\"]\n{}[[routes]]\nnotifiers = [\"hook\"]\nfor = \"1s\"\ngroup_wait = \"0s\"\n{}",
         agent_section(dir.path()),
-        webhook(&rx.url("/hook")),
+        webhook("hook", &rx.url("/hook"), ""),
         tcp_check("gateway", &net.addr(), ""),
     );
     for i in 0..10 {
@@ -112,7 +100,7 @@ async fn a_network_outage_pages_once_as_agent_offline() {
     }
     let a = AlertAgent::start(dir.path(), &config).await;
     for i in 0..10 {
-        wait_status(&a, &format!("svc-{i}"), Status::Healthy).await;
+        a.wait_status(&format!("svc-{i}"), Status::Healthy, T).await;
     }
     net.stop(); // every target, the gateway included, is unreachable
     let posts = rx.wait_delivered("/hook", 1, T).await;
@@ -125,7 +113,8 @@ async fn a_network_outage_pages_once_as_agent_offline() {
     assert_eq!(posts[0].json["status"], "firing");
     // Well past `for`: the per-check alerts stay held.
     for i in 0..10 {
-        wait_status(&a, &format!("svc-{i}"), Status::Unhealthy).await;
+        a.wait_status(&format!("svc-{i}"), Status::Unhealthy, T)
+            .await;
     }
     net.start().await;
     let posts = rx.wait_delivered("/hook", 2, T).await;
@@ -148,17 +137,17 @@ async fn a_flapping_check_sends_one_flapping_notification_then_is_held() {
     let config = format!(
         "{}{}[[routes]]\nnotifiers = [\"hook\"]\nfor = \"0s\"\ngroup_wait = \"0s\"\nflap_threshold = 4\nflap_window = \"1m\"\n{}",
         agent_section(dir.path()),
-        webhook(&rx.url("/hook")),
+        webhook("hook", &rx.url("/hook"), ""),
         tcp_check("flappy", &t.addr(), ""),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    wait_status(&a, "flappy", Status::Healthy).await;
+    a.wait_status("flappy", Status::Healthy, T).await;
     // Twelve status changes, each one observed before the next.
     for _ in 0..6 {
         t.stop();
-        wait_status(&a, "flappy", Status::Unhealthy).await;
+        a.wait_status("flappy", Status::Unhealthy, T).await;
         t.start().await;
-        wait_status(&a, "flappy", Status::Healthy).await;
+        a.wait_status("flappy", Status::Healthy, T).await;
     }
     let posts = rx.wait_delivered("/hook", 1, T).await;
     let s = summary(&posts);

@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;
+pub mod scenarios;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeline::app::Agent;
+use lifeline::check::ErrorKind;
 use lifeline::events::{Observers, Published as Event};
 use lifeline::health::{CheckState, Status};
 use tokio::sync::broadcast;
@@ -134,6 +137,15 @@ impl TestAgent {
             .unwrap_or_else(|| panic!("no check {name}"))
     }
 
+    /// The value of the series `metric{…check="<check>"…}` in the agent's metrics text.
+    pub fn check_metric(&self, metric: &str, check: &str) -> Option<f64> {
+        let text = self.agent.shared.metrics.render();
+        let want = format!("check=\"{check}\"");
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&want))
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+    }
+
     /// Waits until `name` has `status`, or panics after `within`.
     pub async fn wait_status(&self, name: &str, status: Status, within: Duration) -> CheckState {
         let st = self.agent.states().clone();
@@ -144,6 +156,26 @@ impl TestAgent {
             || st.state(&n).filter(|s| s.status == status),
         )
         .await
+    }
+
+    /// Waits until `name` is unhealthy (or panics after `within`) and asserts its error
+    /// kind is `kind`.
+    pub async fn wait_unhealthy(
+        &self,
+        name: &str,
+        kind: ErrorKind,
+        within: Duration,
+    ) -> CheckState {
+        let s = self.wait_status(name, Status::Unhealthy, within).await;
+        assert_eq!(s.error_kind, Some(kind), "{name}: {:?}", s.last_error);
+        s
+    }
+
+    /// Waits until every check of `names` has `status`, each within `within`.
+    pub async fn wait_all(&self, names: &[&str], status: Status, within: Duration) {
+        for n in names {
+            self.wait_status(n, status, within).await;
+        }
     }
 
     /// Rewrites the config file (with the same substitutions as `start`).
@@ -204,9 +236,49 @@ pub async fn wait_event(
     }
 }
 
+/// Asserts the last error of `s` mentions `needle`.
+pub fn assert_error_mentions(s: &CheckState, needle: &str) {
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains(needle),
+        "last error lacks `{needle}`: {:?}",
+        s.last_error
+    );
+}
+
 /// True if `e` is `name` about check `check`.
 pub fn is_event(e: &Event, name: &str, check: &str) -> bool {
     e.event == name && e.data["check"] == check
+}
+
+/// A listener on 127.0.0.1:<free port> that hands every accepted connection to `on`;
+/// returns its address and the accept task (abort it to stop listening).
+pub async fn accept_each(
+    mut on: impl FnMut(tokio::net::TcpStream) + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            on(s);
+        }
+    });
+    (addr, task)
+}
+
+/// A listener that accepts connections and drops them at once; returns its address and
+/// the accept task (abort it to stop listening).
+pub async fn tcp_sink() -> (String, JoinHandle<()>) {
+    let (addr, task) = accept_each(drop).await;
+    (addr.to_string(), task)
+}
+
+/// A listener that accepts connections and never answers; kept open until dropped.
+pub async fn silent_listener() -> (u16, JoinHandle<()>) {
+    let mut held = Vec::new();
+    let (addr, task) = accept_each(move |s| held.push(s)).await;
+    (addr.port(), task)
 }
 
 /// A TCP port that was free a moment ago.

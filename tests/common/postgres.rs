@@ -2,7 +2,7 @@
 //! under the cargo target tmp dir, then per server a copy of it in a temp dir, started with
 //! `postgres` on a free port (127.0.0.1 only, socket dir in the temp dir). When running as
 //! root the server runs as the `postgres` system user. Stopped and removed on drop (also on
-//! panic); [`Pg::kill`] SIGKILLs the whole server (postmaster and backends).
+//! panic); its `RestartablePeer::sigkill` SIGKILLs the whole server (postmaster and backends).
 //!
 //! Roles (see `pg_hba.conf` below):
 //! * `app` / [`APP_PASSWORD`]: scram-sha-256, owns database `appdb`;
@@ -342,18 +342,24 @@ impl Pg {
         self.query("SELECT pid::text FROM pg_stat_activity WHERE application_name = 'lifeline'")
             .await
     }
+}
+
+impl super::scenarios::RestartablePeer for Pg {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
 
     /// SIGKILLs the postmaster and every backend. (Backends call `setsid()`, so they are
     /// not in the postmaster's process group: they are found through /proc while the
     /// postmaster is stopped and cannot fork.) Returns once all of them are gone.
-    pub fn kill(&mut self) {
+    async fn sigkill(&mut self) {
         if let Some(mut c) = self.child.take() {
             hard_kill(&mut c);
         }
     }
 
-    /// Starts the server again on the same port and data (after [`Pg::kill`]).
-    pub async fn restart(&mut self) {
+    /// Starts the server again on the same port and data.
+    async fn start_again(&mut self) {
         assert!(self.child.is_none(), "restart a running server");
         self.spawn();
         self.wait_ready().await;

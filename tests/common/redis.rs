@@ -147,18 +147,12 @@ impl Redis {
             .collect()
     }
 
-    /// SIGKILL.
-    pub fn kill(&mut self) {
+    /// SIGKILLs the server (through its child handle) and reaps it.
+    fn kill_child(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-
-    /// Starts again on the same port (after [`Redis::kill`]).
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart a running server");
-        self.spawn().await;
     }
 
     /// The server log.
@@ -167,8 +161,24 @@ impl Redis {
     }
 }
 
+impl super::scenarios::RestartablePeer for Redis {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn sigkill(&mut self) {
+        self.kill_child();
+    }
+
+    /// Starts again on the same port.
+    async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "restart a running server");
+        self.spawn().await;
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
-        self.kill();
+        self.kill_child();
     }
 }

@@ -99,12 +99,7 @@ unhealthy_threshold = 1
         !detailed.is_null(),
         "agent did not reach the expected states"
     );
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api::get_text(&format!("{url}/metrics")).await;
 
     // SIGHUP reloads: a new check appears.
     std::fs::write(
@@ -263,12 +258,7 @@ backoff = {{ base = "50ms", jitter = "0s" }}
         Duration::from_secs(5),
     )
     .await;
-    let body = reqwest::get(a.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = api::get_text(&a.url("/metrics")).await;
     for name in [
         "lifeline_check_info",
         "lifeline_check_up",

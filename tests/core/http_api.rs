@@ -7,23 +7,18 @@ use futures_util::StreamExt;
 use lifeline::health::Status;
 use serde_json::Value;
 
+use crate::common::api::{client, get_json, get_text, post_json};
 use crate::common::*;
 
-fn client() -> reqwest::Client {
-    lifeline::check::tls::install_provider();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
+const TOKEN: &str = "s3cret-api-token";
 
 async fn agent_with_target(token: bool) -> (TestAgent, tokio::net::TcpListener) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let tok = if token {
-        "api_token = \"s3cret-api-token\""
+        format!("api_token = \"{TOKEN}\"")
     } else {
-        ""
+        String::new()
     };
     let a = TestAgent::start(&format!(
         r#"
@@ -48,28 +43,13 @@ backoff = {{ base = "100ms", max = "200ms", jitter = "0s" }}
 #[tokio::test]
 async fn read_routes_answer_in_spec_shape() {
     let (a, _l) = agent_with_target(false).await;
-    let c = client();
-    let h: Value = c
-        .get(a.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, h) = get_json(&a.url("/health")).await;
     assert_eq!(h["status"], "healthy");
     assert_eq!(h["score"], 100.0);
     assert_eq!(h["checks"]["svc"], "healthy");
     assert!(h["version"].is_string() && h["uptime_seconds"].is_number());
 
-    let d: Value = c
-        .get(a.url("/health/detailed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, d) = get_json(&a.url("/health/detailed")).await;
     let chk = &d["checks"][0];
     for key in [
         "name",
@@ -94,21 +74,19 @@ async fn read_routes_answer_in_spec_shape() {
     }
     assert_eq!(chk["labels"]["team"], "voice");
 
-    let one = c.get(a.url("/health/service/svc")).send().await.unwrap();
-    assert_eq!(one.status(), 200);
-    let one: Value = one.json().await.unwrap();
+    let (status, one) = get_json(&a.url("/health/service/svc")).await;
+    assert_eq!(status, 200);
     assert_eq!(one["name"], "svc");
 
-    let missing = c.get(a.url("/health/service/nope")).send().await.unwrap();
-    assert_eq!(missing.status(), 404);
-    let body: Value = missing.json().await.unwrap();
+    let (status, body) = get_json(&a.url("/health/service/nope")).await;
+    assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nope"));
 
-    let unknown_route = c.get(a.url("/no/such/route")).send().await.unwrap();
-    assert_eq!(unknown_route.status(), 404);
-    assert!(unknown_route.json::<Value>().await.unwrap()["error"].is_string());
+    let (status, body) = get_json(&a.url("/no/such/route")).await;
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string());
 
-    let m = c.get(a.url("/metrics")).send().await.unwrap();
+    let m = client().get(a.url("/metrics")).send().await.unwrap();
     assert!(
         m.headers()["content-type"]
             .to_str()
@@ -125,14 +103,7 @@ async fn read_routes_answer_in_spec_shape() {
     ));
     assert!(m.contains("process_resident_memory_bytes"));
 
-    let page = c
-        .get(a.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(&a.url("/")).await;
     assert!(page.contains("svc"));
     a.stop().await;
 }
@@ -140,67 +111,36 @@ async fn read_routes_answer_in_spec_shape() {
 #[tokio::test]
 async fn post_routes_need_the_bearer_token_when_set() {
     let (a, _l) = agent_with_target(true).await;
-    let c = client();
     for path in [
         "/health/force-check",
         "/health/service/svc/check",
         "/-/reload",
     ] {
-        let r = c.post(a.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 401, "{path} without token");
-        let body: Value = r.json().await.unwrap();
+        let (status, body) = post_json(&a.url(path), None, None).await;
+        assert_eq!(status, 401, "{path} without token");
         assert!(body["error"].is_string());
-        let r = c
-            .post(a.url(path))
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401, "{path} with a wrong token");
+        let (status, _) = post_json(&a.url(path), Some("wrong"), None).await;
+        assert_eq!(status, 401, "{path} with a wrong token");
     }
     // GET routes stay open.
-    assert_eq!(c.get(a.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(get_json(&a.url("/health")).await.0, 200);
 
-    let r = c
-        .post(a.url("/health/force-check"))
-        .bearer_auth("s3cret-api-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let d: Value = r.json().await.unwrap();
+    let (status, d) = post_json(&a.url("/health/force-check"), Some(TOKEN), None).await;
+    assert_eq!(status, 200);
     assert_eq!(d["checks"][0]["name"], "svc");
-    let r = c
-        .post(a.url("/health/service/svc/check"))
-        .bearer_auth("s3cret-api-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = c
-        .post(a.url("/health/service/nope/check"))
-        .bearer_auth("s3cret-api-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, _) = post_json(&a.url("/health/service/svc/check"), Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = post_json(&a.url("/health/service/nope/check"), Some(TOKEN), None).await;
+    assert_eq!(status, 404);
     a.stop().await;
 }
 
 #[tokio::test]
 async fn force_check_returns_a_fresh_result() {
     let (a, l) = agent_with_target(false).await;
-    let c = client();
     drop(l);
     // Without waiting for the schedule: the forced attempt itself sees the refusal.
-    let r: Value = c
-        .post(a.url("/health/service/svc/check"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = post_json(&a.url("/health/service/svc/check"), None, None).await;
     assert_eq!(r["status"], "unhealthy", "{r}");
     assert_eq!(r["error_kind"], "refused");
     a.stop().await;
@@ -286,15 +226,13 @@ async fn reload_adds_removes_changes_and_refuses_bad_config() {
             .await;
     }
     let keep_since = a.state("keep").since;
-    let c = client();
-
     a.write_config(
         &(check("keep", a1, "100ms")
             + &check("change", a2, "100ms")
             + &check("added", a2, "100ms")),
     );
-    let r = c.post(a.url("/-/reload")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = post_json(&a.url("/-/reload"), None, None).await;
+    assert_eq!(status, 200);
     let names = a.agent.states().names();
     assert_eq!(names, ["keep", "change", "added"]);
     assert_eq!(
@@ -311,14 +249,7 @@ async fn reload_adds_removes_changes_and_refuses_bad_config() {
         .await;
     a.wait_status("change", Status::Healthy, Duration::from_secs(5))
         .await;
-    let m = c
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&a.url("/metrics")).await;
     assert!(
         !m.contains("check=\"drop\""),
         "removed check's series are gone"
@@ -326,9 +257,8 @@ async fn reload_adds_removes_changes_and_refuses_bad_config() {
     assert!(m.contains("lifeline_config_last_reload_successful 1"));
 
     a.write_config("[[checks]]\nname = \"x\"\nkind = \"nope\"\n");
-    let r = c.post(a.url("/-/reload")).send().await.unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = post_json(&a.url("/-/reload"), None, None).await;
+    assert_eq!(status, 400);
     let detail = body["detail"][0].as_str().unwrap();
     assert!(
         detail.contains("config.toml:3:8: unknown check kind `nope`"),
@@ -339,14 +269,7 @@ async fn reload_adds_removes_changes_and_refuses_bad_config() {
         ["keep", "change", "added"],
         "running config stays"
     );
-    let m = c
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&a.url("/metrics")).await;
     assert!(m.contains("lifeline_config_last_reload_successful 0"));
     a.stop().await;
 }

@@ -99,12 +99,7 @@ async fn http_checks_judge_status_body_and_cap() {
     assert_eq!(c.error_kind, Some(ErrorKind::Protocol));
     assert!(c.last_error.unwrap().contains("truncated at max_body"));
     // The header value never shows in the API.
-    let detailed = reqwest::get(a.url("/health/detailed"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let detailed = api::get_text(&a.url("/health/detailed")).await;
     assert!(!detailed.contains("k3y-Secret-Value"));
     a.stop().await;
 }

@@ -215,45 +215,26 @@ fn promtool_checks_and_unit_tests_the_rules() {
 
 /// A WebSocket server that accepts every handshake and answers pings (for a session check).
 async fn ws_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(s).await {
-                    while let Some(Ok(m)) = ws.next().await {
-                        if m.is_text() && ws.send(m).await.is_err() {
-                            break;
-                        }
+    let (addr, task) = accept_each(|s| {
+        tokio::spawn(async move {
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(s).await {
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        break;
                     }
                 }
-            });
-        }
-    });
+            }
+        });
+    })
+    .await;
     (format!("ws://{addr}/"), task)
-}
-
-/// A TCP listener that accepts and drops connections.
-async fn tcp_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            drop(s);
-        }
-    });
-    (addr.to_string(), task)
 }
 
 /// An agent with a healthy probe check, a failing critical probe check and a healthy
 /// session check; the alert engine's and plugin loader's metrics fed through the same
 /// typed API those modules use.
 async fn agent_with_data() -> (TestAgent, Vec<tokio::task::JoinHandle<()>>) {
-    let (tcp, t1) = tcp_server().await;
+    let (tcp, t1) = tcp_sink().await;
     let (ws, t2) = ws_server().await;
     let refused = format!("127.0.0.1:{}", free_port());
     let a = TestAgent::start(&format!(
@@ -520,12 +501,7 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
 async fn live_exposition_passes_promtool_check_metrics() {
     let promtool = require_bin("promtool", "prometheus", &["/usr/bin"]);
     let (a, tasks) = agent_with_data().await;
-    let body = reqwest::get(a.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let body = api::get_text(&a.url("/metrics")).await;
     for family in [
         "lifeline_check_info",
         "lifeline_check_latency_seconds_bucket",

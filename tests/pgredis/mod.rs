@@ -5,15 +5,76 @@ mod redis;
 
 use std::time::Duration;
 
-use crate::common::TestAgent;
+use lifeline::check::ErrorKind;
+use lifeline::health::CheckState;
 
-/// The value of `name{…check="<check>"…}` in the agent's /metrics text.
-pub fn metric(a: &TestAgent, name: &str, check: &str) -> Option<f64> {
+use crate::common::{TestAgent, silent_listener};
+
+/// A `[[checks]]` table of `kind` named `name` in `mode`, its target `key = "target"`
+/// (`dsn` or `url`), then `timing` and `extra` lines.
+pub fn check_toml(
+    kind: &str,
+    key: &str,
+    name: &str,
+    mode: &str,
+    target: &str,
+    timing: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "[[checks]]\nname = \"{name}\"\nkind = \"{kind}\"\nmode = \"{mode}\"\n{key} = \"{target}\"\n{timing}\n{extra}\n"
+    )
+}
+
+/// A probe check as [`check_toml`] whose retry is a minute away, so its status must come
+/// from attempt 1.
+pub fn one_attempt(kind: &str, key: &str, name: &str, target: &str) -> String {
+    format!(
+        "[[checks]]\nname = \"{name}\"\nkind = \"{kind}\"\n{key} = \"{target}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
+    )
+}
+
+/// Waits for each of `names` to be unhealthy with `auth_failed` after exactly one attempt;
+/// returns their states.
+pub async fn assert_auth_failed_once(a: &TestAgent, names: &[&str]) -> Vec<CheckState> {
+    let mut out = Vec::new();
+    for name in names {
+        let s = a.wait_unhealthy(name, ErrorKind::AuthFailed, SOON).await;
+        assert_eq!(
+            s.consecutive_failures, 1,
+            "{name}: unhealthy after one attempt"
+        );
+        out.push(s);
+    }
+    out
+}
+
+/// Asserts the metrics hold a `lifeline_check_phase_seconds` series of `check` for every
+/// one of `phases`.
+pub fn assert_phases(a: &TestAgent, check: &str, phases: &[&str]) {
     let text = a.agent.shared.metrics.render();
-    let want = format!("check=\"{check}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&want))
-        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+    for phase in phases {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
+                    && l.contains(&format!("check=\"{check}\""))
+                    && l.contains(&format!("phase=\"{phase}\""))),
+            "no {phase} phase of {check} in metrics"
+        );
+    }
+}
+
+/// A check of `kind` whose target `key = target(port)` is a server that accepts and never
+/// answers times out after one attempt.
+pub async fn silent_server_times_out(kind: &str, key: &str, target: impl FnOnce(u16) -> String) {
+    let (port, _l) = silent_listener().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}[[checks]]\nname = \"c\"\nkind = \"{kind}\"\n{key} = \"{}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n",
+        target(port)
+    ))
+    .await;
+    a.wait_unhealthy("c", ErrorKind::Timeout, SOON).await;
+    a.stop().await;
 }
 
 /// Timing shared by these tests: fast interval, short backoff without jitter.
@@ -30,21 +91,6 @@ heartbeat = { poor_after = "20s", stale_after = "30s" }"#;
 
 /// The `[agent]` header.
 pub const AGENT: &str = "[agent]\ndata_dir = \"{dir}/data\"\n";
-
-/// A listener that accepts connections and never answers; kept open until dropped.
-pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            held.push(s);
-        }
-    });
-    (port, task)
-}
 
 /// Deadline for things that need one attempt or a few.
 pub const SOON: Duration = Duration::from_secs(10);

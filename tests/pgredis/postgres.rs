@@ -1,10 +1,11 @@
-use std::time::{Duration, Instant};
-
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
+use super::{
+    AGENT, FAST, SLOW_BEATS, SOON, assert_auth_failed_once, assert_phases, check_toml, one_attempt,
+};
 use crate::common::postgres::{APP_PASSWORD, Pg};
+use crate::common::scenarios::{dropped_connection_is_replaced, sigkill_backoff_reconnect};
 use crate::common::*;
 
 fn check(name: &str, mode: &str, dsn: &str, extra: &str) -> String {
@@ -12,9 +13,7 @@ fn check(name: &str, mode: &str, dsn: &str, extra: &str) -> String {
 }
 
 fn check_with(name: &str, mode: &str, dsn: &str, timing: &str, extra: &str) -> String {
-    format!(
-        "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nmode = \"{mode}\"\ndsn = \"{dsn}\"\n{timing}\n{extra}\n"
-    )
+    check_toml("postgres", "dsn", name, mode, dsn, timing, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,16 +29,7 @@ async fn probe_is_healthy_with_version_and_phases() {
         .as_str()
         .expect("server_version detail");
     assert!(v.starts_with(char::is_numeric), "server_version = {v}");
-    for phase in ["connect", "auth", "exchange"] {
-        let text = a.agent.shared.metrics.render();
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
-                    && l.contains("check=\"pg\"")
-                    && l.contains(&format!("phase=\"{phase}\""))),
-            "no {phase} phase in metrics"
-        );
-    }
+    assert_phases(&a, "pg", &["connect", "auth", "exchange"]);
     a.stop().await;
 }
 
@@ -91,25 +81,12 @@ async fn rejected_credentials_are_auth_failed_after_one_attempt() {
         ),
     ];
     let mut cfg = AGENT.to_string();
-    // One attempt only: the retry is far away, so the status must come from attempt 1.
     for (name, dsn) in &checks {
-        cfg.push_str(&format!(
-            "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
-        ));
+        cfg.push_str(&one_attempt("postgres", "dsn", name, dsn));
     }
     let a = TestAgent::start(&cfg).await;
-    for (name, _) in &checks {
-        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
-        assert_eq!(
-            s.error_kind,
-            Some(ErrorKind::AuthFailed),
-            "{name}: {:?}",
-            s.last_error
-        );
-        assert_eq!(
-            s.consecutive_failures, 1,
-            "{name}: unhealthy after one attempt"
-        );
+    let names = checks.map(|(name, _)| name);
+    for s in assert_auth_failed_once(&a, &names).await {
         assert!(
             !s.last_error.unwrap_or_default().contains(APP_PASSWORD),
             "password leaked"
@@ -127,13 +104,8 @@ async fn unknown_database_is_rejected() {
         check("pg", "probe", &dsn, "unhealthy_threshold = 1")
     ))
     .await;
-    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Rejected));
-    assert!(
-        s.last_error.as_deref().unwrap_or("").contains("3D000"),
-        "{:?}",
-        s.last_error
-    );
+    let s = a.wait_unhealthy("pg", ErrorKind::Rejected, SOON).await;
+    assert_error_mentions(&s, "3D000");
     a.stop().await;
 }
 
@@ -162,74 +134,20 @@ async fn expect_compares_the_first_value() {
     ));
     let a = TestAgent::start(&cfg).await;
     a.wait_status("good", Status::Healthy, SOON).await;
-    let s = a.wait_status("bad", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Protocol));
-    assert!(
-        s.last_error.as_deref().unwrap_or("").contains("`42`"),
-        "{:?}",
-        s.last_error
-    );
-    let s = a.wait_status("bad_sql", Status::Unhealthy, SOON).await;
-    assert_eq!(
-        s.error_kind,
-        Some(ErrorKind::Rejected),
-        "{:?}",
-        s.last_error
-    );
+    let s = a.wait_unhealthy("bad", ErrorKind::Protocol, SOON).await;
+    assert_error_mentions(&s, "`42`");
+    a.wait_unhealthy("bad_sql", ErrorKind::Rejected, SOON).await;
     a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
     let mut pg = Pg::start().await;
-    let a = TestAgent::start(&format!(
+    let config = format!(
         "{AGENT}{}",
         check_with("pg", "session", &pg.app_dsn(), SLOW_BEATS, "")
-    ))
-    .await;
-    a.wait_status("pg", Status::Healthy, SOON).await;
-    let mut rx = a.events();
-    let killed = Instant::now();
-    pg.kill();
-    wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "disconnected within 500 ms of SIGKILL",
-        |e| is_event(e, "connection:disconnected", "pg"),
-    )
-    .await;
-    eprintln!("postgres SIGKILL → disconnected: {:?}", killed.elapsed());
-    // Down: retries back off 100 ms, 200 ms, 400 ms … (visible in the metric and events).
-    let mut delays = Vec::new();
-    while delays.len() < 3 {
-        let e = wait_event(&mut rx, SOON, "reconnecting", |e| {
-            is_event(e, "connection:reconnecting", "pg")
-        })
-        .await;
-        delays.push(e.data["delay_ms"].as_u64().expect("delay_ms"));
-    }
-    assert!(
-        delays.windows(2).all(|w| w[1] > w[0]),
-        "backoff grows: {delays:?}"
     );
-    let backoff = metric(&a, "lifeline_check_backoff_seconds", "pg").expect("backoff metric");
-    assert!(backoff >= 0.1, "backoff metric while down: {backoff}");
-    assert_eq!(a.state("pg").error_kind, Some(ErrorKind::Refused));
-    pg.restart().await;
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "pg")
-    })
-    .await;
-    a.wait_status("pg", Status::Healthy, SOON).await;
-    assert_eq!(
-        metric(&a, "lifeline_session_reconnects_total", "pg"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&a, "lifeline_check_backoff_seconds", "pg"),
-        Some(0.0)
-    );
-    a.stop().await;
+    sigkill_backoff_reconnect(&mut pg, &config, "pg").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,24 +161,11 @@ async fn terminated_backend_is_noticed_and_replaced() {
     a.wait_status("pg", Status::Healthy, SOON).await;
     let before = pg.lifeline_backends().await;
     assert_eq!(before.len(), 1);
-    let mut rx = a.events();
-    let t = Instant::now();
-    pg.query(&format!("SELECT pg_terminate_backend({})", before[0]))
-        .await;
-    let e = wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "disconnected after pg_terminate_backend",
-        |e| is_event(e, "connection:failed", "pg"),
-    )
-    .await;
-    eprintln!("pg_terminate_backend → failed: {:?}", t.elapsed());
-    assert_eq!(e.data["error_kind"], "closed", "{e:?}");
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "pg")
+    let terminate = format!("SELECT pg_terminate_backend({})", before[0]);
+    dropped_connection_is_replaced(&a, "pg", "pg_terminate_backend", async {
+        pg.query(&terminate).await;
     })
     .await;
-    a.wait_status("pg", Status::Healthy, SOON).await;
     let after = pg.lifeline_backends().await;
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a new backend");
@@ -276,9 +181,8 @@ async fn equal_checks_share_one_connection() {
     cfg.push_str(&check("pg_b", "session", &dsn, ""));
     cfg.push_str(&check("pg_other", "session", &dsn, "query = \"SELECT 2\""));
     let a = TestAgent::start(&cfg).await;
-    for n in ["pg_a", "pg_b", "pg_other"] {
-        a.wait_status(n, Status::Healthy, SOON).await;
-    }
+    a.wait_all(&["pg_a", "pg_b", "pg_other"], Status::Healthy, SOON)
+        .await;
     let backends = pg.lifeline_backends().await;
     assert_eq!(
         backends.len(),
@@ -290,15 +194,10 @@ async fn equal_checks_share_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_server_times_out() {
-    let (port, _l) = silent_listener().await;
-    let dsn = format!("postgres://app:pw@127.0.0.1:{port}/appdb?sslmode=disable");
-    let a = TestAgent::start(&format!(
-        "{AGENT}[[checks]]\nname = \"pg\"\nkind = \"postgres\"\ndsn = \"{dsn}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n"
-    ))
+    super::silent_server_times_out("postgres", "dsn", |port| {
+        format!("postgres://app:pw@127.0.0.1:{port}/appdb?sslmode=disable")
+    })
     .await;
-    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
-    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,14 +262,10 @@ async fn sslmodes_against_a_tls_server() {
     }
     let a = TestAgent::start(&cfg).await;
     for (name, _, want) in cases {
-        let s = a.wait_status(name, *want, SOON).await;
         if *want == Status::Unhealthy {
-            assert_eq!(
-                s.error_kind,
-                Some(ErrorKind::Tls),
-                "{name}: {:?}",
-                s.last_error
-            );
+            a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
+        } else {
+            a.wait_status(name, *want, SOON).await;
         }
     }
     // `require` really encrypts, and the handshake is timed.
@@ -378,14 +273,7 @@ async fn sslmodes_against_a_tls_server() {
         .query("SELECT s.ssl::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'tls-require'")
         .await;
     assert_eq!(ssl, ["true"]);
-    let tls_phase = a
-        .agent
-        .shared
-        .metrics
-        .render()
-        .lines()
-        .any(|l| l.contains("check=\"require\"") && l.contains("phase=\"tls\""));
-    assert!(tls_phase, "tls phase measured");
+    assert_phases(&a, "require", &["tls"]);
     a.stop().await;
 }
 
@@ -398,7 +286,6 @@ async fn require_against_a_plain_server_is_a_tls_failure() {
         check("pg", "probe", &dsn, "unhealthy_threshold = 1")
     ))
     .await;
-    let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Tls), "{:?}", s.last_error);
+    a.wait_unhealthy("pg", ErrorKind::Tls, SOON).await;
     a.stop().await;
 }

@@ -1,10 +1,11 @@
-use std::time::{Duration, Instant};
-
 use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 
-use super::{AGENT, FAST, SLOW_BEATS, SOON, metric, silent_listener};
+use super::{
+    AGENT, FAST, SLOW_BEATS, SOON, assert_auth_failed_once, assert_phases, check_toml, one_attempt,
+};
 use crate::common::redis::{ACL_PASSWORD, ACL_USER, PASSWORD, Redis};
+use crate::common::scenarios::{dropped_connection_is_replaced, sigkill_backoff_reconnect};
 use crate::common::*;
 
 fn check(name: &str, mode: &str, url: &str, extra: &str) -> String {
@@ -12,9 +13,7 @@ fn check(name: &str, mode: &str, url: &str, extra: &str) -> String {
 }
 
 fn check_with(name: &str, mode: &str, url: &str, timing: &str, extra: &str) -> String {
-    format!(
-        "[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nmode = \"{mode}\"\nurl = \"{url}\"\n{timing}\n{extra}\n"
-    )
+    check_toml("redis", "url", name, mode, url, timing, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,16 +28,7 @@ async fn probe_is_healthy_with_version_role_and_phases() {
     let v = s.details["redis_version"].as_str().expect("redis_version");
     assert!(v.starts_with(char::is_numeric), "{v}");
     assert_eq!(s.details["role"], "master");
-    let text = a.agent.shared.metrics.render();
-    for phase in ["connect", "auth", "exchange"] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("lifeline_check_phase_seconds{")
-                    && l.contains("check=\"r\"")
-                    && l.contains(&format!("phase=\"{phase}\""))),
-            "no {phase} phase"
-        );
-    }
+    assert_phases(&a, "r", &["connect", "auth", "exchange"]);
     a.stop().await;
 }
 
@@ -77,11 +67,8 @@ async fn rejected_credentials_are_auth_failed_after_one_attempt() {
         ("no_password", r.url("", 0)),
     ];
     let mut cfg = AGENT.to_string();
-    // One attempt only: the retry is far away, so the status must come from attempt 1.
     for (name, url) in &checks {
-        cfg.push_str(&format!(
-            "[[checks]]\nname = \"{name}\"\nkind = \"redis\"\nurl = \"{url}\"\nbackoff = {{ base = \"1m\", max = \"1m\" }}\n"
-        ));
+        cfg.push_str(&one_attempt("redis", "url", name, url));
     }
     cfg.push_str(&check(
         "good",
@@ -91,19 +78,7 @@ async fn rejected_credentials_are_auth_failed_after_one_attempt() {
     ));
     let a = TestAgent::start(&cfg).await;
     a.wait_status("good", Status::Healthy, SOON).await;
-    for (name, _) in &checks {
-        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
-        assert_eq!(
-            s.error_kind,
-            Some(ErrorKind::AuthFailed),
-            "{name}: {:?}",
-            s.last_error
-        );
-        assert_eq!(
-            s.consecutive_failures, 1,
-            "{name}: unhealthy after one attempt"
-        );
-    }
+    assert_auth_failed_once(&a, &checks.map(|(name, _)| name)).await;
     a.stop().await;
 }
 
@@ -124,69 +99,22 @@ async fn role_expectation_and_bad_db() {
         "unhealthy_threshold = 1",
     ));
     let a = TestAgent::start(&cfg).await;
-    let s = a.wait_status("want_replica", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Protocol));
-    assert!(
-        s.last_error.as_deref().unwrap_or("").contains("master"),
-        "{:?}",
-        s.last_error
-    );
-    let s = a.wait_status("bad_db", Status::Unhealthy, SOON).await;
-    assert_eq!(
-        s.error_kind,
-        Some(ErrorKind::Rejected),
-        "{:?}",
-        s.last_error
-    );
+    let s = a
+        .wait_unhealthy("want_replica", ErrorKind::Protocol, SOON)
+        .await;
+    assert_error_mentions(&s, "master");
+    a.wait_unhealthy("bad_db", ErrorKind::Rejected, SOON).await;
     a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_is_noticed_at_once_backs_off_and_reconnects() {
     let mut r = Redis::start().await;
-    let a = TestAgent::start(&format!(
+    let config = format!(
         "{AGENT}{}",
         check_with("r", "session", &r.url("", 0), SLOW_BEATS, "")
-    ))
-    .await;
-    a.wait_status("r", Status::Healthy, SOON).await;
-    let mut rx = a.events();
-    let killed = Instant::now();
-    r.kill();
-    wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "disconnected within 500 ms of SIGKILL",
-        |e| is_event(e, "connection:disconnected", "r"),
-    )
-    .await;
-    eprintln!("redis SIGKILL → disconnected: {:?}", killed.elapsed());
-    let mut delays = Vec::new();
-    while delays.len() < 3 {
-        let e = wait_event(&mut rx, SOON, "reconnecting", |e| {
-            is_event(e, "connection:reconnecting", "r")
-        })
-        .await;
-        delays.push(e.data["delay_ms"].as_u64().expect("delay_ms"));
-    }
-    assert!(
-        delays.windows(2).all(|w| w[1] > w[0]),
-        "backoff grows: {delays:?}"
     );
-    let backoff = metric(&a, "lifeline_check_backoff_seconds", "r").expect("backoff metric");
-    assert!(backoff >= 0.1, "backoff metric while down: {backoff}");
-    assert_eq!(a.state("r").error_kind, Some(ErrorKind::Refused));
-    r.restart().await;
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "r")
-    })
-    .await;
-    a.wait_status("r", Status::Healthy, SOON).await;
-    assert_eq!(
-        metric(&a, "lifeline_session_reconnects_total", "r"),
-        Some(1.0)
-    );
-    a.stop().await;
+    sigkill_backoff_reconnect(&mut r, &config, "r").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,23 +133,10 @@ async fn client_kill_is_noticed_and_replaced() {
         .find_map(|f| f.strip_prefix("id="))
         .expect("id=")
         .to_string();
-    let mut rx = a.events();
-    let t = Instant::now();
-    r.cmd(&["CLIENT", "KILL", "ID", &id]).await;
-    let e = wait_event(
-        &mut rx,
-        Duration::from_millis(500),
-        "failed after CLIENT KILL",
-        |e| is_event(e, "connection:failed", "r"),
-    )
-    .await;
-    eprintln!("CLIENT KILL → failed: {:?}", t.elapsed());
-    assert_eq!(e.data["error_kind"], "closed", "{e:?}");
-    wait_event(&mut rx, SOON, "reconnected", |e| {
-        is_event(e, "connection:reconnected", "r")
+    dropped_connection_is_replaced(&a, "r", "CLIENT KILL", async {
+        r.cmd(&["CLIENT", "KILL", "ID", &id]).await;
     })
     .await;
-    a.wait_status("r", Status::Healthy, SOON).await;
     let after = r.agent_clients().await;
     assert_eq!(after.len(), 1);
     assert!(!after[0].contains(&format!("id={id} ")), "a new connection");
@@ -236,9 +151,8 @@ async fn equal_checks_share_one_connection() {
     cfg.push_str(&check("r_b", "session", &r.url("", 0), ""));
     cfg.push_str(&check("r_db1", "session", &r.url("", 1), ""));
     let a = TestAgent::start(&cfg).await;
-    for n in ["r_a", "r_b", "r_db1"] {
-        a.wait_status(n, Status::Healthy, SOON).await;
-    }
+    a.wait_all(&["r_a", "r_b", "r_db1"], Status::Healthy, SOON)
+        .await;
     let clients = r.agent_clients().await;
     assert_eq!(
         clients.len(),
@@ -250,14 +164,8 @@ async fn equal_checks_share_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_server_times_out() {
-    let (port, _l) = silent_listener().await;
-    let a = TestAgent::start(&format!(
-        "{AGENT}[[checks]]\nname = \"r\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n"
-    ))
-    .await;
-    let s = a.wait_status("r", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Timeout));
-    a.stop().await;
+    super::silent_server_times_out("redis", "url", |port| format!("redis://127.0.0.1:{port}"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,19 +196,8 @@ async fn rediss_verifies_the_server_certificate() {
     let a = TestAgent::start(&cfg).await;
     a.wait_status("trusted", Status::Healthy, SOON).await;
     for name in ["untrusted", "wrong_name"] {
-        let s = a.wait_status(name, Status::Unhealthy, SOON).await;
-        assert_eq!(
-            s.error_kind,
-            Some(ErrorKind::Tls),
-            "{name}: {:?}",
-            s.last_error
-        );
+        a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
     }
-    let text = a.agent.shared.metrics.render();
-    assert!(
-        text.lines()
-            .any(|l| l.contains("check=\"trusted\"") && l.contains("phase=\"tls\"")),
-        "tls phase measured"
-    );
+    assert_phases(&a, "trusted", &["tls"]);
     a.stop().await;
 }

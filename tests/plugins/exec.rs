@@ -5,7 +5,8 @@ use std::time::Duration;
 use lifeline::check::{ErrorKind, Verdict};
 use lifeline::health::Status;
 
-use super::{Built, config, get, metric};
+use super::{Built, config, metric};
+use crate::common::api::get_text;
 use crate::common::*;
 
 fn exec_config(dir: &std::path::Path, command: &str, extra: &str) -> lifeline::config::Config {
@@ -126,7 +127,7 @@ interval = "100ms"
     .await;
     a.wait_status("disk", Status::Healthy, Duration::from_secs(5))
         .await;
-    let text = get(&a.url("/metrics")).await;
+    let text = get_text(&a.url("/metrics")).await;
     let used = metric(
         &text,
         r#"lifeline_check_perfdata{check="disk",kind="exec",label="used"}"#,
@@ -285,7 +286,7 @@ unhealthy_threshold = 1
         .wait_status("tcp-plugin", Status::Healthy, Duration::from_secs(10))
         .await;
     assert!(s.message.starts_with("TCP OK"), "{}", s.message);
-    let text = get(&a.url("/metrics")).await;
+    let text = get_text(&a.url("/metrics")).await;
     let t = metric(
         &text,
         r#"lifeline_check_perfdata{check="tcp-plugin",kind="exec",label="time"}"#,

@@ -176,19 +176,6 @@ impl Built {
     }
 }
 
-/// GET `url`, body as text.
-pub async fn get(url: &str) -> String {
-    reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body")
-}
-
 /// The value of a metric line starting with `prefix` (e.g. `lifeline_check_perfdata{…}`).
 pub fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()

@@ -7,7 +7,8 @@ use std::time::Duration;
 use lifeline::check::{ErrorKind, Verdict};
 use lifeline::health::Status;
 
-use super::{Built, config, get, lib, plugin_dir};
+use super::{Built, config, lib, plugin_dir};
+use crate::common::api::get_text;
 use crate::common::*;
 
 fn one_check(dir: &std::path::Path, keys: &str) -> Result<lifeline::config::Config, String> {
@@ -68,31 +69,24 @@ async fn c_example_loads_through_the_header_and_reports() {
 /// A minimal HTTP server answering every request with `body` (JSON).
 async fn json_server(body: &'static str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+    crate::common::accept_each(move |mut s| {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
-                let resp = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    (addr, task)
+            }
+            let resp = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    })
+    .await
 }
 
 #[tokio::test]
@@ -163,7 +157,7 @@ unhealthy_threshold = 1
         .await;
     assert_eq!(s.message, "pbx-ami is unhealthy");
     assert_eq!(s.error_kind, Some(ErrorKind::Rejected));
-    let text = get(&a.url("/metrics")).await;
+    let text = get_text(&a.url("/metrics")).await;
     assert!(
         text.contains(r#"lifeline_plugin_info{abi="1.0",plugin="voice_rule",version="0.1.0"} 1"#),
         "{text}"
@@ -331,7 +325,7 @@ unhealthy_threshold = 1
                 .is_some_and(|m| m.starts_with("previous call still running"))
     })
     .await;
-    let text = get(&a.url("/metrics")).await;
+    let text = get_text(&a.url("/metrics")).await;
     assert!(
         text.contains(r#"lifeline_check_up{check="stuck""#),
         "{text}"

@@ -9,15 +9,6 @@ use super::*;
 
 const WITHIN: Duration = Duration::from_secs(10);
 
-async fn metrics(a: &TestAgent) -> String {
-    reqwest::get(a.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 #[tokio::test]
 async fn udp_200_is_healthy_with_code_and_server_reported() {
     let sipp = Sipp::start("uas_200.xml", Proto::Udp).await;
@@ -32,7 +23,7 @@ async fn udp_200_is_healthy_with_code_and_server_reported() {
     assert_eq!(s.details["server"], "SIPp lifeline-test");
     assert_eq!(s.details["retransmissions"], 0);
     assert_eq!(s.error_kind, None);
-    let m = metrics(&a).await;
+    let m = api::get_text(&a.url("/metrics")).await;
     assert!(
         m.lines().any(|l| l.starts_with("lifeline_check_perfdata{")
             && l.contains("check=\"pbx-sip\"")

@@ -12,20 +12,6 @@ use serde_json::Value;
 use self::cdp::Chromium;
 use crate::common::*;
 
-/// A TCP listener that accepts and drops connections; abort the task to stop it.
-async fn tcp_server() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            drop(s);
-        }
-    });
-    (addr.to_string(), task)
-}
-
 const HOSTILE: &str = "</script><b id=pwned>x</b><!--";
 
 fn config(alpha: &str, beta: &str, gamma: &str) -> String {
@@ -64,9 +50,9 @@ fn artifact(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_response_lists_every_check_without_javascript() {
-    let (alpha, t1) = tcp_server().await;
+    let (alpha, t1) = tcp_sink().await;
     let refused = format!("127.0.0.1:{}", free_port());
-    let (beta, t2) = tcp_server().await;
+    let (beta, t2) = tcp_sink().await;
     let a = TestAgent::start(&config(&alpha, &beta, &refused)).await;
     a.wait_status("alpha", Status::Healthy, Duration::from_secs(10))
         .await;
@@ -180,8 +166,8 @@ const SHOW: &str = r#"JSON.stringify({live: document.body.dataset.live,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium_turns_a_stopped_target_red_live() {
-    let (alpha, t1) = tcp_server().await;
-    let (beta, beta_task) = tcp_server().await;
+    let (alpha, t1) = tcp_sink().await;
+    let (beta, beta_task) = tcp_sink().await;
     let refused = format!("127.0.0.1:{}", free_port());
     let a = TestAgent::start(&config(&alpha, &beta, &refused)).await;
     a.wait_status("alpha", Status::Healthy, Duration::from_secs(10))

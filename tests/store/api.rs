@@ -4,7 +4,8 @@ use lifeline::check::ErrorKind;
 use lifeline::health::Status;
 use lifeline::time::rfc3339;
 
-use super::{get_json, tcp_config};
+use super::tcp_config;
+use crate::common::api::get_json;
 use crate::common::*;
 
 /// A real check goes healthy → unhealthy (listener closed) → healthy (listener back); the

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use lifeline::store::Reader;
 
-use super::{all_history, get_json};
+use super::all_history;
+use crate::common::api::get_json;
 use crate::common::*;
 
 /// The agent binary, killed on drop (by its own handle) if still running.

@@ -2,7 +2,8 @@ use std::time::{Duration, SystemTime};
 
 use lifeline::health::Status;
 
-use super::{all_history, get_json, open_store, tcp_config};
+use super::{all_history, open_store, tcp_config};
+use crate::common::api::get_json;
 use crate::common::*;
 
 fn errors(a: &TestAgent) -> u64 {
@@ -30,12 +31,7 @@ async fn unwritable_data_dir_keeps_the_agent_running_and_recovers() {
     })
     .await;
     assert!(store.flush().is_err());
-    let metrics = reqwest::get(a.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api::get_text(&a.url("/metrics")).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("lifeline_store_errors_total "))
@@ -137,39 +133,15 @@ fn retention_prunes_old_rows_only() {
     for t in [ago(40 * 24), ago(31 * 24), ago(29 * 24), ago(1)] {
         s.record_sample("a", t, Status::Healthy, Some(Duration::from_millis(1)));
     }
-    s.record_transition(
-        "a",
-        ago(40 * 24),
-        Status::Unknown,
-        Status::Healthy,
-        None,
-        "",
-    );
-    s.record_transition(
-        "a",
-        ago(35 * 24),
-        Status::Healthy,
-        Status::Unhealthy,
-        None,
-        "",
-    );
-    s.record_transition("a", ago(24), Status::Unhealthy, Status::Healthy, None, "");
-    s.record_transition(
-        "b",
-        ago(40 * 24),
-        Status::Unknown,
-        Status::Healthy,
-        None,
-        "",
-    );
-    s.record_transition(
-        "b",
-        ago(39 * 24),
-        Status::Healthy,
-        Status::Degraded,
-        None,
-        "",
-    );
+    for (check, at, from, to) in [
+        ("a", ago(40 * 24), Status::Unknown, Status::Healthy),
+        ("a", ago(35 * 24), Status::Healthy, Status::Unhealthy),
+        ("a", ago(24), Status::Unhealthy, Status::Healthy),
+        ("b", ago(40 * 24), Status::Unknown, Status::Healthy),
+        ("b", ago(39 * 24), Status::Healthy, Status::Degraded),
+    ] {
+        s.record_transition(check, at, from, to, None, "");
+    }
     s.record_run(ago(40 * 24), ago(39 * 24));
     s.record_run(ago(48), ago(24));
     s.flush().unwrap();

@@ -36,23 +36,6 @@ pub fn all_history(r: &Reader, check: &str) -> History {
     .unwrap_or_else(|| panic!("no history for {check}"))
 }
 
-/// GET `url` and parse JSON; returns (status, body).
-pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    lifeline::check::tls::install_provider();
-    let r = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status().as_u16();
-    let body = r
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"));
-    (status, body)
-}
-
 /// A TOML config with one tcp check `t` against `addr` every 50 ms.
 pub fn tcp_config(addr: &str, extra: &str) -> String {
     format!(

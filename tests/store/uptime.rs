@@ -2,7 +2,8 @@ use std::time::{Duration, SystemTime};
 
 use lifeline::health::Status;
 
-use super::{get_json, open_store, tcp_config};
+use super::{open_store, tcp_config};
+use crate::common::api::get_json;
 use crate::common::*;
 
 const H: u64 = 3600;
