@@ -178,7 +178,7 @@ async fn detect_redis(kills: usize) -> Vec<Duration> {
 }
 
 fn main() {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it: then only a quick smoke run.
     let full = std::env::args().any(|a| a == "--bench");

@@ -312,7 +312,7 @@ async fn silences_api_holds_notifications_until_expired() {
         tcp_check("db", &target.addr(), ""),
     );
     let a = AlertAgent::start(dir.path(), &config).await;
-    let http = lifeline::app::http_client();
+    let http = lifeline::net::http_client::shared();
     let r = http
         .post(a.url("/api/v1/silences"))
         .json(&serde_json::json!({"matchers": {"check": "db"}, "ends_at": "1h", "comment": "maintenance"}))

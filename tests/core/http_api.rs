@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::common::*;
 
 fn client() -> reqwest::Client {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -38,7 +38,7 @@ pub fn all_history(r: &Reader, check: &str) -> History {
 
 /// GET `url` and parse JSON; returns (status, body).
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     let r = reqwest::Client::new()
         .get(url)
         .timeout(Duration::from_secs(10))

@@ -22,12 +22,12 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use self::message::{Framing, Message, Options, ParseError, Transport};
 use super::ParseCx;
-use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Mode, Outcome,
     Perf, Phases, Session, SessionIo, Verdict,
 };
 use crate::config::raw::Table;
+use crate::net::tls::{self, TlsOptions};
 
 /// RFC 3261 T1: the first retransmission interval.
 pub const T1: Duration = Duration::from_millis(500);
@@ -54,11 +54,7 @@ pub struct Target {
 impl Target {
     /// `host:port`, IPv6 bracketed.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::net::addr::join_host_port(&self.host, self.port)
     }
 }
 
@@ -191,13 +187,13 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         }
     };
     let accept_ok = !t.has("accept_codes");
-    let accept_codes = super::http::read_status_ranges(t, "accept_codes");
+    let accept_codes = t.status_ranges("accept_codes");
     let maint_ok = !t.has("maintenance_codes");
-    let maintenance_codes = super::http::read_status_ranges(t, "maintenance_codes");
+    let maintenance_codes = t.status_ranges("maintenance_codes");
     if (accept_codes.is_none() && !accept_ok) || (maintenance_codes.is_none() && !maint_ok) {
         return None;
     }
-    let tls = tls::read_options(t);
+    let tls = t.tls_options();
     Some(Arc::new(SipSpec {
         target: target?,
         from: from?,
@@ -494,7 +490,7 @@ impl SipCheck {
 
     async fn open_stream(&self, phases: &mut Phases) -> Result<(BoxIo, SocketAddr), CheckError> {
         let target = &self.spec.target;
-        let tcp = super::tcp::connect(&target.address(), phases).await?;
+        let tcp = crate::net::addr::connect(&target.address(), phases).await?;
         let local = tcp
             .local_addr()
             .map_err(|e| CheckError::new(ErrorKind::Internal, format!("local address: {e}")))?;
