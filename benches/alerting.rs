@@ -143,7 +143,7 @@ async fn throughput() {
         title: None,
         text: None,
     });
-    let sender = lifeline::alert::build_notifier(&cfg, &lifeline::app::http_client());
+    let sender = lifeline::alert::build_notifier(&cfg, &lifeline::net::http_client::shared());
     let d = Arc::new(Delivery {
         name: "hook".into(),
         target: ArcSwap::from_pointee((cfg, sender)),
@@ -171,7 +171,7 @@ async fn throughput() {
 }
 
 fn main() {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -158,7 +158,7 @@ async fn detect<P: RestartablePeer>(peer: &mut P, check_toml: &str, kills: usize
 }
 
 fn main() {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it: then only a quick smoke run.
     let full = std::env::args().any(|a| a == "--bench");

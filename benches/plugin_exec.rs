@@ -53,7 +53,7 @@ fn build(dir: &std::path::Path, check: &str) -> Arc<dyn Check> {
     std::fs::write(&path, text).expect("write config");
     let cfg = lifeline::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let env = BuildEnv {
-        http: lifeline::app::http_client(),
+        http: lifeline::net::http_client::shared(),
     };
     cfg.checks[0].spec.build(&env).expect("build")
 }
@@ -92,7 +92,7 @@ async fn measure(name: &str, check: Arc<dyn Check>, n: u32) {
 }
 
 fn main() {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let src = dir.path().join("noop.c");

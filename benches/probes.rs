@@ -343,7 +343,7 @@ fn main() {
         .filter_map(|x| x.parse().ok())
         .collect();
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(20);
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     let _listeners = spawn_listeners();
     for &n in &counts {
         bench_agent(n, seconds);

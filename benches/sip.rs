@@ -147,7 +147,7 @@ async fn round_trips(check: Arc<dyn Check>, concurrency: usize) -> (Duration, us
 }
 
 fn main() {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_udp_port();
     let _sipp = start_sipp(port, dir.path());

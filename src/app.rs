@@ -35,18 +35,10 @@ pub struct Agent {
     restored: parking_lot::Mutex<HashMap<String, Restored>>,
 }
 
-/// The shared HTTP client every kind and notifier uses.
+/// The shared HTTP client every kind and notifier uses: [`crate::net::http_client::shared`]
+/// (kept here for callers not yet moved).
 pub fn http_client() -> reqwest::Client {
-    crate::check::tls::install_provider();
-    let tls = crate::check::tls::client_config(&Default::default()).ok();
-    let mut b = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("lifeline/", env!("CARGO_PKG_VERSION")));
-    if let Some(tls) = tls {
-        b = b.tls_backend_preconfigured((*tls).clone());
-    }
-    b.build().unwrap_or_default()
+    crate::net::http_client::shared()
 }
 
 impl Agent {
@@ -65,7 +57,7 @@ impl Agent {
             config: ArcSwap::from_pointee(config),
             handles: Mutex::new(Vec::new()),
             env: BuildEnv {
-                http: http_client(),
+                http: crate::net::http_client::shared(),
             },
             cancel,
             started: SystemTime::now(),
@@ -297,7 +289,7 @@ impl Check for Broken {
 /// checks (rules) run after the others.
 pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, Outcome)> {
     let env = BuildEnv {
-        http: http_client(),
+        http: crate::net::http_client::shared(),
     };
     let states = Arc::new(StateTable::new());
     let selected: Vec<CheckConfig> = config

@@ -19,6 +19,9 @@
 //!
 //! Checks only report [`check::Outcome`]s; [`health`] alone turns them into statuses;
 //! [`schedule`] alone owns time. Adding a kind touches `check/` only.
+//!
+//! Check kinds and notifiers share TLS, HTTP clients, byte caps, addresses and WebSocket
+//! plumbing through [`net`]; kinds never import another kind, and `alert/` imports no kind.
 
 pub mod alert;
 pub mod app;
@@ -29,6 +32,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod plugin;
 pub mod schedule;
 pub mod secret;

@@ -12,7 +12,7 @@ use lifeline::config::{CheckConfig, Config};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     lifeline::telemetry::init(cli.log_format);
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use super::template::{self, default_text, default_title};
 use super::{NoteStatus, Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
-use crate::check::BoxFuture;
 use crate::time::rfc3339;
+use futures_util::future::BoxFuture;
 
 /// How far ahead `endsAt` of a firing alert is set.
 pub const KEEPALIVE: Duration = Duration::from_secs(5 * 60);

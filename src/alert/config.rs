@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use toml::de::DeValue;
 
 use super::template::Template;
-use crate::check::tls::{self, TlsOptions};
 use crate::config::CheckConfig;
 use crate::config::raw::Table;
+use crate::net::tls::TlsOptions;
 use crate::secret::Secret;
 
 /// Validated alerting configuration.
@@ -232,7 +232,8 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
             "slack" => read_slack(t),
             "webhook" => read_webhook(t),
             "email" => read_email(t).map(NotifierKind::Email),
-            "alertmanager" => crate::check::http::parse_url(t, "url", &["http", "https"])
+            "alertmanager" => t
+                .url("url", &["http", "https"])
                 .map(|url| NotifierKind::Alertmanager { url }),
             other => {
                 t.error(
@@ -303,9 +304,9 @@ fn read_slack(t: &Table<'_, '_>) -> Option<NotifierKind> {
 }
 
 fn read_webhook(t: &Table<'_, '_>) -> Option<NotifierKind> {
-    let url = crate::check::http::parse_url(t, "url", &["http", "https"]);
+    let url = t.url("url", &["http", "https"]);
     let hmac_secret = t.secret("hmac_secret");
-    let headers = crate::check::http::read_headers(t, "headers");
+    let headers = t.headers("headers");
     Some(NotifierKind::Webhook {
         url: url?,
         hmac_secret,
@@ -331,7 +332,7 @@ fn mailbox(
 }
 
 fn read_email(t: &Table<'_, '_>) -> Option<EmailConfig> {
-    let smtp_url = crate::check::http::parse_url(t, "smtp_url", &["smtp", "smtps"]);
+    let smtp_url = t.url("smtp_url", &["smtp", "smtps"]);
     if let Some(u) = &smtp_url
         && u.host_str().is_none_or(str::is_empty)
     {
@@ -360,7 +361,7 @@ fn read_email(t: &Table<'_, '_>) -> Option<EmailConfig> {
             .map(|s| mailbox(t, "to", s))
             .collect::<Option<Vec<_>>>(),
     };
-    let tls = tls::read_options(t);
+    let tls = t.tls_options();
     Some(EmailConfig {
         smtp_url: smtp_url?,
         username,

@@ -13,7 +13,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::template::{self, default_text, default_title};
 use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
-use crate::check::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// Budget of one SMTP conversation step.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);

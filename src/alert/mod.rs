@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use config::{AlertConfig, NotifierConfig, NotifierKind, RouteConfig};
 pub use engine::AlertEngine;
 
-use crate::check::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// What a notification says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,7 +249,7 @@ impl NotifyError {
 
     /// Classifies a reqwest transport error (always transient: timeouts, refused, reset).
     pub fn from_reqwest(e: &reqwest::Error) -> Self {
-        Self::Transient(crate::secret::redact(&crate::check::http::describe(e)))
+        Self::Transient(crate::secret::redact(&crate::net::http_client::describe(e)))
     }
 }
 
@@ -269,20 +269,6 @@ pub fn build_notifier(cfg: &Arc<NotifierConfig>, http: &reqwest::Client) -> Arc<
             Arc::new(alertmanager::Alertmanager::new(cfg.clone(), http.clone()))
         }
     }
-}
-
-/// Reads at most `cap` bytes of a response body (for error messages).
-pub(crate) async fn capped_body(resp: reqwest::Response, cap: usize) -> String {
-    let mut resp = resp;
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = cap.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= cap {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A failure to start alerting (opening the outbox).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::template::{self, default_text, default_title, emoji};
 use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
-use crate::check::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// The Slack notifier.
 pub struct Slack {

@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
-use crate::check::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// Answer bodies read for error messages are capped at this many bytes.
 const ERROR_BODY_CAP: usize = 4096;
@@ -58,7 +58,7 @@ pub(crate) async fn post(
     if status.is_success() {
         return Ok(());
     }
-    let text = super::capped_body(resp, ERROR_BODY_CAP).await;
+    let text = crate::net::capped::body_text(resp, ERROR_BODY_CAP).await;
     Err(NotifyError::from_status(status, &text))
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::time::{Instant, sleep_until};
 
 use super::ParseCx;
@@ -32,6 +32,7 @@ use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, ErrorKind, KindSpec, Outcome, Perf, Verdict,
 };
 use crate::config::raw::Table;
+use crate::net::capped::{AtCap, CappedBuf, Pipe};
 use crate::secret::Secret;
 
 /// Bytes of stdout kept per run.
@@ -146,26 +147,14 @@ impl Drop for GroupKill {
     }
 }
 
-/// Reads `r` to EOF, keeping the first `cap` bytes in `buf`; returns true if more was
-/// discarded.
-async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, buf: &mut Vec<u8>, cap: usize) -> bool {
-    let Some(mut r) = r else {
-        return false;
-    };
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut truncated = false;
-    loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => return truncated,
-            Ok(n) => {
-                let room = cap.saturating_sub(buf.len());
-                buf.extend_from_slice(&chunk[..n.min(room)]);
-                if n > room {
-                    truncated = true;
-                }
-            }
-        }
+/// Reads `r` to EOF (an error ends it too), keeping the first bytes in `buf` and
+/// discarding the rest so the child never blocks on a full pipe; returns true if some
+/// were discarded.
+async fn read_capped<R: AsyncRead + Unpin + Send>(r: Option<R>, buf: &mut CappedBuf) -> bool {
+    if let Some(r) = r {
+        let _ = buf.fill(&mut Pipe::new(r), AtCap::Drain).await;
     }
+    buf.truncated()
 }
 
 /// What the run produced.
@@ -200,13 +189,13 @@ impl ExecCheck {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let deadline = Instant::now() + budget;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut out, mut err) = (CappedBuf::new(OUTPUT_CAP), CappedBuf::new(STDERR_CAP));
         let mut status = None;
         let mut timed_out = false;
         let mut truncated = false;
         {
-            let mut out_f = std::pin::pin!(read_capped(stdout, &mut out, OUTPUT_CAP));
-            let mut err_f = std::pin::pin!(read_capped(stderr, &mut err, STDERR_CAP));
+            let mut out_f = std::pin::pin!(read_capped(stdout, &mut out));
+            let mut err_f = std::pin::pin!(read_capped(stderr, &mut err));
             let (mut out_done, mut err_done) = (false, false);
             let mut until = deadline;
             while status.is_none() || !out_done || !err_done {
@@ -242,8 +231,8 @@ impl ExecCheck {
         Ok(Run {
             status,
             timed_out,
-            out,
-            err,
+            out: out.into_bytes(),
+            err: err.into_bytes(),
             truncated,
         })
     }

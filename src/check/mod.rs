@@ -11,7 +11,6 @@
 //!   reports it.
 
 pub mod ami;
-pub mod capped;
 pub mod exec;
 pub mod http;
 pub mod plugin;
@@ -22,15 +21,12 @@ pub mod rule;
 pub mod sip;
 pub mod socketio;
 pub mod tcp;
-pub mod tls;
 pub mod token;
 pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,8 +34,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A boxed, sendable future (kinds are used as trait objects).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, sendable future (kinds are used as trait objects): `futures_util`'s.
+pub use futures_util::future::BoxFuture;
 
 /// Why an attempt failed (SPEC §3). This is what metrics labels, history and alerts use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

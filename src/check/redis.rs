@@ -18,13 +18,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::ParseCx;
-use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
-use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::addr::{self, join_host_port, unbracket};
+use crate::net::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
+use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 
 /// The replication role a server must report.
@@ -80,7 +81,7 @@ pub struct RedisSpec {
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let url = t.req_str("url");
     let role = t.str("role");
-    let tls_options = tls::read_options(t);
+    let tls_options = t.tls_options();
     let role = match role {
         None => Some(None),
         Some(r) => match r.value.as_str() {
@@ -126,12 +127,8 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
         .host_str()
         .filter(|h| !h.is_empty())
         .ok_or("the URL must name a host")?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .to_string();
-    let decode = super::postgres::dsn::percent_decode;
+    let host = unbracket(host).to_string();
+    let decode = |s: &str| addr::percent_decode(s).map_err(|e| e.to_string());
     let username = Some(decode(u.username())?).filter(|s| !s.is_empty());
     let password = match u.password() {
         Some(p) => Some(decode(p)?),
@@ -168,11 +165,7 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
 
 impl RedisSpec {
     fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        join_host_port(&self.host, self.port)
     }
 }
 
@@ -350,7 +343,7 @@ impl RedisCheck {
     /// TCP, TLS, login and db selection, each phase timed into `phases`.
     async fn open(&self, phases: &mut Phases) -> Result<Open, CheckError> {
         let s = &self.spec;
-        let tcp = super::tcp::connect(&s.address(), phases).await?;
+        let tcp = addr::connect(&s.address(), phases).await?;
         let budget = ReadBudget::new(DEFAULT_BUDGET);
         let capped = Capped::new(tcp, budget.clone());
         let stream: Box<dyn Io> = match &self.tls {

@@ -18,18 +18,18 @@ use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::ParseCx;
-use super::tls::{self, TlsOptions};
 use super::token::{TokenSource, TokenSpec};
-use super::websocket::classify;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::{self, TlsOptions};
+use crate::net::ws::{MAX_MESSAGE, Ws, classify, open as open_ws};
 use crate::secret::Secret;
 
 /// Largest text packet accepted (the WebSocket layer caps frames at the same size).
-pub const MAX_PACKET: usize = super::websocket::MAX_MESSAGE;
+pub const MAX_PACKET: usize = MAX_MESSAGE;
 
 /// `emit = { event, data, expect }`.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub struct SocketIoSpec {
 /// Reads `url`, `path`, `namespace`, `auth`, `headers`, `emit`, `token`, `ca_file`,
 /// `tls_skip_verify`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
-    let url = super::http::parse_url(t, "url", &["http", "https", "ws", "wss"]);
+    let url = t.url("url", &["http", "https", "ws", "wss"]);
     let path = match t.str("path") {
         None => Some("/socket.io/".to_string()),
         Some(p) if p.value.starts_with('/') && !p.value.contains(['?', '#']) => Some(p.value),
@@ -103,13 +103,13 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
             None => None,
         },
     };
-    let headers = super::http::read_headers(t, "headers");
+    let headers = t.headers("headers");
     let emit = match t.table("emit") {
         None => Some(None),
         Some(et) => {
             let event = et.req_str("event").map(|e| e.value);
             let data = et.json("data");
-            let expect = super::http::read_regex(&et, "expect");
+            let expect = et.regex("expect");
             et.finish();
             match (event, expect) {
                 (Some(event), Some(expect)) => Some(Some(EmitSpec {
@@ -122,7 +122,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         }
     };
     let token = super::token::parse(t);
-    let tls = tls::read_options(t);
+    let tls = t.tls_options();
     Some(Arc::new(SocketIoSpec {
         url: url?,
         path: path?,
@@ -206,9 +206,6 @@ struct SocketIoCheck {
     tls: Option<Arc<rustls::ClientConfig>>,
     token: Option<TokenSource>,
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A Socket.IO packet (the payload of an Engine.IO `4` message).
 #[derive(Debug, Clone, PartialEq)]
@@ -410,18 +407,17 @@ impl SocketIoCheck {
             );
         }
         let token_time = t_auth.elapsed();
-        let (mut ws, p) =
-            match super::websocket::open(&self.ws_url, &headers, self.tls.clone()).await {
-                Ok(x) => x,
-                Err(e) => {
-                    if e.kind == ErrorKind::AuthFailed
-                        && let Some(src) = &self.token
-                    {
-                        src.invalidate();
-                    }
-                    return Err(e);
+        let (mut ws, p) = match open_ws(&self.ws_url, &headers, self.tls.clone()).await {
+            Ok(x) => x,
+            Err(e) => {
+                if e.kind == ErrorKind::AuthFailed
+                    && let Some(src) = &self.token
+                {
+                    src.invalidate();
                 }
-            };
+                return Err(e);
+            }
+        };
         *phases = p;
         let t = Instant::now();
         let hs = loop {

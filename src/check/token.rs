@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 use super::{CheckError, ErrorKind};
 use crate::config::raw::Table;
+use crate::net::capped::{AtCap, CappedBuf};
+use crate::net::http_client::{classify, describe};
 use crate::secret::Secret;
 
 /// `token = { url, method, header, json_pointer, ttl, headers, body }`.
@@ -37,7 +39,7 @@ pub fn parse(t: &Table<'_, '_>) -> Option<Option<TokenSpec>> {
     let Some(tt) = t.table("token") else {
         return Some(None);
     };
-    let url = super::http::parse_url(&tt, "url", &["http", "https"]);
+    let url = tt.url("url", &["http", "https"]);
     let method = match tt.str("method") {
         None => Some(http::Method::POST),
         Some(m) => http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes())
@@ -53,7 +55,7 @@ pub fn parse(t: &Table<'_, '_>) -> Option<Option<TokenSpec>> {
         .map(|s| s.value)
         .unwrap_or_else(|| "/access_token".into());
     let ttl = tt.duration("ttl").unwrap_or(Duration::from_secs(300));
-    let headers = super::http::read_headers(&tt, "headers");
+    let headers = tt.headers("headers");
     let body = tt.secret("body");
     tt.finish();
     Some(Some(TokenSpec {
@@ -125,12 +127,10 @@ impl TokenSource {
                 .header("content-type", "application/json")
                 .body(b.expose().clone());
         }
-        let resp = req.send().await.map_err(|e| {
-            CheckError::new(
-                super::http::classify(&e),
-                format!("token fetch: {}", super::http::describe(&e)),
-            )
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| CheckError::new(classify(&e), format!("token fetch: {}", describe(&e))))?;
         let status = resp.status();
         if status == 401 || status == 403 {
             return Err(CheckError::new(
@@ -171,21 +171,18 @@ impl TokenSource {
     }
 }
 
-/// Reads at most `cap` bytes of a response body.
+/// The whole response body, failing (`protocol`) if it is longer than `cap` bytes.
 pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, CheckError> {
-    let mut out = Vec::new();
-    while let Some(c) = resp
-        .chunk()
+    // One byte past the cap tells an oversized answer from one that fits exactly.
+    let mut body = CappedBuf::new(cap.saturating_add(1));
+    body.fill(&mut resp, AtCap::Stop)
         .await
-        .map_err(|e| CheckError::new(super::http::classify(&e), super::http::describe(&e)))?
-    {
-        if out.len() + c.len() > cap {
-            return Err(CheckError::new(
-                ErrorKind::Protocol,
-                format!("answer larger than {cap} bytes"),
-            ));
-        }
-        out.extend_from_slice(&c);
+        .map_err(|e| CheckError::new(classify(&e), describe(&e)))?;
+    if body.len() > cap {
+        return Err(CheckError::new(
+            ErrorKind::Protocol,
+            format!("answer larger than {cap} bytes"),
+        ));
     }
-    Ok(out)
+    Ok(body.into_bytes())
 }

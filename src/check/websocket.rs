@@ -7,25 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::ParseCx;
-use super::tls::{self, TlsOptions};
 use super::token::{TokenSource, TokenSpec};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::{self, TlsOptions};
+use crate::net::ws::{Ws, classify, open};
 use crate::secret::Secret;
-
-/// Largest message or frame accepted from a peer.
-pub const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// `websocket` settings.
 #[derive(Debug, Clone)]
@@ -46,12 +40,12 @@ pub struct WebSocketSpec {
 
 /// Reads `url`, `headers`, `send`, `expect`, `token`, `ca_file`, `tls_skip_verify`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
-    let url = super::http::parse_url(t, "url", &["ws", "wss"]);
-    let headers = super::http::read_headers(t, "headers");
+    let url = t.url("url", &["ws", "wss"]);
+    let headers = t.headers("headers");
     let send = t.str("send").map(|s| s.value);
-    let expect = super::http::read_regex(t, "expect");
+    let expect = t.regex("expect");
     let token = super::token::parse(t);
-    let tls = tls::read_options(t);
+    let tls = t.tls_options();
     Some(Arc::new(WebSocketSpec {
         url: url?,
         headers: headers?,
@@ -93,86 +87,11 @@ impl KindSpec for WebSocketSpec {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A websocket check; also used by `socketio` to open its transport.
+/// A websocket check.
 pub struct WebSocketCheck {
     spec: WebSocketSpec,
     tls: Option<Arc<rustls::ClientConfig>>,
     token: Option<TokenSource>,
-}
-
-/// Opens a WebSocket to `url` with `headers`, returning the stream and the phases.
-pub async fn open(
-    url: &url::Url,
-    headers: &[(String, String)],
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<(Ws, Phases), CheckError> {
-    let mut phases = Phases::default();
-    let host = url
-        .host_str()
-        .ok_or_else(|| CheckError::new(ErrorKind::Protocol, "URL has no host"))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    let address = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let stream = super::tcp::connect(&address, &mut phases).await?;
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| CheckError::new(ErrorKind::Protocol, format!("bad request: {e}")))?;
-    for (k, v) in headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| CheckError::new(ErrorKind::Internal, format!("invalid header {k}")))?;
-        let value = http::HeaderValue::from_str(v).map_err(|_| {
-            CheckError::new(ErrorKind::Internal, format!("invalid header value for {k}"))
-        })?;
-        req.headers_mut().insert(name, value);
-    }
-    let cfg = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let t = Instant::now();
-    let connector = tls.map(Connector::Rustls).unwrap_or(Connector::Plain);
-    let (ws, _resp) =
-        tokio_tungstenite::client_async_tls_with_config(req, stream, Some(cfg), Some(connector))
-            .await
-            .map_err(|e| classify(&e))?;
-    // The TLS handshake and the HTTP upgrade happen in one call; report it as `tls` for
-    // wss and `exchange` otherwise.
-    if url.scheme() == "wss" {
-        phases.tls = Some(t.elapsed());
-    } else {
-        phases.exchange = Some(t.elapsed());
-    }
-    Ok((ws, phases))
-}
-
-/// Classifies a tungstenite error.
-pub fn classify(e: &tungstenite::Error) -> CheckError {
-    use tungstenite::Error as E;
-    match e {
-        E::Http(resp) => {
-            let code = resp.status().as_u16();
-            let kind = if code == 401 || code == 403 {
-                ErrorKind::AuthFailed
-            } else {
-                ErrorKind::Rejected
-            };
-            CheckError::new(kind, format!("handshake answered HTTP {code}"))
-        }
-        E::Io(io) => CheckError::io("websocket", io),
-        E::Tls(t) => CheckError::new(ErrorKind::Tls, t.to_string()),
-        E::ConnectionClosed
-        | E::AlreadyClosed
-        | E::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-            CheckError::new(ErrorKind::Closed, "connection closed by peer")
-        }
-        E::Capacity(c) => CheckError::new(ErrorKind::Protocol, format!("peer sent too much: {c}")),
-        other => CheckError::new(ErrorKind::Protocol, other.to_string()),
-    }
 }
 
 impl WebSocketCheck {

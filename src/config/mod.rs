@@ -5,6 +5,7 @@
 pub mod error;
 pub mod interpolate;
 pub mod raw;
+pub mod readers;
 pub mod validate;
 
 use std::collections::BTreeMap;

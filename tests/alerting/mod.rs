@@ -33,7 +33,7 @@ impl AlertAgent {
     /// Starts an agent on `config` written to `dir/config.toml`; `{port}` is replaced by
     /// the agent's HTTP port.
     pub async fn start(dir: &Path, config: &str) -> Self {
-        lifeline::check::tls::install_provider();
+        lifeline::net::tls::install_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

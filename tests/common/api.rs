@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// A client with a 10 s timeout (the rustls provider installed first).
 pub fn client() -> reqwest::Client {
-    lifeline::check::tls::install_provider();
+    lifeline::net::tls::install_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -67,7 +67,7 @@ impl TestAgent {
         observers: Observers,
         with_store: bool,
     ) -> Self {
-        lifeline::check::tls::install_provider();
+        lifeline::net::tls::install_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -288,7 +288,7 @@ impl Alertmanager {
             .spawn()
             .expect("spawn alertmanager");
         let am = Self { port, dir, child };
-        let client = lifeline::app::http_client();
+        let client = lifeline::net::http_client::shared();
         let url = am.url("/-/ready");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
@@ -317,7 +317,7 @@ impl Alertmanager {
 
     /// `GET /api/v2/alerts` (active ones).
     pub async fn alerts(&self) -> Vec<serde_json::Value> {
-        let r = lifeline::app::http_client()
+        let r = lifeline::net::http_client::shared()
             .get(self.url("/api/v2/alerts"))
             .timeout(Duration::from_secs(5))
             .send()

@@ -142,7 +142,7 @@ pub struct Built {
 
 impl Built {
     pub fn new(cfg: &Config, name: &str) -> Self {
-        lifeline::check::tls::install_provider();
+        lifeline::net::tls::install_provider();
         let config = cfg
             .checks
             .iter()
@@ -150,7 +150,7 @@ impl Built {
             .unwrap_or_else(|| panic!("no check {name}"))
             .clone();
         let env = BuildEnv {
-            http: lifeline::app::http_client(),
+            http: lifeline::net::http_client::shared(),
         };
         let check = config.spec.build(&env).expect("build");
         Self {

@@ -73,7 +73,7 @@ fn is_action_name(s: &str) -> bool {
 /// Reads `address`, `username`, `secret`, `action`, `auth`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let address = t.req_str("address").and_then(|a| {
-        if super::tcp::split_host_port(&a.value).is_none() {
+        if crate::net::addr::split_host_port(&a.value).is_none() {
             t.error(
                 a.span,
                 format!("`address` must be HOST:PORT, got `{}`", a.value),
@@ -227,7 +227,7 @@ pub fn judge(action: &str, reply: &Message) -> Result<(), CheckError> {
 impl Conn {
     /// Connects and reads the banner; returns the version it announces.
     async fn open(address: &str, phases: &mut Phases) -> Result<(Self, String), CheckError> {
-        let stream = super::tcp::connect(address, phases).await?;
+        let stream = crate::net::addr::connect(address, phases).await?;
         let mut framed = Framed::new(stream, AmiCodec::new());
         let banner = match framed.next().await {
             Some(Ok(Frame::Banner(b))) => b,

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::net::addr::{join_host_port, percent_decode, unbracket};
 use crate::secret::Secret;
 
 /// libpq `sslmode`.
@@ -88,12 +89,7 @@ impl Dsn {
                 url.scheme()
             ));
         }
-        let mut host = url.host_str().map(|h| {
-            h.strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(h)
-                .to_string()
-        });
+        let mut host = url.host_str().map(|h| unbracket(h).to_string());
         let mut port = url.port();
         let mut user = Some(decode(url.username())?).filter(|u| !u.is_empty());
         let mut password = match url.password() {
@@ -160,39 +156,13 @@ impl Dsn {
 
     /// `host:port` for connecting (IPv6 in brackets).
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        join_host_port(&self.host, self.port)
     }
 }
 
 /// Percent-decodes a URL component.
 fn decode(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("invalid percent-encoding in URL")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "URL component is not UTF-8 after percent-decoding".into())
-}
-
-/// Percent-decodes a URL component (shared with the `redis` kind).
-pub fn percent_decode(s: &str) -> Result<String, String> {
-    decode(s)
+    percent_decode(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

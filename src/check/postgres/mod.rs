@@ -27,14 +27,13 @@ use self::error::{classify, ended};
 pub use self::ssl::tls_config;
 use self::ssl::{TlsRecord, tls_connector};
 use super::ParseCx;
-use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
-// `ssl` reaches the shared TLS helpers as `super::tls`.
-use super::tls;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::addr;
+use crate::net::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
 use dsn::{Dsn, SslMode};
 
 /// Default `query`.
@@ -147,7 +146,7 @@ impl PgCheck {
     /// TCP, TLS and login, timing each phase into `phases`.
     async fn open(&self, phases: &mut Phases) -> Result<Open, CheckError> {
         let d = &self.spec.dsn;
-        let stream = super::tcp::connect(&d.address(), phases).await?;
+        let stream = addr::connect(&d.address(), phases).await?;
         let budget = ReadBudget::new(DEFAULT_BUDGET);
         let stream = Capped::new(stream, budget.clone());
         let mut cfg = tokio_postgres::Config::new();

@@ -6,18 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::dsn::{Dsn, RootCert, SslMode};
-use super::tls;
 use crate::check::{BoxFuture, CheckError, ErrorKind};
+use crate::net::tls::{self, Verify};
 
 /// The rustls config for `dsn`'s sslmode, or `None` for `disable`.
 ///
@@ -29,46 +25,17 @@ use crate::check::{BoxFuture, CheckError, ErrorKind};
 /// | verify-ca | required | chain to `sslrootcert` (or OS roots), host name not checked |
 /// | verify-full | required | chain and host name |
 pub fn tls_config(dsn: &Dsn) -> Result<Option<rustls::ClientConfig>, CheckError> {
-    super::tls::install_provider();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CheckError::new(ErrorKind::Tls, e.to_string()))?;
     let verify = match (dsn.sslmode, &dsn.sslrootcert) {
         (SslMode::Disable, _) => return Ok(None),
         (SslMode::Prefer, _) | (SslMode::Require, None) => Verify::Nothing,
-        (SslMode::Require, Some(_)) | (SslMode::VerifyCa, _) => Verify::Chain,
-        (SslMode::VerifyFull, _) => Verify::Full,
-    };
-    let mut cfg = match verify {
-        Verify::Nothing => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(super::tls::NoVerify(provider)))
-            .with_no_client_auth(),
-        Verify::Chain | Verify::Full => {
-            let roots = Arc::new(roots(dsn.sslrootcert.as_ref())?);
-            if verify == Verify::Full {
-                builder.with_root_certificates(roots).with_no_client_auth()
-            } else {
-                let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("sslrootcert: {e}")))?;
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
-                    .with_no_client_auth()
-            }
+        (SslMode::Require, Some(_)) | (SslMode::VerifyCa, _) => {
+            Verify::Chain(roots(dsn.sslrootcert.as_ref())?)
         }
+        (SslMode::VerifyFull, _) => Verify::Full(roots(dsn.sslrootcert.as_ref())?),
     };
+    let mut cfg = tls::config(verify)?;
     cfg.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(Some(cfg))
-}
-
-#[derive(PartialEq)]
-enum Verify {
-    Nothing,
-    Chain,
-    Full,
 }
 
 fn roots(src: Option<&RootCert>) -> Result<rustls::RootCertStore, CheckError> {
@@ -85,53 +52,6 @@ fn roots(src: Option<&RootCert>) -> Result<rustls::RootCertStore, CheckError> {
         }
     }
     Ok(roots)
-}
-
-/// `verify-ca`: the full WebPKI check except the host name.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 /// What the TLS wrapper saw: how long the handshake took and whether it failed.

@@ -32,14 +32,12 @@ pub use self::target::{Target, TargetError, parse_target};
 use self::transport::{Conn, Reader, resolve, udp_transaction};
 pub use self::transport::{T1, T2, TIMER_F};
 use super::ParseCx;
-// `transport` opens connections through the shared `tcp::connect` as `super::tcp`.
-use super::tcp;
-use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Mode, Outcome,
     Perf, Phases, Session, SessionIo, Verdict,
 };
 use crate::config::raw::Table;
+use crate::net::tls::{self, TlsOptions};
 
 const USER_AGENT: &str = concat!("lifeline/", env!("CARGO_PKG_VERSION"));
 
@@ -91,13 +89,13 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         }
     };
     let accept_ok = !t.has("accept_codes");
-    let accept_codes = super::http::read_status_ranges(t, "accept_codes");
+    let accept_codes = t.status_ranges("accept_codes");
     let maint_ok = !t.has("maintenance_codes");
-    let maintenance_codes = super::http::read_status_ranges(t, "maintenance_codes");
+    let maintenance_codes = t.status_ranges("maintenance_codes");
     if (accept_codes.is_none() && !accept_ok) || (maintenance_codes.is_none() && !maint_ok) {
         return None;
     }
-    let tls = tls::read_options(t);
+    let tls = t.tls_options();
     Some(Arc::new(SipSpec {
         target: target?,
         from: from?,

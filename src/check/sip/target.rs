@@ -19,11 +19,7 @@ pub struct Target {
 impl Target {
     /// `host:port`, IPv6 bracketed.
     pub fn address(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::net::addr::join_host_port(&self.host, self.port)
     }
 }
 

@@ -105,7 +105,7 @@ pub(super) async fn open_stream(
     tls: Option<&Arc<rustls::ClientConfig>>,
     phases: &mut Phases,
 ) -> Result<(BoxIo, SocketAddr), CheckError> {
-    let tcp = super::tcp::connect(&target.address(), phases).await?;
+    let tcp = crate::net::addr::connect(&target.address(), phases).await?;
     let local = tcp
         .local_addr()
         .map_err(|e| CheckError::new(ErrorKind::Internal, format!("local address: {e}")))?;
