@@ -104,7 +104,13 @@ async fn run(path: &std::path::Path) -> ExitCode {
             None
         }
     };
-    let alerts = match lifeline::alert::AlertEngine::start(&config, metrics.clone()) {
+    let alerts = match lifeline::alert::AlertEngine::start(
+        &config,
+        metrics.clone(),
+        lifeline::app::http_client(),
+    )
+    .await
+    {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot start alerting");
