@@ -6,13 +6,14 @@
 //! `lifeline_notifications_total{result="dropped"}`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Notification;
 use super::delivery::retry_delay;
 use super::outbox::Outbox;
+use super::{Notification, NotifierConfig};
 use crate::metrics::{Metrics, NotifyResult};
 
 /// First retry delay of a failed write.
@@ -91,7 +92,7 @@ impl Backlog {
         &mut self,
         outbox: &Outbox,
         metrics: &Metrics,
-        max_age: impl Fn(&str) -> Option<Duration>,
+        max_age: &(dyn Fn(&str) -> Option<Duration> + Sync),
         now: Instant,
     ) -> Vec<String> {
         let mut written = Vec::new();
@@ -137,6 +138,13 @@ impl Backlog {
     }
 }
 
+/// The `max_age` of each of these notifiers, for [`Backlog::flush`].
+pub fn max_age_of(
+    notifiers: &[Arc<NotifierConfig>],
+) -> impl Fn(&str) -> Option<Duration> + Sync + '_ {
+    |n| notifiers.iter().find(|c| c.name == n).map(|c| c.max_age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,31 +162,41 @@ mod tests {
         c.execute_batch(sql).unwrap();
     }
 
-    #[tokio::test]
-    async fn a_failed_write_is_retried_in_order_not_lost() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An outbox whose inserts fail, fresh metrics, and a backlog holding one firing.
+    async fn failing_setup(dir: &tempfile::TempDir) -> (Outbox, Arc<Metrics>, Backlog, Instant) {
         let outbox = Outbox::open(dir.path()).await.unwrap();
         let metrics = Metrics::new();
-        let day = |_: &str| Some(Duration::from_secs(86_400));
         inserts_fail(outbox.path(), true);
         let t0 = Instant::now();
         let mut b = Backlog::new();
-        let firing = Notification::test_sample();
-        let mut resolved = firing.clone();
+        b.push(
+            vec!["hook".into()],
+            Notification::test_sample(),
+            &metrics,
+            t0,
+        );
+        (outbox, metrics, b, t0)
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_retried_in_order_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, metrics, mut b, t0) = failing_setup(&dir).await;
+        let day = |_: &str| Some(Duration::from_secs(86_400));
+        let mut resolved = Notification::test_sample();
         resolved.status = NoteStatus::Resolved;
-        b.push(vec!["hook".into()], firing.clone(), &metrics, t0);
-        assert!(b.flush(&outbox, &metrics, day, t0).await.is_empty());
+        assert!(b.flush(&outbox, &metrics, &day, t0).await.is_empty());
         assert_eq!(b.len(), 1);
         // A newer notification waits behind the failed one.
         b.push(vec!["hook".into()], resolved.clone(), &metrics, t0);
-        assert!(b.flush(&outbox, &metrics, day, t0).await.is_empty());
+        assert!(b.flush(&outbox, &metrics, &day, t0).await.is_empty());
         let retry = b.next_try().unwrap();
         assert!(retry >= t0 + RETRY_BASE, "backs off");
         inserts_fail(outbox.path(), false);
         // Not due yet: nothing happens.
-        assert!(b.flush(&outbox, &metrics, day, t0).await.is_empty());
+        assert!(b.flush(&outbox, &metrics, &day, t0).await.is_empty());
         assert_eq!(outbox.depth("hook"), 0);
-        let written = b.flush(&outbox, &metrics, day, retry).await;
+        let written = b.flush(&outbox, &metrics, &day, retry).await;
         assert_eq!(written, vec!["hook".to_string(), "hook".to_string()]);
         assert!(b.is_empty());
         let rows = outbox.next("hook", 0, 10).await.unwrap();
@@ -190,21 +208,11 @@ mod tests {
     #[tokio::test]
     async fn a_write_failing_past_max_age_is_given_up_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path()).await.unwrap();
-        let metrics = Metrics::new();
+        let (outbox, metrics, mut b, t0) = failing_setup(&dir).await;
         let max_age = |_: &str| Some(Duration::from_secs(60));
-        inserts_fail(outbox.path(), true);
-        let t0 = Instant::now();
-        let mut b = Backlog::new();
-        b.push(
-            vec!["hook".into()],
-            Notification::test_sample(),
-            &metrics,
-            t0,
-        );
-        b.flush(&outbox, &metrics, max_age, t0).await;
+        b.flush(&outbox, &metrics, &max_age, t0).await;
         assert_eq!(b.len(), 1);
-        b.flush(&outbox, &metrics, max_age, t0 + Duration::from_secs(61))
+        b.flush(&outbox, &metrics, &max_age, t0 + Duration::from_secs(61))
             .await;
         assert!(b.is_empty());
         assert!(

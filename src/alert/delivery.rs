@@ -2,10 +2,12 @@
 //! retrying with backoff (`retry_base` doubling up to `retry_max`) on temporary failures
 //! until delivered or older than `max_age`. Delivered and dropped rows are deleted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +26,74 @@ pub struct Delivery {
     pub wake: Notify,
     /// Stops this task (the notifier was removed or the agent stops).
     pub cancel: CancellationToken,
+}
+
+/// The delivery tasks, by notifier name.
+#[derive(Default)]
+pub struct Deliveries {
+    tasks: Mutex<HashMap<String, Arc<Delivery>>>,
+}
+
+impl Deliveries {
+    /// Matches the tasks to `notifiers`: new ones start (cancelled with `cancel`), kept
+    /// ones get the new config, removed ones stop and their queued rows are dropped.
+    pub async fn sync(
+        &self,
+        notifiers: &[Arc<NotifierConfig>],
+        http: &reqwest::Client,
+        outbox: &Arc<Outbox>,
+        metrics: &Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) {
+        let mut removed = Vec::new();
+        {
+            let mut ds = self.tasks.lock();
+            ds.retain(|name, d| {
+                let keep = notifiers.iter().any(|n| &n.name == name);
+                if !keep {
+                    d.cancel.cancel();
+                    removed.push(name.clone());
+                }
+                keep
+            });
+            for cfg in notifiers {
+                let sender = super::build_notifier(cfg, http);
+                match ds.get(&cfg.name) {
+                    Some(d) => d.target.store(Arc::new((cfg.clone(), sender))),
+                    None => {
+                        let d = Arc::new(Delivery {
+                            name: cfg.name.clone(),
+                            target: ArcSwap::from_pointee((cfg.clone(), sender)),
+                            wake: Notify::new(),
+                            cancel: cancel.child_token(),
+                        });
+                        tokio::spawn(d.clone().run(outbox.clone(), metrics.clone()));
+                        ds.insert(cfg.name.clone(), d);
+                    }
+                }
+            }
+        }
+        for name in removed {
+            let gone = outbox.purge_notifier(&name).await.unwrap_or(0);
+            tracing::warn!(notifier = %name, rows = gone, "notifier removed; dropping its queued notifications");
+        }
+    }
+
+    /// Rows were added for these notifiers: updates their queue gauge and wakes them.
+    pub fn wake(
+        &self,
+        notifiers: impl IntoIterator<Item = String>,
+        outbox: &Outbox,
+        metrics: &Metrics,
+    ) {
+        let ds = self.tasks.lock();
+        for n in notifiers {
+            if let Some(d) = ds.get(&n) {
+                metrics.notification_queue(&n, outbox.depth(&n));
+                d.wake.notify_one();
+            }
+        }
+    }
 }
 
 /// Retry delay after the `n`-th failed attempt: `base * 2^(n-1)` capped at `max`, plus up

@@ -25,8 +25,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backlog::Backlog;
-use super::delivery::Delivery;
+use super::backlog::{Backlog, max_age_of};
+use super::delivery::Deliveries;
 use super::grouping::{FlushCx, RouteState};
 use super::holds::{self, Connectivity, GuardCx, Silences};
 use super::lifecycle::{Alert, Alerts, Effects, Held, Notified};
@@ -365,7 +365,7 @@ pub struct AlertEngine {
     outbox: Arc<Outbox>,
     setup: ArcSwap<Setup>,
     api_silences: Mutex<Vec<Silence>>,
-    deliveries: Mutex<HashMap<String, Arc<Delivery>>>,
+    deliveries: Deliveries,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
@@ -384,15 +384,9 @@ impl AlertEngine {
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut core = Core::new(setup.clone(), now);
-        core.restore(outbox.load_alerts().await?, now, wall);
-        let (api, expired): (Vec<Silence>, Vec<Silence>) = outbox
-            .load_silences()
-            .await?
-            .into_iter()
-            .partition(|s| s.ends_at > wall);
-        let expired: Vec<String> = expired.into_iter().map(|s| s.id).collect();
-        let _ = outbox.prune_silences(&expired).await;
-        core.set_api_silences(api.clone());
+        let saved = outbox.recover(&setup.notifiers, wall).await?;
+        core.restore(saved.alerts, now, wall);
+        core.set_api_silences(saved.silences.clone());
         let (tx, rx) = mpsc::channel(CHANNEL);
         let engine = Arc::new(Self {
             tx,
@@ -400,20 +394,12 @@ impl AlertEngine {
             overflow_wake: Notify::new(),
             outbox: outbox.clone(),
             setup: ArcSwap::from_pointee(setup.clone()),
-            api_silences: Mutex::new(api),
-            deliveries: Mutex::new(HashMap::new()),
+            api_silences: Mutex::new(saved.silences),
+            deliveries: Deliveries::default(),
             http,
             metrics,
             cancel: CancellationToken::new(),
         });
-        if let Ok(names) = outbox.queued_notifiers().await {
-            for n in names {
-                if !setup.notifiers.iter().any(|x| x.name == n) {
-                    let gone = outbox.purge_notifier(&n).await.unwrap_or(0);
-                    tracing::warn!(notifier = %n, rows = gone, "dropping queued notifications of a notifier that is no longer configured");
-                }
-            }
-        }
         engine.sync_deliveries(&setup).await;
         tokio::spawn(engine.clone().run(rx, core));
         Ok(engine)
@@ -429,39 +415,12 @@ impl AlertEngine {
         &self.outbox
     }
 
+    /// Starts, updates or stops the delivery tasks to match `setup`'s notifiers.
     async fn sync_deliveries(&self, setup: &Setup) {
-        let mut removed = Vec::new();
-        {
-            let mut ds = self.deliveries.lock();
-            ds.retain(|name, d| {
-                let keep = setup.notifiers.iter().any(|n| &n.name == name);
-                if !keep {
-                    d.cancel.cancel();
-                    removed.push(name.clone());
-                }
-                keep
-            });
-            for cfg in &setup.notifiers {
-                let sender = super::build_notifier(cfg, &self.http);
-                match ds.get(&cfg.name) {
-                    Some(d) => d.target.store(Arc::new((cfg.clone(), sender))),
-                    None => {
-                        let d = Arc::new(Delivery {
-                            name: cfg.name.clone(),
-                            target: ArcSwap::from_pointee((cfg.clone(), sender)),
-                            wake: Notify::new(),
-                            cancel: self.cancel.child_token(),
-                        });
-                        tokio::spawn(d.clone().run(self.outbox.clone(), self.metrics.clone()));
-                        ds.insert(cfg.name.clone(), d);
-                    }
-                }
-            }
-        }
-        for name in removed {
-            let gone = self.outbox.purge_notifier(&name).await.unwrap_or(0);
-            tracing::warn!(notifier = %name, rows = gone, "notifier removed; dropping its queued notifications");
-        }
+        let (outbox, metrics) = (&self.outbox, &self.metrics);
+        self.deliveries
+            .sync(&setup.notifiers, &self.http, outbox, metrics, &self.cancel)
+            .await;
     }
 
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Msg>, mut core: Core) {
@@ -530,21 +489,14 @@ impl AlertEngine {
     async fn execute(&self, actions: Vec<Action>, backlog: &mut Backlog) {
         let mut woken = HashSet::new();
         let setup = self.setup.load_full();
-        let max_age = |n: &str| {
-            setup
-                .notifiers
-                .iter()
-                .find(|c| c.name == n)
-                .map(|c| c.max_age)
-        };
+        let max_age = max_age_of(&setup.notifiers);
         for a in actions {
             match a {
                 Action::Send { targets, note } => {
                     backlog.push(targets, note, &self.metrics, Instant::now());
-                    let written = backlog
-                        .flush(&self.outbox, &self.metrics, max_age, Instant::now())
-                        .await;
-                    woken.extend(written);
+                    let written =
+                        backlog.flush(&self.outbox, &self.metrics, &max_age, Instant::now());
+                    woken.extend(written.await);
                 }
                 Action::Save(s) => {
                     if let Err(e) = self.outbox.save_alert(&s).await {
@@ -558,19 +510,10 @@ impl AlertEngine {
                 }
             }
         }
-        if !backlog.is_empty() {
-            let written = backlog
-                .flush(&self.outbox, &self.metrics, max_age, Instant::now())
-                .await;
-            woken.extend(written);
-        }
-        let ds = self.deliveries.lock();
-        for n in woken {
-            if let Some(d) = ds.get(&n) {
-                self.metrics.notification_queue(&n, self.outbox.depth(&n));
-                d.wake.notify_one();
-            }
-        }
+        // Retries of earlier failures that are due now.
+        let written = backlog.flush(&self.outbox, &self.metrics, &max_age, Instant::now());
+        woken.extend(written.await);
+        self.deliveries.wake(woken, &self.outbox, &self.metrics);
     }
 
     /// Every silence: config ones, then API ones (expired API silences included until the

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{Notification, Silence};
+use super::{Notification, NotifierConfig, Silence};
 use crate::store::DB_FILE;
 use crate::time::unix_ms;
 
@@ -126,6 +126,15 @@ type Done = Box<dyn FnOnce(bool) + Send>;
 /// A request: runs on the writer thread; says whether it succeeded.
 type Job = Box<dyn FnOnce(&Connection, &mut Touched) -> (bool, Done) + Send>;
 
+/// What a previous run left behind, read at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Alerts receivers were told about.
+    pub alerts: Vec<SavedAlert>,
+    /// API silences not yet ended.
+    pub silences: Vec<Silence>,
+}
+
 /// The SQLite outbox: a handle on its writer thread.
 pub struct Outbox {
     tx: SyncSender<Job>,
@@ -172,6 +181,31 @@ impl Outbox {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads what a previous run left: the alerts receivers were told about and the API
+    /// silences not ended at `now` (ended ones are deleted). Queued rows of notifiers no
+    /// longer `configured` are dropped.
+    pub async fn recover(
+        &self,
+        configured: &[Arc<NotifierConfig>],
+        now: SystemTime,
+    ) -> Result<Recovered, OutboxError> {
+        let alerts = self.load_alerts().await?;
+        let (silences, ended): (Vec<Silence>, Vec<Silence>) = self
+            .load_silences()
+            .await?
+            .into_iter()
+            .partition(|s| s.ends_at > now);
+        let ended: Vec<String> = ended.into_iter().map(|s| s.id).collect();
+        let _ = self.prune_silences(&ended).await;
+        for n in self.queued_notifiers().await.unwrap_or_default() {
+            if !configured.iter().any(|x| x.name == n) {
+                let gone = self.purge_notifier(&n).await.unwrap_or(0);
+                tracing::warn!(notifier = %n, rows = gone, "dropping queued notifications of a notifier that is no longer configured");
+            }
+        }
+        Ok(Recovered { alerts, silences })
     }
 
     /// Runs `f` on the writer thread and waits (asynchronously) for its answer.
