@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use lifeline::alert::outbox::{Delivery, Outbox};
+use lifeline::alert::delivery::Delivery;
+use lifeline::alert::outbox::Outbox;
 use lifeline::alert::{Notification, NotifierConfig, NotifierKind};
 use lifeline::events::Observer;
 use lifeline::health::{Change, CheckState, Status};
@@ -65,8 +66,13 @@ async fn latency() {
         ));
     }
     let cfg = lifeline::config::parse(&dir.path().join("c.toml"), &toml).expect("config");
-    let engine = lifeline::alert::AlertEngine::start(&cfg, lifeline::metrics::Metrics::new())
-        .expect("engine");
+    let engine = lifeline::alert::AlertEngine::start(
+        &cfg,
+        lifeline::metrics::Metrics::new(),
+        lifeline::net::http_client::shared(),
+    )
+    .await
+    .expect("engine");
     let mut samples = Vec::with_capacity(N);
     for (i, c) in cfg.checks.iter().enumerate() {
         let mut s = CheckState::new(c);
@@ -113,14 +119,14 @@ async fn latency() {
 async fn throughput() {
     const N: usize = 2000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let outbox = Arc::new(Outbox::open(dir.path()).expect("outbox"));
+    let outbox = Arc::new(Outbox::open(dir.path()).await.expect("outbox"));
     let note = Notification::test_sample();
     let targets = vec!["hook".to_string()];
     let start = Instant::now();
     for i in 0..N {
         let mut n = note.clone();
         n.dedupe_key = format!("k{i}");
-        outbox.enqueue(&targets, &n).expect("enqueue");
+        outbox.enqueue(&targets, &n).await.expect("enqueue");
     }
     let write = start.elapsed();
     println!(

@@ -35,12 +35,6 @@ pub struct Agent {
     restored: parking_lot::Mutex<HashMap<String, Restored>>,
 }
 
-/// The shared HTTP client every kind and notifier uses: [`crate::net::http_client::shared`]
-/// (kept here for callers not yet moved).
-pub fn http_client() -> reqwest::Client {
-    crate::net::http_client::shared()
-}
-
 impl Agent {
     /// An agent for `config` (nothing runs until [`Agent::apply`]).
     pub fn new(config: Config, metrics: Arc<Metrics>, observers: Observers) -> Arc<Self> {

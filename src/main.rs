@@ -93,18 +93,33 @@ async fn run(path: &std::path::Path) -> ExitCode {
     let listen = config.agent.listen;
     let metrics = lifeline::metrics::Metrics::new();
     metrics.reload(true);
-    let store = match lifeline::store::Store::open(
-        &config.agent.data_dir,
-        &config.history,
-        metrics.clone(),
-    ) {
-        Ok(s) => Some(s),
+    // Opening migrates and reads the last states: SQLite work, off the async workers.
+    let opened = {
+        let (dir, history, m) = (
+            config.agent.data_dir.clone(),
+            config.history.clone(),
+            metrics.clone(),
+        );
+        tokio::task::spawn_blocking(move || lifeline::store::Store::open(&dir, &history, m)).await
+    };
+    let store = match opened {
+        Ok(Ok(s)) => Some(s),
         Err(e) => {
             tracing::error!(error = %e, "history store not started");
             None
         }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "history store not started");
+            None
+        }
     };
-    let alerts = match lifeline::alert::AlertEngine::start(&config, metrics.clone()) {
+    let alerts = match lifeline::alert::AlertEngine::start(
+        &config,
+        metrics.clone(),
+        lifeline::net::http_client::shared(),
+    )
+    .await
+    {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot start alerting");

@@ -12,15 +12,24 @@
 //! ```
 //!
 //! - [`config`]: `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
-//! - [`engine`]: the alert lifecycle and the engine task.
-//! - [`outbox`]: the SQLite outbox, persisted alert state and API silences.
+//! - [`engine`]: the engine task and the state machine that calls into the parts:
+//!   [`lifecycle`] (pending/firing/resolved, `for`), [`grouping`] (group_wait, repeat,
+//!   dedupe keys), [`holds`] (flapping, depends_on, connectivity guard, silences).
+//! - [`outbox`]: the SQLite outbox (one writer thread), persisted alert state and API
+//!   silences; [`backlog`]: notifications the outbox could not take yet, retried;
+//!   [`delivery`]: one delivery task per notifier.
 //! - [`slack`], [`webhook`], [`email`], [`alertmanager`]: the notifiers.
 //! - [`template`]: `title`/`text` templates.
 
 pub mod alertmanager;
+pub mod backlog;
 pub mod config;
+pub mod delivery;
 pub mod email;
 pub mod engine;
+pub mod grouping;
+pub mod holds;
+pub mod lifecycle;
 pub mod outbox;
 pub mod slack;
 pub mod template;
@@ -111,6 +120,41 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// The one way to make a notification: a check alert (not offline, not a keep-alive;
+    /// see [`Notification::with_offline`] and [`Notification::with_refresh`]) reporting a
+    /// state change at `changed_at`.
+    pub fn new(
+        dedupe_key: impl Into<String>,
+        status: NoteStatus,
+        route: impl Into<String>,
+        alerts: Vec<AlertItem>,
+        changed_at: SystemTime,
+        agent_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            dedupe_key: dedupe_key.into(),
+            status,
+            route: route.into(),
+            alerts,
+            offline: false,
+            changed_at_ms: crate::time::unix_ms(changed_at),
+            agent_url: agent_url.into(),
+            refresh: false,
+        }
+    }
+
+    /// Marks it as the `LifelineAgentOffline` alert.
+    pub fn with_offline(mut self) -> Self {
+        self.offline = true;
+        self
+    }
+
+    /// Marks it as an Alertmanager keep-alive (dropped when stale).
+    pub fn with_refresh(mut self) -> Self {
+        self.refresh = true;
+        self
+    }
+
     /// `LifelineAgentOffline` or `LifelineCheckFailing`.
     pub fn alertname(&self) -> &'static str {
         if self.offline {
@@ -134,27 +178,26 @@ impl Notification {
     /// A small notification for unit tests.
     #[doc(hidden)]
     pub fn test_sample() -> Self {
-        Self {
-            dedupe_key: "k".into(),
-            status: NoteStatus::Firing,
-            route: "r".into(),
-            alerts: vec![AlertItem {
-                check: "db".into(),
-                kind: "tcp".into(),
-                status: "unhealthy".into(),
-                previous_status: "healthy".into(),
-                error_kind: Some("refused".into()),
-                message: "connection refused".into(),
-                labels: BTreeMap::new(),
-                score: Some(0),
-                started_at: "2025-01-01T00:00:00Z".into(),
-                ended_at: None,
-            }],
-            offline: false,
-            changed_at_ms: 0,
-            agent_url: "http://127.0.0.1:9477".into(),
-            refresh: false,
-        }
+        let item = AlertItem {
+            check: "db".into(),
+            kind: "tcp".into(),
+            status: "unhealthy".into(),
+            previous_status: "healthy".into(),
+            error_kind: Some("refused".into()),
+            message: "connection refused".into(),
+            labels: BTreeMap::new(),
+            score: Some(0),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            ended_at: None,
+        };
+        Self::new(
+            "k",
+            NoteStatus::Firing,
+            "r",
+            vec![item],
+            SystemTime::UNIX_EPOCH,
+            "http://127.0.0.1:9477",
+        )
     }
 }
 
@@ -271,23 +314,10 @@ pub fn build_notifier(cfg: &Arc<NotifierConfig>, http: &reqwest::Client) -> Arc<
     }
 }
 
-/// A failure to start alerting (opening the outbox).
+/// A failure of alerting: opening or writing the outbox.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
-    /// The SQLite file could not be opened or prepared.
-    #[error("alert outbox {path}: {source}")]
-    Store {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// The cause.
-        source: rusqlite::Error,
-    },
-    /// `data_dir` could not be created.
-    #[error("cannot create data_dir {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// The outbox could not be opened, read or written.
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
 }

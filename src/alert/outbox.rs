@@ -1,27 +1,69 @@
 //! The outbox: every notification is a row in `<data_dir>/lifeline.db` before anything is
-//! sent; one delivery task per notifier sends its rows in order, retrying with backoff
-//! (`retry_base` doubling up to `retry_max`) on temporary failures until delivered or
-//! older than `max_age`. Delivered and dropped rows are deleted. The same file keeps the
-//! alerts receivers were told about (`alert_state`, so a restart does not re-send them)
-//! and the silences created over the API (`alert_silences`).
+//! sent; [`super::delivery`] sends the rows and deletes them once delivered or dropped.
+//! The same file keeps the alerts receivers were told about (`alert_state`, so a restart
+//! does not re-send them) and the silences created over the API (`alert_silences`).
+//!
+//! One thread owns the connection. Callers hand it requests through a bounded channel
+//! (`std::sync::mpsc::sync_channel`) and await the answer on a `tokio::sync::oneshot`, so
+//! no SQLite call runs on a tokio worker. The thread takes what is queued in one go and
+//! runs it as one transaction, each request inside its own savepoint (a failing request
+//! does not undo the others); answers go out once the batch is committed. The depth of
+//! each notifier's queue is kept in memory by the thread, so [`Outbox::depth`] never waits.
 //!
 //! The history store owns the file's `PRAGMA user_version` and its own tables; this module
 //! only creates its own tables (`IF NOT EXISTS`) on its own connection (WAL, busy timeout).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
-use crate::time::unix_ms;
-
-use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
-use super::{AlertError, Notification, Notifier, NotifierConfig, NotifyError, Silence};
-use crate::metrics::{Metrics, NotifyResult};
+use super::{Notification, NotifierConfig, Silence};
+use crate::store::DB_FILE;
+use crate::time::unix_ms;
+
+/// Capacity of the channel to the writer thread.
+const QUEUE: usize = 1024;
+/// Most requests run in one transaction.
+const BATCH_MAX: usize = 256;
+
+/// Why the outbox could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// `data_dir` could not be created.
+    #[error("cannot create data_dir {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or prepared.
+    #[error("alert outbox {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// A request failed.
+    #[error("alert outbox: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The request succeeded, but the batch it ran in could not be committed.
+    #[error("alert outbox: the transaction could not be committed")]
+    Commit,
+    /// The writer thread could not be started.
+    #[error("cannot start the alert outbox thread: {0}")]
+    Thread(std::io::Error),
+    /// The writer thread is gone.
+    #[error("the alert outbox thread is not running")]
+    Stopped,
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
@@ -77,35 +119,63 @@ pub struct SavedAlert {
     pub last_sent_ms: i64,
 }
 
-/// The SQLite outbox.
+/// Notifiers whose queue a request changed (their depth is counted again).
+type Touched = HashSet<String>;
+/// Answers a request once its batch is over (`true`: committed).
+type Done = Box<dyn FnOnce(bool) + Send>;
+/// A request: runs on the writer thread; says whether it succeeded.
+type Job = Box<dyn FnOnce(&Connection, &mut Touched) -> (bool, Done) + Send>;
+
+/// What a previous run left behind, read at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Alerts receivers were told about.
+    pub alerts: Vec<SavedAlert>,
+    /// API silences not yet ended.
+    pub silences: Vec<Silence>,
+}
+
+/// The SQLite outbox: a handle on its writer thread.
 pub struct Outbox {
-    conn: Mutex<Connection>,
+    tx: SyncSender<Job>,
     path: PathBuf,
+    depths: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Outbox {
-    /// Opens (creating if needed) `<data_dir>/lifeline.db`.
-    pub fn open(data_dir: &Path) -> Result<Self, AlertError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| AlertError::DataDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let path = data_dir.join("lifeline.db");
-        let err = |source| AlertError::Store {
-            path: path.clone(),
-            source,
-        };
-        let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-            path,
-        })
+    /// Opens (creating if needed) `<data_dir>/lifeline.db` on a new writer thread.
+    pub async fn open(data_dir: &Path) -> Result<Self, OutboxError> {
+        let path = data_dir.join(DB_FILE);
+        let depths = Arc::new(Mutex::new(HashMap::new()));
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let (ready, started) = oneshot::channel();
+        let (dir, file, counts) = (data_dir.to_path_buf(), path.clone(), depths.clone());
+        std::thread::Builder::new()
+            .name("lifeline-outbox".into())
+            .spawn(move || match open_conn(&dir, &file) {
+                Ok(conn) => {
+                    let w = Writer {
+                        conn,
+                        rx,
+                        depths: counts,
+                    };
+                    match w.count_all() {
+                        Ok(()) => {
+                            let _ = ready.send(Ok(()));
+                            w.run();
+                        }
+                        Err(source) => {
+                            let _ = ready.send(Err(OutboxError::Open { path: file, source }));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(OutboxError::Thread)?;
+        started.await.map_err(|_| OutboxError::Stopped)??;
+        Ok(Self { tx, path, depths })
     }
 
     /// The database file.
@@ -113,300 +183,410 @@ impl Outbox {
         &self.path
     }
 
-    /// Writes one row per notifier; returns their ids.
-    pub fn enqueue(&self, notifiers: &[String], n: &Notification) -> rusqlite::Result<Vec<i64>> {
-        let payload = serde_json::to_string(n).unwrap_or_default();
-        let now = unix_ms(SystemTime::now());
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let mut ids = Vec::with_capacity(notifiers.len());
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO outbox (notifier, dedupe_key, status, payload, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for name in notifiers {
-                st.execute(params![name, n.dedupe_key, n.status.as_str(), payload, now])?;
-                ids.push(tx.last_insert_rowid());
+    /// Reads what a previous run left: the alerts receivers were told about and the API
+    /// silences not ended at `now` (ended ones are deleted). Queued rows of notifiers no
+    /// longer `configured` are dropped.
+    pub async fn recover(
+        &self,
+        configured: &[Arc<NotifierConfig>],
+        now: SystemTime,
+    ) -> Result<Recovered, OutboxError> {
+        let alerts = self.load_alerts().await?;
+        let (silences, ended): (Vec<Silence>, Vec<Silence>) = self
+            .load_silences()
+            .await?
+            .into_iter()
+            .partition(|s| s.ends_at > now);
+        let ended: Vec<String> = ended.into_iter().map(|s| s.id).collect();
+        let _ = self.prune_silences(&ended).await;
+        for n in self.queued_notifiers().await.unwrap_or_default() {
+            if !configured.iter().any(|x| x.name == n) {
+                let gone = self.purge_notifier(&n).await.unwrap_or(0);
+                tracing::warn!(notifier = %n, rows = gone, "dropping queued notifications of a notifier that is no longer configured");
             }
         }
-        tx.commit()?;
-        Ok(ids)
+        Ok(Recovered { alerts, silences })
+    }
+
+    /// Runs `f` on the writer thread and waits (asynchronously) for its answer.
+    async fn call<T, F>(&self, f: F) -> Result<T, OutboxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Touched) -> Result<T, OutboxError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn, touched| {
+            let r = f(conn, touched);
+            let ok = r.is_ok();
+            let done: Done = Box::new(move |committed| {
+                let _ = reply.send(if committed {
+                    r
+                } else {
+                    r.and(Err(OutboxError::Commit))
+                });
+            });
+            (ok, done)
+        });
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => return Err(OutboxError::Stopped),
+            Err(TrySendError::Full(job)) => {
+                // The writer is behind: wait for room on a blocking thread, not a worker.
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(job))
+                    .await
+                    .map_err(|_| OutboxError::Stopped)?
+                    .map_err(|_| OutboxError::Stopped)?;
+            }
+        }
+        answer.await.map_err(|_| OutboxError::Stopped)?
+    }
+
+    /// Writes one row per notifier; returns their ids.
+    pub async fn enqueue(
+        &self,
+        notifiers: &[String],
+        n: &Notification,
+    ) -> Result<Vec<i64>, OutboxError> {
+        let payload = serde_json::to_string(n).unwrap_or_default();
+        let (key, status) = (n.dedupe_key.clone(), n.status.as_str());
+        let names = notifiers.to_vec();
+        let now = unix_ms(SystemTime::now());
+        self.call(move |conn, touched| {
+            let mut st = conn.prepare_cached(
+                "INSERT INTO outbox (notifier, dedupe_key, status, payload, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut ids = Vec::with_capacity(names.len());
+            for name in names {
+                st.execute(params![name, key, status, payload, now])?;
+                ids.push(conn.last_insert_rowid());
+                touched.insert(name);
+            }
+            Ok(ids)
+        })
+        .await
     }
 
     /// Up to `limit` undelivered rows of `notifier` with id > `after`, oldest first.
-    pub fn next(&self, notifier: &str, after: i64, limit: usize) -> rusqlite::Result<Vec<Row>> {
-        let conn = self.conn.lock();
-        let mut st = conn.prepare_cached(
-            "SELECT id, payload, created_ms, attempts FROM outbox WHERE notifier = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )?;
-        let rows = st.query_map(params![notifier, after, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, payload, created_ms, attempts) = r?;
-            match serde_json::from_str::<Notification>(&payload) {
-                Ok(note) => out.push(Row {
-                    id,
-                    note,
-                    created_ms,
-                    attempts: attempts.max(0) as u32,
-                }),
-                Err(e) => {
-                    tracing::error!(id, error = %e, "unreadable outbox row; deleting it");
-                    conn.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
+    pub async fn next(
+        &self,
+        notifier: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, OutboxError> {
+        let notifier = notifier.to_string();
+        self.call(move |conn, touched| {
+            let mut st = conn.prepare_cached(
+                "SELECT id, payload, created_ms, attempts FROM outbox WHERE notifier = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![notifier, after, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (id, payload, created_ms, attempts) = r?;
+                match serde_json::from_str::<Notification>(&payload) {
+                    Ok(note) => out.push(Row {
+                        id,
+                        note,
+                        created_ms,
+                        attempts: attempts.max(0) as u32,
+                    }),
+                    Err(e) => {
+                        tracing::error!(id, error = %e, "unreadable outbox row; deleting it");
+                        conn.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
+                        touched.insert(notifier.clone());
+                    }
                 }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// Removes a delivered or dropped row.
-    pub fn remove(&self, id: i64) -> rusqlite::Result<()> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
-        Ok(())
+    pub async fn remove(&self, id: i64) -> Result<(), OutboxError> {
+        self.call(move |conn, touched| {
+            let gone: Option<String> = conn
+                .query_row(
+                    "DELETE FROM outbox WHERE id = ?1 RETURNING notifier",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            touched.extend(gone);
+            Ok(())
+        })
+        .await
     }
 
     /// Records a failed attempt.
-    pub fn failed(&self, id: i64, attempts: u32, error: &str) -> rusqlite::Result<()> {
-        self.conn.lock().execute(
-            "UPDATE outbox SET attempts = ?2, last_error = ?3 WHERE id = ?1",
-            params![id, attempts, error],
-        )?;
-        Ok(())
+    pub async fn failed(&self, id: i64, attempts: u32, error: &str) -> Result<(), OutboxError> {
+        let error = error.to_string();
+        self.call(move |conn, _| {
+            conn.execute(
+                "UPDATE outbox SET attempts = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, attempts, error],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
-    /// Undelivered rows of `notifier`.
+    /// Undelivered rows of `notifier` (as of the last committed request; never waits).
     pub fn depth(&self, notifier: &str) -> i64 {
-        self.conn
-            .lock()
-            .query_row(
-                "SELECT COUNT(*) FROM outbox WHERE notifier = ?1",
-                params![notifier],
-                |r| r.get(0),
-            )
-            .unwrap_or(0)
+        self.depths.lock().get(notifier).copied().unwrap_or(0)
     }
 
     /// Notifier names that have undelivered rows.
-    pub fn queued_notifiers(&self) -> rusqlite::Result<Vec<String>> {
-        let conn = self.conn.lock();
-        let mut st = conn.prepare("SELECT DISTINCT notifier FROM outbox")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        rows.collect()
+    pub async fn queued_notifiers(&self) -> Result<Vec<String>, OutboxError> {
+        self.call(|conn, _| {
+            let mut st = conn.prepare("SELECT DISTINCT notifier FROM outbox")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     /// Deletes every row of a notifier that no longer exists; returns how many.
-    pub fn purge_notifier(&self, notifier: &str) -> rusqlite::Result<usize> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM outbox WHERE notifier = ?1", params![notifier])
+    pub async fn purge_notifier(&self, notifier: &str) -> Result<usize, OutboxError> {
+        let notifier = notifier.to_string();
+        self.call(move |conn, touched| {
+            let n = conn.execute("DELETE FROM outbox WHERE notifier = ?1", params![notifier])?;
+            touched.insert(notifier);
+            Ok(n)
+        })
+        .await
     }
 
     /// Saves (or updates) a firing alert receivers know about.
-    pub fn save_alert(&self, a: &SavedAlert) -> rusqlite::Result<()> {
-        self.conn.lock().execute(
-            "INSERT INTO alert_state (route, check_name, dedupe_key, started_ms, last_sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (route, check_name) DO UPDATE SET dedupe_key = excluded.dedupe_key,
-               started_ms = excluded.started_ms, last_sent_ms = excluded.last_sent_ms",
-            params![a.route, a.check, a.dedupe_key, a.started_ms, a.last_sent_ms],
-        )?;
-        Ok(())
+    pub async fn save_alert(&self, a: &SavedAlert) -> Result<(), OutboxError> {
+        let a = a.clone();
+        self.call(move |conn, _| {
+            conn.execute(
+                "INSERT INTO alert_state (route, check_name, dedupe_key, started_ms, last_sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (route, check_name) DO UPDATE SET dedupe_key = excluded.dedupe_key,
+                   started_ms = excluded.started_ms, last_sent_ms = excluded.last_sent_ms",
+                params![a.route, a.check, a.dedupe_key, a.started_ms, a.last_sent_ms],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Forgets an alert (resolved, or its route is gone).
-    pub fn delete_alert(&self, route: &str, check: &str) -> rusqlite::Result<()> {
-        self.conn.lock().execute(
-            "DELETE FROM alert_state WHERE route = ?1 AND check_name = ?2",
-            params![route, check],
-        )?;
-        Ok(())
+    pub async fn delete_alert(&self, route: &str, check: &str) -> Result<(), OutboxError> {
+        let (route, check) = (route.to_string(), check.to_string());
+        self.call(move |conn, _| {
+            conn.execute(
+                "DELETE FROM alert_state WHERE route = ?1 AND check_name = ?2",
+                params![route, check],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Every saved alert.
-    pub fn load_alerts(&self) -> rusqlite::Result<Vec<SavedAlert>> {
-        let conn = self.conn.lock();
-        let mut st = conn.prepare(
-            "SELECT route, check_name, dedupe_key, started_ms, last_sent_ms FROM alert_state ORDER BY route, check_name",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(SavedAlert {
-                route: r.get(0)?,
-                check: r.get(1)?,
-                dedupe_key: r.get(2)?,
-                started_ms: r.get(3)?,
-                last_sent_ms: r.get(4)?,
-            })
-        })?;
-        rows.collect()
+    pub async fn load_alerts(&self) -> Result<Vec<SavedAlert>, OutboxError> {
+        self.call(|conn, _| {
+            let mut st = conn.prepare(
+                "SELECT route, check_name, dedupe_key, started_ms, last_sent_ms FROM alert_state ORDER BY route, check_name",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(SavedAlert {
+                    route: r.get(0)?,
+                    check: r.get(1)?,
+                    dedupe_key: r.get(2)?,
+                    started_ms: r.get(3)?,
+                    last_sent_ms: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     /// Saves an API silence.
-    pub fn save_silence(&self, s: &Silence) -> rusqlite::Result<()> {
+    pub async fn save_silence(&self, s: &Silence) -> Result<(), OutboxError> {
         let body = serde_json::to_string(s).unwrap_or_default();
-        self.conn.lock().execute(
-            "INSERT INTO alert_silences (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            params![s.id, body],
-        )?;
-        Ok(())
+        let id = s.id.clone();
+        self.call(move |conn, _| {
+            conn.execute(
+                "INSERT INTO alert_silences (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                params![id, body],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
-    /// Deletes silences that ended before `before`.
-    pub fn prune_silences(&self, ids: &[String]) -> rusqlite::Result<()> {
-        let conn = self.conn.lock();
-        for id in ids {
-            conn.execute("DELETE FROM alert_silences WHERE id = ?1", params![id])?;
-        }
-        Ok(())
+    /// Deletes these silences (expired ones, at start).
+    pub async fn prune_silences(&self, ids: &[String]) -> Result<(), OutboxError> {
+        let ids = ids.to_vec();
+        self.call(move |conn, _| {
+            for id in ids {
+                conn.execute("DELETE FROM alert_silences WHERE id = ?1", params![id])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Every saved API silence.
-    pub fn load_silences(&self) -> rusqlite::Result<Vec<Silence>> {
-        let conn = self.conn.lock();
-        let mut st = conn.prepare("SELECT body FROM alert_silences")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for b in rows {
-            if let Ok(s) = serde_json::from_str::<Silence>(&b?) {
-                out.push(s);
+    pub async fn load_silences(&self) -> Result<Vec<Silence>, OutboxError> {
+        self.call(|conn, _| {
+            let mut st = conn.prepare("SELECT body FROM alert_silences")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for b in rows {
+                if let Ok(s) = serde_json::from_str::<Silence>(&b?) {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A row's failed attempts, for tests and diagnostics.
+    pub async fn attempts_of(&self, id: i64) -> Option<u32> {
+        self.call(move |conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT attempts FROM outbox WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// Opens the connection and creates the outbox tables (on the writer thread).
+fn open_conn(dir: &Path, path: &Path) -> Result<Connection, OutboxError> {
+    std::fs::create_dir_all(dir).map_err(|source| OutboxError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let err = |source| OutboxError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
+/// The writer thread: the only owner of the connection.
+struct Writer {
+    conn: Connection,
+    rx: Receiver<Job>,
+    depths: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl Writer {
+    /// Runs until every [`Outbox`] handle is gone.
+    fn run(self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.batch(jobs);
+        }
+    }
+
+    /// Runs `jobs` in one transaction, each in a savepoint; answers them after the commit.
+    fn batch(&self, jobs: Vec<Job>) {
+        let sql = |s: &str| self.conn.execute_batch(s);
+        let mut in_batch = match sql("BEGIN IMMEDIATE") {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "alert outbox: cannot begin a transaction; running requests one by one");
+                false
+            }
+        };
+        let mut touched = Touched::new();
+        let mut waiting: Vec<Done> = Vec::new();
+        for job in jobs {
+            let savepoint = sql("SAVEPOINT job").is_ok();
+            let (ok, done) = job(&self.conn, &mut touched);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            let ended = savepoint && sql(end).is_ok();
+            if in_batch && self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (disk full, I/O error): nothing
+                // of this batch so far was written.
+                tracing::error!("alert outbox: the transaction was rolled back");
+                in_batch = false;
+                waiting.drain(..).for_each(|d| d(false));
+                done(false);
+            } else if in_batch {
+                waiting.push(done);
+            } else {
+                // On its own: the savepoint was its transaction (or, without one, each
+                // statement committed by itself).
+                done(ended || !savepoint);
             }
         }
-        Ok(out)
-    }
-
-    /// The oldest undelivered row's attempts, for tests and diagnostics.
-    pub fn attempts_of(&self, id: i64) -> Option<u32> {
-        self.conn
-            .lock()
-            .query_row(
-                "SELECT attempts FROM outbox WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .ok()
-            .flatten()
-    }
-}
-
-/// A notifier's delivery task: sends its rows in id order, one at a time.
-pub struct Delivery {
-    /// Notifier name.
-    pub name: String,
-    /// Current config and sender (swapped on reload).
-    pub target: ArcSwap<(Arc<NotifierConfig>, Arc<dyn Notifier>)>,
-    /// Poked when rows are added.
-    pub wake: Notify,
-    /// Stops this task (the notifier was removed or the agent stops).
-    pub cancel: CancellationToken,
-}
-
-/// Retry delay after the `n`-th failed attempt: `base * 2^(n-1)` capped at `max`, plus up
-/// to 10 % jitter.
-pub fn retry_delay(base: Duration, max: Duration, n: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(20));
-    let d = exp.min(max);
-    let jitter = d.mul_f64(fastrand::f64() * 0.1);
-    d + jitter
-}
-
-impl Delivery {
-    /// Runs until cancelled.
-    pub async fn run(self: Arc<Self>, outbox: Arc<Outbox>, metrics: Arc<Metrics>) {
-        let mut after = 0i64;
-        metrics.notification_queue(&self.name, outbox.depth(&self.name));
-        loop {
-            let rows = match outbox.next(&self.name, after, 64) {
-                Ok(r) => r,
+        let committed = in_batch
+            && match sql("COMMIT") {
+                Ok(()) => true,
                 Err(e) => {
-                    tracing::error!(notifier = %self.name, error = %e, "cannot read the outbox");
-                    Vec::new()
+                    tracing::error!(error = %e, "alert outbox: cannot commit");
+                    let _ = sql("ROLLBACK");
+                    false
                 }
             };
-            if rows.is_empty() {
-                // Rows are only ever added with larger ids, so `after` stays valid; a
-                // wake-up that raced with the query is kept by Notify's permit.
-                tokio::select! {
-                    _ = self.wake.notified() => continue,
-                    _ = self.cancel.cancelled() => return,
-                }
-            }
-            for row in rows {
-                after = row.id;
-                if !self.deliver(&outbox, &metrics, row).await {
-                    return;
-                }
-                metrics.notification_queue(&self.name, outbox.depth(&self.name));
-            }
-        }
+        self.count(&touched);
+        waiting.into_iter().for_each(|d| d(committed));
     }
 
-    /// Delivers one row (retrying); false if cancelled meanwhile.
-    async fn deliver(&self, outbox: &Outbox, metrics: &Metrics, row: Row) -> bool {
-        let mut attempts = row.attempts;
-        loop {
-            let (cfg, sender) = {
-                let t = self.target.load();
-                (t.0.clone(), t.1.clone())
-            };
-            let age =
-                Duration::from_millis((unix_ms(SystemTime::now()) - row.created_ms).max(0) as u64);
-            if row.note.refresh && age > super::alertmanager::KEEPALIVE {
-                // A stale keep-alive is superseded by a newer one (or by the resolve).
-                let _ = outbox.remove(row.id);
-                return true;
-            }
-            if age > cfg.max_age {
-                tracing::warn!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, status = row.note.status.as_str(),
-                    attempts, "notification older than max_age; dropping it");
-                metrics.notification(&self.name, NotifyResult::Dropped);
-                let _ = outbox.remove(row.id);
-                return true;
-            }
-            let result = tokio::select! {
-                r = sender.send(&row.note) => r,
-                _ = self.cancel.cancelled() => return false,
-            };
-            match result {
-                Ok(()) => {
-                    if let Err(e) = outbox.remove(row.id) {
-                        tracing::error!(notifier = %self.name, error = %e, "delivered, but cannot delete the outbox row (it will be sent again)");
-                    }
-                    let since = unix_ms(SystemTime::now()) - row.note.changed_at_ms;
-                    metrics.notification_latency(
-                        &self.name,
-                        Duration::from_millis(since.max(0) as u64),
-                    );
-                    metrics.notification(&self.name, NotifyResult::Sent);
-                    tracing::info!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, status = row.note.status.as_str(),
-                        alerts = row.note.alerts.len(), "notification delivered");
-                    return true;
+    /// Counts the queue of every notifier (at open).
+    fn count_all(&self) -> rusqlite::Result<()> {
+        let mut st = self
+            .conn
+            .prepare("SELECT notifier, COUNT(*) FROM outbox GROUP BY notifier")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let counts = rows.collect::<rusqlite::Result<HashMap<_, _>>>()?;
+        *self.depths.lock() = counts;
+        Ok(())
+    }
+
+    /// Counts the queues of these notifiers again.
+    fn count(&self, notifiers: &Touched) {
+        for n in notifiers {
+            let c = self.conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE notifier = ?1",
+                params![n],
+                |r| r.get::<_, i64>(0),
+            );
+            match c {
+                Ok(c) => {
+                    self.depths.lock().insert(n.clone(), c);
                 }
-                Err(NotifyError::Permanent(msg)) => {
-                    tracing::error!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, status = row.note.status.as_str(),
-                        error = %msg, "notification rejected permanently; dropping it");
-                    metrics.notification(&self.name, NotifyResult::Dropped);
-                    let _ = outbox.remove(row.id);
-                    return true;
-                }
-                Err(NotifyError::Transient(msg)) => {
-                    attempts += 1;
-                    metrics.notification(&self.name, NotifyResult::Failed);
-                    let _ = outbox.failed(row.id, attempts, &msg);
-                    let delay = retry_delay(cfg.retry_base, cfg.retry_max, attempts);
-                    tracing::warn!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, attempts,
-                        retry_in_ms = delay.as_millis() as u64, error = %msg, "notification not delivered; will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => return false,
-                    }
+                Err(e) => {
+                    tracing::warn!(notifier = %n, error = %e, "alert outbox: cannot count the queue")
                 }
             }
         }
@@ -417,34 +597,77 @@ impl Delivery {
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_delay_doubles_and_caps() {
-        let b = Duration::from_secs(1);
-        let m = Duration::from_secs(300);
-        let d1 = retry_delay(b, m, 1);
-        assert!(d1 >= b && d1 <= b.mul_f64(1.1));
-        let d3 = retry_delay(b, m, 3);
-        assert!(d3 >= Duration::from_secs(4) && d3 <= Duration::from_secs_f64(4.4));
-        let d30 = retry_delay(b, m, 30);
-        assert!(d30 >= m && d30 <= m.mul_f64(1.1));
-    }
-
-    #[test]
-    fn rows_survive_reopen_in_order() {
+    #[tokio::test]
+    async fn enqueue_next_remove_go_through_the_writer_thread() {
         let dir = tempfile::tempdir().unwrap();
         let n = Notification::test_sample();
         {
-            let o = Outbox::open(dir.path()).unwrap();
-            o.enqueue(&["a".into(), "b".into()], &n).unwrap();
-            o.enqueue(&["a".into()], &n).unwrap();
+            let o = Outbox::open(dir.path()).await.unwrap();
+            let thread = o
+                .call(|_, _| Ok(std::thread::current().name().map(str::to_string)))
+                .await
+                .unwrap();
+            assert_eq!(thread.as_deref(), Some("lifeline-outbox"));
+            assert_eq!(o.path(), dir.path().join(DB_FILE));
+            o.enqueue(&["a".into(), "b".into()], &n).await.unwrap();
+            o.enqueue(&["a".into()], &n).await.unwrap();
+            assert_eq!((o.depth("a"), o.depth("b")), (2, 1));
         }
-        let o = Outbox::open(dir.path()).unwrap();
-        let rows = o.next("a", 0, 10).unwrap();
+        // Rows survive a reopen, in order; depths are counted again.
+        let o = Arc::new(Outbox::open(dir.path()).await.unwrap());
+        assert_eq!((o.depth("a"), o.depth("b")), (2, 1));
+        let rows = o.next("a", 0, 10).await.unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows[0].id < rows[1].id);
         assert_eq!(rows[0].note, n);
-        assert_eq!(o.depth("b"), 1);
-        o.remove(rows[0].id).unwrap();
+        o.remove(rows[0].id).await.unwrap();
         assert_eq!(o.depth("a"), 1);
+        o.failed(rows[1].id, 3, "boom").await.unwrap();
+        assert_eq!(o.attempts_of(rows[1].id).await, Some(3));
+        // Many callers at once: batched, every one answered.
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let o = o.clone();
+                let n = n.clone();
+                tokio::spawn(async move { o.enqueue(&["c".into()], &n).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().len(), 1);
+        }
+        assert_eq!(o.depth("c"), 200);
+        assert_eq!(o.purge_notifier("c").await.unwrap(), 200);
+        assert_eq!(o.depth("c"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_does_not_undo_the_others_in_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Arc::new(Outbox::open(dir.path()).await.unwrap());
+        let n = Notification::test_sample();
+        // Only inserts for notifier "bad" fail.
+        o.call(|conn, _| {
+            conn.execute_batch(
+                "CREATE TRIGGER fail_bad BEFORE INSERT ON outbox WHEN NEW.notifier = 'bad'
+                 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let tasks: Vec<_> = ["good", "bad", "good"]
+            .into_iter()
+            .map(|name| {
+                let (o, n) = (o.clone(), n.clone());
+                tokio::spawn(async move { o.enqueue(&[name.to_string()], &n).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap().is_ok());
+        }
+        assert_eq!(results, vec![true, false, true]);
+        assert_eq!((o.depth("good"), o.depth("bad")), (2, 0));
+        assert_eq!(o.next("good", 0, 10).await.unwrap().len(), 2);
     }
 }

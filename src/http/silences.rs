@@ -85,6 +85,7 @@ pub async fn create(
     };
     let s = e
         .add_silence(s)
+        .await
         .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     tracing::info!(id = %s.id, matchers = ?s.matchers, "silence created");
     Ok(Json(s.to_json(now)))
@@ -105,7 +106,7 @@ pub async fn expire(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let e = engine(&st)?;
-    match e.expire_silence(&id) {
+    match e.expire_silence(&id).await {
         Ok(Some(s)) => {
             tracing::info!(id = %s.id, "silence expired");
             Ok(Json(s.to_json(SystemTime::now())))

@@ -1,7 +1,7 @@
 //! Alerting (SPEC §7) against real receivers: HTTP (Slack, webhook), SMTP (aiosmtpd),
 //! Alertmanager. The lifecycle rules themselves (for, grouping, flapping, dependencies,
 //! connectivity, silences, repeat, restore) are unit-tested on the state machine in
-//! `src/alert/engine.rs` with a synthetic clock; here they run end to end over sockets.
+//! `src/alert/engine/tests.rs` with a synthetic clock; here they run end to end over sockets.
 
 mod alertmanager;
 mod config;
@@ -44,7 +44,10 @@ impl AlertAgent {
         let cfg = lifeline::config::load(&path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"));
         let metrics = lifeline::metrics::Metrics::new();
-        let engine = AlertEngine::start(&cfg, metrics.clone()).expect("start alerting");
+        let engine =
+            AlertEngine::start(&cfg, metrics.clone(), lifeline::net::http_client::shared())
+                .await
+                .expect("start alerting");
         let observers: lifeline::events::Observers =
             Arc::new(vec![engine.clone() as Arc<dyn lifeline::events::Observer>]);
         let agent = Agent::new(cfg, metrics, observers);

@@ -1,0 +1,331 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::alert::{NoteStatus, Notification};
+use crate::health::Status;
+
+fn route(name: &str, for_: u64, group_wait: u64) -> RouteConfig {
+    RouteConfig {
+        name: name.into(),
+        matchers: BTreeMap::new(),
+        notifiers: vec!["hook".into()],
+        for_: Duration::from_secs(for_),
+        group_wait: Duration::from_secs(group_wait),
+        repeat_interval: Duration::from_secs(4 * 3600),
+        send_resolved: true,
+        flap_threshold: 6,
+        flap_window: Duration::from_secs(600),
+    }
+}
+
+struct T {
+    core: Core,
+    t0: Instant,
+    w0: SystemTime,
+    now: Duration,
+    status: HashMap<String, Status>,
+    sent: Vec<Notification>,
+}
+
+impl T {
+    fn new(routes: Vec<RouteConfig>, checks: &[&str]) -> Self {
+        Self::with(Setup {
+            routes,
+            checks: checks.iter().map(|c| c.to_string()).collect(),
+            agent_url: "http://127.0.0.1:9477".into(),
+            ..Setup::default()
+        })
+    }
+    fn with(setup: Setup) -> Self {
+        let t0 = Instant::now();
+        Self {
+            core: Core::new(setup, t0),
+            t0,
+            w0: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            now: Duration::ZERO,
+            status: HashMap::new(),
+            sent: Vec::new(),
+        }
+    }
+    fn set(&mut self, check: &str, status: Status) {
+        let prev = self
+            .status
+            .insert(check.to_string(), status)
+            .unwrap_or(Status::Connecting);
+        self.core.change(Snap {
+            name: check.into(),
+            kind: "tcp".into(),
+            labels: BTreeMap::new(),
+            status,
+            previous: prev,
+            error_kind: status.is_failing().then(|| "refused".to_string()),
+            message: String::new(),
+            score: Some(0),
+            at: self.t0 + self.now,
+            at_wall: self.w0 + self.now,
+        });
+        self.eval();
+    }
+    fn eval(&mut self) {
+        self.core.evaluate(self.t0 + self.now, self.w0 + self.now);
+        for a in self.core.take_actions() {
+            if let Action::Send { note, .. } = a {
+                self.sent.push(note);
+            }
+        }
+    }
+    /// Advances the clock, running every deadline on the way.
+    fn advance(&mut self, secs: u64) {
+        let end = self.now + Duration::from_secs(secs);
+        while let Some(d) = self.core.deadline() {
+            let at = d.duration_since(self.t0);
+            if at > end {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.eval();
+        }
+        self.now = end;
+        self.eval();
+    }
+    fn statuses(&self) -> Vec<(&'static str, usize)> {
+        self.sent
+            .iter()
+            .map(|n| (n.status.as_str(), n.alerts.len()))
+            .collect()
+    }
+}
+
+#[test]
+fn a_failure_shorter_than_for_sends_nothing() {
+    let mut t = T::new(vec![route("r", 30, 0)], &["db"]);
+    t.set("db", Status::Healthy);
+    t.set("db", Status::Unhealthy);
+    t.advance(29);
+    t.set("db", Status::Healthy);
+    t.advance(3600);
+    assert!(t.sent.is_empty(), "{:?}", t.statuses());
+    t.set("db", Status::Unhealthy);
+    t.advance(30);
+    assert_eq!(t.statuses(), vec![("firing", 1)]);
+}
+
+#[test]
+fn storm_of_fifty_is_one_notification_and_one_resolve() {
+    let names: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut t = T::new(vec![route("r", 0, 10)], &refs);
+    for n in &names {
+        t.set(n, Status::Healthy);
+    }
+    for (i, n) in names.iter().enumerate() {
+        if i % 10 == 0 {
+            t.advance(1);
+        }
+        t.set(n, Status::Disconnected);
+    }
+    t.advance(60);
+    assert_eq!(t.statuses(), vec![("firing", 50)]);
+    let key = t.sent[0].dedupe_key.clone();
+    for n in &names {
+        t.set(n, Status::Healthy);
+    }
+    t.advance(60);
+    assert_eq!(t.statuses(), vec![("firing", 50), ("resolved", 50)]);
+    assert_eq!(t.sent[1].dedupe_key, key);
+}
+
+#[test]
+fn flapping_sends_one_flapping_notification_then_holds() {
+    let mut t = T::new(vec![route("r", 0, 0)], &["db"]);
+    t.set("db", Status::Healthy);
+    for _ in 0..20 {
+        t.advance(5);
+        t.set("db", Status::Unhealthy);
+        t.advance(5);
+        t.set("db", Status::Healthy);
+    }
+    let flapping = t
+        .sent
+        .iter()
+        .filter(|n| n.status == NoteStatus::Flapping)
+        .count();
+    assert_eq!(flapping, 1, "{:?}", t.statuses());
+    // Before detection: fire/resolve pairs for the first flips only (threshold 6).
+    assert!(t.sent.len() <= 1 + 6, "{:?}", t.statuses());
+    let before = t.sent.len();
+    // Stable (failing) for the whole window: one firing, held no longer.
+    t.set("db", Status::Unhealthy);
+    t.advance(599);
+    assert_eq!(t.sent.len(), before);
+    t.advance(2);
+    assert_eq!(t.sent.last().map(|n| n.status), Some(NoteStatus::Firing));
+}
+
+#[test]
+fn failing_dependency_holds_dependents_but_not_their_resolves() {
+    let mut setup = Setup {
+        routes: vec![route("r", 0, 0)],
+        checks: ["gw", "app", "api"].iter().map(|s| s.to_string()).collect(),
+        ..Setup::default()
+    };
+    setup.depends_on.insert("app".into(), vec!["gw".into()]);
+    setup.depends_on.insert("api".into(), vec!["gw".into()]);
+    let mut t = T::with(setup);
+    for c in ["gw", "app", "api"] {
+        t.set(c, Status::Healthy);
+    }
+    // api fails first: it fires.
+    t.set("api", Status::Unhealthy);
+    assert_eq!(t.statuses(), vec![("firing", 1)]);
+    // The dependency fails, then app: only gw pages.
+    t.set("gw", Status::Unhealthy);
+    t.set("app", Status::Unhealthy);
+    t.advance(60);
+    let checks: Vec<&str> = t
+        .sent
+        .iter()
+        .flat_map(|n| n.alerts.iter().map(|a| a.check.as_str()))
+        .collect();
+    assert_eq!(checks, vec!["api", "gw"]);
+    // The already-firing dependent still gets its resolve while gw is down.
+    t.set("api", Status::Healthy);
+    assert_eq!(
+        t.sent
+            .last()
+            .map(|n| (n.status, n.alerts[0].check.as_str())),
+        Some((NoteStatus::Resolved, "api"))
+    );
+    // gw recovers, app recovers within `for` (0 here: at once) – app never pages.
+    t.set("app", Status::Healthy);
+    t.set("gw", Status::Healthy);
+    t.advance(60);
+    assert!(
+        !t.sent
+            .iter()
+            .any(|n| n.alerts.iter().any(|a| a.check == "app")),
+        "{:?}",
+        t.sent
+    );
+}
+
+#[test]
+fn connectivity_outage_pages_once() {
+    let mut names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    names.push("gateway".into());
+    names.push("dns".into());
+    let mut t = T::with(Setup {
+        routes: vec![route("r", 10, 5)],
+        checks: names.iter().cloned().collect(),
+        connectivity: vec!["gateway".into(), "dns".into()],
+        ..Setup::default()
+    });
+    for n in &names {
+        t.set(n, Status::Healthy);
+    }
+    t.set("gateway", Status::Unhealthy);
+    t.set("dns", Status::Unhealthy);
+    for n in names.iter().take(20) {
+        t.set(n, Status::Disconnected);
+    }
+    t.advance(3600);
+    assert_eq!(t.sent.len(), 1, "{:?}", t.statuses());
+    assert!(t.sent[0].offline);
+    assert_eq!(t.sent[0].alertname(), "LifelineAgentOffline");
+    // Network back, targets recover within `for`: one resolve, nothing else.
+    t.set("dns", Status::Healthy);
+    t.set("gateway", Status::Healthy);
+    t.advance(5);
+    for n in names.iter().take(20) {
+        t.set(n, Status::Healthy);
+    }
+    t.advance(3600);
+    assert_eq!(t.statuses(), vec![("firing", 2), ("resolved", 2)]);
+    assert_eq!(t.sent[0].dedupe_key, t.sent[1].dedupe_key);
+}
+
+#[test]
+fn repeat_interval_resends_with_the_same_key() {
+    let mut r = route("r", 0, 0);
+    r.repeat_interval = Duration::from_secs(3600);
+    let mut t = T::new(vec![r], &["db"]);
+    t.set("db", Status::Unhealthy);
+    t.advance(3600 * 3 + 10);
+    assert_eq!(t.statuses(), vec![("firing", 1); 4]);
+    assert!(t.sent.iter().all(|n| n.dedupe_key == t.sent[0].dedupe_key));
+}
+
+#[test]
+fn silence_holds_until_it_ends() {
+    let mut t = T::new(vec![route("r", 0, 0)], &["db", "cache"]);
+    let w0 = t.w0;
+    t.core.set_api_silences(vec![Silence {
+        id: "s".into(),
+        matchers: [("check".to_string(), "db".to_string())].into(),
+        starts_at: w0,
+        ends_at: w0 + Duration::from_secs(100),
+        comment: String::new(),
+        from_config: false,
+    }]);
+    t.set("db", Status::Unhealthy);
+    t.set("cache", Status::Unhealthy);
+    assert_eq!(t.sent.len(), 1);
+    assert_eq!(t.sent[0].alerts[0].check, "cache");
+    t.advance(99);
+    assert_eq!(t.sent.len(), 1);
+    t.advance(2);
+    assert_eq!(t.sent.len(), 2);
+    assert_eq!(t.sent[1].alerts[0].check, "db");
+}
+
+#[test]
+fn restored_alert_is_not_resent_and_resolves() {
+    let mut t = T::new(vec![route("r", 30, 0)], &["db"]);
+    let wall = t.w0;
+    t.core.restore(
+        vec![SavedAlert {
+            route: "r".into(),
+            check: "db".into(),
+            dedupe_key: "k1".into(),
+            started_ms: unix_ms(wall) - 60_000,
+            last_sent_ms: unix_ms(wall) - 60_000,
+        }],
+        t.t0,
+        wall,
+    );
+    t.set("db", Status::Unhealthy);
+    t.advance(600);
+    assert!(t.sent.is_empty(), "{:?}", t.statuses());
+    t.set("db", Status::Healthy);
+    assert_eq!(t.statuses(), vec![("resolved", 1)]);
+    assert_eq!(t.sent[0].dedupe_key, "k1");
+}
+
+#[test]
+fn reload_adds_routes_for_already_failing_checks_and_forgets_removed_ones() {
+    let mut t = T::new(vec![route("a", 0, 0)], &["db"]);
+    t.set("db", Status::Unhealthy);
+    assert_eq!(t.statuses(), vec![("firing", 1)]);
+    t.core.reload(Setup {
+        routes: vec![route("b", 0, 0)],
+        checks: ["db".to_string()].into(),
+        ..Setup::default()
+    });
+    let forgot = t.core.take_actions();
+    assert!(
+        forgot.contains(&Action::Forget {
+            route: "a".into(),
+            check: "db".into()
+        }),
+        "{forgot:?}"
+    );
+    t.advance(1);
+    assert_eq!(t.sent.last().map(|n| n.route.as_str()), Some("b"));
+}
+
+#[test]
+fn keys_are_stable() {
+    assert_eq!(dedupe_key(&["r", "a", "1"]), dedupe_key(&["r", "a", "1"]));
+    assert_ne!(dedupe_key(&["r", "a1"]), dedupe_key(&["r", "a", "1"]));
+    assert_eq!(dedupe_key(&["x"]).len(), 32);
+}
