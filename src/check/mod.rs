@@ -28,8 +28,8 @@ pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,6 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
 
 /// A boxed, sendable future (kinds are used as trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

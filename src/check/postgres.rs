@@ -27,8 +27,8 @@ use tokio_postgres::tls::{MakeTlsConnect, NoTls, TlsConnect};
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
 use super::ParseCx;
+use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
 use super::tls;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
 use super::ParseCx;
+use super::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
 use super::tls::{self, TlsOptions};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-pub use super::ParseCx;
 use super::KindSpec;
+pub use super::ParseCx;
 use crate::config::raw::Table;
 
 /// Reads a kind's keys from a `[[checks]]` table. Errors go to the table's loader;
