@@ -10,6 +10,7 @@ mod plugins;
 mod sip;
 mod status_page;
 mod store;
+mod web;
 
 mod alerting;
 mod socketio;
