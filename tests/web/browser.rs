@@ -217,3 +217,47 @@ async fn metrics_are_gzipped_when_the_scraper_accepts_it() {
     );
     a.stop().await;
 }
+
+#[test]
+fn the_shipped_config_documents_the_new_agent_keys_with_their_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let src = std::fs::read_to_string(&path).unwrap();
+    let keys = [
+        "public_paths",
+        "allowed_origins",
+        "allowed_hosts",
+        "header_timeout",
+        "idle_timeout",
+        "request_timeout",
+        "write_timeout",
+        "max_connections",
+        "max_streams",
+        "max_body_bytes",
+    ];
+    let mut found = 0;
+    let text: String = src
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(&format!("{k} "))) => {
+                found += 1;
+                format!("{rest}\n")
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_eq!(found, keys.len(), "every key is shown in config.toml");
+    let c = lifeline::config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.agent.http, lifeline::config::HttpLimits::default());
+    let bad = lifeline::config::parse(
+        &path,
+        "[agent]\nheader_timeout = \"0s\"\nallowed_origins = [\"https://a.example/path\"]\n",
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains(":2:18: `header_timeout` must be greater than 0"),
+        "{bad}"
+    );
+    assert!(bad.contains(":3:20: `allowed_origins`"), "{bad}");
+}
