@@ -196,9 +196,10 @@ impl Agent {
     /// Loads the config file again and applies it; an invalid file changes nothing.
     pub async fn reload(&self) -> Result<(), ConfigErrors> {
         let path = self.config.load().path.clone();
+        let options = self.config.load().options.clone();
         let loaded = {
             let p = path.clone();
-            tokio::task::spawn_blocking(move || crate::config::load(&p))
+            tokio::task::spawn_blocking(move || crate::config::load_with(&p, &options))
                 .await
                 .unwrap_or_else(|e| {
                     Err(ConfigErrors(vec![crate::config::ConfigError {

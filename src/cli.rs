@@ -11,6 +11,10 @@ pub struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = "config.toml")]
     pub config: PathBuf,
+    /// Web configuration (TLS, basic auth, headers) in the Prometheus exporter-toolkit
+    /// format; overrides `[agent] web_config`. Re-read on reload.
+    #[arg(long = "web.config.file", global = true, value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use lifeline::check::{Outcome, Verdict};
 use lifeline::cli::{Cli, Command};
-use lifeline::config::{CheckConfig, Config};
+use lifeline::config::{CheckConfig, Config, LoadOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,11 +23,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let opts = LoadOptions {
+        web_config: cli.web_config_file.clone(),
+    };
     rt.block_on(async {
         match cli.command {
-            Command::Validate => validate(&cli.config),
-            Command::Run => run(&cli.config).await,
-            Command::Check { json, names } => check(&cli.config, json, names).await,
+            Command::Validate => validate(&cli.config, &opts),
+            Command::Run => run(&cli.config, &opts).await,
+            Command::Check { json, names } => check(&cli.config, &opts, json, names).await,
             Command::Plugin {
                 action: lifeline::cli::PluginCommand::Inspect { file },
             } => inspect_plugin(&file),
@@ -37,7 +40,7 @@ fn main() -> ExitCode {
                 until,
                 limit,
                 json,
-            } => history(&cli.config, &name, &since, &until, limit, json),
+            } => history(&cli.config, &opts, &name, &since, &until, limit, json),
         }
     })
 }
@@ -60,8 +63,8 @@ fn inspect_plugin(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    lifeline::config::load(path).map_err(|errs| {
+fn load(path: &std::path::Path, opts: &LoadOptions) -> Result<Config, ExitCode> {
+    lifeline::config::load_with(path, opts).map_err(|errs| {
         for e in &errs.0 {
             eprintln!("{e}");
         }
@@ -75,8 +78,8 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn validate(path: &std::path::Path) -> ExitCode {
-    match load(path) {
+fn validate(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
+    match load(path, opts) {
         Ok(c) => {
             println!("{}: ok ({} checks)", path.display(), c.checks.len());
             ExitCode::SUCCESS
@@ -85,11 +88,14 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run(path: &std::path::Path) -> ExitCode {
-    let config = match load(path) {
+async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
+    let config = match load(path, opts) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(n) = lifeline::http::raise_nofile_limit() {
+        tracing::debug!(nofile = n, "open file limit");
+    }
     let listen = config.agent.listen;
     let metrics = lifeline::metrics::Metrics::new();
     metrics.reload(true);
@@ -143,7 +149,14 @@ async fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     agent.apply().await;
-    tracing::info!(%listen, checks = agent.states().names().len(), "lifeline running");
+    let tls = agent
+        .config
+        .load()
+        .agent
+        .web
+        .as_ref()
+        .is_some_and(|w| w.tls.is_some());
+    tracing::info!(%listen, tls, checks = agent.states().names().len(), "lifeline running");
     let server = tokio::spawn(lifeline::http::serve(
         listener,
         lifeline::http::AppState {
@@ -196,8 +209,13 @@ fn status_of(o: &Outcome, c: &CheckConfig) -> &'static str {
     }
 }
 
-async fn check(path: &std::path::Path, json: bool, names: Vec<String>) -> ExitCode {
-    let config = match load(path) {
+async fn check(
+    path: &std::path::Path,
+    opts: &LoadOptions,
+    json: bool,
+    names: Vec<String>,
+) -> ExitCode {
+    let config = match load(path, opts) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -264,13 +282,14 @@ async fn check(path: &std::path::Path, json: bool, names: Vec<String>) -> ExitCo
 /// `lifeline history NAME`: exit 0, 1 store unreadable, 2 invalid config, 3 unknown check.
 fn history(
     path: &std::path::Path,
+    opts: &LoadOptions,
     name: &str,
     since: &str,
     until: &str,
     limit: usize,
     json: bool,
 ) -> ExitCode {
-    let config = match load(path) {
+    let config = match load(path, opts) {
         Ok(c) => c,
         Err(code) => return code,
     };

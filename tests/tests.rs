@@ -14,6 +14,7 @@ mod plugins;
 mod sip;
 mod status_page;
 mod store;
+mod web;
 
 mod alerting;
 mod socketio;

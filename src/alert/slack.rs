@@ -28,9 +28,17 @@ impl Slack {
             default_text(n)
         });
         serde_json::json!({
-            "text": format!("{} *{}*\n{}", emoji(n), title, text.trim_end()),
+            "text": format!("{} *{}*\n{}", emoji(n), escape(&title), escape(text.trim_end())),
         })
     }
+}
+
+/// Slack's control characters: peer text (errors, messages) must not turn into
+/// `<!channel>` pings or `<url|forged>` links.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Notifier for Slack {
@@ -43,5 +51,16 @@ impl Notifier for Slack {
                 .map_err(|e| NotifyError::Permanent(e.to_string()))?;
             super::webhook::post(&self.http, webhook_url.expose(), body, &[]).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peer_text_cannot_ping_or_forge_links() {
+        assert_eq!(
+            super::escape("<!channel> see <http://x|bank> & co"),
+            "&lt;!channel&gt; see &lt;http://x|bank&gt; &amp; co"
+        );
     }
 }

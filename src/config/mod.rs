@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use crate::secret::Secret;
 pub use error::{ConfigError, ConfigErrors};
-pub use validate::{load, parse};
+pub use validate::{load, load_with, parse, parse_with};
 
 use crate::check::{KindSpec, Mode};
 
@@ -33,6 +33,48 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
     /// `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
     pub alerting: crate::alert::AlertConfig,
+    /// What the command line added to the file (kept so a reload reads the same way).
+    pub options: LoadOptions,
+}
+
+/// Settings from the command line that change how the config file is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--web.config.file`: overrides `[agent] web_config`.
+    pub web_config: Option<PathBuf>,
+}
+
+/// Limits of the agent's own HTTP server (`[agent]` keys; see `docs/security.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// `header_timeout`: a request's head (and a TLS handshake) must arrive within this.
+    pub header_timeout: Duration,
+    /// `idle_timeout`: a keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// `request_timeout`: non-streaming routes answer within this or `503`.
+    pub request_timeout: Duration,
+    /// `write_timeout`: a client that accepts no bytes for this long is dropped.
+    pub write_timeout: Duration,
+    /// `max_connections`: open connections past this are closed at once.
+    pub max_connections: usize,
+    /// `max_streams`: SSE and WebSocket clients past this get `503`.
+    pub max_streams: usize,
+    /// `max_body_bytes`: larger request bodies get `413`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_streams: 64,
+            max_body_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// `[agent]`.
@@ -50,6 +92,19 @@ pub struct AgentConfig {
     pub shard: Option<Shard>,
     /// `[agent.connectivity] checks = [...]`: checks that prove the agent's network.
     pub connectivity: Vec<String>,
+    /// `web_config`, resolved against the config file's directory (before the
+    /// `--web.config.file` override).
+    pub web_config_path: Option<PathBuf>,
+    /// `web_config` / `--web.config.file`, loaded: TLS, basic auth, response headers.
+    pub web: Option<Arc<crate::http::web_config::WebConfig>>,
+    /// `public_paths`: routes readable without basic auth (`/-/healthy`, `/-/ready` always).
+    pub public_paths: Vec<String>,
+    /// `allowed_origins`: browser origins accepted besides the agent's own.
+    pub allowed_origins: Vec<String>,
+    /// `allowed_hosts`: if not empty, other `Host` headers get `421`.
+    pub allowed_hosts: Vec<String>,
+    /// Limits of the HTTP server.
+    pub http: HttpLimits,
 }
 
 /// `shard = "i/n"`: this agent runs the checks whose name hashes to `i` (1-based) of `n`.

@@ -11,13 +11,18 @@ use toml::de::DeTable;
 use super::raw::{Loader, Table};
 use super::{
     AgentConfig, BackoffConfig, CheckConfig, Config, ConfigError, ConfigErrors, HeartbeatConfig,
-    HistoryConfig, Shard, Timing,
+    HistoryConfig, HttpLimits, LoadOptions, Shard, Timing,
 };
 use crate::check::Mode;
 use crate::check::registry::{self, ParseCx};
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// As [`load`], with command-line options (kept in the result for reloads).
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config, ConfigErrors> {
     let src = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: path.to_path_buf(),
@@ -26,11 +31,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read config: {e}"),
         }])
     })?;
-    parse(path, &src)
+    parse_with(path, &src, options)
 }
 
 /// Validates `src`, the text of the file at `path`.
 pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
+    parse_with(path, src, &LoadOptions::default())
+}
+
+/// As [`parse`], with command-line options. The web config file (`[agent] web_config`
+/// or `--web.config.file`) is read too; its errors carry its own path.
+pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Config, ConfigErrors> {
     let cx = Loader::new(path, src);
     let doc = match DeTable::parse(src) {
         Ok(d) => d,
@@ -41,12 +52,34 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
         }
     };
     let root = Table::new(&cx, doc.get_ref(), 0..0);
-    let config = read_config(&root, path);
+    let mut config = read_config(&root, path);
     root.finish();
-    if cx.diag.is_clean() {
-        config.ok_or_else(|| cx.diag.finish())
+    let mut errors = if cx.diag.is_clean() && config.is_some() {
+        Vec::new()
     } else {
-        Err(cx.diag.finish())
+        cx.diag.finish().0
+    };
+    let web_path = options.web_config.clone().or_else(|| {
+        config
+            .as_ref()
+            .and_then(|c| c.agent.web_config_path.clone())
+    });
+    if let Some(wp) = web_path {
+        match crate::http::web_config::load(&wp) {
+            Ok(w) => {
+                if let Some(c) = config.as_mut() {
+                    c.agent.web = Some(std::sync::Arc::new(w));
+                }
+            }
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    match config {
+        Some(mut c) if errors.is_empty() => {
+            c.options = options.clone();
+            Ok(c)
+        }
+        _ => Err(ConfigErrors(errors)),
     }
 }
 
@@ -125,6 +158,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         history: history?,
         checks,
         alerting: alerting?,
+        options: LoadOptions::default(),
     })
 }
 
@@ -152,6 +186,12 @@ fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
         api_token: None,
         shard: None,
         connectivity: Vec::new(),
+        web_config_path: None,
+        web: None,
+        public_paths: Vec::new(),
+        allowed_origins: Vec::new(),
+        allowed_hosts: Vec::new(),
+        http: HttpLimits::default(),
     };
     let Some(t) = root.table("agent") else {
         return Some(agent);
@@ -198,8 +238,68 @@ fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
         }
         c.finish();
     }
+    read_web_keys(&t, &mut agent);
     t.finish();
     ok.then_some(agent)
+}
+
+/// The `[agent]` keys of the agent's own HTTP surface (see `docs/security.md`).
+fn read_web_keys(t: &Table<'_, '_>, agent: &mut AgentConfig) {
+    if let Some(p) = t.str("web_config") {
+        agent.web_config_path = Some(t.loader().base.join(p.value));
+    }
+    let list = |key: &'static str| t.str_list(key).unwrap_or_default();
+    let values = |l: Vec<super::raw::Str>| l.into_iter().map(|s| s.value).collect();
+    let public = list("public_paths");
+    for p in public.iter().filter(|p| !p.value.starts_with('/')) {
+        t.error(
+            p.span.clone(),
+            format!("`public_paths`: `{}` must start with `/`", p.value),
+        );
+    }
+    agent.public_paths = values(public);
+    let origins = list("allowed_origins");
+    for o in &origins {
+        let ok = o.value == "*"
+            || url::Url::parse(&o.value)
+                .is_ok_and(|u| u.has_host() && u.path() == "/" && !o.value.ends_with('/'));
+        if !ok {
+            t.error(
+                o.span.clone(),
+                format!(
+                    "`allowed_origins`: `{}` must be \"*\" or SCHEME://HOST[:PORT] without a path",
+                    o.value
+                ),
+            );
+        }
+    }
+    agent.allowed_origins = values(origins);
+    agent.allowed_hosts = values(list("allowed_hosts"));
+    let h = &mut agent.http;
+    let positive = |key: &'static str, slot: &mut Duration| {
+        if let Some(d) = t.duration(key) {
+            if d.is_zero() {
+                if let Some(v) = t.raw(key) {
+                    t.error(v.span(), format!("`{key}` must be greater than 0"));
+                }
+            } else {
+                *slot = d;
+            }
+        }
+    };
+    positive("header_timeout", &mut h.header_timeout);
+    positive("idle_timeout", &mut h.idle_timeout);
+    positive("request_timeout", &mut h.request_timeout);
+    positive("write_timeout", &mut h.write_timeout);
+    if let Some(n) = t.int("max_connections", 1..=1_000_000) {
+        h.max_connections = n as usize;
+    }
+    if let Some(n) = t.int("max_streams", 0..=1_000_000) {
+        h.max_streams = n as usize;
+    }
+    if let Some(n) = t.int("max_body_bytes", 1..=1 << 30) {
+        h.max_body_bytes = n as usize;
+    }
 }
 
 fn read_history(root: &Table<'_, '_>) -> Option<HistoryConfig> {

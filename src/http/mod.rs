@@ -1,20 +1,25 @@
 //! The HTTP interface (SPEC §5): `app(state)` builds the router that tests call directly.
 
 pub mod api;
+pub mod auth;
 pub mod events;
+pub mod guard;
 pub mod history;
 pub mod page;
+pub mod serve;
 pub mod silences;
+pub mod web_config;
+
+pub use serve::{raise_nofile_limit, serve};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::app::Agent;
@@ -62,17 +67,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router: every SPEC §5 route.
+/// The router: every SPEC §5 route, `/-/healthy` and `/-/ready`, behind the
+/// [`guard`] middleware. `request_timeout` is read from the config at build time.
 pub fn app(state: AppState) -> Router {
+    let request_timeout = state.agent.config.load().agent.http.request_timeout;
     let timed = Router::new()
         .route("/", get(page::status_page))
-        .route("/metrics", get(api::metrics))
+        .route(
+            "/metrics",
+            get(api::metrics).layer(CompressionLayer::new().gzip(true)),
+        )
         .route("/health", get(api::health))
         .route("/health/detailed", get(api::detailed))
         .route("/health/service/{name}", get(api::service))
         .route("/health/force-check", post(api::force_all))
         .route("/health/service/{name}/check", post(api::force_one))
         .route("/-/reload", post(api::reload))
+        .route("/-/healthy", get(ok))
+        .route("/-/ready", get(ok))
         .route("/api/v1/checks/{name}/history", get(history::history))
         .route("/api/v1/checks/{name}/uptime", get(history::uptime))
         .route(
@@ -85,52 +97,23 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(60),
+            request_timeout,
         ));
     let streaming = Router::new()
         .route("/api/v1/events", get(events::sse))
         .route("/ws", get(events::ws));
+    let g = guard::Guard {
+        st: state.clone(),
+        streams: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
     timed
         .merge(streaming)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(g, guard::guard))
         .with_state(state)
 }
 
-/// POST (and DELETE) routes need `Authorization: Bearer <api_token>` when one is set.
-async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() == Method::POST || req.method() == Method::DELETE {
-        let cfg = st.agent.config.load();
-        if let Some(tok) = &cfg.agent.api_token {
-            let given = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !constant_time_eq(given.as_bytes(), tok.expose().as_bytes()) {
-                return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
-                    .into_response();
-            }
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Serves `app` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// `GET /-/healthy`, `GET /-/ready`: the server answers (nothing else is said).
+async fn ok() -> &'static str {
+    "OK"
 }

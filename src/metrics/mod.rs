@@ -48,6 +48,10 @@ pub struct Metrics {
     pub events_dropped: IntCounterVec,
     reload_ok: IntGauge,
     reload_ts: Gauge,
+    http_requests: IntCounterVec,
+    /// `lifeline_http_connections`: open connections to the agent's HTTP server.
+    pub http_connections: IntGauge,
+    http_rejected: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -149,8 +153,26 @@ impl Metrics {
                 "Timestamp of the last successful configuration reload.",
             ))
             .expect("valid metric"),
+            http_requests: cv(
+                "lifeline_http_requests_total",
+                "HTTP requests served, by route template and status code.",
+                &["route", "code"],
+            ),
+            http_connections: IntGauge::with_opts(opts(
+                "lifeline_http_connections",
+                "Open connections to the agent's HTTP server.",
+            ))
+            .expect("valid metric"),
+            http_rejected: cv(
+                "lifeline_http_rejected_total",
+                "Connections and requests refused or cut by a limit or a safety check.",
+                &["reason"],
+            ),
             registry,
         };
+        for r in HttpRejected::ALL {
+            m.http_rejected.with_label_values(&[r.as_str()]);
+        }
         let build = igv("lifeline_build_info", "Build information.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let r = &m.registry;
@@ -170,6 +192,9 @@ impl Metrics {
             Box::new(m.events_dropped.clone()),
             Box::new(m.reload_ok.clone()),
             Box::new(m.reload_ts.clone()),
+            Box::new(m.http_requests.clone()),
+            Box::new(m.http_connections.clone()),
+            Box::new(m.http_rejected.clone()),
             Box::new(build),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -260,6 +285,80 @@ impl Metrics {
         self.reload_ok.set(i64::from(ok));
         if ok {
             self.reload_ts.set(unix_now());
+        }
+    }
+}
+
+impl Metrics {
+    /// One answered HTTP request: `route` is the matched route template.
+    pub fn http_request(&self, route: &str, code: u16) {
+        let mut buf = itoa::Buffer::new();
+        self.http_requests
+            .with_label_values(&[route, buf.format(code)])
+            .inc();
+    }
+
+    /// A connection or request refused or cut.
+    pub fn http_rejected(&self, reason: HttpRejected) {
+        self.http_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+}
+
+/// `reason` label of `lifeline_http_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRejected {
+    /// `max_connections` reached: the connection was closed at once.
+    ConnectionLimit,
+    /// `max_streams` reached: `503`.
+    StreamLimit,
+    /// The request head did not arrive within `header_timeout`.
+    HeaderTimeout,
+    /// The TLS handshake failed or did not finish within `header_timeout`.
+    TlsHandshake,
+    /// The client accepted no bytes for `write_timeout`.
+    WriteTimeout,
+    /// Missing or wrong credentials: `401`.
+    Unauthorized,
+    /// A browser `Origin` that is not allowed: `403`.
+    Origin,
+    /// A `Host` not in `allowed_hosts`: `421`.
+    Host,
+    /// A form-like POST without a token: `415`.
+    ContentType,
+    /// A body over `max_body_bytes`: `413`.
+    BodyTooLarge,
+}
+
+impl HttpRejected {
+    /// Every reason (their series start at 0).
+    pub const ALL: [Self; 10] = [
+        Self::ConnectionLimit,
+        Self::StreamLimit,
+        Self::HeaderTimeout,
+        Self::TlsHandshake,
+        Self::WriteTimeout,
+        Self::Unauthorized,
+        Self::Origin,
+        Self::Host,
+        Self::ContentType,
+        Self::BodyTooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConnectionLimit => "connection_limit",
+            Self::StreamLimit => "stream_limit",
+            Self::HeaderTimeout => "header_timeout",
+            Self::TlsHandshake => "tls_handshake",
+            Self::WriteTimeout => "write_timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::Origin => "origin",
+            Self::Host => "host",
+            Self::ContentType => "content_type",
+            Self::BodyTooLarge => "body_too_large",
         }
     }
 }
