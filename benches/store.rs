@@ -6,7 +6,6 @@
 // threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,27 +30,14 @@ fn cpu() -> Duration {
 
 fn states() -> Vec<CheckState> {
     (0..CHECKS)
-        .map(|i| CheckState {
-            name: format!("check-{i:05}"),
-            kind: "tcp",
-            mode: Mode::Probe,
-            labels: BTreeMap::new(),
-            status: Status::Healthy,
-            score: Some(100),
-            latency_ms: Some(1.5),
-            consecutive_failures: 0,
-            consecutive_successes: 1,
-            attempt: 0,
-            next_attempt_at: None,
-            last_success_at: Some(std::time::SystemTime::now()),
-            since: None,
-            last_error: None,
-            error_kind: None,
-            heartbeat_age_ms: None,
-            message: String::new(),
-            details: BTreeMap::new(),
-            weight: 1.0,
-            critical: true,
+        .map(|i| {
+            let mut s = CheckState::unknown(&format!("check-{i:05}"), "tcp", Mode::Probe);
+            s.status = Status::Healthy;
+            s.score = Some(100);
+            s.latency_ms = Some(1.5);
+            s.consecutive_successes = 1;
+            s.last_success_at = Some(std::time::SystemTime::now());
+            s
         })
         .collect()
 }

@@ -611,7 +611,7 @@ mod tests {
 
     #[test]
     fn constructors_take_the_state_after_the_fact() {
-        let mut s = CheckState::for_test("db", Mode::Probe);
+        let mut s = CheckState::unknown("db", "tcp", Mode::Probe);
         s.status = Status::Unhealthy;
         s.error_kind = Some(ErrorKind::Timeout);
         let f = Event::failed(&s, Status::Healthy, 3, ErrorKind::Refused);

@@ -176,11 +176,21 @@ pub struct CheckState {
 impl CheckState {
     /// The initial (unknown) state of a configured check.
     pub fn new(c: &CheckConfig) -> Self {
+        let mut s = Self::unknown(&c.name, c.kind, c.mode);
+        s.labels = c.labels.clone();
+        s.weight = c.weight;
+        s.critical = c.critical;
+        s
+    }
+
+    /// An unknown state with no labels, weight 1 and critical: what a check is before
+    /// its first result (tests and benchmarks start from it too).
+    pub fn unknown(name: &str, kind: &'static str, mode: Mode) -> Self {
         Self {
-            name: c.name.clone(),
-            kind: c.kind,
-            mode: c.mode,
-            labels: c.labels.clone(),
+            name: name.to_string(),
+            kind,
+            mode,
+            labels: BTreeMap::new(),
             status: Status::Unknown,
             score: None,
             latency_ms: None,
@@ -195,8 +205,8 @@ impl CheckState {
             heartbeat_age_ms: None,
             message: String::new(),
             details: BTreeMap::new(),
-            weight: c.weight,
-            critical: c.critical,
+            weight: 1.0,
+            critical: true,
         }
     }
 
@@ -555,35 +565,6 @@ impl StateTable {
 impl crate::check::StateView for StateTable {
     fn snapshot_json(&self) -> serde_json::Value {
         StateTable::snapshot_json(self)
-    }
-}
-
-#[cfg(test)]
-impl CheckState {
-    /// A fresh unknown `tcp` state, for unit tests.
-    pub(crate) fn for_test(name: &str, mode: Mode) -> Self {
-        CheckState {
-            name: name.into(),
-            kind: "tcp",
-            mode,
-            labels: BTreeMap::new(),
-            status: Status::Unknown,
-            score: None,
-            latency_ms: None,
-            consecutive_failures: 0,
-            consecutive_successes: 0,
-            attempt: 0,
-            next_attempt_at: None,
-            last_success_at: None,
-            since: None,
-            last_error: None,
-            error_kind: None,
-            heartbeat_age_ms: None,
-            message: String::new(),
-            details: BTreeMap::new(),
-            weight: 1.0,
-            critical: true,
-        }
     }
 }
 

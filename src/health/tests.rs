@@ -4,7 +4,7 @@ use crate::check::{CheckError, Outcome};
 use Status::*;
 
 fn state(mode: Mode) -> CheckState {
-    CheckState::for_test("c", mode)
+    CheckState::unknown("c", "tcp", mode)
 }
 
 fn up(ms: u64) -> Outcome {
