@@ -54,7 +54,7 @@ pub enum DnsError {
         name: String,
     },
     /// No answer within the lookup's budget.
-    #[error("resolve {name}: no answer within {}", humantime::format_duration(*budget))]
+    #[error("resolve {name}: no answer within {}", crate::time::fmt_duration(*budget))]
     Timeout {
         /// The name looked up.
         name: String,
