@@ -525,3 +525,25 @@ async fn a_silent_resolver_does_not_delay_notifications_reload_or_history() {
     let msg = v["last_error"].as_str().unwrap_or("");
     assert!(msg.contains("no answer within"), "{v}");
 }
+
+#[test]
+fn dns_servers_are_ips_with_an_optional_port() {
+    let parse = |v: &str| {
+        lifeline::config::parse(
+            Path::new("c.toml"),
+            &format!("[agent]\ndns_servers = {v}\n"),
+        )
+    };
+    let c = parse(r#"["10.0.0.2", "127.0.0.1:5353", "[::1]:53", "::1"]"#).expect("valid");
+    let want: Vec<SocketAddr> = ["10.0.0.2:53", "127.0.0.1:5353", "[::1]:53", "[::1]:53"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(c.agent.dns_servers, want);
+    let errs = parse(r#"["dns.example.com"]"#).expect_err("a name is not a server address");
+    let text = errs.to_string();
+    assert!(
+        text.contains("c.toml:2:16:") && text.contains("`dns_servers`"),
+        "{text}"
+    );
+}
