@@ -155,6 +155,34 @@ mod tests {
         assert_eq!(join_host_port("[::1]", 80), "[::1]:80");
     }
 
+    async fn closed_port() -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_hands_over_at_once() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [closed_port().await, open.local_addr().unwrap()];
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(5);
+        let s = happy_eyeballs(&addrs, deadline)
+            .await
+            .expect("second address");
+        assert_eq!(s.peer_addr().unwrap(), addrs[1]);
+        assert!(t.elapsed() < ATTEMPT_DELAY, "waited {:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn every_address_refused_is_refused() {
+        let addrs = [closed_port().await, closed_port().await];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let e = happy_eyeballs(&addrs, deadline).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+        let e = happy_eyeballs(&[], deadline).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Dns);
+    }
+
     #[test]
     fn decodes_components() {
         assert_eq!(percent_decode("p%40ss").unwrap(), "p@ss");
