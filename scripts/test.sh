@@ -16,6 +16,7 @@ PACKAGES=(
   monitoring-plugins-basic           # exec checks (check_tcp, check_dummy)
   chromium                           # status page in a headless browser
   gcc                                # C plugin example
+  dnsmasq                            # dns: a real resolver on a free port
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

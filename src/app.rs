@@ -91,6 +91,7 @@ impl Agent {
     /// checks keep their state, supervisor and session.
     pub async fn apply(&self) {
         let config = self.config.load_full();
+        crate::net::dns::configure(&config.agent.dns_servers).await;
         for p in crate::plugin::loaded() {
             self.shared
                 .metrics
@@ -283,6 +284,7 @@ impl Check for Broken {
 /// Runs checks once, without thresholds (for `lifeline check`). Kinds that read other
 /// checks (rules) run after the others.
 pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, Outcome)> {
+    crate::net::dns::configure(&config.agent.dns_servers).await;
     let env = BuildEnv {
         http: crate::net::http_client::shared(),
     };
@@ -367,6 +369,7 @@ async fn run_once(c: &CheckConfig, env: &BuildEnv, states: Arc<StateTable>) -> O
             },
         }
     };
+    let fut = crate::net::deadline::scope(c.timing.timeout, fut);
     match tokio::time::timeout(c.timing.timeout, fut).await {
         Ok(o) => o,
         Err(_) => {

@@ -9,6 +9,7 @@ mod common;
 mod ami;
 mod core;
 mod dashboards;
+mod dns;
 mod pgredis;
 mod plugins;
 mod sip;

@@ -105,6 +105,9 @@ pub struct AgentConfig {
     pub allowed_hosts: Vec<String>,
     /// Limits of the HTTP server.
     pub http: HttpLimits,
+    /// `dns_servers`: name servers to ask instead of `/etc/resolv.conf`'s (`IP` or
+    /// `IP:PORT`, port 53 by default); empty means the system's.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 /// `shard = "i/n"`: this agent runs the checks whose name hashes to `i` (1-based) of `n`.

@@ -192,6 +192,7 @@ fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
         allowed_origins: Vec::new(),
         allowed_hosts: Vec::new(),
         http: HttpLimits::default(),
+        dns_servers: Vec::new(),
     };
     let Some(t) = root.table("agent") else {
         return Some(agent);
@@ -238,9 +239,38 @@ fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
         }
         c.finish();
     }
+    for s in t.str_list("dns_servers").unwrap_or_default() {
+        match parse_dns_server(&s.value) {
+            Some(a) => agent.dns_servers.push(a),
+            None => {
+                ok = false;
+                t.error(
+                    s.span,
+                    format!(
+                        "`dns_servers`: `{}` must be an IP address or IP:PORT",
+                        s.value
+                    ),
+                );
+            }
+        }
+    }
     read_web_keys(&t, &mut agent);
     t.finish();
     ok.then_some(agent)
+}
+
+/// A `dns_servers` entry: `IP`, `IP:PORT` or `[v6]:PORT` (port 53 by default).
+fn parse_dns_server(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(s);
+    ip.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
 }
 
 /// The `[agent]` keys of the agent's own HTTP surface (see `docs/security.md`).

@@ -1,10 +1,13 @@
 //! Addresses: `host:port` parsing and formatting (IPv6 in brackets), percent-decoding of
-//! URL components, and the TCP connect every TCP-based kind starts with.
+//! URL components, and the TCP connect every TCP-based kind starts with (resolved by
+//! [`super::dns`], several addresses raced by [`happy_eyeballs`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until};
 
 use crate::check::{CheckError, ErrorKind, Phases};
 
@@ -47,31 +50,90 @@ pub fn percent_decode(s: &str) -> Result<String, NotUtf8> {
         .map_err(|_| NotUtf8)
 }
 
-/// Resolves and connects to `address` (`host:port`), timing `phases.dns` and
-/// `phases.connect`; every address the name resolves to is tried in turn.
+/// Delay before the next address is tried while earlier ones are still connecting
+/// (RFC 8305 "Connection Attempt Delay").
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Bound on a connect made outside an attempt ([`super::deadline`]).
+pub const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(10);
+
+/// Resolves `address` (`host:port`) through [`super::dns`] and connects, timing
+/// `phases.dns` and `phases.connect`. Several addresses are raced happy-eyeballs style
+/// ([`happy_eyeballs`]).
 pub async fn connect(address: &str, phases: &mut Phases) -> Result<TcpStream, CheckError> {
     let t0 = Instant::now();
     let addrs: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
         Ok(a) => vec![a],
-        Err(_) => tokio::net::lookup_host(address)
-            .await
-            .map_err(|e| CheckError::new(ErrorKind::Dns, format!("resolve {address}: {e}")))?
-            .collect(),
+        Err(_) => {
+            let (host, port) = split_host_port(address).ok_or_else(|| {
+                CheckError::new(ErrorKind::Dns, format!("`{address}` is not HOST:PORT"))
+            })?;
+            super::dns::resolve(host, port).await?
+        }
     };
     phases.dns = Some(t0.elapsed());
     let t1 = Instant::now();
-    let mut last = None;
-    for a in addrs {
-        match TcpStream::connect(a).await {
-            Ok(s) => {
-                phases.connect = Some(t1.elapsed());
-                let _ = s.set_nodelay(true);
-                return Ok(s);
+    let deadline = super::deadline::current().unwrap_or(t1 + DEFAULT_CONNECT_BUDGET);
+    let s = happy_eyeballs(&addrs, deadline).await?;
+    phases.connect = Some(t1.elapsed());
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Connects to the first of `addrs` that answers before `deadline` (RFC 8305 style):
+/// the next address starts when the previous one fails, or after [`ATTEMPT_DELAY`] —
+/// shortened to an equal share of the time left when more addresses wait than fit —
+/// while earlier attempts keep running. The first to connect wins; the others are
+/// dropped (their sockets closed).
+pub async fn happy_eyeballs(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<TcpStream, CheckError> {
+    let mut pending = FuturesUnordered::new();
+    let mut waiting = addrs.iter().copied();
+    let mut last: Option<CheckError> = None;
+    let start = |a: SocketAddr| async move { (a, TcpStream::connect(a).await) };
+    let mut started_at = Instant::now();
+    if let Some(a) = waiting.next() {
+        pending.push(start(a));
+    }
+    loop {
+        let left = waiting.len();
+        if pending.is_empty() && left == 0 {
+            return Err(last
+                .unwrap_or_else(|| CheckError::new(ErrorKind::Dns, "no addresses to connect to")));
+        }
+        let next_at = if left == 0 {
+            deadline
+        } else {
+            let share = deadline.saturating_duration_since(started_at) / (left as u32 + 1);
+            started_at + ATTEMPT_DELAY.min(share)
+        };
+        tokio::select! {
+            Some((a, r)) = pending.next(), if !pending.is_empty() => match r {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    last = Some(CheckError::io(&format!("connect {a}"), &e));
+                    if let Some(a) = waiting.next() {
+                        started_at = Instant::now();
+                        pending.push(start(a));
+                    }
+                }
+            },
+            _ = sleep_until(next_at) => {
+                if let Some(a) = waiting.next() {
+                    started_at = Instant::now();
+                    pending.push(start(a));
+                } else {
+                    let tried = addrs.iter().map(ToString::to_string).collect::<Vec<_>>();
+                    return Err(CheckError::new(
+                        ErrorKind::Timeout,
+                        format!("connect {}: no answer in time", tried.join(", ")),
+                    ));
+                }
             }
-            Err(e) => last = Some(CheckError::io(&format!("connect {a}"), &e)),
         }
     }
-    Err(last.unwrap_or_else(|| CheckError::new(ErrorKind::Dns, format!("{address}: no addresses"))))
 }
 
 #[cfg(test)]
@@ -91,6 +153,34 @@ mod tests {
         assert_eq!(join_host_port("db", 5432), "db:5432");
         assert_eq!(join_host_port("::1", 80), "[::1]:80");
         assert_eq!(join_host_port("[::1]", 80), "[::1]:80");
+    }
+
+    async fn closed_port() -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_hands_over_at_once() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [closed_port().await, open.local_addr().unwrap()];
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(5);
+        let s = happy_eyeballs(&addrs, deadline)
+            .await
+            .expect("second address");
+        assert_eq!(s.peer_addr().unwrap(), addrs[1]);
+        assert!(t.elapsed() < ATTEMPT_DELAY, "waited {:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn every_address_refused_is_refused() {
+        let addrs = [closed_port().await, closed_port().await];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let e = happy_eyeballs(&addrs, deadline).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+        let e = happy_eyeballs(&[], deadline).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Dns);
     }
 
     #[test]

@@ -9,11 +9,17 @@ use crate::check::ErrorKind;
 /// `lifeline/<version>`, sent by every client.
 pub const USER_AGENT: &str = concat!("lifeline/", env!("CARGO_PKG_VERSION"));
 
-/// A client builder with the user agent and `tls` set.
+/// A client builder with the user agent, `tls` and the agent's resolver
+/// ([`super::dns::ReqwestResolver`]) set.
 pub fn builder(tls: &rustls::ClientConfig) -> reqwest::ClientBuilder {
+    plain_builder().tls_backend_preconfigured(tls.clone())
+}
+
+/// Every client starts here: user agent and the agent's resolver (never getaddrinfo).
+fn plain_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(tls.clone())
         .user_agent(USER_AGENT)
+        .dns_resolver(super::dns::ReqwestResolver)
 }
 
 /// The shared client (OS roots, 10 s request and 5 s connect timeouts), built once per
@@ -21,7 +27,7 @@ pub fn builder(tls: &rustls::ClientConfig) -> reqwest::ClientBuilder {
 pub fn shared() -> reqwest::Client {
     let b = match super::tls::client_config(&Default::default()) {
         Ok(tls) => builder(&tls),
-        Err(_) => reqwest::Client::builder().user_agent(USER_AGENT),
+        Err(_) => plain_builder(),
     };
     b.timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
@@ -31,6 +37,13 @@ pub fn shared() -> reqwest::Client {
 
 /// Classifies a reqwest error by its source chain.
 pub fn classify(e: &reqwest::Error) -> ErrorKind {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<super::dns::DnsError>().is_some() {
+            return ErrorKind::Dns;
+        }
+        src = s.source();
+    }
     if e.is_timeout() {
         return ErrorKind::Timeout;
     }

@@ -362,7 +362,7 @@ impl Supervisor {
     ) -> Result<T, Outcome> {
         let start = Instant::now();
         tokio::select! {
-            r = timeout(self.timing.timeout, fut) => r.map_err(|_| {
+            r = timeout(self.timing.timeout, crate::net::deadline::scope(self.timing.timeout, fut)) => r.map_err(|_| {
                 token.cancel();
                 Outcome::down(CheckError::timeout(what, self.timing.timeout), start.elapsed())
             }),

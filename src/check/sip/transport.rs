@@ -20,24 +20,40 @@ pub const T2: Duration = Duration::from_secs(4);
 /// RFC 3261 Timer F (64·T1): a non-INVITE transaction never lasts longer.
 pub const TIMER_F: Duration = Duration::from_secs(32);
 
-/// The target's address: its IP, or the first one DNS returns (timed as `dns`).
+/// The target's address: its IP, or the first routable one the agent's resolver returns
+/// (timed as `dns`).
 pub(super) async fn resolve(
     target: &Target,
     phases: &mut Phases,
 ) -> Result<SocketAddr, CheckError> {
     let t = Instant::now();
-    let addr = match target.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, target.port),
-        Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| CheckError::new(ErrorKind::Dns, format!("resolve {}: {e}", target.host)))?
-            .next()
-            .ok_or_else(|| {
-                CheckError::new(ErrorKind::Dns, format!("{}: no addresses", target.host))
-            })?,
-    };
+    let addrs = crate::net::dns::resolve(&target.host, target.port).await?;
+    let mut addr = None;
+    for a in &addrs {
+        if routable(*a).await {
+            addr = Some(*a);
+            break;
+        }
+    }
+    let addr = addr
+        .or(addrs.first().copied())
+        .ok_or_else(|| CheckError::new(ErrorKind::Dns, format!("{}: no addresses", target.host)))?;
     phases.dns = Some(t.elapsed());
     Ok(addr)
+}
+
+/// Whether this host has a route to `a` (a UDP `connect` sends nothing), so a name with
+/// IPv6 and IPv4 addresses is not sent over a family the host cannot reach.
+async fn routable(a: SocketAddr) -> bool {
+    let any: SocketAddr = if a.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    match UdpSocket::bind(any).await {
+        Ok(s) => s.connect(a).await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Bytes a TCP/TLS connection can carry.
