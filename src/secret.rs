@@ -115,6 +115,61 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+static ENV_NAMES: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Prefix of the agent's own environment variables (`LIFELINE_API_TOKEN`, …): never passed
+/// to a child process.
+pub const AGENT_ENV_PREFIX: &str = "LIFELINE_";
+
+/// Remembers the names of environment variables the config read with `${env:NAME}`: they
+/// hold the agent's secrets and are stripped from every child's environment. Names are
+/// added, never removed (a reload may still run checks built from the previous config);
+/// the list is bounded by the config texts read.
+pub fn protect_env_names<I: IntoIterator<Item = String>>(names: I) {
+    let mut set = ENV_NAMES.write().unwrap_or_else(|e| e.into_inner());
+    for n in names {
+        if !set.contains(&n) {
+            set.push(n);
+        }
+    }
+}
+
+/// The `${env:NAME}` names in a config text (each once, in order of appearance; `$${` is a
+/// literal and not a reference).
+pub fn env_refs(src: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = src;
+    while let Some(pos) = rest.find("${env:") {
+        let escaped = pos > 0 && rest.as_bytes()[pos - 1] == b'$';
+        let after = &rest[pos + 6..];
+        let Some(end) = after.find('}') else { break };
+        let name = &after[..end];
+        if !escaped && !name.is_empty() && !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+        rest = &after[end..];
+    }
+    out
+}
+
+/// True if environment variable `name` = `value` belongs to the agent and must not reach a
+/// child process: an `LIFELINE_…` variable, one the config references with `${env:…}`, or
+/// one whose value is a registered secret.
+pub fn is_agent_env(name: &str, value: &str) -> bool {
+    if name.starts_with(AGENT_ENV_PREFIX) {
+        return true;
+    }
+    if ENV_NAMES
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|n| n == name)
+    {
+        return true;
+    }
+    value.chars().count() >= MIN_REDACTED_LEN && redact(value) != value
+}
+
 /// A URL with its password (if any) replaced by `***`, for display.
 pub fn redact_url(url: &url::Url) -> String {
     let mut u = url.clone();
@@ -141,6 +196,19 @@ mod tests {
             redact("auth with s3cr3t-value-xyz failed"),
             "auth with *** failed"
         );
+    }
+
+    #[test]
+    fn env_references_are_found_and_stripped() {
+        let refs = env_refs("a = \"${env:ONE}\"\nb = \"x${env:TWO}y${env:ONE}\"\nc = \"$${env:LIT}\"");
+        assert_eq!(refs, vec!["ONE".to_string(), "TWO".to_string()]);
+        protect_env_names(refs);
+        assert!(is_agent_env("ONE", "v"));
+        assert!(is_agent_env("LIFELINE_API_TOKEN", "v"));
+        assert!(!is_agent_env("LIT", "v"));
+        register("value-of-a-secret-xyz");
+        assert!(is_agent_env("ELSEWHERE", "value-of-a-secret-xyz"));
+        assert!(!is_agent_env("PATH", "/usr/bin:/bin"));
     }
 
     #[test]

@@ -423,12 +423,9 @@ impl CheckMetrics {
                 s.set_phase(i, d.as_secs_f64());
             }
         }
-        if !o.perfdata.is_empty() {
-            let mut pd = s.perfdata.lock();
-            for x in &o.perfdata {
-                pd.insert(x.label.clone(), x.value);
-            }
-        }
+        // The latest result decides which perfdata series exist (none after a result
+        // without perfdata, e.g. a timeout: a stale value is worse than a gap).
+        s.set_perfdata(o.perfdata.iter().map(|x| (x.label.as_str(), x.value)));
     }
 
     /// Publishes status, score, consecutive failures.

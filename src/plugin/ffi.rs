@@ -43,8 +43,9 @@ const ENTRY_V1: &str = "lifeline_plugin_entry_v1";
 const ENTRY_V2: &str = "lifeline_plugin_entry_v2";
 /// Longest text a callback copies (longer is cut).
 const MAX_TEXT: usize = 16 * 1024;
-/// Most perfdata values kept from one call.
-pub const MAX_PERFDATA: usize = 64;
+/// Most perfdata values kept from one call (a memory bound; the metrics keep at most
+/// `metrics::series::PERFDATA_CAP` per check and count the rest as dropped).
+pub const MAX_PERFDATA: usize = 1024;
 /// Most kinds read from a table.
 const MAX_KINDS: usize = 64;
 
