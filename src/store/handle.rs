@@ -71,6 +71,11 @@ impl Store {
                     "cannot open the history store; checks keep running and the store is retried"
                 );
                 inner.metrics.store_errors.inc();
+                inner.metrics.storage_failed(
+                    "history",
+                    &e.to_string(),
+                    "rows kept in memory and retried",
+                );
                 (None, Vec::new())
             }
         };
