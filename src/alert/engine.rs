@@ -379,7 +379,7 @@ impl AlertEngine {
         metrics: Arc<Metrics>,
         http: reqwest::Client,
     ) -> Result<Arc<Self>, AlertError> {
-        let outbox = Arc::new(Outbox::open(&config.agent.data_dir).await?);
+        let outbox = Arc::new(Outbox::open_with(&config.agent.data_dir, Some(metrics.clone())).await?);
         let setup = Setup::from_config(config);
         let now = Instant::now();
         let wall = SystemTime::now();
