@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn env_references_are_found_and_stripped() {
-        let refs = env_refs("a = \"${env:ONE}\"\nb = \"x${env:TWO}y${env:ONE}\"\nc = \"$${env:LIT}\"");
+        let refs =
+            env_refs("a = \"${env:ONE}\"\nb = \"x${env:TWO}y${env:ONE}\"\nc = \"$${env:LIT}\"");
         assert_eq!(refs, vec!["ONE".to_string(), "TWO".to_string()]);
         protect_env_names(refs);
         assert!(is_agent_env("ONE", "v"));
@@ -223,7 +224,11 @@ mod tests {
         }
         // Bounded: the set holds the live lease, not a thousand dead ones (other tests in
         // this process may register values concurrently: allow a little slack).
-        assert!(registered_count() <= before + 1 + 8, "{}", registered_count());
+        assert!(
+            registered_count() <= before + 1 + 8,
+            "{}",
+            registered_count()
+        );
         {
             let set = SECRETS.read().unwrap_or_else(|e| e.into_inner());
             assert!(set.leased.len() <= 10, "{} leases kept", set.leased.len());

@@ -17,4 +17,5 @@ mod store;
 mod web;
 
 mod alerting;
+mod robust;
 mod socketio;

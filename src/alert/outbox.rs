@@ -626,13 +626,18 @@ fn copy_all(from: &Connection, to: &Connection, max_id: i64) -> rusqlite::Result
         for (table, cols) in TABLES {
             to.execute(&format!("DELETE FROM {table}"), [])?;
             let n = cols.split(',').count();
-            let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            let marks = (1..=n)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut read = from.prepare(&format!("SELECT {cols} FROM {table}"))?;
-            let mut write = to.prepare(&format!("INSERT INTO {table} ({cols}) VALUES ({marks})"))?;
+            let mut write =
+                to.prepare(&format!("INSERT INTO {table} ({cols}) VALUES ({marks})"))?;
             let mut rows = read.query([])?;
             while let Some(row) = rows.next()? {
-                let vals: Vec<rusqlite::types::Value> =
-                    (0..n).map(|i| row.get(i)).collect::<rusqlite::Result<_>>()?;
+                let vals: Vec<rusqlite::types::Value> = (0..n)
+                    .map(|i| row.get(i))
+                    .collect::<rusqlite::Result<_>>()?;
                 write.execute(rusqlite::params_from_iter(vals))?;
             }
         }

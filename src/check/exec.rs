@@ -546,7 +546,9 @@ mod tests {
         assert_eq!(perf("noequals ok=2"), vec![("ok".into(), 2.0)]);
         assert_eq!(perf("  "), vec![]);
         assert_eq!(perf("e=1e;2"), vec![("e".into(), 1.0)]);
-        let many: String = (0..MAX_PERFDATA + 100).map(|i| format!("l{i}=1 ")).collect();
+        let many: String = (0..MAX_PERFDATA + 100)
+            .map(|i| format!("l{i}=1 "))
+            .collect();
         assert_eq!(parse_perfdata(&many).len(), MAX_PERFDATA);
     }
 

@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::{ApiError, AppState};
+use crate::alert::engine::AddSilenceError;
 use crate::alert::{AlertEngine, Silence};
 
 /// The `POST` body.
@@ -83,10 +84,12 @@ pub async fn create(
         comment: b.comment,
         from_config: false,
     };
-    let s = e
-        .add_silence(s)
-        .await
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    let s = e.add_silence(s).await.map_err(|err| match err {
+        AddSilenceError::Limit(msg) => bad(msg),
+        AddSilenceError::Store(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    })?;
     tracing::info!(id = %s.id, matchers = ?s.matchers, "silence created");
     Ok(Json(s.to_json(now)))
 }

@@ -511,19 +511,27 @@ mod tests {
         let s = Series::new("p", "exec", "probe", false, BTreeMap::new());
         s.set_perfdata([("a", 1.0), ("b", 2.0)]);
         s.set_perfdata([("b", 3.0), ("c", 4.0)]);
-        let kept: Vec<(String, f64)> =
-            s.perfdata.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let kept: Vec<(String, f64)> = s
+            .perfdata
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         assert_eq!(kept, vec![("b".into(), 3.0), ("c".into(), 4.0)]);
         let labels: Vec<String> = (0..PERFDATA_CAP + 10).map(|i| format!("l{i:03}")).collect();
         s.set_perfdata(labels.iter().map(|l| (l.as_str(), 1.0)));
         assert_eq!(s.perfdata.lock().len(), PERFDATA_CAP);
         assert!(s.perfdata.lock().contains_key("l000"));
-        assert!(!s.perfdata.lock().contains_key(&format!("l{:03}", PERFDATA_CAP)));
+        assert!(
+            !s.perfdata
+                .lock()
+                .contains_key(&format!("l{:03}", PERFDATA_CAP))
+        );
         let mut out = String::new();
         render(&[std::sync::Arc::new(s)], &mut out);
-        assert!(out.contains(
-            "lifeline_check_perfdata_dropped_total{check=\"p\",kind=\"exec\"} 10\n"
-        ));
+        assert!(
+            out.contains("lifeline_check_perfdata_dropped_total{check=\"p\",kind=\"exec\"} 10\n")
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Store {
             started_ms: unix_ms(SystemTime::now()),
             retention: history.retention,
         });
-        let (conn, restored) = match db::open_rw(data_dir) {
+        let (conn, restored) = match db::open_rw(data_dir, &inner.metrics) {
             Ok(conn) => match load_states(&conn) {
                 Ok(states) => (Some(conn), states),
                 Err(e) => {

@@ -285,7 +285,7 @@ impl Writer {
         if !force && Instant::now() < self.retry_at {
             return Err(not_open());
         }
-        match db::open_rw(&self.inner.dir) {
+        match db::open_rw(&self.inner.dir, &self.inner.metrics) {
             Ok(c) => {
                 self.conn = Some(c);
                 self.ids.clear();

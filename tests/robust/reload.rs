@@ -1,0 +1,1 @@
+//! Reload and shutdown (placeholder until the reload tests land).
