@@ -443,6 +443,16 @@ pub enum CreateError {
     /// `create` returned 0 but left the instance pointer null.
     #[error("create succeeded but returned no instance")]
     NoInstance,
+    /// `create` did not return within the validation timeout (it keeps running on its own
+    /// thread; the config is refused).
+    #[error("create did not return within {}", crate::time::fmt_duration(*.0))]
+    TimedOut(std::time::Duration),
+    /// An earlier `create` of this plugin during validation has not returned yet.
+    #[error("an earlier create of this plugin (during config validation) has not returned yet")]
+    StillRunning,
+    /// The validation thread could not be started.
+    #[error("cannot start a thread for create: {0}")]
+    Thread(String),
 }
 
 impl Table {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::common::{free_port, wait_for};
+use crate::common::free_port;
 
 /// The agent binary built by cargo for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_lifeline");
@@ -239,9 +239,4 @@ group_wait = "0s"
 /// A free port for the agent's HTTP server.
 pub fn agent_port() -> u16 {
     free_port()
-}
-
-/// Waits for `f` to hold, polling (deadline-based).
-pub async fn eventually<T>(within: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
-    wait_for(within, what, f).await
 }
