@@ -727,7 +727,7 @@ impl Writer {
     }
 
     /// Leaves the file for memory, taking along what can still be read from it.
-    fn to_memory(&mut self, e: &dyn std::fmt::Display) {
+    fn switch_to_memory(&mut self, e: &dyn std::fmt::Display) {
         let mem = match memory_conn() {
             Ok(m) => m,
             Err(me) => {
@@ -811,7 +811,7 @@ impl Writer {
             {
                 // The callers of this batch were told it failed (they retry); the next
                 // requests go to memory.
-                self.to_memory(&e);
+                self.switch_to_memory(&e);
             }
             self.max_id = self.max_id.max(max_id_of(&self.conn));
         }
