@@ -5,6 +5,10 @@
 //! "ends_at": RFC 3339 or a duration from `starts_at` like "2h", "comment": "…"}` and
 //! answers with the silence (its `id`). `GET` lists every silence with its `status`
 //! (`pending`, `active`, `expired`). `DELETE /api/v1/silences/{id}` expires one now.
+//!
+//! API silences are bounded: at most `[alerting] max_silences` (default 1000) not yet
+//! ended, each at most `max_silence_duration` (default 90 days) long; past either the
+//! answer is `400` naming the setting.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
