@@ -16,6 +16,7 @@ PACKAGES=(
   monitoring-plugins-basic           # exec checks (check_tcp, check_dummy)
   chromium                           # status page in a headless browser
   gcc                                # C plugin example
+  mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
