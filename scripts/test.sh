@@ -17,6 +17,7 @@ PACKAGES=(
   chromium                           # status page in a headless browser
   gcc                                # C plugin example
   dnsmasq                            # dns: a real resolver on a free port
+  mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

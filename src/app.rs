@@ -33,6 +33,11 @@ pub struct Agent {
     seed: std::sync::atomic::AtomicU64,
     /// States read back from the store, applied to fresh entries by the next `apply`.
     restored: parking_lot::Mutex<HashMap<String, Restored>>,
+    /// Number of the latest reload asked for: a reload that finished loading after a
+    /// later one was asked for does not apply (the later one is what runs).
+    reload_seq: std::sync::atomic::AtomicU64,
+    /// Held while a reload applies: two reloads never interleave.
+    reload_apply: Mutex<()>,
 }
 
 impl Agent {
@@ -57,6 +62,8 @@ impl Agent {
             started: SystemTime::now(),
             seed: std::sync::atomic::AtomicU64::new(fastrand::u64(..)),
             restored: parking_lot::Mutex::new(HashMap::new()),
+            reload_seq: std::sync::atomic::AtomicU64::new(0),
+            reload_apply: Mutex::new(()),
         })
     }
 
@@ -195,7 +202,16 @@ impl Agent {
     }
 
     /// Loads the config file again and applies it; an invalid file changes nothing.
+    ///
+    /// The file is read and validated on a blocking thread (plugin `create` runs there,
+    /// under [`crate::plugin::VALIDATE_TIMEOUT`]). Reloads may overlap: each is numbered
+    /// when asked for, applying is serialised, and one whose load finished after a later
+    /// reload was asked for is dropped (`Ok`, logged) — the later one, which read the file
+    /// later, is what runs. Nothing applies once the agent is shutting down.
     pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        use std::sync::atomic::Ordering;
+        let me = self.reload_seq.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::info!(reload = me, "reloading the configuration");
         let path = self.config.load().path.clone();
         let options = self.config.load().options.clone();
         let loaded = {
@@ -211,6 +227,23 @@ impl Agent {
                     }]))
                 })
         };
+        let _applying = self.reload_apply.lock().await;
+        if self.cancel.is_cancelled() {
+            tracing::info!(
+                reload = me,
+                "shutting down; the reloaded configuration is not applied"
+            );
+            return Ok(());
+        }
+        let latest = self.reload_seq.load(Ordering::Acquire);
+        if latest != me {
+            tracing::info!(
+                reload = me,
+                latest,
+                "a later reload was asked for while this one loaded; it is the one that runs"
+            );
+            return Ok(());
+        }
         match loaded {
             Ok(c) => {
                 self.config.store(Arc::new(c));

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     let opts = LoadOptions {
         web_config: cli.web_config_file.clone(),
     };
-    rt.block_on(async {
+    let code = rt.block_on(async {
         match cli.command {
             Command::Validate => validate(&cli.config, &opts),
             Command::Run => run(&cli.config, &opts).await,
@@ -42,7 +42,11 @@ fn main() -> ExitCode {
                 json,
             } => history(&cli.config, &opts, &name, &since, &until, limit, json),
         }
-    })
+    });
+    // A blocking thread may still be inside a slow reload (a plugin's `create` waiting
+    // out its timeout): exiting does not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 fn inspect_plugin(file: &std::path::Path) -> ExitCode {
@@ -193,7 +197,12 @@ async fn wait_for_signals(agent: &Arc<lifeline::app::Agent>) {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let _ = agent.reload().await;
+                // Off the signal loop: a slow reload never delays SIGTERM, and a second
+                // SIGHUP starts a second reload (the later one is what runs).
+                let a = agent.clone();
+                tokio::spawn(async move {
+                    let _ = a.reload().await;
+                });
             }
         }
     }

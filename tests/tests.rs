@@ -18,4 +18,5 @@ mod store;
 mod web;
 
 mod alerting;
+mod robust;
 mod socketio;

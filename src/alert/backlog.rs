@@ -109,7 +109,12 @@ impl Backlog {
                     metrics.notification(t, NotifyResult::Dropped);
                     false
                 }
-                None => false,
+                None => {
+                    tracing::warn!(notifier = %t, route = %p.note.route, dedupe_key = %p.note.dedupe_key,
+                        "notifier removed before the notification reached the outbox; dropping it");
+                    metrics.notification(t, NotifyResult::Dropped);
+                    false
+                }
             });
             if p.targets.is_empty() {
                 self.items.pop_front();

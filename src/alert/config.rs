@@ -22,6 +22,44 @@ pub struct AlertConfig {
     pub routes: Vec<RouteConfig>,
     /// `[[silences]]` from the config file.
     pub silences: Vec<super::Silence>,
+    /// `[alerting]` limits of API silences.
+    pub silence_limits: SilenceLimits,
+}
+
+/// `[alerting] max_silences`, `max_silence_duration`: bounds on silences created over the
+/// API (each is kept in memory and in the outbox database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SilenceLimits {
+    /// Most API silences not yet ended (default 1,000).
+    pub max_count: usize,
+    /// Longest `ends_at - starts_at` (default 90 days).
+    pub max_duration: Duration,
+}
+
+impl Default for SilenceLimits {
+    fn default() -> Self {
+        Self {
+            max_count: 1000,
+            max_duration: Duration::from_secs(90 * 86_400),
+        }
+    }
+}
+
+fn read_limits(root: &Table<'_, '_>) -> Option<SilenceLimits> {
+    let Some(t) = root.table("alerting") else {
+        return Some(SilenceLimits::default());
+    };
+    let d = SilenceLimits::default();
+    let max_count = t
+        .int("max_silences", 1..=1_000_000)
+        .map(|n| n as usize)
+        .unwrap_or(d.max_count);
+    let max_duration = positive(&t, "max_silence_duration", d.max_duration);
+    t.finish();
+    Some(SilenceLimits {
+        max_count,
+        max_duration: max_duration?,
+    })
 }
 
 /// One `[[notifiers]]` entry.
@@ -173,10 +211,12 @@ impl AlertConfig {
             }
             t.finish();
         }
+        let silence_limits = read_limits(root);
         ok.then_some(Self {
             notifiers,
             routes,
             silences,
+            silence_limits: silence_limits?,
         })
     }
 

@@ -76,6 +76,7 @@ impl Deliveries {
         for name in removed {
             let gone = outbox.purge_notifier(&name).await.unwrap_or(0);
             tracing::warn!(notifier = %name, rows = gone, "notifier removed; dropping its queued notifications");
+            metrics.notifications_dropped(&name, gone as u64);
         }
     }
 

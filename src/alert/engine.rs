@@ -58,6 +58,8 @@ pub struct Setup {
     pub connectivity: Vec<String>,
     /// `[[silences]]`.
     pub silences: Vec<Silence>,
+    /// `[alerting]` limits of API silences.
+    pub silence_limits: super::config::SilenceLimits,
     /// `http://<listen>`.
     pub agent_url: String,
     /// Every configured check name.
@@ -78,6 +80,7 @@ impl Setup {
                 .collect(),
             connectivity: c.agent.connectivity.clone(),
             silences: c.alerting.silences.clone(),
+            silence_limits: c.alerting.silence_limits,
             agent_url: format!("http://{}", c.agent.listen),
             checks: c.checks.iter().map(|k| k.name.clone()).collect(),
         }
@@ -355,6 +358,17 @@ enum Msg {
     Silences,
 }
 
+/// Why a silence was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddSilenceError {
+    /// Past `max_silences` or `max_silence_duration` (the API answers 400).
+    #[error("{0}")]
+    Limit(String),
+    /// It could not be saved.
+    #[error(transparent)]
+    Store(#[from] AlertError),
+}
+
 /// The alert engine: an [`Observer`] feeding the engine task, the outbox, the delivery
 /// tasks, and the silences API.
 pub struct AlertEngine {
@@ -379,7 +393,8 @@ impl AlertEngine {
         metrics: Arc<Metrics>,
         http: reqwest::Client,
     ) -> Result<Arc<Self>, AlertError> {
-        let outbox = Arc::new(Outbox::open(&config.agent.data_dir).await?);
+        let outbox =
+            Arc::new(Outbox::open_with(&config.agent.data_dir, Some(metrics.clone())).await?);
         let setup = Setup::from_config(config);
         let now = Instant::now();
         let wall = SystemTime::now();
@@ -524,10 +539,51 @@ impl AlertEngine {
         v
     }
 
-    /// Adds an API silence (persisted).
-    pub async fn add_silence(&self, s: Silence) -> Result<Silence, AlertError> {
-        self.outbox.save_silence(&s).await?;
-        self.api_silences.lock().push(s.clone());
+    /// Adds an API silence (persisted), within `[alerting]` `max_silences` and
+    /// `max_silence_duration`. Ended API silences are forgotten (memory and outbox) once
+    /// their number would reach the cap, so the list stays bounded.
+    pub async fn add_silence(&self, s: Silence) -> Result<Silence, AddSilenceError> {
+        let limits = self.setup.load().silence_limits;
+        let span = s.ends_at.duration_since(s.starts_at).unwrap_or_default();
+        if span > limits.max_duration {
+            return Err(AddSilenceError::Limit(format!(
+                "a silence may last at most {} (`[alerting] max_silence_duration`); this one lasts {}",
+                crate::time::fmt_duration(limits.max_duration),
+                crate::time::fmt_duration(span)
+            )));
+        }
+        let now = SystemTime::now();
+        let ended: Vec<String> = {
+            let mut list = self.api_silences.lock();
+            let mut ended = Vec::new();
+            if list.len() >= limits.max_count {
+                list.retain(|x| {
+                    let keep = x.ends_at > now;
+                    if !keep {
+                        ended.push(x.id.clone());
+                    }
+                    keep
+                });
+            }
+            if list.len() >= limits.max_count {
+                return Err(AddSilenceError::Limit(format!(
+                    "{} silences are pending or active, the most allowed (`[alerting] max_silences`); expire some first",
+                    list.len()
+                )));
+            }
+            // Reserved now, so concurrent requests cannot pass the cap together.
+            list.push(s.clone());
+            ended
+        };
+        if !ended.is_empty()
+            && let Err(e) = self.outbox.prune_silences(&ended).await
+        {
+            tracing::warn!(error = %e, "cannot delete ended silences from the outbox");
+        }
+        if let Err(e) = self.outbox.save_silence(&s).await {
+            self.api_silences.lock().retain(|x| x.id != s.id);
+            return Err(AddSilenceError::Store(e.into()));
+        }
         let _ = self.tx.try_send(Msg::Silences);
         Ok(s)
     }

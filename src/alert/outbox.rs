@@ -24,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{Notification, NotifierConfig, Silence};
+use crate::metrics::Metrics;
 use crate::store::DB_FILE;
 use crate::time::unix_ms;
 
@@ -31,6 +32,14 @@ use crate::time::unix_ms;
 const QUEUE: usize = 1024;
 /// Most requests run in one transaction.
 const BATCH_MAX: usize = 256;
+/// How often a database that cannot be written is tried again.
+pub const HEAL_EVERY: Duration = Duration::from_secs(1);
+/// `store` label of the outbox in `lifeline_storage_*`.
+const STORE: &str = "outbox";
+/// What the outbox does while the file works.
+const MODE_DISK: &str = "on disk";
+/// What it does while the file does not.
+const MODE_MEMORY: &str = "in memory until data_dir can be written; notifications still delivered";
 
 /// Why the outbox could not do something.
 #[derive(Debug, thiserror::Error)]
@@ -123,8 +132,48 @@ pub struct SavedAlert {
 type Touched = HashSet<String>;
 /// Answers a request once its batch is over (`true`: committed).
 type Done = Box<dyn FnOnce(bool) + Send>;
-/// A request: runs on the writer thread; says whether it succeeded.
-type Job = Box<dyn FnOnce(&Connection, &mut Touched) -> (bool, Done) + Send>;
+/// How a request ended on the writer thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It worked.
+    Ok,
+    /// It failed for a reason of its own (a constraint, a trigger, bad data).
+    Failed,
+    /// The database file could not be written (read-only, full, I/O error, corrupt).
+    Storage,
+}
+
+/// A request: runs on the writer thread; says how it ended.
+type Job = Box<dyn FnOnce(&Connection, &mut Touched) -> (Ran, Done) + Send>;
+
+/// True for SQLite errors that say the file or its disk is broken, not the request.
+fn is_storage_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DiskFull
+                | C::ReadOnly
+                | C::SystemIoFailure
+                | C::DatabaseCorrupt
+                | C::NotADatabase
+                | C::CannotOpen
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::PermissionDenied
+        )
+    )
+}
+
+impl OutboxError {
+    fn is_storage(&self) -> bool {
+        match self {
+            Self::Sqlite(e) | Self::Open { source: e, .. } => is_storage_error(e),
+            Self::DataDir { .. } | Self::Commit => true,
+            Self::Thread(_) | Self::Stopped => false,
+        }
+    }
+}
 
 /// What a previous run left behind, read at start.
 #[derive(Debug, Default)]
@@ -140,42 +189,60 @@ pub struct Outbox {
     tx: SyncSender<Job>,
     path: PathBuf,
     depths: Arc<Mutex<HashMap<String, i64>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Outbox {
     /// Opens (creating if needed) `<data_dir>/lifeline.db` on a new writer thread.
     pub async fn open(data_dir: &Path) -> Result<Self, OutboxError> {
+        Self::open_with(data_dir, None).await
+    }
+
+    /// As [`Outbox::open`], reporting the database's health in `metrics`
+    /// (`lifeline_storage_up{store="outbox"}`, `/health/detailed`). A database that cannot
+    /// be opened or written (read-only or full disk, corrupt file) is not an error: the
+    /// outbox runs in memory, notifications are still delivered from there, and the file
+    /// is tried again every [`HEAL_EVERY`]; once it can be written, what memory holds is
+    /// written to it and the outbox runs on disk again.
+    pub async fn open_with(
+        data_dir: &Path,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, OutboxError> {
         let path = data_dir.join(DB_FILE);
         let depths = Arc::new(Mutex::new(HashMap::new()));
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let (ready, started) = oneshot::channel();
         let (dir, file, counts) = (data_dir.to_path_buf(), path.clone(), depths.clone());
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("lifeline-outbox".into())
-            .spawn(move || match open_conn(&dir, &file) {
-                Ok(conn) => {
-                    let w = Writer {
-                        conn,
-                        rx,
-                        depths: counts,
-                    };
-                    match w.count_all() {
-                        Ok(()) => {
-                            let _ = ready.send(Ok(()));
-                            w.run();
-                        }
-                        Err(source) => {
-                            let _ = ready.send(Err(OutboxError::Open { path: file, source }));
-                        }
+            .spawn(move || {
+                let w = Writer::start(dir, file, rx, counts, m);
+                match w {
+                    Ok(w) => {
+                        let _ = ready.send(Ok(()));
+                        w.run();
                     }
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
                 }
             })
             .map_err(OutboxError::Thread)?;
         started.await.map_err(|_| OutboxError::Stopped)??;
-        Ok(Self { tx, path, depths })
+        Ok(Self {
+            tx,
+            path,
+            depths,
+            metrics,
+        })
+    }
+
+    /// Whether the outbox runs on its database file right now (false: in memory).
+    pub async fn on_disk(&self) -> bool {
+        self.call(|conn, _| Ok(conn.path().is_some_and(|p| !p.is_empty())))
+            .await
+            .unwrap_or(false)
     }
 
     /// The database file.
@@ -203,6 +270,9 @@ impl Outbox {
             if !configured.iter().any(|x| x.name == n) {
                 let gone = self.purge_notifier(&n).await.unwrap_or(0);
                 tracing::warn!(notifier = %n, rows = gone, "dropping queued notifications of a notifier that is no longer configured");
+                if let Some(m) = &self.metrics {
+                    m.notifications_dropped(&n, gone as u64);
+                }
             }
         }
         Ok(Recovered { alerts, silences })
@@ -217,7 +287,11 @@ impl Outbox {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn, touched| {
             let r = f(conn, touched);
-            let ok = r.is_ok();
+            let ok = match &r {
+                Ok(_) => Ran::Ok,
+                Err(e) if e.is_storage() => Ran::Storage,
+                Err(_) => Ran::Failed,
+            };
             let done: Done = Box::new(move |committed| {
                 let _ = reply.send(if committed {
                     r
@@ -275,6 +349,7 @@ impl Outbox {
         limit: usize,
     ) -> Result<Vec<Row>, OutboxError> {
         let notifier = notifier.to_string();
+        let metrics = self.metrics.clone();
         self.call(move |conn, touched| {
             let mut st = conn.prepare_cached(
                 "SELECT id, payload, created_ms, attempts FROM outbox WHERE notifier = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
@@ -301,6 +376,9 @@ impl Outbox {
                         tracing::error!(id, error = %e, "unreadable outbox row; deleting it");
                         conn.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
                         touched.insert(notifier.clone());
+                        if let Some(m) = &metrics {
+                            m.notifications_dropped(&notifier, 1);
+                        }
                     }
                 }
             }
@@ -485,7 +563,9 @@ fn open_conn(dir: &Path, path: &Path) -> Result<Connection, OutboxError> {
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    // FULL: a notification the engine was told is queued survives a power cut (NORMAL
+    // in WAL mode may lose the last commits). The history store keeps NORMAL.
+    conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(conn)
@@ -493,15 +573,232 @@ fn open_conn(dir: &Path, path: &Path) -> Result<Connection, OutboxError> {
 
 /// The writer thread: the only owner of the connection.
 struct Writer {
+    /// The connection in use: the file, or an in-memory database while the file fails.
     conn: Connection,
+    /// Whether `conn` is the file.
+    on_disk: bool,
+    dir: PathBuf,
+    path: PathBuf,
     rx: Receiver<Job>,
     depths: Arc<Mutex<HashMap<String, i64>>>,
+    metrics: Option<Arc<Metrics>>,
+    /// Highest outbox id handed out (ids keep growing across a switch: delivery tasks
+    /// read rows after the last id they saw).
+    max_id: i64,
+    /// Next attempt to go back to the file (memory mode only).
+    next_heal: std::time::Instant,
+}
+
+/// Tables copied between the file and memory, with their columns.
+const TABLES: [(&str, &str); 3] = [
+    (
+        "outbox",
+        "id, notifier, dedupe_key, status, payload, created_ms, attempts, last_error",
+    ),
+    (
+        "alert_state",
+        "route, check_name, dedupe_key, started_ms, last_sent_ms",
+    ),
+    ("alert_silences", "id, body"),
+];
+
+/// A fresh in-memory outbox database.
+fn memory_conn() -> rusqlite::Result<Connection> {
+    let c = Connection::open_in_memory()?;
+    c.execute_batch(SCHEMA)?;
+    Ok(c)
+}
+
+fn max_id_of(conn: &Connection) -> i64 {
+    conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap_or(0)
+}
+
+/// Copies every row of the outbox tables from `from` to `to` (which is emptied first) and
+/// makes `to` hand out ids above `max_id`, in one transaction of `to`.
+fn copy_all(from: &Connection, to: &Connection, max_id: i64) -> rusqlite::Result<()> {
+    to.execute_batch("BEGIN IMMEDIATE")?;
+    let r = (|| {
+        for (table, cols) in TABLES {
+            to.execute(&format!("DELETE FROM {table}"), [])?;
+            let n = cols.split(',').count();
+            let marks = (1..=n)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut read = from.prepare(&format!("SELECT {cols} FROM {table}"))?;
+            let mut write =
+                to.prepare(&format!("INSERT INTO {table} ({cols}) VALUES ({marks})"))?;
+            let mut rows = read.query([])?;
+            while let Some(row) = rows.next()? {
+                let vals: Vec<rusqlite::types::Value> = (0..n)
+                    .map(|i| row.get(i))
+                    .collect::<rusqlite::Result<_>>()?;
+                write.execute(rusqlite::params_from_iter(vals))?;
+            }
+        }
+        // Always writes a page, so a full disk shows here rather than on the next request.
+        to.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'", [])?;
+        to.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?1)",
+            params![max_id],
+        )?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => to.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = to.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 impl Writer {
+    /// Opens the file, or starts in memory if it cannot be used.
+    #[allow(clippy::disallowed_methods)] // a dedicated thread: std's clock is the right one
+    fn start(
+        dir: PathBuf,
+        path: PathBuf,
+        rx: Receiver<Job>,
+        depths: Arc<Mutex<HashMap<String, i64>>>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, OutboxError> {
+        let mut w = Writer {
+            conn: memory_conn().map_err(|source| OutboxError::Open {
+                path: path.clone(),
+                source,
+            })?,
+            on_disk: false,
+            dir,
+            path,
+            rx,
+            depths,
+            metrics,
+            max_id: 0,
+            next_heal: std::time::Instant::now(),
+        };
+        // Reading the queues proves the file is a database (a corrupt one fails here).
+        let disk = open_conn(&w.dir, &w.path).and_then(|c| {
+            let max_id = max_id_of(&c);
+            let old = std::mem::replace(&mut w.conn, c);
+            match w.count_all() {
+                Ok(()) => Ok(max_id),
+                Err(source) => {
+                    w.conn = old;
+                    Err(OutboxError::Open {
+                        path: w.path.clone(),
+                        source,
+                    })
+                }
+            }
+        });
+        match disk {
+            Ok(max_id) => {
+                w.on_disk = true;
+                w.max_id = max_id;
+                w.report_ok();
+            }
+            Err(e) => w.went_to_memory(&e),
+        }
+        Ok(w)
+    }
+
+    fn report_ok(&self) {
+        if let Some(m) = &self.metrics {
+            m.storage_ok(STORE, MODE_DISK);
+        }
+    }
+
+    /// The file failed: count it, say so, retry it later.
+    #[allow(clippy::disallowed_methods)]
+    fn went_to_memory(&mut self, e: &dyn std::fmt::Display) {
+        self.on_disk = false;
+        self.next_heal = std::time::Instant::now() + HEAL_EVERY;
+        tracing::error!(path = %self.path.display(), error = %e,
+            "alert outbox cannot use its database; notifications are kept in memory and still delivered until it can be written again");
+        if let Some(m) = &self.metrics {
+            m.storage_failed(STORE, &e.to_string(), MODE_MEMORY);
+        }
+    }
+
+    /// Leaves the file for memory, taking along what can still be read from it.
+    fn switch_to_memory(&mut self, e: &dyn std::fmt::Display) {
+        let mem = match memory_conn() {
+            Ok(m) => m,
+            Err(me) => {
+                tracing::error!(error = %me, "alert outbox: cannot create the in-memory database");
+                return;
+            }
+        };
+        self.max_id = self.max_id.max(max_id_of(&self.conn));
+        if let Err(ce) = copy_all(&self.conn, &mem, self.max_id) {
+            tracing::warn!(error = %ce, "alert outbox: rows of the database could not all be read; continuing with what memory holds");
+            let _ = mem.execute(
+                "INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('outbox', ?1)",
+                params![self.max_id],
+            );
+        }
+        self.conn = mem;
+        self.went_to_memory(e);
+        if let Err(ce) = self.count_all() {
+            tracing::warn!(error = %ce, "alert outbox: cannot count the queues");
+        }
+    }
+
+    /// In memory: tries the file again; on success writes memory's rows to it.
+    #[allow(clippy::disallowed_methods)]
+    fn try_heal(&mut self) {
+        let now = std::time::Instant::now();
+        if self.on_disk || now < self.next_heal {
+            return;
+        }
+        self.next_heal = now + HEAL_EVERY;
+        let disk = match open_conn(&self.dir, &self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "alert outbox: database still unavailable");
+                return;
+            }
+        };
+        self.max_id = self.max_id.max(max_id_of(&self.conn)).max(max_id_of(&disk));
+        match copy_all(&self.conn, &disk, self.max_id) {
+            Ok(()) => {
+                self.conn = disk;
+                self.on_disk = true;
+                tracing::info!(path = %self.path.display(), "alert outbox database writable again; queued notifications written to it");
+                self.report_ok();
+                if let Err(e) = self.count_all() {
+                    tracing::warn!(error = %e, "alert outbox: cannot count the queues");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "alert outbox: database still not writable"),
+        }
+    }
+
     /// Runs until every [`Outbox`] handle is gone.
-    fn run(self) {
-        while let Ok(first) = self.rx.recv() {
+    fn run(mut self) {
+        loop {
+            let first = if self.on_disk {
+                match self.rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match self.rx.recv_timeout(HEAL_EVERY) {
+                    Ok(j) => j,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        self.try_heal();
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            self.try_heal();
             let mut jobs = vec![first];
             while jobs.len() < BATCH_MAX {
                 match self.rx.try_recv() {
@@ -509,17 +806,29 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.batch(jobs);
+            if let Some(e) = self.batch(jobs)
+                && self.on_disk
+            {
+                // The callers of this batch were told it failed (they retry); the next
+                // requests go to memory.
+                self.switch_to_memory(&e);
+            }
+            self.max_id = self.max_id.max(max_id_of(&self.conn));
         }
     }
 
     /// Runs `jobs` in one transaction, each in a savepoint; answers them after the commit.
-    fn batch(&self, jobs: Vec<Job>) {
+    /// Returns the error if the database itself failed (not just a request).
+    fn batch(&self, jobs: Vec<Job>) -> Option<String> {
         let sql = |s: &str| self.conn.execute_batch(s);
+        let mut broken: Option<String> = None;
         let mut in_batch = match sql("BEGIN IMMEDIATE") {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "alert outbox: cannot begin a transaction; running requests one by one");
+                if is_storage_error(&e) {
+                    broken = Some(e.to_string());
+                }
                 false
             }
         };
@@ -527,8 +836,11 @@ impl Writer {
         let mut waiting: Vec<Done> = Vec::new();
         for job in jobs {
             let savepoint = sql("SAVEPOINT job").is_ok();
-            let (ok, done) = job(&self.conn, &mut touched);
-            let end = if ok {
+            let (ran, done) = job(&self.conn, &mut touched);
+            if ran == Ran::Storage && broken.is_none() {
+                broken = Some("a request failed: the database cannot be written".into());
+            }
+            let end = if ran == Ran::Ok {
                 "RELEASE job"
             } else {
                 "ROLLBACK TO job; RELEASE job"
@@ -539,6 +851,7 @@ impl Writer {
                 // of this batch so far was written.
                 tracing::error!("alert outbox: the transaction was rolled back");
                 in_batch = false;
+                broken.get_or_insert_with(|| "the transaction was rolled back".into());
                 waiting.drain(..).for_each(|d| d(false));
                 done(false);
             } else if in_batch {
@@ -554,12 +867,14 @@ impl Writer {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "alert outbox: cannot commit");
+                    broken.get_or_insert_with(|| e.to_string());
                     let _ = sql("ROLLBACK");
                     false
                 }
             };
         self.count(&touched);
         waiting.into_iter().for_each(|d| d(committed));
+        broken
     }
 
     /// Counts the queue of every notifier (at open).

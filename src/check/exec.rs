@@ -1,7 +1,11 @@
 //! `exec` (probe): runs a command and reads its result with the Nagios plugin protocol.
 //!
-//! * `command` is an argv array, run without a shell, with `env` added to the agent's
-//!   environment, stdin closed, in its own process group.
+//! * `command` is an argv array, run without a shell, stdin closed, in its own process
+//!   group, with a clean environment: `PATH`, `LANG`, `TZ` and `HOME` from the agent's
+//!   (those that are set) plus the check's `env`. `inherit_env = true` passes the agent's
+//!   whole environment instead — minus the agent's own secrets (`LIFELINE_*`, every
+//!   variable the config reads with `${env:…}`, any variable whose value is a secret),
+//!   which never reach a child either way.
 //! * Exit 0 → healthy, 1 → degraded (warning), 2 → unhealthy (`error_kind = "rejected"`:
 //!   the command checked its target and reports it critical), 3 → unknown. Any other exit
 //!   code, or death by a signal, is unknown too (as Nagios does). A command that cannot be
@@ -41,8 +45,9 @@ pub const OUTPUT_CAP: usize = 64 * 1024;
 const STDERR_CAP: usize = 8 * 1024;
 /// Longest message kept.
 const MESSAGE_CAP: usize = 1024;
-/// Most perfdata values kept per run.
-pub const MAX_PERFDATA: usize = 64;
+/// Most perfdata values parsed from one run (a parse bound; the metrics keep at most
+/// `metrics::series::PERFDATA_CAP` per check and count the rest as dropped).
+pub const MAX_PERFDATA: usize = 1024;
 /// How long pipes may stay open after the command exited (a process that left the
 /// group may hold them).
 const PIPE_GRACE: Duration = Duration::from_millis(500);
@@ -54,6 +59,28 @@ pub struct ExecSpec {
     pub command: Vec<String>,
     /// Extra environment (values may be secrets).
     pub env: BTreeMap<String, Secret<String>>,
+    /// `inherit_env`: start from the agent's environment (minus its secrets) instead of
+    /// the clean one.
+    pub inherit_env: bool,
+}
+
+/// Variables a clean environment keeps from the agent's.
+pub const CLEAN_ENV: [&str; 4] = ["PATH", "LANG", "TZ", "HOME"];
+
+impl ExecSpec {
+    /// The child's environment (without the check's `env`, added on top): the clean set,
+    /// or the agent's whole environment with `inherit_env`; the agent's secrets stripped
+    /// from both.
+    pub fn base_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        std::env::vars_os()
+            .filter(|(k, v)| {
+                let (Some(k), v) = (k.to_str(), v.to_string_lossy()) else {
+                    return self.inherit_env;
+                };
+                (self.inherit_env || CLEAN_ENV.contains(&k)) && !crate::secret::is_agent_env(k, &v)
+            })
+            .collect()
+    }
 }
 
 /// Reads `command` and `env`.
@@ -63,6 +90,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         return None;
     }
     let list = t.str_list("command");
+    let inherit_env = t.bool("inherit_env").unwrap_or(false);
     let env = match t.str_map("env") {
         Some(m) => {
             let mut out = BTreeMap::new();
@@ -116,7 +144,11 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         t.error(first.span.clone(), "`command`: empty program name");
         return None;
     }
-    Some(Arc::new(ExecSpec { command, env: env? }))
+    Some(Arc::new(ExecSpec {
+        command,
+        env: env?,
+        inherit_env,
+    }))
 }
 
 impl KindSpec for ExecSpec {
@@ -171,6 +203,8 @@ impl ExecCheck {
         let argv = &self.spec.command;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..])
+            .env_clear()
+            .envs(self.spec.base_env())
             .envs(self.spec.env.iter().map(|(k, v)| (k, v.expose())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -512,7 +546,9 @@ mod tests {
         assert_eq!(perf("noequals ok=2"), vec![("ok".into(), 2.0)]);
         assert_eq!(perf("  "), vec![]);
         assert_eq!(perf("e=1e;2"), vec![("e".into(), 1.0)]);
-        let many: String = (0..200).map(|i| format!("l{i}=1 ")).collect();
+        let many: String = (0..MAX_PERFDATA + 100)
+            .map(|i| format!("l{i}=1 "))
+            .collect();
         assert_eq!(parse_perfdata(&many).len(), MAX_PERFDATA);
     }
 

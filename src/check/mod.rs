@@ -140,13 +140,36 @@ pub struct CheckError {
     pub message: String,
 }
 
+/// Longest [`CheckError::message`], in bytes (before the [`CLIPPED_MARK`]): peers choose
+/// what they send, and a 10 MB error body must not be kept per check, per event, per row.
+pub const MESSAGE_CAP: usize = 1024;
+
+/// Appended to a message that was cut at [`MESSAGE_CAP`].
+pub const CLIPPED_MARK: &str = " …[clipped]";
+
+/// `text` cut to at most `cap` bytes on a char boundary, marked with [`CLIPPED_MARK`] when
+/// anything was cut.
+pub fn clip(text: &str, cap: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= cap {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = cap;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{CLIPPED_MARK}", &text[..end]))
+}
+
 impl CheckError {
-    /// A new error; the message is passed through secret redaction.
+    /// A new error; the message is passed through secret redaction, then clipped to
+    /// [`MESSAGE_CAP`] bytes (redaction first, so a secret is never half-shown at the cut).
     pub fn new(kind: ErrorKind, message: impl AsRef<str>) -> Self {
-        Self {
-            kind,
-            message: crate::secret::redact(message.as_ref()),
-        }
+        let redacted = crate::secret::redact(message.as_ref());
+        let message = match clip(&redacted, MESSAGE_CAP) {
+            std::borrow::Cow::Borrowed(_) => redacted,
+            std::borrow::Cow::Owned(c) => c,
+        };
+        Self { kind, message }
     }
 
     /// From an I/O error, classified by [`ErrorKind::from_io`].
@@ -430,5 +453,21 @@ mod tests {
             assert_eq!(ErrorKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(ErrorKind::AuthFailed.as_str(), "auth_failed");
+    }
+
+    #[test]
+    fn peer_messages_are_clipped_on_a_char_boundary_and_marked() {
+        // 'é' is two bytes: a cut at an odd byte offset would split it.
+        let huge = format!("x{}", "é".repeat(100_000));
+        let e = CheckError::new(ErrorKind::Protocol, &huge);
+        assert!(e.message.ends_with(CLIPPED_MARK), "{}", &e.message[..40]);
+        let body = e.message.strip_suffix(CLIPPED_MARK).unwrap_or_default();
+        assert!(body.len() <= MESSAGE_CAP && body.len() >= MESSAGE_CAP - 4);
+        assert!(huge.starts_with(body));
+        // Short messages are untouched.
+        let e = CheckError::new(ErrorKind::Protocol, "short");
+        assert_eq!(e.message, "short");
+        let exact = "a".repeat(MESSAGE_CAP);
+        assert_eq!(CheckError::new(ErrorKind::Protocol, &exact).message, exact);
     }
 }

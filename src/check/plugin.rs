@@ -6,8 +6,9 @@
 //! first), `config` (table, passed to the plugin as JSON).
 //!
 //! At config load the library is loaded and its ABI checked, and the plugin's `create` runs
-//! once (followed by `destroy`) so a refused config is a `validate` error at the `config`
-//! span. At run time each check owns one instance on its own worker thread. A call past
+//! once (followed by `destroy`, on a thread of its own, under
+//! [`crate::plugin::VALIDATE_TIMEOUT`]) so a refused config — or a `create` that does not
+//! return — is a `validate` error at the `config` span. At run time each check owns one instance on its own worker thread. A call past
 //! `timeout` is reported as `timeout` and the instance is not called again while that call
 //! is still running (each run reports "previous call still running"); a plugin panic or
 //! error is `error_kind = "plugin"`. Plugins that read the state snapshot (custom rules)

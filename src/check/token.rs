@@ -104,7 +104,6 @@ impl TokenSource {
             return Ok(tok.clone());
         }
         let (tok, ttl) = self.fetch(timeout).await?;
-        let tok = Arc::new(tok);
         *self.cached.lock() = Some((tok.clone(), Instant::now() + ttl));
         Ok(tok)
     }
@@ -114,7 +113,10 @@ impl TokenSource {
         *self.cached.lock() = None;
     }
 
-    async fn fetch(&self, timeout: Duration) -> Result<(Secret<String>, Duration), CheckError> {
+    async fn fetch(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Arc<Secret<String>>, Duration), CheckError> {
         let mut req = self
             .http
             .request(self.spec.method.clone(), self.spec.url.clone())
@@ -167,7 +169,9 @@ impl TokenSource {
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(|s| Duration::from_secs_f64(s.min(86_400.0 * 365.0)))
             .unwrap_or(self.spec.ttl);
-        Ok((Secret::registered(tok), ttl))
+        // Leased, not registered for good: the set of redacted values stays bounded by the
+        // tokens in use however often this one is refreshed.
+        Ok((crate::secret::lease(tok), ttl))
     }
 }
 

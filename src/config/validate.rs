@@ -42,6 +42,8 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
 /// As [`parse`], with command-line options. The web config file (`[agent] web_config`
 /// or `--web.config.file`) is read too; its errors carry its own path.
 pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Config, ConfigErrors> {
+    // Variables the config reads hold the agent's secrets: child processes never get them.
+    crate::secret::protect_env_names(crate::secret::env_refs(src));
     let cx = Loader::new(path, src);
     let doc = match DeTable::parse(src) {
         Ok(d) => d,

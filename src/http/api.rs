@@ -55,6 +55,18 @@ fn detailed_body(st: &AppState) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": uptime(st),
         "checks": states,
+        "agent": agent_section(st),
+    })
+}
+
+/// The agent's own health: each store in `data_dir` (`up`, `errors`, `last_error`, what it
+/// does meanwhile). A broken store never stops checks; this is where it shows.
+fn agent_section(st: &AppState) -> serde_json::Value {
+    let storage = st.agent.shared.metrics.storage_report();
+    let degraded = storage.values().any(|s| !s.up);
+    serde_json::json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "storage": storage,
     })
 }
 

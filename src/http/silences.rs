@@ -5,6 +5,10 @@
 //! "ends_at": RFC 3339 or a duration from `starts_at` like "2h", "comment": "…"}` and
 //! answers with the silence (its `id`). `GET` lists every silence with its `status`
 //! (`pending`, `active`, `expired`). `DELETE /api/v1/silences/{id}` expires one now.
+//!
+//! API silences are bounded: at most `[alerting] max_silences` (default 1000) not yet
+//! ended, each at most `max_silence_duration` (default 90 days) long; past either the
+//! answer is `400` naming the setting.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -14,6 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::{ApiError, AppState};
+use crate::alert::engine::AddSilenceError;
 use crate::alert::{AlertEngine, Silence};
 
 /// The `POST` body.
@@ -83,10 +88,12 @@ pub async fn create(
         comment: b.comment,
         from_config: false,
     };
-    let s = e
-        .add_silence(s)
-        .await
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    let s = e.add_silence(s).await.map_err(|err| match err {
+        AddSilenceError::Limit(msg) => bad(msg),
+        AddSilenceError::Store(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    })?;
     tracing::info!(id = %s.id, matchers = ?s.matchers, "silence created");
     Ok(Json(s.to_json(now)))
 }

@@ -52,6 +52,24 @@ pub struct Metrics {
     /// `lifeline_http_connections`: open connections to the agent's HTTP server.
     pub http_connections: IntGauge,
     http_rejected: IntCounterVec,
+    storage_up: IntGaugeVec,
+    storage_errors: IntCounterVec,
+    storage: parking_lot::Mutex<BTreeMap<&'static str, StorageState>>,
+}
+
+/// What the agent knows about one of its stores (`/health/detailed` → `agent.storage`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StorageState {
+    /// Writing works right now.
+    pub up: bool,
+    /// Errors since start.
+    pub errors: u64,
+    /// The last error (already free of secrets), if any.
+    pub last_error: Option<String>,
+    /// Unix time of the last error.
+    pub last_error_at: Option<f64>,
+    /// What the store does meanwhile (e.g. "notifications kept in memory").
+    pub mode: &'static str,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -168,6 +186,17 @@ impl Metrics {
                 "Connections and requests refused or cut by a limit or a safety check.",
                 &["reason"],
             ),
+            storage_up: igv(
+                "lifeline_storage_up",
+                "1 while the store can write to data_dir, 0 while it cannot.",
+                &["store"],
+            ),
+            storage_errors: cv(
+                "lifeline_storage_errors_total",
+                "Failed writes or opens of a store in data_dir.",
+                &["store"],
+            ),
+            storage: parking_lot::Mutex::new(BTreeMap::new()),
             registry,
         };
         for r in HttpRejected::ALL {
@@ -195,6 +224,8 @@ impl Metrics {
             Box::new(m.http_requests.clone()),
             Box::new(m.http_connections.clone()),
             Box::new(m.http_rejected.clone()),
+            Box::new(m.storage_up.clone()),
+            Box::new(m.storage_errors.clone()),
             Box::new(build),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -290,6 +321,55 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Store `store` (`history`, `outbox`) can write again (or could from the start).
+    pub fn storage_ok(&self, store: &'static str, mode: &'static str) {
+        self.storage_up.with_label_values(&[store]).set(1);
+        self.storage_errors.with_label_values(&[store]);
+        let mut m = self.storage.lock();
+        let e = m.entry(store).or_insert_with(|| StorageState {
+            up: true,
+            errors: 0,
+            last_error: None,
+            last_error_at: None,
+            mode,
+        });
+        e.up = true;
+        e.mode = mode;
+    }
+
+    /// Store `store` failed to open or write; `mode` says what it does meanwhile.
+    pub fn storage_failed(&self, store: &'static str, error: &str, mode: &'static str) {
+        self.storage_up.with_label_values(&[store]).set(0);
+        self.storage_errors.with_label_values(&[store]).inc();
+        let mut m = self.storage.lock();
+        let e = m.entry(store).or_insert_with(|| StorageState {
+            up: false,
+            errors: 0,
+            last_error: None,
+            last_error_at: None,
+            mode,
+        });
+        e.up = false;
+        e.errors += 1;
+        e.mode = mode;
+        e.last_error = Some(crate::check::clip(&crate::secret::redact(error), 512).into_owned());
+        e.last_error_at = Some(unix_now());
+    }
+
+    /// Every store's state, by store name.
+    pub fn storage_report(&self) -> BTreeMap<&'static str, StorageState> {
+        self.storage.lock().clone()
+    }
+
+    /// `n` notifications for `notifier` given up at once (e.g. its queue purged).
+    pub fn notifications_dropped(&self, notifier: &str, n: u64) {
+        if n > 0 {
+            self.notifications
+                .with_label_values(&[notifier, NotifyResult::Dropped.as_str()])
+                .inc_by(n);
+        }
+    }
+
     /// One answered HTTP request: `route` is the matched route template.
     pub fn http_request(&self, route: &str, code: u16) {
         let mut buf = itoa::Buffer::new();
@@ -423,12 +503,9 @@ impl CheckMetrics {
                 s.set_phase(i, d.as_secs_f64());
             }
         }
-        if !o.perfdata.is_empty() {
-            let mut pd = s.perfdata.lock();
-            for x in &o.perfdata {
-                pd.insert(x.label.clone(), x.value);
-            }
-        }
+        // The latest result decides which perfdata series exist (none after a result
+        // without perfdata, e.g. a timeout: a stale value is worse than a gap).
+        s.set_perfdata(o.perfdata.iter().map(|x| (x.label.as_str(), x.value)));
     }
 
     /// Publishes status, score, consecutive failures.

@@ -19,6 +19,11 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Most `lifeline_check_perfdata` series one check keeps; labels past it in one result are
+/// cut (first ones kept, in the order the check reported them) and counted in
+/// `lifeline_check_perfdata_dropped_total`.
+pub const PERFDATA_CAP: usize = 64;
+
 const PHASES: [&str; 5] = ["dns", "connect", "tls", "auth", "exchange"];
 const UNSET: u64 = u64::MAX; // f64 bits of a NaN we never produce: "no sample yet"
 
@@ -88,6 +93,7 @@ pub struct Series {
     pub(crate) reconnects: Option<AtomicU64>,
     pub(crate) phases: [AtomicF64; 5],
     pub(crate) perfdata: Mutex<BTreeMap<String, f64>>,
+    pub(crate) perfdata_dropped: AtomicU64,
 }
 
 impl Series {
@@ -127,7 +133,28 @@ impl Series {
                 AtomicF64::unset(),
             ],
             perfdata: Mutex::new(BTreeMap::new()),
+            perfdata_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Replaces the perfdata series with the values of the latest result: labels the
+    /// result no longer reports disappear (a plugin printing a timestamp or a PID in its
+    /// labels would otherwise grow the exposition forever), and at most [`PERFDATA_CAP`]
+    /// distinct labels are kept, the rest counted as dropped.
+    pub fn set_perfdata<'a>(&self, values: impl IntoIterator<Item = (&'a str, f64)>) {
+        let mut next = BTreeMap::new();
+        let mut dropped = 0u64;
+        for (label, v) in values {
+            if next.len() < PERFDATA_CAP || next.contains_key(label) {
+                next.insert(label.to_string(), v);
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.perfdata_dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        *self.perfdata.lock() = next;
     }
 
     /// Records a latency observation.
@@ -413,6 +440,24 @@ pub fn render(all: &[std::sync::Arc<Series>], out: &mut String) {
     }
     head(
         out,
+        "lifeline_check_perfdata_dropped_total",
+        "Perfdata values not exported because a result reported more than 64 labels.",
+        "counter",
+    );
+    for s in all {
+        let n = s.perfdata_dropped.load(Ordering::Relaxed);
+        if n > 0 {
+            sample(
+                out,
+                "lifeline_check_perfdata_dropped_total",
+                s,
+                None,
+                n as f64,
+            );
+        }
+    }
+    head(
+        out,
         "lifeline_check_phase_seconds",
         "Time per phase of the last attempt.",
         "gauge",
@@ -458,6 +503,34 @@ mod tests {
         assert!(out.contains("lifeline_check_latency_seconds_count{check=\"a\",kind=\"tcp\"} 2\n"));
         assert!(
             out.contains("lifeline_check_latency_seconds_sum{check=\"a\",kind=\"tcp\"} 20.003\n")
+        );
+    }
+
+    #[test]
+    fn perfdata_keeps_the_latest_labels_only_and_counts_cuts() {
+        let s = Series::new("p", "exec", "probe", false, BTreeMap::new());
+        s.set_perfdata([("a", 1.0), ("b", 2.0)]);
+        s.set_perfdata([("b", 3.0), ("c", 4.0)]);
+        let kept: Vec<(String, f64)> = s
+            .perfdata
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        assert_eq!(kept, vec![("b".into(), 3.0), ("c".into(), 4.0)]);
+        let labels: Vec<String> = (0..PERFDATA_CAP + 10).map(|i| format!("l{i:03}")).collect();
+        s.set_perfdata(labels.iter().map(|l| (l.as_str(), 1.0)));
+        assert_eq!(s.perfdata.lock().len(), PERFDATA_CAP);
+        assert!(s.perfdata.lock().contains_key("l000"));
+        assert!(
+            !s.perfdata
+                .lock()
+                .contains_key(&format!("l{:03}", PERFDATA_CAP))
+        );
+        let mut out = String::new();
+        render(&[std::sync::Arc::new(s)], &mut out);
+        assert!(
+            out.contains("lifeline_check_perfdata_dropped_total{check=\"p\",kind=\"exec\"} 10\n")
         );
     }
 

@@ -43,8 +43,9 @@ const ENTRY_V1: &str = "lifeline_plugin_entry_v1";
 const ENTRY_V2: &str = "lifeline_plugin_entry_v2";
 /// Longest text a callback copies (longer is cut).
 const MAX_TEXT: usize = 16 * 1024;
-/// Most perfdata values kept from one call.
-pub const MAX_PERFDATA: usize = 64;
+/// Most perfdata values kept from one call (a memory bound; the metrics keep at most
+/// `metrics::series::PERFDATA_CAP` per check and count the rest as dropped).
+pub const MAX_PERFDATA: usize = 1024;
 /// Most kinds read from a table.
 const MAX_KINDS: usize = 64;
 
@@ -442,6 +443,16 @@ pub enum CreateError {
     /// `create` returned 0 but left the instance pointer null.
     #[error("create succeeded but returned no instance")]
     NoInstance,
+    /// `create` did not return within the validation timeout (it keeps running on its own
+    /// thread; the config is refused).
+    #[error("create did not return within {}", crate::time::fmt_duration(*.0))]
+    TimedOut(std::time::Duration),
+    /// An earlier `create` of this plugin during validation has not returned yet.
+    #[error("an earlier create of this plugin (during config validation) has not returned yet")]
+    StillRunning,
+    /// The validation thread could not be started.
+    #[error("cannot start a thread for create: {0}")]
+    Thread(String),
 }
 
 impl Table {

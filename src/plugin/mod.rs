@@ -43,7 +43,14 @@ pub struct Plugin {
     pub path: PathBuf,
     /// The validated table.
     pub table: ffi::Table,
+    /// A validation `create` is running (set until it returns, even after its timeout).
+    validating: std::sync::atomic::AtomicBool,
 }
+
+/// How long `create` may take while a config is validated (load, reload, `validate`,
+/// `check`). A plugin stuck in `create` makes the config invalid instead of hanging the
+/// load; its thread is left to finish (at most one per plugin).
+pub const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Plugin {
     /// The plugin's name.
@@ -86,15 +93,51 @@ impl Plugin {
         .collect()
     }
 
-    /// Runs `create` then `destroy` on the calling thread: checks that the plugin accepts
-    /// a check's config (config load uses this; nothing else runs).
+    /// Runs `create` then `destroy` on a thread of its own, waiting at most
+    /// [`VALIDATE_TIMEOUT`]: checks that the plugin accepts a check's config (config load
+    /// uses this; nothing else runs). Blocks the calling thread (config loading runs off
+    /// the async workers).
     pub fn validate_config(
         &'static self,
         kind: &str,
         config_json: &str,
     ) -> Result<(), ffi::CreateError> {
-        let ctx = ffi::CallCtx::new("validate".into(), 0);
-        self.table.create(kind, config_json, &ctx).map(drop)
+        self.validate_within(kind, config_json, VALIDATE_TIMEOUT)
+    }
+
+    /// As [`Plugin::validate_config`], with the timeout given.
+    pub fn validate_within(
+        &'static self,
+        kind: &str,
+        config_json: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), ffi::CreateError> {
+        use std::sync::atomic::Ordering;
+        if self.validating.swap(true, Ordering::AcqRel) {
+            return Err(ffi::CreateError::StillRunning);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (kind, config_json) = (kind.to_string(), config_json.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("lifeline-plugin-validate".into())
+            .spawn(move || {
+                let ctx = ffi::CallCtx::new("validate".into(), 0);
+                let r = self.table.create(&kind, &config_json, &ctx).map(drop);
+                self.validating.store(false, Ordering::Release);
+                let _ = tx.send(r);
+            });
+        if let Err(e) = spawned {
+            self.validating.store(false, Ordering::Release);
+            return Err(ffi::CreateError::Thread(e.to_string()));
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!(plugin = %self.name(), timeout_ms = timeout.as_millis() as u64,
+                    "plugin create did not return during config validation; the config is refused");
+                Err(ffi::CreateError::TimedOut(timeout))
+            }
+        }
     }
 }
 
@@ -202,6 +245,7 @@ pub fn load(path: &Path) -> Result<&'static Plugin, PluginLoadError> {
         )
     })?;
     let plugin: &'static Plugin = Box::leak(Box::new(Plugin {
+        validating: std::sync::atomic::AtomicBool::new(false),
         path: canonical.clone(),
         table,
     }));

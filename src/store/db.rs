@@ -96,11 +96,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Opens the database for writing: creates `dir`, moves a corrupt file aside, sets WAL
 /// and runs migrations.
-pub(crate) fn open_rw(dir: &Path) -> Result<Connection, StoreError> {
+/// A corrupt file is counted in `metrics` (`lifeline_store_errors_total`,
+/// `lifeline_storage_errors_total{store="history"}`).
+pub(crate) fn open_rw(
+    dir: &Path,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(DB_FILE);
     match try_open_rw(&path) {
         Err(e) if is_corrupt(&e) => {
+            metrics.store_errors.inc();
+            metrics.storage_failed(
+                "history",
+                &format!("corrupt database moved aside: {e}"),
+                "starting a new file",
+            );
             move_corrupt_aside(&path, &e)?;
             try_open_rw(&path)
         }

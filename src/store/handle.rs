@@ -55,7 +55,7 @@ impl Store {
             started_ms: unix_ms(SystemTime::now()),
             retention: history.retention,
         });
-        let (conn, restored) = match db::open_rw(data_dir) {
+        let (conn, restored) = match db::open_rw(data_dir, &inner.metrics) {
             Ok(conn) => match load_states(&conn) {
                 Ok(states) => (Some(conn), states),
                 Err(e) => {
@@ -71,6 +71,11 @@ impl Store {
                     "cannot open the history store; checks keep running and the store is retried"
                 );
                 inner.metrics.store_errors.inc();
+                inner.metrics.storage_failed(
+                    "history",
+                    &e.to_string(),
+                    "rows kept in memory and retried",
+                );
                 (None, Vec::new())
             }
         };

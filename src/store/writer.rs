@@ -39,6 +39,13 @@ const PRUNE_FIRST: Duration = Duration::from_secs(30);
 const PRUNE_STEP: Duration = Duration::from_millis(20);
 /// Rows deleted per statement while pruning.
 const PRUNE_CHUNK: usize = 2_000;
+/// `store` label of the history store in `lifeline_storage_*`.
+const STORE: &str = "history";
+/// What the history store does while it can write.
+const MODE_OK: &str = "writing";
+/// What it does while it cannot.
+const MODE_FAILING: &str = "rows kept in memory and retried";
+
 /// Rows kept in memory while the database is unavailable; older ones are dropped.
 const PENDING_MAX: usize = 200_000;
 
@@ -138,6 +145,9 @@ impl Writer {
         let now = Instant::now();
         let failing = conn.is_none();
         inner.available.store(!failing, Ordering::Relaxed);
+        if !failing {
+            inner.metrics.storage_ok(STORE, MODE_OK);
+        }
         Self {
             inner,
             rx,
@@ -275,7 +285,7 @@ impl Writer {
         if !force && Instant::now() < self.retry_at {
             return Err(not_open());
         }
-        match db::open_rw(&self.inner.dir) {
+        match db::open_rw(&self.inner.dir, &self.inner.metrics) {
             Ok(c) => {
                 self.conn = Some(c);
                 self.ids.clear();
@@ -290,6 +300,9 @@ impl Writer {
 
     fn fail_open(&mut self, e: &StoreError) {
         self.inner.metrics.store_errors.inc();
+        self.inner
+            .metrics
+            .storage_failed(STORE, &e.to_string(), MODE_FAILING);
         self.inner.available.store(false, Ordering::Relaxed);
         self.schedule_retry();
         self.log_error(e);
@@ -323,6 +336,9 @@ impl Writer {
     /// A write failed: count it, close the connection, move a corrupt file aside.
     fn fail(&mut self, e: StoreError) {
         self.inner.metrics.store_errors.inc();
+        self.inner
+            .metrics
+            .storage_failed(STORE, &e.to_string(), MODE_FAILING);
         self.inner.available.store(false, Ordering::Relaxed);
         self.ids.clear();
         self.prune = None;
@@ -381,6 +397,7 @@ impl Writer {
                 self.first_pending = None;
                 self.last_heartbeat = now;
                 self.inner.available.store(true, Ordering::Relaxed);
+                self.inner.metrics.storage_ok(STORE, MODE_OK);
                 self.retry_delay = Duration::from_secs(2);
                 if let Some(since) = self.failing_since.take() {
                     tracing::info!(

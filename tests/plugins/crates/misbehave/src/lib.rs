@@ -4,7 +4,8 @@
 //! default 0), `panic_on` (list of call numbers that panic), `sleep_ms` (block this long
 //! in every call, ignoring cancellation), `sleep_on` (only on these call numbers),
 //! `error` (return this plugin error), `echo_state` (message = the state JSON),
-//! `latency_ms` (report this latency).
+//! `latency_ms` (report this latency), `create_touch` (create this file when `create`
+//! starts), `create_sleep_ms` (block this long in `create`).
 
 use std::ffi::CStr;
 use std::time::Duration;
@@ -31,6 +32,15 @@ impl CheckPlugin for Misbehave {
 
     fn create(_kind: &str, config_json: &str, _host: &Host<'_>) -> Result<Self, String> {
         let config: Value = serde_json::from_str(config_json).map_err(|e| e.to_string())?;
+        if let Some(p) = config.get("create_touch").and_then(Value::as_str) {
+            std::fs::write(p, b"create").map_err(|e| e.to_string())?;
+        }
+        if let Some(ms) = config.get("create_sleep_ms").and_then(Value::as_u64) {
+            std::thread::sleep(Duration::from_millis(ms));
+            if let Some(p) = config.get("create_touch").and_then(Value::as_str) {
+                std::fs::write(p, b"done").map_err(|e| e.to_string())?;
+            }
+        }
         if let Some(m) = config.get("fail_create").and_then(Value::as_str) {
             return Err(m.to_string());
         }
