@@ -54,6 +54,8 @@ pub struct Diag<'s> {
     path: PathBuf,
     src: &'s str,
     errors: RefCell<Vec<(usize, String)>>,
+    /// Values that came from `${env:…}`/`${file:…}`, with their source text.
+    masks: RefCell<Vec<(String, String)>>,
 }
 
 impl<'s> Diag<'s> {
@@ -63,14 +65,42 @@ impl<'s> Diag<'s> {
             path: path.to_path_buf(),
             src,
             errors: RefCell::new(Vec::new()),
+            masks: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Remembers that `value` was substituted from `source` (e.g. `${env:X}`): any error
+    /// recorded afterwards shows `source` wherever it would have quoted `value`.
+    pub fn mask(&self, value: &str, source: &str) {
+        if value.is_empty() || value == source {
+            return;
+        }
+        let mut m = self.masks.borrow_mut();
+        if !m.iter().any(|(v, _)| v == value) {
+            m.push((value.to_string(), source.to_string()));
+            // Longest first, so a whole value wins over a piece of it.
+            m.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    fn unmask(&self, mut message: String) -> String {
+        for (value, source) in self.masks.borrow().iter() {
+            message = message.replace(value.as_str(), source);
+            // Also in the one-line form (a multi-line `${file:…}` value).
+            let flat = value.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !flat.is_empty() && flat != *value {
+                message = message.replace(flat.as_str(), source);
+            }
+        }
+        message
     }
 
     /// Records an error at the start of `span`.
     pub fn error(&self, span: Range<usize>, message: impl Into<String>) {
-        let message: String = message.into();
+        let message = self.unmask(message.into());
         // One line per error, always.
         let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+        let message = self.unmask(message);
         self.errors.borrow_mut().push((span.start, message));
     }
 
@@ -120,6 +150,19 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn substituted_values_are_shown_as_their_source() {
+        let d = Diag::new(Path::new("c.toml"), "timeout = \"${env:X}\"\n");
+        d.mask("Zq81-long-random-value", "${env:X}");
+        d.mask("two\nlines", "${file:pw}");
+        d.error(0..1, "invalid duration `Zq81-long-random-value`");
+        d.error(1..2, "got `two\nlines`");
+        let e = d.finish().to_string();
+        assert!(!e.contains("Zq81") && !e.contains("two"), "{e}");
+        assert!(e.contains("invalid duration `${env:X}`"), "{e}");
+        assert!(e.contains("got `${file:pw}`"), "{e}");
+    }
 
     #[test]
     fn line_and_column_are_one_based() {

@@ -32,6 +32,9 @@ pub struct Interpolated {
     pub text: String,
     /// True if at least one `${…}` was substituted.
     pub substituted: bool,
+    /// Each substituted value with the source text it came from (`("abc",
+    /// "${env:TOKEN}")`): error messages show the source, never the value.
+    pub pieces: Vec<(String, String)>,
 }
 
 /// Resolves every `${env:…}` and `${file:…}` in `input`. `base` is the directory relative
@@ -50,11 +53,12 @@ pub fn interpolate_with(
         return Ok(Interpolated {
             text: input.to_string(),
             substituted: false,
+            pieces: Vec::new(),
         });
     }
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
-    let mut substituted = false;
+    let mut pieces = Vec::new();
     while let Some(pos) = rest.find("${") {
         if pos > 0 && rest.as_bytes()[pos - 1] == b'$' {
             out.push_str(&rest[..pos - 1]);
@@ -87,13 +91,14 @@ pub fn interpolate_with(
             return Err(InterpolateError::Syntax(format!("${{{inner}}}")));
         };
         out.push_str(&value);
-        substituted = true;
+        pieces.push((value, format!("${{{inner}}}")));
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(Interpolated {
         text: out,
-        substituted,
+        substituted: !pieces.is_empty(),
+        pieces,
     })
 }
 
@@ -114,6 +119,7 @@ mod tests {
         let r = interpolate_with("Bearer ${env:TOKEN} $${env:X}", Path::new("."), &env).unwrap();
         assert_eq!(r.text, "Bearer abc ${env:X}");
         assert!(r.substituted);
+        assert_eq!(r.pieces, [("abc".to_string(), "${env:TOKEN}".to_string())]);
     }
 
     #[test]

@@ -326,11 +326,20 @@ impl<'a, 's> Table<'a, 's> {
 fn string_value(cx: &Loader<'_>, key: &str, v: &Spanned<DeValue<'_>>) -> Option<Str> {
     match v.get_ref() {
         DeValue::String(s) => match interpolate(s, &cx.base) {
-            Ok(r) => Some(Str {
-                value: r.text,
-                span: v.span(),
-                substituted: r.substituted,
-            }),
+            Ok(r) => {
+                if r.substituted {
+                    // Errors quoting this value (or a substituted piece) show the source.
+                    cx.diag.mask(&r.text, s);
+                    for (value, source) in &r.pieces {
+                        cx.diag.mask(value, source);
+                    }
+                }
+                Some(Str {
+                    value: r.text,
+                    span: v.span(),
+                    substituted: r.substituted,
+                })
+            }
             Err(e) => {
                 cx.error(v.span(), format!("`{key}`: {e}"));
                 None

@@ -8,6 +8,12 @@
 //! | connecting | 40 |
 //! | unhealthy, disconnected | 0 |
 //! | unknown | none |
+//!
+//! Sessions: the handshake alone leaves the status as it is (`unknown` becomes
+//! `connecting`); the first answered heartbeat makes the session `healthy`. An unanswered
+//! heartbeat (a `timeout` from [`Source::Heartbeat`]) is counted but moves no status: the
+//! supervisor degrades the session at `poor_after` ([`CheckState::heartbeat_age`]) and
+//! drops it at `stale_after` ([`CheckState::session_lost`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -237,6 +243,17 @@ impl CheckState {
         }
         self.message = o.message.clone();
         match &o.verdict {
+            // A session's handshake alone proves nothing about the peer answering: the
+            // status waits for the first answered heartbeat (`connecting` on the first
+            // connection, still `disconnected`/`unhealthy` after a loss).
+            Verdict::Up | Verdict::Warn(_) if src == Source::Connect => {
+                self.latency_ms = Some(o.latency.as_secs_f64() * 1000.0);
+                let to = match self.status {
+                    Status::Unknown => Status::Connecting,
+                    s => s,
+                };
+                self.set(to)
+            }
             Verdict::Up | Verdict::Warn(_) => {
                 self.consecutive_failures = 0;
                 self.consecutive_successes = self.consecutive_successes.saturating_add(1);
@@ -269,11 +286,14 @@ impl CheckState {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 self.error_kind = Some(*kind);
                 self.last_error = Some(o.message.clone());
+                // An unanswered heartbeat is counted but does not by itself move the
+                // status: `poor_after` degrades, `stale_after` drops the session.
+                let unanswered = src == Source::Heartbeat && *kind == ErrorKind::Timeout;
                 let to = if *kind == ErrorKind::AuthFailed {
                     Status::Unhealthy
                 } else if src == Source::Connect {
                     Status::Disconnected
-                } else if self.consecutive_failures >= t.unhealthy_threshold {
+                } else if !unanswered && self.consecutive_failures >= t.unhealthy_threshold {
                     Status::Unhealthy
                 } else {
                     match self.status {
@@ -302,11 +322,11 @@ impl CheckState {
         self.set(Status::Disconnected)
     }
 
-    /// Session mode: the last heartbeat answer is `age` old. Past `poor_after` a healthy
-    /// session is degraded.
+    /// Session mode: the last heartbeat answer is `age` old. From `poor_after` on, a
+    /// healthy session is degraded.
     pub fn heartbeat_age(&mut self, age: Duration, poor_after: Duration) -> Option<Change> {
         self.heartbeat_age_ms = Some(age.as_millis() as u64);
-        if self.status == Status::Healthy && age > poor_after {
+        if self.status == Status::Healthy && age >= poor_after {
             self.message = format!("no heartbeat answer for {}", crate::time::fmt_duration(age));
             self.set(Status::Degraded)
         } else {

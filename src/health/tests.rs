@@ -70,10 +70,28 @@ fn transitions_table() {
             Degraded,
             Some(50),
         ),
+        // An unanswered heartbeat is counted (score) but moves no status (SPEC §4).
         (
             Healthy,
             5,
             down(ErrorKind::Timeout),
+            Source::Heartbeat,
+            Healthy,
+            Some(70),
+        ),
+        (
+            Connecting,
+            0,
+            down(ErrorKind::Timeout),
+            Source::Heartbeat,
+            Connecting,
+            Some(40),
+        ),
+        // A heartbeat answered with a failure still counts toward unhealthy_threshold.
+        (
+            Healthy,
+            5,
+            down(ErrorKind::Protocol),
             Source::Heartbeat,
             Unhealthy,
             Some(0),
@@ -102,7 +120,24 @@ fn transitions_table() {
             Disconnected,
             Some(0),
         ),
-        (Disconnected, 1, up(10), Source::Connect, Healthy, Some(100)),
+        // The handshake alone claims nothing: the first answered heartbeat does.
+        (
+            Disconnected,
+            1,
+            up(10),
+            Source::Connect,
+            Disconnected,
+            Some(0),
+        ),
+        (Unknown, 0, up(10), Source::Connect, Connecting, Some(40)),
+        (
+            Disconnected,
+            1,
+            up(10),
+            Source::Heartbeat,
+            Healthy,
+            Some(100),
+        ),
         // healthy_threshold = 2: one success is not enough to leave unhealthy.
         (Unhealthy, 3, up(10), Source::Probe, Unhealthy, Some(0)),
         (
@@ -166,6 +201,11 @@ fn heartbeat_age_degrades_healthy_session() {
     let t = timing(3, 1);
     let mut s = state(Mode::Session);
     s.apply(&up(1), Source::Connect, &t);
+    assert_eq!(
+        s.status, Connecting,
+        "not healthy before a heartbeat is answered"
+    );
+    s.apply(&up(1), Source::Heartbeat, &t);
     assert_eq!(
         s.heartbeat_age(Duration::from_secs(10), Duration::from_secs(15)),
         None

@@ -206,6 +206,14 @@ struct Supervisor {
     triggers: Vec<String>,
 }
 
+/// How a live session ended.
+struct Lost {
+    /// Why.
+    error: CheckError,
+    /// Whether any heartbeat was answered on this connection.
+    answered: bool,
+}
+
 /// Why a wait ended.
 enum Wake {
     Due,
@@ -439,7 +447,8 @@ impl Supervisor {
                     self.failures += 1;
                 }
                 Ok(Connected { session, outcome }) => {
-                    self.failures = 0;
+                    // The handshake alone resets nothing: n (and the status) wait for
+                    // the first answered heartbeat on this connection (see `drive`).
                     self.publish(&outcome, Source::Connect);
                     if was_connected {
                         for m in &self.members {
@@ -447,12 +456,13 @@ impl Supervisor {
                         }
                     }
                     was_connected = true;
-                    self.schedule_next(self.timing.interval);
                     match self.drive(session).await {
                         None => return,
-                        Some(err) => {
-                            self.lost(&err);
-                            self.failures = 1;
+                        Some(Lost { error, answered }) => {
+                            // A connection that answered starts a fresh count; one that
+                            // never did is one more failure in a row.
+                            self.failures = if answered { 1 } else { self.failures + 1 };
+                            self.lost(&error);
                         }
                     }
                 }
@@ -473,7 +483,9 @@ impl Supervisor {
             for obs in self.shared.observers.iter() {
                 obs.on_result(&s, &o);
             }
-            self.shared.bus.send(Event::failed(&s, prev, 1, err.kind));
+            self.shared
+                .bus
+                .send(Event::failed(&s, prev, self.failures, err.kind));
             if let Some(ch) = change {
                 self.after_change(m, &s, ch);
             }
@@ -483,8 +495,14 @@ impl Supervisor {
         }
     }
 
-    /// Runs a live session until it ends (`Some(error)`) or the agent stops (`None`).
-    async fn drive(&mut self, session: Box<dyn crate::check::Session>) -> Option<CheckError> {
+    /// Runs a live session until it ends (`Some`) or the agent stops (`None`).
+    ///
+    /// The first heartbeat goes out at once, so a healthy peer is confirmed within one
+    /// round trip; then one every `interval`. The first answered heartbeat resets the
+    /// backoff count. An unanswered one is published as a `timeout` attempt (the health
+    /// model counts it without moving the status); `poor_after` without an answer
+    /// degrades, `stale_after` ends the session with `error_kind = "stale"`.
+    async fn drive(&mut self, session: Box<dyn crate::check::Session>) -> Option<Lost> {
         let (beat_tx, beat_rx) = mpsc::channel(1);
         let (report_tx, mut report_rx) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
@@ -498,8 +516,9 @@ impl Supervisor {
         let t = self.timing.clone();
         let mut last_ok = Instant::now();
         let mut pending: Option<Instant> = None;
-        let mut next_beat = Instant::now() + t.interval;
+        let mut next_beat = Instant::now();
         let mut poor_reported = false;
+        let mut answered = false;
         let far = || Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             let pending_deadline = pending.map(|p| p + t.timeout).unwrap_or_else(far);
@@ -521,7 +540,8 @@ impl Supervisor {
                     return None;
                 }
                 r = &mut task => {
-                    return Some(r.unwrap_or_else(|e| CheckError::new(ErrorKind::Internal, format!("session task failed: {e}"))));
+                    let error = r.unwrap_or_else(|e| CheckError::new(ErrorKind::Internal, format!("session task failed: {e}")));
+                    return Some(Lost { error, answered });
                 }
                 Some(o) = report_rx.recv() => {
                     pending = None;
@@ -530,6 +550,11 @@ impl Supervisor {
                         poor_reported = false;
                     }
                     self.publish(&o, Source::Heartbeat);
+                    if o.is_success() && !answered {
+                        answered = true;
+                        self.failures = 0;
+                        self.schedule_next(next_beat.saturating_duration_since(Instant::now()));
+                    }
                 }
                 c = self.cmd.recv() => {
                     if let Some(Command::Force(reply)) = c {
@@ -551,7 +576,10 @@ impl Supervisor {
                     for m in &self.members {
                         m.entry.state.lock().heartbeat_age_ms = Some(age.as_millis() as u64);
                     }
-                    self.schedule_next(next_beat.saturating_duration_since(Instant::now()));
+                    // Until an answer, the backoff step (and its metric) stays as it is.
+                    if answered {
+                        self.schedule_next(next_beat.saturating_duration_since(Instant::now()));
+                    }
                 }
                 _ = sleep_until(pending_deadline) => {
                     pending = None;
@@ -571,10 +599,11 @@ impl Supervisor {
                 _ = sleep_until(stale_at) => {
                     shutdown.cancel();
                     task.abort();
-                    return Some(CheckError::new(
+                    let error = CheckError::new(
                         ErrorKind::Stale,
                         format!("no heartbeat answer for {}", crate::time::fmt_duration(t.heartbeat.stale_after)),
-                    ));
+                    );
+                    return Some(Lost { error, answered });
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! Supervisor timing under paused tokio time: backoff sequence, max attempts, force-check,
-//! one attempt in flight.
+//! one attempt in flight; session heartbeats (degraded at `poor_after`, stale drop at
+//! `stale_after`, backoff across connections that never answer, reset by the first answer).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,7 +81,7 @@ fn config(jitter: Duration, max_attempts: u32) -> CheckConfig {
     }
 }
 
-fn start(check: Arc<FakeCheck>, c: CheckConfig) -> (Arc<Shared>, Handle, CancellationToken) {
+fn start(check: Arc<dyn Check>, c: CheckConfig) -> (Arc<Shared>, Handle, CancellationToken) {
     let metrics = Metrics::new();
     let shared = Shared::new(
         Arc::new(StateTable::new()),
@@ -234,5 +235,266 @@ async fn hanging_probe_is_cut_off_at_timeout() {
         failed |= e.event == "connection:failed" && e.data["error_kind"] == "timeout";
     }
     assert!(failed, "a connection:failed event with error_kind timeout");
+    h.stop(Duration::from_secs(1)).await;
+}
+
+/// A session kind: every connect succeeds at once; the session answers heartbeats (after
+/// 1 ms) while `answer` is set and ignores them otherwise, like a peer that accepts
+/// connections but stopped answering.
+#[derive(Default)]
+struct FakeSessionCheck {
+    connects: Mutex<Vec<Instant>>,
+    answers: Arc<Mutex<Vec<Instant>>>,
+    answer: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Check for FakeSessionCheck {
+    fn probe<'a>(&'a self, _at: &'a Attempt) -> crate::check::BoxFuture<'a, Outcome> {
+        Box::pin(async { unreachable!("session checks are not probed") })
+    }
+
+    fn connect<'a>(
+        &'a self,
+        _at: &'a Attempt,
+    ) -> crate::check::BoxFuture<'a, Result<Connected, Outcome>> {
+        Box::pin(async move {
+            self.connects.lock().push(Instant::now());
+            let session = FakeSession {
+                answer: self.answer.clone(),
+                answers: self.answers.clone(),
+            };
+            Ok(Connected {
+                session: Box::new(session),
+                outcome: Outcome::up(Duration::from_millis(1)),
+            })
+        })
+    }
+}
+
+struct FakeSession {
+    answer: Arc<std::sync::atomic::AtomicBool>,
+    answers: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl crate::check::Session for FakeSession {
+    fn run(self: Box<Self>, mut io: SessionIo) -> crate::check::BoxFuture<'static, CheckError> {
+        Box::pin(async move {
+            let bye = || CheckError::new(ErrorKind::Closed, "agent closed the session");
+            loop {
+                tokio::select! {
+                    _ = io.shutdown.cancelled() => return bye(),
+                    b = io.beats.recv() => {
+                        if b.is_none() {
+                            return bye();
+                        }
+                        if self.answer.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            self.answers.lock().push(Instant::now());
+                            if io.report.send(Outcome::up(Duration::from_millis(1))).await.is_err() {
+                                return bye();
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Session timing: a beat every 1 s (0.5 s to answer), degraded after 3 s, dropped after
+/// 6 s; backoff 1, 2, 4, 8 s without jitter, `max_attempts` 5; one unanswered heartbeat
+/// would be enough to make a probe unhealthy.
+fn session_config() -> CheckConfig {
+    let mut c = config(Duration::ZERO, 5);
+    c.mode = Mode::Session;
+    c.kind = "websocket";
+    c.timing.interval = Duration::from_secs(1);
+    c.timing.timeout = Duration::from_millis(500);
+    c.timing.unhealthy_threshold = 1;
+    c.timing.backoff.max = Duration::from_secs(8);
+    c.timing.heartbeat.poor_after = Duration::from_secs(3);
+    c.timing.heartbeat.stale_after = Duration::from_secs(6);
+    c
+}
+
+/// Every event of the bus with the (paused) time it was published.
+type Log = Arc<Mutex<Vec<(Instant, &'static str, serde_json::Value)>>>;
+
+fn record(s: &Shared) -> Log {
+    let log: Log = Arc::default();
+    let mut rx = s.bus.subscribe();
+    let l = log.clone();
+    tokio::spawn(async move {
+        while let Ok(e) = rx.recv().await {
+            l.lock()
+                .push((Instant::now(), e.event, e.data.value().clone()));
+        }
+    });
+    log
+}
+
+/// Waits (in paused time) until `f` holds.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn named(log: &Log, name: &str) -> Vec<(Instant, serde_json::Value)> {
+    log.lock()
+        .iter()
+        .filter(|(_, n, _)| *n == name)
+        .map(|(t, _, d)| (*t, d.clone()))
+        .collect()
+}
+
+fn timeouts(s: &Shared) -> f64 {
+    s.metrics
+        .render()
+        .lines()
+        .find(|l| {
+            l.starts_with("lifeline_check_attempts_total{")
+                && l.contains("check=\"fake\"")
+                && l.contains("result=\"timeout\"")
+        })
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn unanswered_heartbeats_degrade_at_poor_after_and_drop_stale_at_stale_after() {
+    let f = Arc::new(FakeSessionCheck::default());
+    f.answer.store(true, Ordering::SeqCst);
+    let (s, h, _c) = start(f.clone(), session_config());
+    let log = record(&s);
+    until("healthy", || {
+        s.states.state("fake").unwrap().status == crate::health::Status::Healthy
+    })
+    .await;
+    assert_eq!(f.connects.lock().len(), 1);
+    f.answer.store(false, Ordering::SeqCst);
+    let last = *f.answers.lock().last().unwrap();
+    until("stale drop", || {
+        !named(&log, "connection:disconnected").is_empty()
+    })
+    .await;
+
+    // Unanswered beats were counted as timeouts, but moved no status before poor_after.
+    assert!(timeouts(&s) >= 2.0, "timeouts counted: {}", timeouts(&s));
+    let changes: Vec<(Instant, String)> = log
+        .lock()
+        .iter()
+        .filter(|(_, n, _)| *n != "connection:health_check" && *n != "connection:failed")
+        .map(|(t, n, d)| (*t, format!("{n} {}", d["status"].as_str().unwrap_or(""))))
+        .collect();
+    let degraded = named(&log, "connection:health_degraded");
+    assert_eq!(degraded.len(), 1, "{changes:?}");
+    assert_eq!(
+        degraded[0].0 - last,
+        Duration::from_secs(3),
+        "degraded at poor_after"
+    );
+    let dropped = named(&log, "connection:disconnected");
+    assert_eq!(dropped.len(), 1, "{changes:?}");
+    assert_eq!(
+        dropped[0].0 - last,
+        Duration::from_secs(6),
+        "dropped at stale_after"
+    );
+    assert_eq!(dropped[0].1["error_kind"], "stale");
+    assert_eq!(dropped[0].1["status"], "disconnected");
+    assert_eq!(dropped[0].1["previous_status"], "degraded");
+    // Between the last answer and the drop: healthy (counted failures), then degraded.
+    let failed = named(&log, "connection:failed");
+    assert!(
+        failed
+            .iter()
+            .filter(|(t, _)| *t < dropped[0].0)
+            .all(|(_, d)| d["error_kind"] == "timeout"
+                && matches!(d["status"].as_str(), Some("healthy" | "degraded"))),
+        "{failed:?}"
+    );
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_never_answered_back_off_and_reach_max_attempts_once() {
+    let f = Arc::new(FakeSessionCheck::default());
+    let (s, h, _c) = start(f.clone(), session_config());
+    let log = record(&s);
+    until("7 connects", || f.connects.lock().len() >= 7).await;
+    let c = f.connects.lock().clone();
+    let secs: Vec<u64> = gaps(&c).iter().map(|d| d.as_secs()).collect();
+    // stale_after (6 s) on each connection, then 1, 2, 4, 8, 8, 8 s of backoff.
+    assert_eq!(secs, [7, 8, 10, 14, 14, 14]);
+    let delays: Vec<u64> = named(&log, "connection:reconnecting")
+        .iter()
+        .map(|(_, d)| d["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays[..6], [1000, 2000, 4000, 8000, 8000, 8000]);
+    let reached = named(&log, "connection:max_attempts_reached");
+    assert_eq!(reached.len(), 1);
+    assert_eq!(reached[0].1["attempt"], 5);
+    let statuses: Vec<String> = log
+        .lock()
+        .iter()
+        .filter_map(|(_, _, d)| d["status"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|x| x == "connecting" || x == "disconnected"),
+        "never claimed up: {statuses:?}"
+    );
+    assert!(named(&log, "connection:connected").is_empty());
+    let drops = named(&log, "connection:disconnected");
+    assert_eq!(drops.len(), 1, "one change to disconnected, then it stays");
+    assert_eq!(drops[0].1["error_kind"], "stale");
+    assert_eq!(drops[0].1["previous_status"], "connecting");
+    h.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_answered_heartbeat_resets_the_backoff() {
+    let f = Arc::new(FakeSessionCheck::default());
+    let (s, h, _c) = start(f.clone(), session_config());
+    let log = record(&s);
+    until("3 reconnects scheduled", || {
+        named(&log, "connection:reconnecting").len() >= 3
+    })
+    .await;
+    assert_eq!(s.states.state("fake").unwrap().attempt, 3);
+    f.answer.store(true, Ordering::SeqCst);
+    until("reconnected", || {
+        !named(&log, "connection:reconnected").is_empty()
+    })
+    .await;
+    let st = s.states.state("fake").unwrap();
+    assert_eq!(st.status, crate::health::Status::Healthy);
+    assert_eq!(st.attempt, 0, "backoff reset by the answer");
+    // The answer came one round trip after the handshake, not one interval later.
+    let connect = *f.connects.lock().last().unwrap();
+    let first = f.answers.lock()[0];
+    assert_eq!(first - connect, Duration::from_millis(1));
+    f.answer.store(false, Ordering::SeqCst);
+    until("4 reconnects scheduled", || {
+        named(&log, "connection:reconnecting").len() >= 4
+    })
+    .await;
+    let delays: Vec<u64> = named(&log, "connection:reconnecting")
+        .iter()
+        .map(|(_, d)| d["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        delays,
+        [1000, 2000, 4000, 1000],
+        "counting starts again at 1"
+    );
+    assert_eq!(named(&log, "connection:disconnected").len(), 2);
     h.stop(Duration::from_secs(1)).await;
 }

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod receivers;
 pub mod redis;
 pub mod scenarios;
+pub mod stale;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -285,6 +285,15 @@ impl Pg {
         }
     }
 
+    /// The postmaster first, then its children (backends included), for
+    /// [`super::stale::Frozen`]; empty once killed.
+    pub fn pids(&self) -> Vec<u32> {
+        let pm = self.child.as_ref().map(Child::id);
+        pm.into_iter()
+            .chain(pm.into_iter().flat_map(children))
+            .collect()
+    }
+
     /// The server log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

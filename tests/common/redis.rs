@@ -155,6 +155,11 @@ impl Redis {
         }
     }
 
+    /// The server's process id (for [`super::stale::Frozen`]); empty once killed.
+    pub fn pids(&self) -> Vec<u32> {
+        self.child.iter().map(Child::id).collect()
+    }
+
     /// The server log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()

@@ -146,7 +146,58 @@ fn validate_output_never_shows_a_secret() {
     );
     assert!(all.contains(":3:10: `listen` must be HOST:PORT"), "{all}");
     assert!(!all.contains("sekrit-Kq27-value"), "secret printed: {all}");
-    assert!(all.contains("***"), "{all}");
+    assert!(all.contains("${env:LL_VALIDATE_SECRET}"), "{all}");
+}
+
+/// A value that came from `${env:…}` or `${file:…}` is never echoed in an error, even
+/// for keys that are not secrets: the message quotes the source text.
+#[test]
+fn validate_quotes_the_source_of_substituted_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_env = format!("Zq{:016x}-env-value", fastrand::u64(..));
+    let from_file = format!("Wf{:016x}-file-value", fastrand::u64(..));
+    std::fs::write(dir.path().join("iv"), format!("{from_file}\n")).unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        r#"[[checks]]
+name = "t"
+kind = "tcp"
+address = "host-${env:LL_SUBST_VALUE}"
+timeout = "${env:LL_SUBST_VALUE}"
+interval = "${file:iv}"
+"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["validate", "--config"])
+        .arg(&p)
+        .env("LL_SUBST_VALUE", &from_env)
+        .output()
+        .expect("run lifeline");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    for v in [&from_env, &from_file] {
+        assert!(
+            !stdout.contains(v.as_str()) && !stderr.contains(v.as_str()),
+            "value printed:\n{stdout}{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(":5:11: `timeout`: invalid duration `${env:LL_SUBST_VALUE}`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":6:12: `interval`: invalid duration `${file:iv}`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("got `host-${env:LL_SUBST_VALUE}`"),
+        "{stderr}"
+    );
 }
 
 /// Every commented example in the shipped config, uncommented, is a valid config (with its

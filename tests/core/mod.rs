@@ -2,6 +2,7 @@
 
 mod binary;
 mod config;
+mod heartbeat;
 mod http_api;
 mod http_kind;
 mod smoke;

@@ -2,6 +2,7 @@
 
 mod postgres;
 mod redis;
+mod stale;
 
 use std::time::Duration;
 
