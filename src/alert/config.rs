@@ -218,11 +218,15 @@ fn positive(t: &Table<'_, '_>, key: &'static str, default: Duration) -> Option<D
     }
 }
 
-fn template(t: &Table<'_, '_>, key: &'static str) -> Option<Option<Template>> {
+fn template(
+    t: &Table<'_, '_>,
+    key: &'static str,
+    escape: super::template::Escape,
+) -> Option<Option<Template>> {
     let Some(s) = t.str(key) else {
         return Some(None);
     };
-    match Template::compile(&s.value) {
+    match Template::compile_for(&s.value, escape) {
         Ok(tpl) => Some(Some(tpl)),
         Err(e) => {
             t.error(s.span, format!("`{key}`: template error: {e}"));
@@ -275,8 +279,14 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
         );
         return None;
     }
-    let title = template(t, "title");
-    let text = template(t, "text");
+    // Slack templates escape the values they print (peer text) but not their own text.
+    let escape = if matches!(kind, Some(NotifierKind::Slack { .. })) {
+        super::template::Escape::Slack
+    } else {
+        super::template::Escape::None
+    };
+    let title = template(t, "title", escape);
+    let text = template(t, "text", escape);
     Some(NotifierConfig {
         name: name?.value,
         kind: kind?,
