@@ -119,11 +119,30 @@ impl NotifierKind {
     }
 }
 
+/// How an `smtp://` notifier uses TLS (the `tls` key); `smtps://` is always TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtps://`: TLS from the first byte.
+    Wrapper,
+    /// `tls = "starttls"` (the default with credentials): STARTTLS must succeed before
+    /// anything else is sent; a server that does not offer it gets nothing.
+    Required,
+    /// `tls = "opportunistic"` (the default without credentials): STARTTLS when the
+    /// server offers it, plain text otherwise.
+    Opportunistic,
+    /// `tls = "none"`: never TLS, also with credentials (an explicit choice).
+    None,
+}
+
 /// `kind = "email"`.
 #[derive(Debug)]
 pub struct EmailConfig {
-    /// `smtp://host[:port]` (STARTTLS when offered) or `smtps://host[:port]`.
+    /// `smtp://host[:port]` (STARTTLS, see [`SmtpTls`]) or `smtps://host[:port]`.
     pub smtp_url: url::Url,
+    /// TLS mode, from the scheme, the `tls` key and whether credentials are set.
+    pub tls_mode: SmtpTls,
+    /// The PEM text of `ca_file`, read when the config is loaded.
+    pub ca_pem: Option<Vec<u8>>,
     /// SMTP AUTH user.
     pub username: Option<String>,
     /// SMTP AUTH password.
@@ -239,11 +258,15 @@ fn positive(t: &Table<'_, '_>, key: &'static str, default: Duration) -> Option<D
     }
 }
 
-fn template(t: &Table<'_, '_>, key: &'static str) -> Option<Option<Template>> {
+fn template(
+    t: &Table<'_, '_>,
+    key: &'static str,
+    escape: super::template::Escape,
+) -> Option<Option<Template>> {
     let Some(s) = t.str(key) else {
         return Some(None);
     };
-    match Template::compile(&s.value) {
+    match Template::compile_for(&s.value, escape) {
         Ok(tpl) => Some(Some(tpl)),
         Err(e) => {
             t.error(s.span, format!("`{key}`: template error: {e}"));
@@ -296,8 +319,14 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
         );
         return None;
     }
-    let title = template(t, "title");
-    let text = template(t, "text");
+    // Slack templates escape the values they print (peer text) but not their own text.
+    let escape = if matches!(kind, Some(NotifierKind::Slack { .. })) {
+        super::template::Escape::Slack
+    } else {
+        super::template::Escape::None
+    };
+    let title = template(t, "title", escape);
+    let text = template(t, "text", escape);
     Some(NotifierConfig {
         name: name?.value,
         kind: kind?,
@@ -402,14 +431,91 @@ fn read_email(t: &Table<'_, '_>) -> Option<EmailConfig> {
             .collect::<Option<Vec<_>>>(),
     };
     let tls = t.tls_options();
+    let ca_pem = read_ca_pem(t, &tls);
+    let smtp_url = smtp_url?;
+    let tls_mode = smtp_tls_mode(t, &smtp_url, username.is_some() || password.is_some());
     Some(EmailConfig {
-        smtp_url: smtp_url?,
+        smtp_url,
+        tls_mode: tls_mode?,
+        ca_pem: ca_pem?,
         username,
         password,
         from: from?,
         to: to?,
         tls,
     })
+}
+
+/// The `tls` key of an email notifier. With credentials on `smtp://`, the default is
+/// `starttls` (required); `opportunistic` would hand the password to whoever strips the
+/// server's STARTTLS offer, so it is refused; `none` is the explicit "plain text is fine
+/// here" (a relay on localhost).
+fn smtp_tls_mode(t: &Table<'_, '_>, url: &url::Url, credentials: bool) -> Option<SmtpTls> {
+    let key = t.str("tls");
+    if url.scheme() == "smtps" {
+        if let Some(k) = key {
+            t.error(
+                k.span,
+                "`tls` applies to smtp:// only; smtps:// is TLS from the first byte",
+            );
+            return None;
+        }
+        return Some(SmtpTls::Wrapper);
+    }
+    let Some(k) = key else {
+        return Some(if credentials {
+            SmtpTls::Required
+        } else {
+            SmtpTls::Opportunistic
+        });
+    };
+    match k.value.as_str() {
+        "starttls" => Some(SmtpTls::Required),
+        "opportunistic" if credentials => {
+            t.error(
+                k.span,
+                "`tls = \"opportunistic\"` with `username`/`password` would send the password in clear text to a server (or a man in the middle) that does not offer STARTTLS; use \"starttls\" (the default with credentials), smtps://, or, on a trusted network, tls = \"none\"",
+            );
+            None
+        }
+        "opportunistic" => Some(SmtpTls::Opportunistic),
+        "none" => {
+            if credentials {
+                tracing::warn!(
+                    "email notifier with tls = \"none\": SMTP credentials are sent in clear text"
+                );
+            }
+            Some(SmtpTls::None)
+        }
+        other => {
+            t.error(
+                k.span,
+                format!("`tls`: unknown value `{other}`; expected starttls, opportunistic or none"),
+            );
+            None
+        }
+    }
+}
+
+/// Reads and checks `ca_file` now, so a send never does file I/O and a bad file is a
+/// config error at the key.
+fn read_ca_pem(t: &Table<'_, '_>, tls: &TlsOptions) -> Option<Option<Vec<u8>>> {
+    let Some(path) = &tls.ca_file else {
+        return Some(None);
+    };
+    let span = t.str("ca_file").map(|s| s.span).unwrap_or(t.span());
+    let pem = match std::fs::read(path) {
+        Ok(p) => p,
+        Err(e) => {
+            t.error(span, format!("cannot read ca_file {}: {e}", path.display()));
+            return None;
+        }
+    };
+    if let Err(e) = lettre::transport::smtp::client::Certificate::from_pem(&pem) {
+        t.error(span, format!("bad ca_file {}: {e}", path.display()));
+        return None;
+    }
+    Some(Some(pem))
 }
 
 fn read_route(t: &Table<'_, '_>, index: usize, notifiers: &HashSet<String>) -> Option<RouteConfig> {

@@ -1,7 +1,9 @@
-//! `kind = "email"`: SMTP via lettre. `smtp://` upgrades with STARTTLS when the server
-//! offers it (port 25 by default), `smtps://` is TLS from the first byte (port 465).
-//! Optional AUTH (`username`/`password`). Each message has a plain-text and an HTML part;
-//! the subject carries the status and the check names.
+//! `kind = "email"`: SMTP via lettre. `smtp://` upgrades with STARTTLS (port 25 by
+//! default), `smtps://` is TLS from the first byte (port 465). Optional AUTH
+//! (`username`/`password`): with credentials STARTTLS is required, so a server that does
+//! not offer it (or a man in the middle who strips the offer) never sees the password,
+//! unless the notifier says `tls = "none"` explicitly (see [`SmtpTls`]). Each message has
+//! a plain-text and an HTML part; the subject carries the status and the check names.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::config::SmtpTls;
 use super::template::{self, default_text, default_title};
 use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
 use futures_util::future::BoxFuture;
@@ -21,8 +24,29 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The email notifier.
 pub struct Email {
     cfg: Arc<NotifierConfig>,
-    transport: Result<AsyncSmtpTransport<Tokio1Executor>, String>,
+    transport: Result<AsyncSmtpTransport<Tokio1Executor>, TransportError>,
 }
+
+/// Why the SMTP transport of a notifier could not be set up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    /// The config is not `kind = "email"`.
+    #[error("not an email notifier")]
+    NotEmail,
+    /// The `ca_file` PEM (read at config load) does not parse.
+    #[error("bad ca_file: {0}")]
+    CaFile(String),
+    /// rustls could not be configured.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// What a server without STARTTLS gets when credentials would otherwise go in clear text.
+pub const CLEARTEXT_REFUSED: &str = "the SMTP server does not offer STARTTLS: refusing to send the credentials in clear text (nothing was sent; use smtps://, enable STARTTLS on the server, or set tls = \"none\" on the notifier to allow plain text)";
+
+/// What a server without STARTTLS gets when `tls = "starttls"` was asked for.
+pub const STARTTLS_MISSING: &str =
+    "the SMTP server does not offer STARTTLS, which tls = \"starttls\" requires (nothing was sent)";
 
 impl Email {
     /// A notifier for `cfg` (must be `kind = "email"`). A transport that cannot be built
@@ -84,9 +108,11 @@ fn escape(s: &str) -> String {
     out
 }
 
-fn build_transport(cfg: &NotifierConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+fn build_transport(
+    cfg: &NotifierConfig,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, TransportError> {
     let NotifierKind::Email(e) = &cfg.kind else {
-        return Err("not an email notifier".into());
+        return Err(TransportError::NotEmail);
     };
     let host = e
         .smtp_url
@@ -97,19 +123,20 @@ fn build_transport(cfg: &NotifierConfig) -> Result<AsyncSmtpTransport<Tokio1Exec
     let mut params = TlsParameters::builder(host.clone())
         .dangerous_accept_invalid_certs(e.tls.skip_verify)
         .dangerous_accept_invalid_hostnames(e.tls.skip_verify);
-    if let Some(path) = &e.tls.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|err| format!("cannot read ca_file {}: {err}", path.display()))?;
-        let cert = Certificate::from_pem(&pem)
-            .map_err(|err| format!("bad ca_file {}: {err}", path.display()))?;
+    // Read (and checked) when the config was loaded: no file I/O here.
+    if let Some(pem) = &e.ca_pem {
+        let cert =
+            Certificate::from_pem(pem).map_err(|err| TransportError::CaFile(err.to_string()))?;
         params = params.add_root_certificate(cert);
     }
     let params = params
         .build_rustls()
-        .map_err(|err| format!("TLS setup: {err}"))?;
-    let (tls, default_port) = match e.smtp_url.scheme() {
-        "smtps" => (Tls::Wrapper(params), 465),
-        _ => (Tls::Opportunistic(params), 25),
+        .map_err(|err| TransportError::Tls(err.to_string()))?;
+    let (tls, default_port) = match e.tls_mode {
+        SmtpTls::Wrapper => (Tls::Wrapper(params), 465),
+        SmtpTls::Required => (Tls::Required(params), 25),
+        SmtpTls::Opportunistic => (Tls::Opportunistic(params), 25),
+        SmtpTls::None => (Tls::None, 25),
     };
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(e.smtp_url.port().unwrap_or(default_port))
@@ -127,9 +154,16 @@ fn build_transport(cfg: &NotifierConfig) -> Result<AsyncSmtpTransport<Tokio1Exec
 }
 
 /// SMTP 5xx and malformed messages are permanent; 4xx, timeouts, TLS and network trouble
-/// are retried.
-fn classify(e: &lettre::transport::smtp::Error) -> NotifyError {
+/// are retried. A missing STARTTLS where it is required is permanent and says why.
+fn classify(e: &lettre::transport::smtp::Error, mode: SmtpTls, credentials: bool) -> NotifyError {
     let msg = crate::secret::redact(&e.to_string());
+    if mode == SmtpTls::Required && e.is_client() && msg.contains("STARTTLS") {
+        return NotifyError::Permanent(if credentials {
+            CLEARTEXT_REFUSED.to_string()
+        } else {
+            STARTTLS_MISSING.to_string()
+        });
+    }
     if e.is_permanent() || e.is_client() {
         NotifyError::Permanent(msg)
     } else {
@@ -143,12 +177,18 @@ impl Notifier for Email {
             let transport = self
                 .transport
                 .as_ref()
-                .map_err(|e| NotifyError::Permanent(e.clone()))?;
+                .map_err(|e| NotifyError::Permanent(e.to_string()))?;
+            let (mode, credentials) = match &self.cfg.kind {
+                NotifierKind::Email(e) => {
+                    (e.tls_mode, e.username.is_some() || e.password.is_some())
+                }
+                _ => (SmtpTls::Required, false),
+            };
             let msg = self.message(n)?;
             // lettre bounds each step; this bounds the whole conversation.
             match tokio::time::timeout(SMTP_TIMEOUT * 3, transport.send(msg)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(classify(&e)),
+                Ok(Err(e)) => Err(classify(&e, mode, credentials)),
                 Err(_) => Err(NotifyError::Transient("SMTP conversation timed out".into())),
             }
         })

@@ -1,9 +1,11 @@
 //! `kind = "slack"`: an incoming-webhook POST `{"text": …}` with a status emoji, the
-//! checks, their errors and since when.
+//! checks, their errors and since when. Peer text is escaped where it enters the text
+//! (see [`super::template`]): the default text's values, and every value an operator's
+//! template prints; the template's own `<url|links>` stay links.
 
 use std::sync::Arc;
 
-use super::template::{self, default_text, default_title, emoji};
+use super::template::{self, default_text, default_title, emoji, slack_escape};
 use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
 use futures_util::future::BoxFuture;
 
@@ -21,24 +23,24 @@ impl Slack {
 
     /// The JSON body for `n`.
     pub fn body(&self, n: &Notification) -> serde_json::Value {
+        // Templates were compiled with `Escape::Slack` (values escaped, their own text
+        // kept); the default texts consist of values plus fixed words without `& < >`, so
+        // escaping them whole escapes exactly the values.
         let title = template::render_or(self.cfg.title.as_ref(), n, &self.cfg.name, || {
-            default_title(n)
+            slack_escape(&default_title(n))
         });
         let text = template::render_or(self.cfg.text.as_ref(), n, &self.cfg.name, || {
-            default_text(n)
+            slack_escape(&default_text(n))
         });
         serde_json::json!({
-            "text": format!("{} *{}*\n{}", emoji(n), escape(&title), escape(text.trim_end())),
+            "text": format!("{} *{}*\n{}", emoji(n), title.trim_end(), text.trim_end()),
         })
     }
 }
 
-/// Slack's control characters: peer text (errors, messages) must not turn into
-/// `<!channel>` pings or `<url|forged>` links.
+/// Slack's control characters escaped (see [`slack_escape`]).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    slack_escape(s)
 }
 
 impl Notifier for Slack {

@@ -1,6 +1,12 @@
 //! Message templates (`title`, `text` on a notifier): minijinja, compiled when the config
 //! is loaded so syntax errors are config errors, rendered with a fuel limit so a template
 //! cannot run away.
+//!
+//! A Slack notifier's templates escape every *value* they print (`{{ … }}`: check names,
+//! messages, errors, labels) with [`slack_escape`], while the template's own text is
+//! left alone: an operator writes `<https://runbook|runbook>` and gets a link, a peer
+//! whose error says `<!channel>` does not ping anyone. `| safe` turns escaping off for one
+//! value (never use it on peer text).
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,10 +29,36 @@ impl From<minijinja::Error> for TemplateError {
     }
 }
 
+/// How a template escapes the values it prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Escape {
+    /// As written (webhook, email: the email notifier HTML-escapes the whole text itself).
+    #[default]
+    None,
+    /// Slack mrkdwn: `&`, `<`, `>` of every printed value become entities.
+    Slack,
+}
+
+/// Slack's control characters: peer text (errors, messages) must not turn into
+/// `<!channel>` pings or `<url|forged>` links.
+pub fn slack_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A compiled template.
 #[derive(Clone)]
 pub struct Template {
     env: Arc<Environment<'static>>,
+    escape: Escape,
 }
 
 impl fmt::Debug for Template {
@@ -36,13 +68,35 @@ impl fmt::Debug for Template {
 }
 
 impl Template {
-    /// Compiles `source`; the error text names the line and problem.
+    /// Compiles `source` with values printed as they are; the error text names the line
+    /// and problem.
     pub fn compile(source: &str) -> Result<Self, TemplateError> {
+        Self::compile_for(source, Escape::None)
+    }
+
+    /// Compiles `source` with printed values escaped by `escape`.
+    pub fn compile_for(source: &str, escape: Escape) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        if escape == Escape::Slack {
+            env.set_formatter(|out, state, value| {
+                if value.is_safe() || value.is_undefined() || value.is_none() {
+                    return minijinja::escape_formatter(out, state, value);
+                }
+                Ok(out.write_str(&slack_escape(&value.to_string()))?)
+            });
+        }
         env.add_template_owned("t", source.to_string())?;
-        Ok(Self { env: Arc::new(env) })
+        Ok(Self {
+            env: Arc::new(env),
+            escape,
+        })
+    }
+
+    /// How this template escapes printed values.
+    pub fn escape(&self) -> Escape {
+        self.escape
     }
 
     /// Renders with the notification as context (`status`, `route`, `dedupe_key`,
@@ -175,6 +229,46 @@ mod tests {
     fn syntax_errors_are_reported() {
         assert!(Template::compile("{% if %}").is_err());
         assert!(Template::compile("{{ status }} {{ checks }}").is_ok());
+    }
+
+    #[test]
+    fn slack_templates_escape_values_but_not_their_own_text() {
+        let t = Template::compile_for(
+            "<https://runbook.example/db|runbook> {{ alerts[0].message }} {{ checks }} {{ '<ok>' | safe }}",
+            Escape::Slack,
+        )
+        .unwrap();
+        let mut n = Notification::test_sample();
+        n.alerts[0].message = "<!channel> see <http://evil|click> & co".into();
+        n.alerts[0].check = "db<x>".into();
+        assert_eq!(
+            t.render(&n).unwrap(),
+            "<https://runbook.example/db|runbook> &lt;!channel&gt; see &lt;http://evil|click&gt; &amp; co db&lt;x&gt; <ok>"
+        );
+        let plain = Template::compile("{{ alerts[0].message }}").unwrap();
+        assert_eq!(plain.render(&n).unwrap(), n.alerts[0].message);
+    }
+
+    #[test]
+    fn the_default_texts_fixed_parts_need_no_slack_escaping() {
+        // Slack escapes a whole default text, which is right only while the fixed
+        // parts have none of `& < >`: every one of them here comes from a value.
+        let mut n = Notification::test_sample();
+        n.alerts[0].message = String::new();
+        n.alerts[0].error_kind = None;
+        for status in [
+            super::super::NoteStatus::Firing,
+            super::super::NoteStatus::Resolved,
+            super::super::NoteStatus::Flapping,
+        ] {
+            n.status = status;
+            for offline in [false, true] {
+                n.offline = offline;
+                for s in [default_text(&n), default_title(&n)] {
+                    assert_eq!(slack_escape(&s), s);
+                }
+            }
+        }
     }
 
     #[test]

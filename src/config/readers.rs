@@ -11,6 +11,15 @@ use super::raw::Table;
 use crate::net::tls::TlsOptions;
 use crate::secret::Secret;
 
+/// One configured request header.
+#[derive(Debug, Clone)]
+pub struct ConfigHeader {
+    /// The value (a secret: headers often carry credentials).
+    pub value: Secret<String>,
+    /// True if part of the value came from `${env:…}`/`${file:…}`.
+    pub substituted: bool,
+}
+
 impl Table<'_, '_> {
     /// A required URL whose scheme is one of `schemes`; its password, if any, is
     /// registered as a secret.
@@ -43,6 +52,13 @@ impl Table<'_, '_> {
 
     /// A header table (empty when absent); values are secrets.
     pub fn headers(&self, key: &'static str) -> Option<BTreeMap<String, Secret<String>>> {
+        self.headers_with_origin(key)
+            .map(|m| m.into_iter().map(|(k, h)| (k, h.value)).collect())
+    }
+
+    /// As [`Table::headers`], remembering which values came from `${env:…}`/`${file:…}`
+    /// (the http check keeps those from other origins on a redirect).
+    pub fn headers_with_origin(&self, key: &'static str) -> Option<BTreeMap<String, ConfigHeader>> {
         let Some(map) = self.str_map(key) else {
             return if self.has(key) {
                 None
@@ -59,7 +75,13 @@ impl Table<'_, '_> {
                 self.error(v.span.clone(), format!("`{key}`: invalid header `{k}`"));
                 ok = false;
             }
-            out.insert(k, Secret::registered(v.value));
+            out.insert(
+                k,
+                ConfigHeader {
+                    substituted: v.substituted,
+                    value: Secret::registered(v.value),
+                },
+            );
         }
         ok.then_some(out)
     }

@@ -49,6 +49,8 @@ pub struct ConnInfo {
     /// 1 + milliseconds since `start` of the first byte read while not busy; 0 = none.
     head_started: AtomicU64,
     held: parking_lot::Mutex<Vec<Box<dyn Send>>>,
+    /// Signalled when the last request in progress ends (the deadline moves).
+    idle: tokio::sync::Notify,
 }
 
 impl ConnInfo {
@@ -62,6 +64,7 @@ impl ConnInfo {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             held: parking_lot::Mutex::new(Vec::new()),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -114,6 +117,7 @@ impl Drop for Busy {
         let ms = self.0.ms();
         if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle_since.store(ms, Ordering::Release);
+            self.0.idle.notify_one();
         }
     }
 }
@@ -304,6 +308,7 @@ async fn connection<I>(
             .unwrap_or_else(|| Instant::now() + recheck);
         tokio::select! {
             _ = &mut conn => return,
+            _ = info.idle.notified() => {} // idle now: wait for the idle deadline instead
             _ = shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut conn).await;

@@ -7,6 +7,7 @@ mod alertmanager;
 mod config;
 mod email;
 mod http;
+mod slack;
 mod storm;
 
 use std::net::SocketAddr;

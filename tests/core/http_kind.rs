@@ -103,3 +103,132 @@ async fn http_checks_judge_status_body_and_cap() {
     assert!(!detailed.contains("k3y-Secret-Value"));
     a.stop().await;
 }
+
+type Seen = std::sync::Arc<parking_lot::Mutex<Vec<(String, axum::http::HeaderMap)>>>;
+
+/// A server recording the path and headers of every request; `routes` adds redirects.
+async fn recorder(
+    routes: impl FnOnce(axum::Router) -> axum::Router,
+) -> (std::net::SocketAddr, Seen) {
+    let seen: Seen = Seen::default();
+    let s = seen.clone();
+    let app = routes(axum::Router::new()).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let s = s.clone();
+            async move {
+                s.lock()
+                    .push((req.uri().path().to_string(), req.headers().clone()));
+                next.run(req).await
+            }
+        },
+    ));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, seen)
+}
+
+fn headers_on(seen: &Seen, path: &str) -> Vec<axum::http::HeaderMap> {
+    seen.lock()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, h)| h.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn secret_headers_do_not_follow_a_redirect_to_another_origin() {
+    // The other origin: same host, other port.
+    let (other, other_seen) =
+        recorder(|r| r.route("/landing", get(|| async { "landed elsewhere" }))).await;
+    let (home, home_seen) = recorder(move |r| {
+        let to_other = format!("http://{other}/landing");
+        r.route(
+            "/cross",
+            get(move || {
+                let to = to_other.clone();
+                async move { (StatusCode::FOUND, [("location", to)]) }
+            }),
+        )
+        .route(
+            "/same",
+            get(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/landing")]) }),
+        )
+        .route("/landing", get(|| async { "landed at home" }))
+        .route(
+            "/loop",
+            get(|| async { (StatusCode::FOUND, [("location", "/loop")]) }),
+        )
+    })
+    .await;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("api-key");
+    std::fs::write(&key_file, "k3y-From-File\n").unwrap();
+    let headers = format!(
+        "headers = {{ x-api-key = \"${{file:{}}}\", Authorization = \"Bearer literal-token\", x-marked = \"marked-literal\", x-trace = \"plain-value\" }}\nsecret_headers = [\"X-Marked\"]",
+        key_file.display()
+    );
+    let check = |name: &str, path: &str| {
+        format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"http://{home}{path}\"\ninterval = \"100ms\"\nunhealthy_threshold = 1\n{headers}\n"
+        )
+    };
+    let cfg = [
+        check("cross", "/cross"),
+        check("same", "/same"),
+        check("loop", "/loop"),
+    ]
+    .concat();
+    let a = TestAgent::start(&cfg).await;
+    let w = Duration::from_secs(10);
+    a.wait_status("cross", Status::Healthy, w).await;
+    a.wait_status("same", Status::Healthy, w).await;
+    let l = a.wait_status("loop", Status::Unhealthy, w).await;
+    assert_eq!(l.error_kind, Some(ErrorKind::Protocol));
+    assert!(
+        l.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("more than 5 redirects"),
+        "{l:?}"
+    );
+    a.stop().await;
+
+    let away = headers_on(&other_seen, "/landing");
+    assert!(!away.is_empty(), "the redirect was followed");
+    for h in &away {
+        assert_eq!(h.get("x-trace").unwrap(), "plain-value", "{h:?}");
+        for secret in ["x-api-key", "authorization", "x-marked"] {
+            assert!(
+                h.get(secret).is_none(),
+                "`{secret}` went to another origin: {h:?}"
+            );
+        }
+    }
+    // The configured origin gets everything, on the first hop and after a same-origin
+    // redirect.
+    for path in ["/cross", "/same", "/landing"] {
+        let seen = headers_on(&home_seen, path);
+        assert!(!seen.is_empty(), "{path} was asked");
+        for h in &seen {
+            assert_eq!(h.get("x-api-key").unwrap(), "k3y-From-File");
+            assert_eq!(h.get("authorization").unwrap(), "Bearer literal-token");
+            assert_eq!(h.get("x-marked").unwrap(), "marked-literal");
+            assert_eq!(h.get("x-trace").unwrap(), "plain-value");
+        }
+    }
+}
+
+#[test]
+fn secret_headers_must_name_configured_headers() {
+    let src = "[[checks]]\nname = \"h\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { x-a = \"1\" }\nsecret_headers = [\"x-b\"]\n";
+    let errs = match lifeline::config::parse(std::path::Path::new("c.toml"), src) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    };
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("c.toml:6:19:") && e.contains("`x-b` is not in `headers`")),
+        "{errs:#?}"
+    );
+}

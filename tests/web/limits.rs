@@ -236,3 +236,184 @@ interval = "100ms"
     next_event(&mut s3, "connection:health_check", Duration::from_secs(5)).await;
     a.stop().await;
 }
+
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body) from `s`.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed before the response was complete: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_idle_timeout_is_closed() {
+    const IDLE: Duration = Duration::from_secs(1);
+    let a = TestAgent::start(
+        r#"
+[agent]
+listen = "127.0.0.1:{port}"
+data_dir = "{dir}/data"
+header_timeout = "10s"
+idle_timeout = "1s"
+"#,
+    )
+    .await;
+    let req = b"GET /-/healthy HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    // Requests closer together than idle_timeout keep the connection open...
+    let mut busy = TcpStream::connect(a.addr).await.unwrap();
+    let opened = tokio::time::Instant::now();
+    for _ in 0..5 {
+        busy.write_all(req).await.unwrap();
+        assert!(read_response(&mut busy).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(IDLE / 2).await;
+    }
+    assert!(
+        opened.elapsed() > IDLE * 2,
+        "the busy connection outlived idle_timeout"
+    );
+    // ...and one request, then silence, is closed after idle_timeout (not the 10 s
+    // header timeout, not at once).
+    busy.write_all(req).await.unwrap();
+    read_response(&mut busy).await;
+    let idle_from = tokio::time::Instant::now();
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(8), busy.read(&mut b))
+        .await
+        .expect("the idle connection is closed well before the header timeout")
+        .unwrap_or(0);
+    let idle_for = idle_from.elapsed();
+    eprintln!("idle keep-alive connection closed {idle_for:?} after its last response");
+    assert_eq!(n, 0, "nothing but a close");
+    assert!(
+        idle_for + Duration::from_millis(150) >= IDLE,
+        "closed after {idle_for:?}, before idle_timeout"
+    );
+    // Tight enough to tell idle_timeout (1 s) from header_timeout (10 s since the
+    // connection opened), loose enough for a loaded machine.
+    assert!(
+        idle_for < Duration::from_secs(5),
+        "closed {idle_for:?} after the last response: idle_timeout was not applied"
+    );
+    // An idle close is not a slow request head.
+    assert_eq!(
+        metric(
+            &metrics_of(&a),
+            "lifeline_http_rejected_total{reason=\"header_timeout\"}"
+        )
+        .unwrap_or(0.0),
+        0.0
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_client_that_stops_reading_is_dropped_and_counted() {
+    // Events with big messages fill the stalled client's socket buffers quickly: an http
+    // check whose (config) body regex is 16 KiB and never matches reports that regex in
+    // its message, twice per attempt (`health_check` and `failed`).
+    let app = axum::Router::new().fallback(|| async { "nope" });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(l, app).await });
+    let regex = format!("^{}", "Z".repeat(16 * 1024));
+    let checks: String = (0..3)
+        .map(|i| {
+            format!(
+                "[[checks]]\nname = \"big-{i}\"\nkind = \"http\"\nurl = \"http://{target}/\"\nexpect_body = \"{regex}\"\ninterval = \"50ms\"\nunhealthy_threshold = 1\nbackoff = {{ base = \"50ms\", max = \"50ms\", jitter = \"0s\" }}\n"
+            )
+        })
+        .collect();
+    let a = TestAgent::start(&format!(
+        r#"
+[agent]
+listen = "127.0.0.1:{{port}}"
+data_dir = "{{dir}}/data"
+write_timeout = "1s"
+{checks}"#
+    ))
+    .await;
+    // A reader that keeps up, before and after.
+    let c = client();
+    let mut reader = c.get(a.url("/api/v1/events")).send().await.unwrap();
+    assert_eq!(reader.status(), 200);
+    // The stalled one: a small receive buffer, a request, and never a read.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(a.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let stalled_at = tokio::time::Instant::now();
+    let series = "lifeline_http_rejected_total{reason=\"write_timeout\"}";
+    let mut events = 0usize;
+    let mut bytes = 0usize;
+    let deadline = stalled_at + Duration::from_secs(30);
+    // Keep the good reader reading while waiting for the drop.
+    loop {
+        if metric(&metrics_of(&a), series).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client was not dropped within 30 s ({events} events, {bytes} bytes to the good reader)"
+        );
+        if let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout(Duration::from_millis(200), reader.chunk()).await
+        {
+            events += String::from_utf8_lossy(&chunk).matches("event: ").count();
+            bytes += chunk.len();
+        }
+    }
+    let dropped_after = stalled_at.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(1),
+        "dropped after {dropped_after:?}, before write_timeout"
+    );
+    // The stalled socket ends: what was buffered, then EOF or a reset.
+    let mut sink = vec![0u8; 64 * 1024];
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(end, stalled.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the dropped client's connection is still open"),
+        }
+    }
+    // The reader that kept up is unaffected and still gets events.
+    next_event(
+        &mut reader,
+        "connection:health_check",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(events > 0, "the good reader got events during the stall");
+    wait_for(Duration::from_secs(5), "only the good reader left", || {
+        (metric(&metrics_of(&a), "lifeline_http_connections") == Some(1.0)).then_some(())
+    })
+    .await;
+    eprintln!("stalled SSE client dropped {dropped_after:?} after it stopped reading");
+    drop(reader);
+    a.stop().await;
+    server.abort();
+}
