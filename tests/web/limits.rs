@@ -196,7 +196,7 @@ interval = "100ms"
         target.local_addr().unwrap()
     ))
     .await;
-    let c = client();
+    let c = stream_client();
     let mut s1 = c.get(a.url("/api/v1/events")).send().await.unwrap();
     let mut s2 = c.get(a.url("/api/v1/events")).send().await.unwrap();
     assert_eq!((s1.status().as_u16(), s2.status().as_u16()), (200, 200));
@@ -353,7 +353,7 @@ write_timeout = "1s"
     ))
     .await;
     // A reader that keeps up, before and after.
-    let c = client();
+    let c = stream_client();
     let mut reader = c.get(a.url("/api/v1/events")).send().await.unwrap();
     assert_eq!(reader.status(), 200);
     // The stalled one: a small receive buffer, a request, and never a read.

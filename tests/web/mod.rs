@@ -135,6 +135,17 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A client for event streams: no total deadline (a stream lives as long as the test needs
+/// it), but each read must make progress within 10 s.
+pub fn stream_client() -> reqwest::Client {
+    lifeline::net::tls::install_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
 /// A bcrypt hash of `pw` (cost 4: fast tests; real files use 10+).
 pub fn hash(pw: &str) -> String {
     bcrypt::hash(pw, 4).expect("bcrypt")
