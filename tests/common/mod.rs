@@ -12,6 +12,8 @@ pub mod scenarios;
 pub mod stale;
 pub mod toml;
 
+// Benches that include this module use none of these.
+#[allow(unused_imports)]
 pub use toml::{agent_toml, tcp_check, ws_session_check};
 
 use std::net::SocketAddr;
