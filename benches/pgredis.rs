@@ -15,6 +15,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/runtime.rs"]
+mod runtime;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,11 +192,7 @@ fn main() {
         println!("redis session heartbeat (PING): {c:.1} µs CPU, {w:.0} µs wall per heartbeat (n={})", n * 5);
     });
     // Detection latency inside a full agent (multi-threaded like production).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime::multi_thread();
     rt.block_on(async {
         let mut pg = Pg::start().await;
         let dsn = format!("dsn = \"{}\"", pg.app_dsn());

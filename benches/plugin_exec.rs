@@ -7,6 +7,9 @@
 // threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support/runtime.rs"]
+mod runtime;
+
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,11 +119,7 @@ fn main() {
     assert!(st.success(), "cc failed");
     std::fs::set_permissions(&so, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime::multi_thread();
     rt.block_on(async {
         let plugin = build(dir.path(), "kind = \"plugin\"\nplugin = \"noop\"");
         measure("plugin call (C no-op)", plugin, 20_000).await;

@@ -265,10 +265,8 @@ async fn a_peer_that_is_not_asterisk_is_a_protocol_error() {
             let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await;
         }
     });
-    let a = TestAgent::start(&format!(
+    let a = TestAgent::start(&agent_toml(&format!(
         r#"
-[agent]
-data_dir = "{{dir}}/data"
 [[checks]]
 name = "x"
 kind = "ami"
@@ -278,7 +276,7 @@ secret = "s"
 interval = "100ms"
 unhealthy_threshold = 1
 "#
-    ))
+    )))
     .await;
     let st = a
         .wait_status("x", Status::Unhealthy, Duration::from_secs(5))

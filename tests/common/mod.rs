@@ -10,6 +10,11 @@ pub mod receivers;
 pub mod redis;
 pub mod scenarios;
 pub mod stale;
+pub mod toml;
+
+// Benches that include this module use none of these.
+#[allow(unused_imports)]
+pub use toml::{agent_toml, tcp_check, ws_session_check};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -317,6 +322,39 @@ pub async fn wait_listening(addr: &str, within: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `lifeline --log-format json run --config <config>` (the binary cargo built for these
+/// tests) with `RUST_LOG=<rust_log>` and `envs` added, killed on drop; the caller sets
+/// stdout and stderr.
+pub fn lifeline_run(
+    config: &Path,
+    rust_log: &str,
+    envs: &[(&str, &str)],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lifeline"));
+    cmd.args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .envs(envs.iter().copied())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Writes `text` to `path` as an executable script (mode 0755).
+pub fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+}
+
+/// A finished process's stdout followed by its stderr (lossy UTF-8).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Path of a file under `tests/data`.

@@ -13,17 +13,11 @@ use crate::common::*;
 const BIN: &str = env!("CARGO_BIN_EXE_lifeline");
 
 fn spawn_agent(config: &std::path::Path, envs: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--log-format", "json", "run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "debug")
+    lifeline_run(config, "debug", envs)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn lifeline")
+        .spawn()
+        .expect("spawn lifeline")
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -228,22 +222,17 @@ async fn live_metrics_pass_promtool() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up = l.local_addr().unwrap();
     let a = TestAgent::start(&format!(
-        r#"
-[[checks]]
-name = "up"
-kind = "tcp"
-address = "{up}"
-interval = "50ms"
-labels = {{ team = "voice", env = "prod" }}
-[[checks]]
-name = "down"
-kind = "tcp"
-address = "127.0.0.1:{}"
-interval = "50ms"
-unhealthy_threshold = 1
-backoff = {{ base = "50ms", jitter = "0s" }}
-"#,
-        free_port()
+        "{}{}",
+        tcp_check(
+            "up",
+            up,
+            "interval = \"50ms\"\nlabels = { team = \"voice\", env = \"prod\" }\n"
+        ),
+        tcp_check(
+            "down",
+            format!("127.0.0.1:{}", free_port()),
+            "interval = \"50ms\"\nunhealthy_threshold = 1\nbackoff = { base = \"50ms\", jitter = \"0s\" }\n"
+        ),
     ))
     .await;
     a.wait_status(
@@ -296,11 +285,7 @@ backoff = {{ base = "50ms", jitter = "0s" }}
         .write_all(body.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let complaints = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let complaints = output_text(&out);
     assert!(
         out.status.success() && complaints.trim().is_empty(),
         "promtool: {complaints}"

@@ -20,6 +20,13 @@ fn validate(path: &Path) -> (i32, String, String) {
     )
 }
 
+/// Writes `text` as `c.toml` in `dir`; returns its path.
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 #[test]
 fn shipped_config_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
@@ -71,8 +78,7 @@ fn broken_config_reports_every_error_with_position() {
 #[test]
 fn toml_syntax_error_has_position() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, "[agent]\nlisten = \"127.0.0.1:1\"\nx = [\n").unwrap();
+    let p = write_config(&dir, "[agent]\nlisten = \"127.0.0.1:1\"\nx = [\n");
     let (code, _, err) = validate(&p);
     assert_eq!(code, 2);
     assert!(
@@ -84,8 +90,7 @@ fn toml_syntax_error_has_position() {
 #[test]
 fn missing_env_substitution_is_an_error_at_the_value() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, "[agent]\napi_token = \"${env:LIFELINE_NOPE}\"\n").unwrap();
+    let p = write_config(&dir, "[agent]\napi_token = \"${env:LIFELINE_NOPE}\"\n");
     let (code, _, err) = validate(&p);
     assert_eq!(code, 2);
     assert!(
@@ -98,9 +103,8 @@ fn missing_env_substitution_is_an_error_at_the_value() {
 fn file_substitution_and_defaults_inheritance() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("addr"), "127.0.0.1:9\n").unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
+    let p = write_config(
+        &dir,
         r#"
 [defaults]
 interval = "7s"
@@ -113,8 +117,7 @@ address = "${file:addr}"
 timeout = "1s"
 backoff = { base = "2s" }
 "#,
-    )
-    .unwrap();
+    );
     let c = lifeline::config::load(&p).unwrap();
     let t = &c.checks[0].timing;
     assert_eq!(t.interval.as_secs(), 7);
@@ -126,12 +129,10 @@ backoff = { base = "2s" }
 #[test]
 fn validate_output_never_shows_a_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
+    let p = write_config(
+        &dir,
         "[agent]\napi_token = \"${env:LL_VALIDATE_SECRET}\"\nlisten = \"${env:LL_VALIDATE_SECRET}\"\n",
-    )
-    .unwrap();
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeline"))
         .args(["validate", "--config"])
         .arg(&p)
@@ -139,11 +140,7 @@ fn validate_output_never_shows_a_secret() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = output_text(&out);
     assert!(all.contains(":3:10: `listen` must be HOST:PORT"), "{all}");
     assert!(!all.contains("sekrit-Kq27-value"), "secret printed: {all}");
     assert!(all.contains("${env:LL_VALIDATE_SECRET}"), "{all}");
@@ -157,9 +154,8 @@ fn validate_quotes_the_source_of_substituted_values() {
     let from_env = format!("Zq{:016x}-env-value", fastrand::u64(..));
     let from_file = format!("Wf{:016x}-file-value", fastrand::u64(..));
     std::fs::write(dir.path().join("iv"), format!("{from_file}\n")).unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
+    let p = write_config(
+        &dir,
         r#"[[checks]]
 name = "t"
 kind = "tcp"
@@ -167,8 +163,7 @@ address = "host-${env:LL_SUBST_VALUE}"
 timeout = "${env:LL_SUBST_VALUE}"
 interval = "${file:iv}"
 "#,
-    )
-    .unwrap();
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_lifeline"))
         .args(["validate", "--config"])
         .arg(&p)

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::websocket::WsServer;
-use crate::common::TestAgent;
 use crate::common::stale::{Beats, stops_answering};
+use crate::common::{TestAgent, ws_session_check};
 
 const BEATS: Beats = Beats {
     interval: Duration::from_millis(100),
@@ -18,19 +18,15 @@ const BEATS: Beats = Beats {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_peer_that_accepts_but_never_answers_is_retried_with_growing_delays() {
     let (srv, url) = WsServer::start().await;
-    let a = TestAgent::start(&format!(
-        r#"
-[[checks]]
-name = "ws"
-kind = "websocket"
-mode = "session"
-url = "{url}"
-interval = "100ms"
+    let a = TestAgent::start(&ws_session_check(
+        "ws",
+        &url,
+        r#"interval = "100ms"
 timeout = "200ms"
 unhealthy_threshold = 1
-heartbeat = {{ poor_after = "500ms", stale_after = "1s" }}
-backoff = {{ base = "200ms", max = "1600ms", multiplier = 2.0, jitter = "0ms", max_attempts = 3 }}
-"#
+heartbeat = { poor_after = "500ms", stale_after = "1s" }
+backoff = { base = "200ms", max = "1600ms", multiplier = 2.0, jitter = "0ms", max_attempts = 3 }
+"#,
     ))
     .await;
     let before = srv.accepted.lock().len();

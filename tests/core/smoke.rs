@@ -8,18 +8,7 @@ use crate::common::*;
 async fn tcp_check_against_a_real_listener_becomes_healthy() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let a = TestAgent::start(&format!(
-        r#"
-[agent]
-data_dir = "{{dir}}/data"
-[[checks]]
-name = "t"
-kind = "tcp"
-address = "{addr}"
-interval = "100ms"
-"#
-    ))
-    .await;
+    let a = TestAgent::start(&agent_toml(&tcp_check("t", addr, "interval = \"100ms\"\n"))).await;
     a.wait_status("t", Status::Healthy, Duration::from_secs(5))
         .await;
     a.stop().await;

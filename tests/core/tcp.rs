@@ -11,18 +11,15 @@ use crate::common::*;
 async fn tcp_target_down_and_back_follows_thresholds_and_events() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let a = TestAgent::start(&format!(
-        r#"
-[[checks]]
-name = "db-port"
-kind = "tcp"
-address = "{addr}"
-interval = "50ms"
+    let a = TestAgent::start(&tcp_check(
+        "db-port",
+        addr,
+        r#"interval = "50ms"
 timeout = "500ms"
 unhealthy_threshold = 3
 healthy_threshold = 2
-backoff = {{ base = "50ms", max = "100ms", jitter = "0s" }}
-"#
+backoff = { base = "50ms", max = "100ms", jitter = "0s" }
+"#,
     ))
     .await;
     let mut rx = a.events();

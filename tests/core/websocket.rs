@@ -96,20 +96,18 @@ impl WsServer {
 }
 
 fn session_config(url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[checks]]
-name = "ws"
-kind = "websocket"
-mode = "session"
-url = "{url}"
-interval = "100ms"
+    ws_session_check(
+        "ws",
+        url,
+        &format!(
+            r#"interval = "100ms"
 timeout = "200ms"
 unhealthy_threshold = 10
 heartbeat = {{ poor_after = "400ms", stale_after = "900ms" }}
 backoff = {{ base = "300ms", max = "1s", jitter = "0s" }}
 {extra}
 "#
+        ),
     )
 }
 
@@ -319,22 +317,17 @@ unhealthy_threshold = 1
 async fn two_checks_on_one_endpoint_share_one_session() {
     let (srv, url) = WsServer::start().await;
     let a = TestAgent::start(&format!(
-        r#"
-[[checks]]
-name = "ws-a"
-kind = "websocket"
-mode = "session"
-url = "{url}"
-interval = "100ms"
-labels = {{ team = "a" }}
-[[checks]]
-name = "ws-b"
-kind = "websocket"
-mode = "session"
-url = "{url}"
-interval = "100ms"
-labels = {{ team = "b" }}
-"#
+        "{}{}",
+        ws_session_check(
+            "ws-a",
+            &url,
+            "interval = \"100ms\"\nlabels = { team = \"a\" }\n"
+        ),
+        ws_session_check(
+            "ws-b",
+            &url,
+            "interval = \"100ms\"\nlabels = { team = \"b\" }\n"
+        ),
     ))
     .await;
     a.wait_status("ws-a", Status::Healthy, Duration::from_secs(5))

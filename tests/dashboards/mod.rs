@@ -199,11 +199,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
             .current_dir(repo("dashboards"))
             .output()
             .expect("run promtool");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
         text
     };
@@ -237,31 +233,16 @@ async fn agent_with_data() -> (TestAgent, Vec<tokio::task::JoinHandle<()>>) {
     let (tcp, t1) = tcp_sink().await;
     let (ws, t2) = ws_server().await;
     let refused = format!("127.0.0.1:{}", free_port());
-    let a = TestAgent::start(&format!(
-        r#"
-[agent]
-data_dir = "{{dir}}/data"
-[defaults]
+    let a = TestAgent::start(&agent_toml(&format!(
+        r#"[defaults]
 interval = "200ms"
 timeout = "1s"
 unhealthy_threshold = 1
-[[checks]]
-name = "web"
-kind = "tcp"
-address = "{tcp}"
-labels = {{ team = "web" }}
-[[checks]]
-name = "db"
-kind = "tcp"
-address = "{refused}"
-critical = true
-[[checks]]
-name = "pbx-ws"
-kind = "websocket"
-mode = "session"
-url = "{ws}"
-"#
-    ))
+{}{}{}"#,
+        tcp_check("web", tcp, "labels = { team = \"web\" }\n"),
+        tcp_check("db", refused, "critical = true\n"),
+        ws_session_check("pbx-ws", &ws, ""),
+    )))
     .await;
     let m = &a.agent.shared.metrics;
     m.reload(true); // as `lifeline run` does after loading its config
@@ -532,11 +513,7 @@ async fn live_exposition_passes_promtool_check_metrics() {
         .await
         .expect("promtool finished")
         .expect("promtool ran");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(
         out.status.success() && text.trim().is_empty(),
         "promtool check metrics:\n{text}"

@@ -113,17 +113,15 @@ async fn tricky_perfdata_is_parsed_in_base_units() {
 
 #[tokio::test]
 async fn perfdata_reaches_the_metrics_endpoint() {
-    let a = TestAgent::start(
+    let a = TestAgent::start(&agent_toml(
         r#"
-[agent]
-data_dir = "{dir}/data"
 [[checks]]
 name = "disk"
 kind = "exec"
 command = ["/bin/sh", "-c", "echo 'OK | used=3MB;;;0 time=20ms'"]
 interval = "100ms"
 "#,
-    )
+    ))
     .await;
     a.wait_status("disk", Status::Healthy, Duration::from_secs(5))
         .await;
@@ -268,10 +266,8 @@ async fn real_debian_plugins_check_dummy_and_check_tcp() {
             }
         }
     });
-    let a = TestAgent::start(&format!(
+    let a = TestAgent::start(&agent_toml(&format!(
         r#"
-[agent]
-data_dir = "{{dir}}/data"
 [[checks]]
 name = "tcp-plugin"
 kind = "exec"
@@ -280,7 +276,7 @@ interval = "200ms"
 unhealthy_threshold = 1
 "#,
         check_tcp.display()
-    ))
+    )))
     .await;
     let s = a
         .wait_status("tcp-plugin", Status::Healthy, Duration::from_secs(10))

@@ -119,10 +119,8 @@ async fn rust_custom_rule_example_reads_the_state_snapshot() {
     let sip_addr = sip.local_addr().unwrap();
     let ami = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ami_addr = ami.local_addr().unwrap();
-    let a = TestAgent::start(&format!(
+    let a = TestAgent::start(&agent_toml(&format!(
         r#"
-[agent]
-data_dir = "{{dir}}/data"
 plugin_dir = "{plugins}"
 [[checks]]
 name = "pbx-sip"
@@ -145,7 +143,7 @@ interval = "100ms"
 unhealthy_threshold = 1
 "#,
         plugins = plugin_dir().display()
-    ))
+    )))
     .await;
     let s = a
         .wait_status("voice", Status::Healthy, Duration::from_secs(5))
@@ -295,10 +293,8 @@ async fn a_hung_call_times_out_and_the_instance_is_not_reentered() {
 
 #[tokio::test]
 async fn a_hanging_plugin_does_not_stop_the_agent_serving_metrics() {
-    let a = TestAgent::start(&format!(
+    let a = TestAgent::start(&agent_toml(&format!(
         r#"
-[agent]
-data_dir = "{{dir}}/data"
 plugin_dir = "{}"
 [[checks]]
 name = "stuck"
@@ -310,7 +306,7 @@ timeout = "200ms"
 unhealthy_threshold = 1
 "#,
         plugin_dir().display()
-    ))
+    )))
     .await;
     let s = a
         .wait_status("stuck", Status::Unhealthy, Duration::from_secs(5))

@@ -13,24 +13,12 @@ async fn rules_are_true_false_or_unknown() {
     let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = up.local_addr().unwrap();
     let down_port = free_port();
-    let a = TestAgent::start(&format!(
-        r#"
-[agent]
-data_dir = "{{dir}}/data"
-[defaults]
+    let voice = "labels = { team = \"voice\" }\n";
+    let a = TestAgent::start(&agent_toml(&format!(
+        r#"[defaults]
 interval = "100ms"
 unhealthy_threshold = 1
-[[checks]]
-name = "web"
-kind = "tcp"
-address = "{up_addr}"
-labels = {{ team = "voice" }}
-[[checks]]
-name = "db.main"
-kind = "tcp"
-address = "127.0.0.1:{down_port}"
-labels = {{ team = "voice" }}
-[[checks]]
+{}{}[[checks]]
 name = "mystery"
 kind = "exec"
 command = ["/bin/sh", "-c", "echo 'cannot tell'; exit 3"]
@@ -46,8 +34,10 @@ expr = "up('web') and checks[\"db.main\"].status == 'healthy'"
 name = "r-unknown"
 kind = "rule"
 expr = "checks.mystery.up"
-"#
-    ))
+"#,
+        tcp_check("web", up_addr, voice),
+        tcp_check("db.main", format!("127.0.0.1:{down_port}"), voice)
+    )))
     .await;
     let s = a
         .wait_status("r-true", Status::Healthy, Duration::from_secs(5))
@@ -78,16 +68,8 @@ expr = "checks.mystery.up"
 async fn a_dependency_change_reevaluates_the_rule_at_once() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let a = TestAgent::start(&format!(
-        r#"
-[agent]
-data_dir = "{{dir}}/data"
-[[checks]]
-name = "pbx"
-kind = "tcp"
-address = "{addr}"
-interval = "100ms"
-unhealthy_threshold = 1
+    let a = TestAgent::start(&agent_toml(&format!(
+        r#"{}
 [[checks]]
 name = "voice"
 kind = "rule"
@@ -95,8 +77,9 @@ expr = "checks['pbx'].up"
 # Without triggers this rule would only run once an hour.
 interval = "1h"
 unhealthy_threshold = 1
-"#
-    ))
+"#,
+        tcp_check("pbx", addr, "interval = \"100ms\"\nunhealthy_threshold = 1")
+    )))
     .await;
     a.wait_status("voice", Status::Healthy, Duration::from_secs(5))
         .await;
@@ -121,32 +104,28 @@ fn bad_expressions_are_rejected_at_load_with_their_position() {
             ),
         )
     };
+    let rejects = |expr: &str, needle: &str| {
+        let e = load(expr).unwrap_err();
+        assert!(e.contains(needle), "{e}");
+    };
     assert!(load("checks['pbx-ws'].up").is_ok());
     // Line 10 is `expr = "…"`; the value starts at column 8, its text at column 9.
-    let e = load("checks['pbx-ws'].up and (").unwrap_err();
-    assert!(
-        e.contains("config.toml:10:33: `expr`: syntax error: unexpected end of input"),
-        "{e}"
+    rejects(
+        "checks['pbx-ws'].up and (",
+        "config.toml:10:33: `expr`: syntax error: unexpected end of input",
     );
-    let e = load("checks['pbx-wss'].up").unwrap_err();
-    assert!(
-        e.contains(
-            "config.toml:10:16: `expr` refers to unknown check `pbx-wss` (did you mean `pbx-ws`?)"
-        ),
-        "{e}"
+    rejects(
+        "checks['pbx-wss'].up",
+        "config.toml:10:16: `expr` refers to unknown check `pbx-wss` (did you mean `pbx-ws`?)",
     );
-    let e = load("healthy('nope')").unwrap_err();
-    assert!(
-        e.contains("config.toml:10:17: `expr` refers to unknown check `nope`"),
-        "{e}"
+    rejects(
+        "healthy('nope')",
+        "config.toml:10:17: `expr` refers to unknown check `nope`",
     );
-    let e = load("check['pbx-ws'].up").unwrap_err();
-    assert!(
-        e.contains("config.toml:10:9: `expr`: unknown variable `check`"),
-        "{e}"
+    rejects(
+        "check['pbx-ws'].up",
+        "config.toml:10:9: `expr`: unknown variable `check`",
     );
-    let e = load("checks['r'].up").unwrap_err();
-    assert!(e.contains("a rule cannot refer to itself"), "{e}");
-    let e = load("").unwrap_err();
-    assert!(e.contains("`expr` is empty"), "{e}");
+    rejects("checks['r'].up", "a rule cannot refer to itself");
+    rejects("", "`expr` is empty");
 }

@@ -29,26 +29,18 @@ async fn perfdata_series_follow_the_latest_result_and_are_capped() {
     // Each run prints a label named after its run number (like a plugin that puts a PID
     // or a timestamp in its labels), plus `fixed`; the second check prints 100 labels.
     let script = dir.path().join("changing.sh");
-    std::fs::write(
+    write_script(
         &script,
         "#!/bin/sh\nn=$(cat \"$1\" 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > \"$1\"\necho \"OK | run$n=1 fixed=2\"\n",
-    )
-    .unwrap();
+    );
     let many = dir.path().join("many.sh");
-    std::fs::write(
+    write_script(
         &many,
         "#!/bin/sh\nprintf 'OK |'\ni=0\nwhile [ $i -lt 100 ]; do printf ' l%03d=%d' $i $i; i=$((i+1)); done\necho\n",
-    )
-    .unwrap();
-    for f in [&script, &many] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let counter = dir.path().join("count");
-    let a = TestAgent::start(&format!(
+    let a = TestAgent::start(&agent_toml(&format!(
         r#"
-[agent]
-data_dir = "{{dir}}/data"
 [[checks]]
 name = "changing"
 kind = "exec"
@@ -63,7 +55,7 @@ interval = "100ms"
         s = script.display(),
         c = counter.display(),
         m = many.display()
-    ))
+    )))
     .await;
     a.wait_status("changing", Status::Healthy, SOON).await;
     // Wait for at least 5 runs.
@@ -108,10 +100,8 @@ interval = "100ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_error_from_a_real_peer_is_clipped() {
     let pg = Pg::start().await;
-    let a = TestAgent::start(&format!(
+    let a = TestAgent::start(&agent_toml(&format!(
         r#"
-[agent]
-data_dir = "{{dir}}/data"
 [[checks]]
 name = "pg"
 kind = "postgres"
@@ -122,7 +112,7 @@ timeout = "5s"
 unhealthy_threshold = 1
 "#,
         dsn = pg.app_dsn()
-    ))
+    )))
     .await;
     let s = a.wait_status("pg", Status::Unhealthy, SOON).await;
     assert!(

@@ -24,15 +24,10 @@ fn read_env(path: &std::path::Path) -> Option<BTreeMap<String, String>> {
 async fn exec_env_is_clean_and_never_carries_the_agents_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("dump.sh");
-    std::fs::write(
+    crate::common::write_script(
         &script,
         "#!/bin/sh\nenv > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\necho OK\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let (clean, inherit) = (dir.path().join("clean.env"), dir.path().join("inherit.env"));
     let port = agent_port();
     let cfg = dir.path().join("config.toml");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::common::free_port;
 
@@ -30,20 +30,12 @@ impl Proc {
     /// Starts `lifeline run --config <config>` with `envs` added; the HTTP port is
     /// `port` (already written into the config by the caller).
     pub fn spawn(config: &Path, port: u16, envs: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--log-format", "json", "run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
+        let child = crate::common::lifeline_run(config, "info", envs)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        Self {
-            child: cmd.spawn().expect("spawn the lifeline binary"),
-            port,
-        }
+            .spawn()
+            .expect("spawn the lifeline binary");
+        Self { child, port }
     }
 
     /// `http://127.0.0.1:<port><path>`.

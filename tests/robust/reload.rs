@@ -2,7 +2,7 @@
 //! whose `create` blocks cannot hang validation (timeout), overlapping reloads never
 //! interleave and the later one wins, and SIGTERM during a slow reload exits within 5 s.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -48,41 +48,78 @@ fn marker_is(path: &Path, what: &str) -> Option<()> {
     (std::fs::read_to_string(path).ok()? == what).then_some(())
 }
 
+/// The real binary running one tcp check on a listener this holds open, with its config
+/// file, so a test can rewrite the config and reload.
+struct Running {
+    dir: tempfile::TempDir,
+    _target: std::net::TcpListener,
+    t: String,
+    port: u16,
+    cfg: PathBuf,
+    p: Proc,
+}
+
+impl Running {
+    /// Starts the agent with one tcp check `name`; waits until it serves `/metrics`.
+    async fn start(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let t = target.local_addr().unwrap().to_string();
+        let port = agent_port();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!("{}{}", agent(port, dir.path()), tcp(name, &t)),
+        )
+        .unwrap();
+        let p = Proc::spawn(&cfg, port, &[]);
+        p.wait_up(WITHIN).await;
+        Self {
+            dir,
+            _target: target,
+            t,
+            port,
+            cfg,
+            p,
+        }
+    }
+
+    /// Rewrites the config: the `[agent]` table, then `checks`.
+    fn write(&self, checks: &str) {
+        std::fs::write(
+            &self.cfg,
+            format!("{}{checks}", agent(self.port, self.dir.path())),
+        )
+        .unwrap();
+    }
+
+    /// Reloads (SIGHUP) into tcp check `name` plus a plugin check `plugin` whose create
+    /// blocks `ms`; returns once the reload is inside that create, with its marker file.
+    async fn reload_into_slow_create(&self, name: &str, plugin: &str, ms: u64) -> PathBuf {
+        let marker = self.dir.path().join(format!("{plugin}.marker"));
+        self.write(&format!(
+            "{}{}",
+            tcp(name, &self.t),
+            slow_plugin(plugin, &marker, ms)
+        ));
+        self.p.signal(Signal::SIGHUP);
+        wait_for(WITHIN, "the reload to enter the plugin's create", || {
+            marker_is(&marker, "create")
+        })
+        .await;
+        marker
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_slow_reload_exits_within_5s() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let t = target.local_addr().unwrap().to_string();
-    let port = agent_port();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!("{}{}", agent(port, dir.path()), tcp("svc", &t)),
-    )
-    .unwrap();
-    let mut p = Proc::spawn(&cfg, port, &[]);
-    p.wait_up(WITHIN).await;
-    let marker = dir.path().join("create.marker");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}{}{}",
-            agent(port, dir.path()),
-            tcp("svc", &t),
-            slow_plugin("slow", &marker, 60_000)
-        ),
-    )
-    .unwrap();
-    p.signal(Signal::SIGHUP);
-    wait_for(WITHIN, "the reload to enter the plugin's create", || {
-        marker_is(&marker, "create")
-    })
-    .await;
+    let mut r = Running::start("svc").await;
+    r.reload_into_slow_create("svc", "slow", 60_000).await;
     // The agent still answers while the reload is stuck.
-    assert_eq!(check_names(&p).await, Some(vec!["svc".to_string()]));
+    assert_eq!(check_names(&r.p).await, Some(vec!["svc".to_string()]));
     let t0 = Instant::now();
-    p.signal(Signal::SIGTERM);
-    let st = tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+    r.p.signal(Signal::SIGTERM);
+    let st = tokio::time::timeout(Duration::from_secs(10), r.p.child.wait())
         .await
         .expect("the agent exits after SIGTERM")
         .expect("wait");
@@ -97,49 +134,19 @@ async fn sigterm_during_a_slow_reload_exits_within_5s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_reloads_never_interleave_and_the_later_one_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let t = target.local_addr().unwrap().to_string();
-    let port = agent_port();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!("{}{}", agent(port, dir.path()), tcp("v1", &t)),
-    )
-    .unwrap();
-    let mut p = Proc::spawn(&cfg, port, &[]);
-    p.wait_up(WITHIN).await;
+    let mut r = Running::start("v1").await;
     // Reload 1: slow (its plugin's create takes 1.5 s while validating).
-    let marker = dir.path().join("v2.marker");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}{}{}",
-            agent(port, dir.path()),
-            tcp("v2", &t),
-            slow_plugin("v2-plugin", &marker, 1_500)
-        ),
-    )
-    .unwrap();
-    p.signal(Signal::SIGHUP);
-    wait_for(WITHIN, "reload 1 to be validating", || {
-        marker_is(&marker, "create")
-    })
-    .await;
+    let marker = r.reload_into_slow_create("v2", "v2-plugin", 1_500).await;
     // Reload 2, asked for while reload 1 is still loading: fast.
-    std::fs::write(
-        &cfg,
-        format!("{}{}", agent(port, dir.path()), tcp("v3", &t)),
-    )
-    .unwrap();
-    p.signal(Signal::SIGHUP);
+    r.write(&tcp("v3", &r.t));
+    r.p.signal(Signal::SIGHUP);
     let t0 = Instant::now();
     let mut v3_at: Option<Instant> = None;
     let deadline = Instant::now() + WITHIN;
     let mut seen = Vec::new();
     let mut done_at: Option<Instant> = None;
     loop {
-        if let Some(names) = check_names(&p).await
+        if let Some(names) = check_names(&r.p).await
             && seen.last() != Some(&names)
         {
             seen.push(names);
@@ -176,13 +183,13 @@ async fn overlapping_reloads_never_interleave_and_the_later_one_runs() {
         "overlapping reloads: v3 running {} ms after its SIGHUP (reload 1 still validating)",
         (v3_at - t0).as_millis()
     );
-    let m = p.metrics().await;
+    let m = r.p.metrics().await;
     assert_eq!(
         super::metric(&m, "lifeline_config_last_reload_successful"),
         Some(1.0)
     );
-    p.signal(Signal::SIGTERM);
-    let _ = tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await;
+    r.p.signal(Signal::SIGTERM);
+    let _ = tokio::time::timeout(Duration::from_secs(10), r.p.child.wait()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

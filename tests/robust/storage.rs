@@ -4,6 +4,7 @@
 //! checks, `/metrics` and webhook notifications keep working; once the disk heals, rows
 //! are written again (the outbox's in-memory rows included).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lifeline::alert::Notification;
@@ -14,11 +15,48 @@ use crate::common::receivers::HttpReceiver;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
-fn count(db: &std::path::Path, sql: &str) -> i64 {
+fn count(db: &Path, sql: &str) -> i64 {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
     c.query_row(sql, [], |r| r.get(0))
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Starts the real binary with `data` as its `data_dir`, a webhook to a fresh receiver
+/// (`/hook`) and a tcp check `svc` on a listener held open by the caller (drop it to make
+/// `svc` fail); returns the receiver, the listener, the config path and the process.
+async fn start_with_webhook(
+    dir: &Path,
+    data: &Path,
+) -> (HttpReceiver, std::net::TcpListener, PathBuf, Proc) {
+    let rx = HttpReceiver::start().await;
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = agent_port();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        agent_with_webhook(
+            port,
+            data,
+            &rx.url("/hook"),
+            &target.local_addr().unwrap().to_string(),
+        ),
+    )
+    .unwrap();
+    let p = Proc::spawn(&cfg, port, &[]);
+    p.wait_up(WITHIN).await;
+    (rx, target, cfg, p)
+}
+
+/// Waits until `lifeline_check_up` of the tcp check `svc` is 1.
+async fn wait_svc_up(p: &Proc) {
+    wait_metric(
+        p,
+        "lifeline_check_up{check=\"svc\",kind=\"tcp\"}",
+        WITHIN,
+        |v| v == 1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,22 +65,7 @@ async fn read_only_data_dir_keeps_checks_metrics_and_webhooks_then_heals() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let mut ro = Mount::read_only(&data);
-    let rx = HttpReceiver::start().await;
-    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = agent_port();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        agent_with_webhook(
-            port,
-            &data,
-            &rx.url("/hook"),
-            &target.local_addr().unwrap().to_string(),
-        ),
-    )
-    .unwrap();
-    let p = Proc::spawn(&cfg, port, &[]);
-    p.wait_up(WITHIN).await;
+    let (rx, target, _cfg, p) = start_with_webhook(dir.path(), &data).await;
     // Both stores report the fault; the checks keep running.
     wait_metric(&p, "lifeline_storage_up{store=\"outbox\"}", WITHIN, |v| {
         v == 0.0
@@ -55,13 +78,7 @@ async fn read_only_data_dir_keeps_checks_metrics_and_webhooks_then_heals() {
     let m = p.metrics().await;
     assert!(metric(&m, "lifeline_storage_errors_total{store=\"outbox\"}").unwrap() >= 1.0);
     assert!(metric(&m, "lifeline_storage_errors_total{store=\"history\"}").unwrap() >= 1.0);
-    wait_metric(
-        &p,
-        "lifeline_check_up{check=\"svc\",kind=\"tcp\"}",
-        WITHIN,
-        |v| v == 1.0,
-    )
-    .await;
+    wait_svc_up(&p).await;
     let d = p.detailed().await;
     assert_eq!(d["agent"]["status"], "degraded", "{d}");
     assert_eq!(d["agent"]["storage"]["outbox"]["up"], false, "{d}");
@@ -125,29 +142,8 @@ async fn garbage_database_file_is_reported_and_monitoring_continues() {
         b"definitely not an SQLite file ".repeat(500),
     )
     .unwrap();
-    let rx = HttpReceiver::start().await;
-    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = agent_port();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        agent_with_webhook(
-            port,
-            &data,
-            &rx.url("/hook"),
-            &target.local_addr().unwrap().to_string(),
-        ),
-    )
-    .unwrap();
-    let p = Proc::spawn(&cfg, port, &[]);
-    p.wait_up(WITHIN).await;
-    wait_metric(
-        &p,
-        "lifeline_check_up{check=\"svc\",kind=\"tcp\"}",
-        WITHIN,
-        |v| v == 1.0,
-    )
-    .await;
+    let (rx, target, cfg, p) = start_with_webhook(dir.path(), &data).await;
+    wait_svc_up(&p).await;
     let m = p.metrics().await;
     assert!(
         metric(&m, "lifeline_storage_errors_total{store=\"history\"}").unwrap_or(0.0) >= 1.0,
@@ -170,19 +166,13 @@ async fn garbage_database_file_is_reported_and_monitoring_continues() {
     let back = std::net::TcpListener::bind(format!("127.0.0.1:{}", got_port(&cfg))).unwrap();
     let got = rx.wait_delivered("/hook", 2, WITHIN).await;
     assert_eq!(got[1].json["status"], "resolved", "{:?}", got[1].json);
-    wait_metric(
-        &p,
-        "lifeline_check_up{check=\"svc\",kind=\"tcp\"}",
-        WITHIN,
-        |v| v == 1.0,
-    )
-    .await;
+    wait_svc_up(&p).await;
     drop(back);
     drop(p);
 }
 
 /// The target port written in the config (the test re-binds it to bring the check back).
-fn got_port(cfg: &std::path::Path) -> u16 {
+fn got_port(cfg: &Path) -> u16 {
     let text = std::fs::read_to_string(cfg).unwrap();
     let line = text.lines().find(|l| l.starts_with("address = ")).unwrap();
     line.trim_end_matches('"')
