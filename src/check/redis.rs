@@ -111,24 +111,43 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     }))
 }
 
+/// Why a `redis://` URL is refused (the messages never contain the password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not a URL at all.
+    #[error("invalid URL: {0}")]
+    Url(#[from] url::ParseError),
+    /// Another scheme.
+    #[error("must start with redis:// or rediss://, got `{0}:`")]
+    Scheme(String),
+    /// No host.
+    #[error("the URL must name a host")]
+    NoHost,
+    /// A percent-escape in user or password does not decode to UTF-8.
+    #[error(transparent)]
+    Decode(#[from] addr::NotUtf8),
+    /// The path is not `/N`.
+    #[error("the path must be a database number, got `/{0}`")]
+    Db(String),
+    /// `?…` (TLS is configured with check keys).
+    #[error("query parameters are not supported (use `ca_file` / `tls_skip_verify` for TLS)")]
+    Query,
+}
+
 /// Parses `redis://[user[:password]@]host[:port][/db]` (or `rediss://`).
-pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
-    let u = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+pub fn parse_url(s: &str) -> Result<RedisSpec, UrlError> {
+    let u = url::Url::parse(s)?;
     let tls = match u.scheme() {
         "redis" => false,
         "rediss" => true,
-        other => {
-            return Err(format!(
-                "must start with redis:// or rediss://, got `{other}:`"
-            ));
-        }
+        other => return Err(UrlError::Scheme(other.to_string())),
     };
     let host = u
         .host_str()
         .filter(|h| !h.is_empty())
-        .ok_or("the URL must name a host")?;
+        .ok_or(UrlError::NoHost)?;
     let host = unbracket(host).to_string();
-    let decode = |s: &str| addr::percent_decode(s).map_err(|e| e.to_string());
+    let decode = addr::percent_decode;
     let username = Some(decode(u.username())?).filter(|s| !s.is_empty());
     let password = match u.password() {
         Some(p) => Some(decode(p)?),
@@ -144,12 +163,10 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, String> {
         path.parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| format!("the path must be a database number, got `/{path}`"))?
+            .ok_or_else(|| UrlError::Db(path.to_string()))?
     };
     if u.query().is_some() {
-        return Err(
-            "query parameters are not supported (use `ca_file` / `tls_skip_verify` for TLS)".into(),
-        );
+        return Err(UrlError::Query);
     }
     Ok(RedisSpec {
         host,
@@ -516,17 +533,24 @@ mod tests {
         assert_eq!(s.password.as_ref().unwrap().expose(), "p@ss");
         let s = parse_url("redis://:secretpw@127.0.0.1").unwrap();
         assert_eq!((s.port, s.db, s.username.is_none()), (6379, 0, true));
-        assert!(parse_url("http://h").unwrap_err().contains("redis://"));
-        assert!(
-            parse_url("redis://h/x")
-                .unwrap_err()
-                .contains("database number")
+        let err = |s: &str| parse_url(s).unwrap_err().to_string();
+        assert_eq!(
+            err("http://h"),
+            "must start with redis:// or rediss://, got `http:`"
         );
-        assert!(
-            parse_url("redis://h/0?protocol=resp3")
-                .unwrap_err()
-                .contains("query")
+        assert_eq!(
+            err("redis://h/x"),
+            "the path must be a database number, got `/x`"
         );
+        assert_eq!(
+            err("redis://h/0?protocol=resp3"),
+            "query parameters are not supported (use `ca_file` / `tls_skip_verify` for TLS)"
+        );
+        assert_eq!(
+            parse_url("redis://:%ff@h").unwrap_err(),
+            UrlError::Decode(addr::NotUtf8)
+        );
+        assert!(err("redis://h:99999").starts_with("invalid URL: "));
     }
 
     #[test]

@@ -2,4 +2,5 @@
 //! `scripts/test-deps/socketio.sh`).
 
 mod check;
+mod codec_corpus;
 mod peer;

@@ -4,8 +4,45 @@
 
 use std::path::PathBuf;
 
-use crate::net::addr::{join_host_port, percent_decode, unbracket};
+use crate::net::addr::{NotUtf8, join_host_port, percent_decode, unbracket};
 use crate::secret::Secret;
+
+/// Why a `postgres://` URL is refused (the messages never contain the password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DsnError {
+    /// Not a URL at all.
+    #[error("invalid URL: {0}")]
+    Url(#[from] url::ParseError),
+    /// Another scheme.
+    #[error("must start with postgres:// or postgresql://, got `{0}:`")]
+    Scheme(String),
+    /// A percent-escape in user, password or database does not decode to UTF-8.
+    #[error(transparent)]
+    Decode(#[from] NotUtf8),
+    /// An unknown `sslmode`.
+    #[error("sslmode must be disable, prefer, require, verify-ca or verify-full, got `{0}`")]
+    SslMode(String),
+    /// `port=` is not a port number.
+    #[error("invalid port `{0}`")]
+    Port(String),
+    /// A libpq parameter this agent does not implement.
+    #[error(
+        "unsupported parameter `{0}` (supported: sslmode, sslrootcert, application_name, host, port, user, password, dbname)"
+    )]
+    Unsupported(String),
+    /// No host, in the authority or `host=`.
+    #[error("the URL must name a host")]
+    NoHost,
+    /// `host=/path`.
+    #[error("Unix-socket hosts are not supported; use a TCP host")]
+    UnixSocket,
+    /// `host=a,b`.
+    #[error("multiple hosts are not supported; use one check per host")]
+    MultipleHosts,
+    /// No user, in the authority or `user=`.
+    #[error("the URL must name a user (postgres://USER@HOST/DB)")]
+    NoUser,
+}
 
 /// libpq `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -81,13 +118,10 @@ pub struct Dsn {
 impl Dsn {
     /// Parses `s`; relative `sslrootcert` paths are resolved against `base`. Errors are
     /// free of the password.
-    pub fn parse(s: &str, base: &std::path::Path) -> Result<Self, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("invalid URL: {e}"))?;
+    pub fn parse(s: &str, base: &std::path::Path) -> Result<Self, DsnError> {
+        let url = url::Url::parse(s)?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(format!(
-                "must start with postgres:// or postgresql://, got `{}:`",
-                url.scheme()
-            ));
+            return Err(DsnError::Scheme(url.scheme().to_string()));
         }
         let mut host = url.host_str().map(|h| unbracket(h).to_string());
         let mut port = url.port();
@@ -105,9 +139,7 @@ impl Dsn {
             let v = v.into_owned();
             match &*k {
                 "sslmode" => {
-                    sslmode = SslMode::parse(&v).ok_or_else(|| {
-                        format!("sslmode must be disable, prefer, require, verify-ca or verify-full, got `{v}`")
-                    })?;
+                    sslmode = SslMode::parse(&v).ok_or(DsnError::SslMode(v))?;
                 }
                 "sslrootcert" => {
                     sslrootcert = Some(if v == "system" {
@@ -118,27 +150,21 @@ impl Dsn {
                 }
                 "application_name" => application_name = v,
                 "host" => host = Some(v),
-                "port" => port = Some(v.parse().map_err(|_| format!("invalid port `{v}`"))?),
+                "port" => port = Some(v.parse().map_err(|_| DsnError::Port(v))?),
                 "user" => user = Some(v),
                 "password" => password = Some(v),
                 "dbname" => dbname = Some(v),
-                other => {
-                    return Err(format!(
-                        "unsupported parameter `{other}` (supported: sslmode, sslrootcert, application_name, host, port, user, password, dbname)"
-                    ));
-                }
+                other => return Err(DsnError::Unsupported(other.to_string())),
             }
         }
-        let host = host
-            .filter(|h| !h.is_empty())
-            .ok_or("the URL must name a host")?;
+        let host = host.filter(|h| !h.is_empty()).ok_or(DsnError::NoHost)?;
         if host.starts_with('/') {
-            return Err("Unix-socket hosts are not supported; use a TCP host".into());
+            return Err(DsnError::UnixSocket);
         }
         if host.contains(',') {
-            return Err("multiple hosts are not supported; use one check per host".into());
+            return Err(DsnError::MultipleHosts);
         }
-        let user = user.ok_or("the URL must name a user (postgres://USER@HOST/DB)")?;
+        let user = user.ok_or(DsnError::NoUser)?;
         if let Some(p) = &password {
             crate::secret::register(p);
         }
@@ -161,8 +187,8 @@ impl Dsn {
 }
 
 /// Percent-decodes a URL component.
-fn decode(s: &str) -> Result<String, String> {
-    percent_decode(s).map_err(|e| e.to_string())
+fn decode(s: &str) -> Result<String, DsnError> {
+    Ok(percent_decode(s)?)
 }
 
 #[cfg(test)]
@@ -203,30 +229,39 @@ mod tests {
     #[test]
     fn rejects_what_we_cannot_honour() {
         let base = Path::new("/");
-        assert!(
-            Dsn::parse("mysql://u@h/db", base)
-                .unwrap_err()
-                .contains("postgres://")
+        let err = |s: &str| Dsn::parse(s, base).unwrap_err();
+        assert_eq!(
+            err("mysql://u@h/db").to_string(),
+            "must start with postgres:// or postgresql://, got `mysql:`"
+        );
+        assert_eq!(err("postgres://h/db"), DsnError::NoUser);
+        assert_eq!(
+            err("postgres://u@h/db?sslmode=allow").to_string(),
+            "sslmode must be disable, prefer, require, verify-ca or verify-full, got `allow`"
+        );
+        assert_eq!(
+            err("postgres://u@h/db?target_session_attrs=any"),
+            DsnError::Unsupported("target_session_attrs".into())
         );
         assert!(
-            Dsn::parse("postgres://h/db", base)
-                .unwrap_err()
-                .contains("user")
+            err("postgres://u@h/db?target_session_attrs=any")
+                .to_string()
+                .starts_with("unsupported parameter `target_session_attrs` (supported: sslmode,")
         );
-        assert!(
-            Dsn::parse("postgres://u@h/db?sslmode=allow", base)
-                .unwrap_err()
-                .contains("sslmode")
+        assert_eq!(
+            err("postgres://u@h/db?host=/run/postgresql"),
+            DsnError::UnixSocket
         );
-        assert!(
-            Dsn::parse("postgres://u@h/db?target_session_attrs=any", base)
-                .unwrap_err()
-                .contains("unsupported parameter")
+        assert_eq!(err("postgres://u@a,b/db"), DsnError::MultipleHosts);
+        assert_eq!(
+            err("postgres://u@h/db?port=x").to_string(),
+            "invalid port `x`"
         );
+        assert_eq!(err("postgres://u@h/%ff"), DsnError::Decode(NotUtf8));
         assert!(
-            Dsn::parse("postgres://u@h/db?host=/run/postgresql", base)
-                .unwrap_err()
-                .contains("Unix-socket")
+            err("postgres://u@h:99999/db")
+                .to_string()
+                .starts_with("invalid URL: ")
         );
     }
 

@@ -10,6 +10,8 @@
 //! sends an event with an ack id (`42<id>[…]`) and expects `43<id>[…]`. See
 //! `docs/socketio.md`.
 
+pub mod codec;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ use crate::config::raw::Table;
 use crate::net::tls::{self, TlsOptions};
 use crate::net::ws::{MAX_MESSAGE, Ws, classify, open as open_ws};
 use crate::secret::Secret;
+use codec::{EventTemplate, Incoming, PONG, PacketType, incoming, shorten};
+pub use codec::{Handshake, Packet, parse_packet};
 
 /// Largest text packet accepted (the WebSocket layer caps frames at the same size).
 pub const MAX_PACKET: usize = MAX_MESSAGE;
@@ -77,13 +81,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     };
     let namespace = match t.str("namespace") {
         None => Some("/".to_string()),
-        Some(n)
-            if n.value.starts_with('/')
-                && !n.value.contains([',', '?', '#'])
-                && !n.value.chars().any(char::is_whitespace) =>
-        {
-            Some(n.value)
-        }
+        Some(n) if codec::valid_namespace(&n.value) => Some(n.value),
         Some(n) => {
             t.error(
                 n.span,
@@ -207,116 +205,9 @@ struct SocketIoCheck {
     token: Option<TokenSource>,
 }
 
-/// A Socket.IO packet (the payload of an Engine.IO `4` message).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Packet<'a> {
-    /// 0 CONNECT, 1 DISCONNECT, 2 EVENT, 3 ACK, 4 CONNECT_ERROR, 5/6 binary.
-    pub kind: u8,
-    /// Namespace (`/` when absent).
-    pub namespace: &'a str,
-    /// Ack id.
-    pub id: Option<u64>,
-    /// JSON payload text (may be empty).
-    pub data: &'a str,
-}
-
-/// Parses a Socket.IO packet: `<type>[<n>-][<nsp>,][<id>][json]`.
-pub fn parse_packet(s: &str) -> Option<Packet<'_>> {
-    let mut chars = s.char_indices();
-    let (_, c) = chars.next()?;
-    let kind = c.to_digit(10).filter(|d| *d <= 6)? as u8;
-    let mut rest = &s[1..];
-    if kind == 5 || kind == 6 {
-        // Binary attachments count: digits then '-'.
-        let dash = rest.find('-')?;
-        if dash == 0 || !rest[..dash].bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        rest = &rest[dash + 1..];
-    }
-    let mut namespace = "/";
-    if rest.starts_with('/') {
-        match rest.find(',') {
-            Some(i) => {
-                namespace = &rest[..i];
-                rest = &rest[i + 1..];
-            }
-            None => {
-                namespace = rest;
-                rest = "";
-            }
-        }
-    }
-    let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
-    let id = if digits > 0 {
-        Some(rest[..digits].parse::<u64>().ok()?)
-    } else {
-        None
-    };
-    Some(Packet {
-        kind,
-        namespace,
-        id,
-        data: &rest[digits..],
-    })
-}
-
-/// The Engine.IO open packet's fields we use.
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    /// Engine.IO session id.
-    pub engine_sid: String,
-    /// Server ping cadence.
-    pub ping_interval: Duration,
-    /// How long the server waits for a pong (and we add to the interval).
-    pub ping_timeout: Duration,
-}
-
-/// Parses `0{...}`.
+/// Parses `0{...}` (a [`codec::OpenError`] is a protocol error).
 pub fn parse_open(text: &str) -> Result<Handshake, CheckError> {
-    let body = text.strip_prefix('0').ok_or_else(|| {
-        CheckError::new(
-            ErrorKind::Protocol,
-            format!(
-                "expected the Engine.IO open packet, got `{}`",
-                shorten(text)
-            ),
-        )
-    })?;
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| {
-        CheckError::new(ErrorKind::Protocol, format!("open packet is not JSON: {e}"))
-    })?;
-    let ms = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_u64())
-            .filter(|n| *n > 0 && *n <= 86_400_000)
-            .map(Duration::from_millis)
-            .ok_or_else(|| {
-                CheckError::new(
-                    ErrorKind::Protocol,
-                    format!("open packet has no valid `{k}`"),
-                )
-            })
-    };
-    Ok(Handshake {
-        engine_sid: v
-            .get("sid")
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .chars()
-            .take(128)
-            .collect(),
-        ping_interval: ms("pingInterval")?,
-        ping_timeout: ms("pingTimeout")?,
-    })
-}
-
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(60).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
+    codec::parse_open(text).map_err(|e| CheckError::new(ErrorKind::Protocol, e.to_string()))
 }
 
 fn closed(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> CheckError {
@@ -333,40 +224,15 @@ fn closed(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) 
     }
 }
 
-/// The message of a CONNECT_ERROR payload (`{"message": …}` in v5).
+/// A CONNECT_ERROR payload as an `auth_failed` error.
 fn connect_error(data: &str) -> CheckError {
-    let msg = serde_json::from_str::<serde_json::Value>(data)
-        .ok()
-        .and_then(|v| {
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| shorten(data));
     CheckError::new(
         ErrorKind::AuthFailed,
-        format!("namespace connect refused: {msg}"),
+        format!(
+            "namespace connect refused: {}",
+            codec::connect_error_message(data)
+        ),
     )
-}
-
-/// What one text frame means to a connected client.
-enum Incoming<'a> {
-    Ping,
-    Close,
-    Packet(Packet<'a>),
-    Other,
-}
-
-fn classify_text(t: &str) -> Incoming<'_> {
-    match t.as_bytes().first() {
-        Some(b'2') if t.len() == 1 => Incoming::Ping,
-        Some(b'1') => Incoming::Close,
-        Some(b'4') => match parse_packet(&t[1..]) {
-            Some(p) => Incoming::Packet(p),
-            None => Incoming::Other,
-        },
-        _ => Incoming::Other,
-    }
 }
 
 /// A connected namespace: the socket and what the handshake told us.
@@ -380,14 +246,6 @@ struct Link {
 }
 
 impl SocketIoCheck {
-    fn ns_prefix(&self) -> String {
-        if self.spec.namespace == "/" {
-            String::new()
-        } else {
-            format!("{},", self.spec.namespace)
-        }
-    }
-
     /// Token (if any), WebSocket, open packet, namespace CONNECT.
     async fn open(&self, at: &Attempt, phases: &mut Phases) -> Result<Link, CheckError> {
         let mut headers: Vec<(String, String)> = self
@@ -436,11 +294,7 @@ impl SocketIoCheck {
             }
         };
         let mut last_pong = Instant::now();
-        let mut connect = format!("40{}", self.ns_prefix());
-        if !auth.is_empty() {
-            connect.push_str(&serde_json::Value::Object(auth).to_string());
-        }
-        ws.send(Message::text(connect))
+        ws.send(Message::text(codec::connect(&self.spec.namespace, &auth)))
             .await
             .map_err(|e| classify(&e))?;
         let sid = loop {
@@ -451,9 +305,9 @@ impl SocketIoCheck {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(_)) => continue,
             };
-            match classify_text(text.as_str()) {
+            match incoming(text.as_str()) {
                 Incoming::Ping => {
-                    ws.send(Message::text("3"))
+                    ws.send(Message::text(PONG))
                         .await
                         .map_err(|e| classify(&e))?;
                     last_pong = Instant::now();
@@ -465,23 +319,14 @@ impl SocketIoCheck {
                     ));
                 }
                 Incoming::Packet(p) if p.namespace == self.spec.namespace => match p.kind {
-                    0 => {
-                        let v: serde_json::Value = serde_json::from_str(p.data).unwrap_or_default();
-                        break v
-                            .get("sid")
-                            .and_then(|s| s.as_str())
-                            .unwrap_or("")
-                            .chars()
-                            .take(128)
-                            .collect::<String>();
-                    }
-                    4 => {
+                    PacketType::Connect => break codec::connect_sid(p.data),
+                    PacketType::ConnectError => {
                         if let Some(src) = &self.token {
                             src.invalidate();
                         }
                         return Err(connect_error(p.data));
                     }
-                    1 => {
+                    PacketType::Disconnect => {
                         return Err(CheckError::new(
                             ErrorKind::Closed,
                             "server disconnected the namespace",
@@ -506,16 +351,8 @@ impl SocketIoCheck {
         })
     }
 
-    fn emit_packet(&self, emit: &EmitSpec, id: u64) -> String {
-        let mut args = vec![serde_json::Value::String(emit.event.clone())];
-        if let Some(d) = &emit.data {
-            args.push(d.clone());
-        }
-        format!(
-            "42{}{id}{}",
-            self.ns_prefix(),
-            serde_json::Value::Array(args)
-        )
+    fn emit_template(&self, emit: &EmitSpec) -> EventTemplate {
+        EventTemplate::new(&self.spec.namespace, &emit.event, emit.data.as_ref())
     }
 
     /// Judges an ACK payload against `expect`.
@@ -532,7 +369,7 @@ impl SocketIoCheck {
     /// One emit/ack round trip on a fresh link (probe and connect), answering pings.
     async fn emit_once(&self, link: &mut Link, emit: &EmitSpec) -> Result<(), CheckError> {
         link.ws
-            .send(Message::text(self.emit_packet(emit, 0)))
+            .send(Message::text(self.emit_template(emit).packet(0)))
             .await
             .map_err(|e| classify(&e))?;
         loop {
@@ -543,10 +380,10 @@ impl SocketIoCheck {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(_)) => continue,
             };
-            match classify_text(text.as_str()) {
+            match incoming(text.as_str()) {
                 Incoming::Ping => {
                     link.ws
-                        .send(Message::text("3"))
+                        .send(Message::text(PONG))
                         .await
                         .map_err(|e| classify(&e))?;
                     link.last_pong = Instant::now();
@@ -558,8 +395,8 @@ impl SocketIoCheck {
                     ));
                 }
                 Incoming::Packet(p) if p.namespace == self.spec.namespace => match (p.kind, p.id) {
-                    (3, Some(0)) => return Self::judge_ack(emit, p.data),
-                    (1, _) => {
+                    (PacketType::Ack, Some(0)) => return Self::judge_ack(emit, p.data),
+                    (PacketType::Disconnect, _) => {
                         return Err(CheckError::new(
                             ErrorKind::Closed,
                             "server disconnected the namespace",
@@ -601,9 +438,9 @@ impl SocketIoCheck {
 }
 
 /// Says goodbye: namespace DISCONNECT, then a close frame; bounded.
-async fn leave(ws: &mut Ws, ns_prefix: &str) {
+async fn leave(ws: &mut Ws, namespace: &str) {
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        let _ = ws.send(Message::text(format!("41{ns_prefix}"))).await;
+        let _ = ws.send(Message::text(codec::disconnect(namespace))).await;
         let _ = ws.close(None).await;
     })
     .await;
@@ -614,7 +451,7 @@ impl Check for SocketIoCheck {
         Box::pin(async move {
             let (res, o) = self.connect_all(at).await;
             if let Ok(mut link) = res {
-                leave(&mut link.ws, &self.ns_prefix()).await;
+                leave(&mut link.ws, &self.spec.namespace).await;
             }
             o
         })
@@ -627,14 +464,8 @@ impl Check for SocketIoCheck {
                     session: Box::new(SioSession {
                         link,
                         namespace: self.spec.namespace.clone(),
-                        ns_prefix: self.ns_prefix(),
                         emit: self.spec.emit.clone(),
-                        emit_packet: self.spec.emit.as_ref().map(|e| {
-                            let p = self.emit_packet(e, 0);
-                            // Template: the id goes where the 0 is.
-                            let cut = 2 + self.ns_prefix().len();
-                            (p[..cut].to_string(), p[cut + 1..].to_string())
-                        }),
+                        emit_packet: self.spec.emit.as_ref().map(|e| self.emit_template(e)),
                     }),
                     outcome,
                 }),
@@ -647,10 +478,9 @@ impl Check for SocketIoCheck {
 struct SioSession {
     link: Link,
     namespace: String,
-    ns_prefix: String,
     emit: Option<EmitSpec>,
-    /// The emit packet split around its ack id.
-    emit_packet: Option<(String, String)>,
+    /// The emit packet, stamped with each ack id.
+    emit_packet: Option<EventTemplate>,
 }
 
 impl Session for SioSession {
@@ -659,7 +489,6 @@ impl Session for SioSession {
             let SioSession {
                 link,
                 namespace,
-                ns_prefix,
                 emit,
                 emit_packet,
             } = *self;
@@ -681,7 +510,7 @@ impl Session for SioSession {
                 let stale_at = last_ping + dead_after;
                 tokio::select! {
                     _ = io.shutdown.cancelled() => {
-                        leave(&mut ws, &ns_prefix).await;
+                        leave(&mut ws, &namespace).await;
                         return CheckError::new(ErrorKind::Closed, "agent closed the session");
                     }
                     _ = sleep_until(stale_at) => {
@@ -692,13 +521,13 @@ impl Session for SioSession {
                     }
                     b = io.beats.recv() => {
                         if b.is_none() {
-                            leave(&mut ws, &ns_prefix).await;
+                            leave(&mut ws, &namespace).await;
                             return CheckError::new(ErrorKind::Closed, "agent closed the session");
                         }
-                        if let Some((head, tail)) = &emit_packet {
+                        if let Some(template) = &emit_packet {
                             ack_id += 1;
                             pending_ack = Some((ack_id, Instant::now()));
-                            if let Err(e) = ws.send(Message::text(format!("{head}{ack_id}{tail}"))).await {
+                            if let Err(e) = ws.send(Message::text(template.packet(ack_id))).await {
                                 return classify(&e);
                             }
                         } else if due_base.elapsed() <= hs.ping_interval + lateness.max(Duration::from_millis(50)) {
@@ -719,12 +548,12 @@ impl Session for SioSession {
                             Some(Ok(Message::Text(t))) => t,
                             Some(Ok(_)) => continue,
                         };
-                        match classify_text(text.as_str()) {
+                        match incoming(text.as_str()) {
                             Incoming::Ping => {
                                 let now = Instant::now();
                                 lateness = now.saturating_duration_since(due_base + hs.ping_interval);
                                 last_ping = now;
-                                if let Err(e) = ws.send(Message::text("3")).await {
+                                if let Err(e) = ws.send(Message::text(PONG)).await {
                                     return classify(&e);
                                 }
                                 due_base = Instant::now();
@@ -740,9 +569,9 @@ impl Session for SioSession {
                             }
                             Incoming::Close => return CheckError::new(ErrorKind::Closed, "server closed the Engine.IO session"),
                             Incoming::Packet(p) if p.namespace == namespace => match p.kind {
-                                1 => return CheckError::new(ErrorKind::Closed, "server disconnected the namespace"),
-                                4 => return connect_error(p.data),
-                                3 => {
+                                PacketType::Disconnect => return CheckError::new(ErrorKind::Closed, "server disconnected the namespace"),
+                                PacketType::ConnectError => return connect_error(p.data),
+                                PacketType::Ack => {
                                     if let (Some((id, sent)), Some(got), Some(e)) = (pending_ack, p.id, emit.as_ref())
                                         && id == got
                                     {
@@ -773,47 +602,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packets_parse() {
-        let p = parse_packet("0{\"sid\":\"abc\"}").unwrap();
-        assert_eq!(
-            (p.kind, p.namespace, p.id, p.data),
-            (0, "/", None, "{\"sid\":\"abc\"}")
-        );
-        let p = parse_packet("3/admin,12[{\"ok\":true}]").unwrap();
-        assert_eq!(
-            (p.kind, p.namespace, p.id, p.data),
-            (3, "/admin", Some(12), "[{\"ok\":true}]")
-        );
-        let p = parse_packet("1/admin,").unwrap();
-        assert_eq!((p.kind, p.namespace, p.id, p.data), (1, "/admin", None, ""));
-        let p = parse_packet("1/admin").unwrap();
-        assert_eq!(p.namespace, "/admin");
-        let p = parse_packet("51-/x,7[\"e\",{\"_placeholder\":true,\"num\":0}]").unwrap();
-        assert_eq!((p.kind, p.namespace, p.id), (5, "/x", Some(7)));
-        assert!(parse_packet("").is_none());
-        assert!(parse_packet("9").is_none());
-        assert!(parse_packet("5x").is_none());
-        assert!(parse_packet("3").is_some());
-        assert!(parse_packet("399999999999999999999999[]").is_none());
-    }
-
-    #[test]
-    fn open_packet_parses_and_rejects_garbage() {
-        let h = parse_open(r#"0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#).unwrap();
-        assert_eq!(h.engine_sid, "s1");
-        assert_eq!(h.ping_interval, Duration::from_millis(25000));
-        assert_eq!(h.ping_timeout, Duration::from_millis(20000));
-        assert_eq!(parse_open("40").unwrap_err().kind, ErrorKind::Protocol);
-        assert_eq!(
-            parse_open(r#"0{"sid":"s"}"#).unwrap_err().kind,
-            ErrorKind::Protocol
-        );
-        assert_eq!(
-            parse_open(r#"0{"pingInterval":0,"pingTimeout":1}"#)
-                .unwrap_err()
-                .kind,
-            ErrorKind::Protocol
-        );
+    fn open_packet_errors_are_protocol_errors() {
+        assert!(parse_open(r#"0{"pingInterval":1,"pingTimeout":1}"#).is_ok());
+        for bad in [
+            "40",
+            r#"0{"sid":"s"}"#,
+            "0{",
+            r#"0{"pingInterval":0,"pingTimeout":1}"#,
+        ] {
+            assert_eq!(
+                parse_open(bad).unwrap_err().kind,
+                ErrorKind::Protocol,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
