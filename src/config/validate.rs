@@ -86,6 +86,7 @@ pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Confi
 fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
     let agent = read_agent(root);
     let history = read_history(root);
+    let status_page = super::status_page::read(root);
     let defaults = match root.table("defaults") {
         Some(t) => {
             let timing = read_timing(&t, &Timing::default());
@@ -156,6 +157,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         path: path.to_path_buf(),
         agent: agent?,
         history: history?,
+        status_page: status_page?,
         checks,
         alerting: alerting?,
         options: LoadOptions::default(),
@@ -171,7 +173,7 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
 }
 
-fn valid_label_name(s: &str) -> bool {
+pub(super) fn valid_label_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
