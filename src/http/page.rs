@@ -63,6 +63,7 @@ const KEYS: &[&str] = &[
     "legend_error",
     "history",
     "footer_links",
+    "mode",
 ];
 
 /// Paths the page and its badges answer on; with `[status_page] public = true` they are
@@ -88,28 +89,56 @@ pub struct PageInput<'a> {
     pub now: SystemTime,
     /// The CSP nonce of the inline style and script.
     pub nonce: &'a str,
+    /// Whether the agent has a history store (the script adds live results to the bars).
+    pub has_store: bool,
+    /// Whether basic auth guards the API: a public page then refreshes itself instead of
+    /// calling routes that would ask visitors to log in.
+    pub auth: bool,
 }
 
 /// `GET /`: the status page, with a per-response CSP nonce for its inline style and script.
+/// The head and header (live state only) are sent at once; the rest follows when the
+/// history has been read, so the browser paints the overall status without waiting.
 pub async fn status_page(State(st): State<AppState>) -> Response {
     let cfg = st.agent.config.load_full();
     let now = SystemTime::now();
-    let history = read_history(&st, now).await;
     let states = st.agent.states().all();
-    let silences = st.alerts.as_ref().map(|e| e.silences()).unwrap_or_default();
     let nonce = format!("{:032x}", fastrand::u128(..));
     let csp = format!(
         "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
          connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
          frame-ancestors 'none'"
     );
-    let body = render(&PageInput {
+    let auth = cfg.agent.web.as_ref().is_some_and(|w| w.users.is_some());
+    let has_store = st.store.is_some();
+    let head = render_head(&PageInput {
         states: &states,
-        history: history.as_ref(),
-        silences: &silences,
+        history: None,
+        silences: &[],
         config: &cfg.status_page,
         now,
         nonce: &nonce,
+        has_store,
+        auth,
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(2);
+    tokio::spawn(async move {
+        if tx.send(Ok(head)).await.is_err() {
+            return;
+        }
+        let history = read_history(&st, now).await;
+        let silences = st.alerts.as_ref().map(|e| e.silences()).unwrap_or_default();
+        let rest = render_rest(&PageInput {
+            states: &states,
+            history: history.as_ref(),
+            silences: &silences,
+            config: &cfg.status_page,
+            now,
+            nonce: &nonce,
+            has_store,
+            auth,
+        });
+        let _ = tx.send(Ok(rest)).await;
     });
     (
         [
@@ -119,7 +148,7 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
             (header::REFERRER_POLICY, "no-referrer".to_string()),
         ],
-        body,
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
         .into_response()
 }
@@ -153,63 +182,90 @@ async fn read_history(st: &AppState, now: SystemTime) -> Option<PageHistory> {
     }
 }
 
-/// Renders the page. Every value taken from a check, a silence or the config (names,
-/// labels, errors, comments, title) is HTML-escaped.
+/// Renders the whole page. Every value taken from a check, a silence or the config
+/// (names, labels, errors, comments, title) is HTML-escaped.
 pub fn render(p: &PageInput<'_>) -> String {
+    let mut out = render_head(p);
+    out.push_str(&render_rest(p));
+    out
+}
+
+/// The template before and after `<!--stream-->`: the head and header need no history, so
+/// they are sent while the history is read.
+fn parts() -> (&'static str, &'static str) {
+    TEMPLATE
+        .split_once("<!--stream-->")
+        .unwrap_or((TEMPLATE, ""))
+}
+
+/// The document up to the end of the header (live state only).
+pub fn render_head(p: &PageInput<'_>) -> String {
+    fill(parts().0, |k| value(p, k))
+}
+
+/// The rest: notices, groups, timeline, footer and script.
+pub fn render_rest(p: &PageInput<'_>) -> String {
+    fill(parts().1, |k| value(p, k))
+}
+
+/// The text of one template marker.
+fn value(p: &PageInput<'_>, key: &str) -> String {
     let states = p.states;
-    let o = overall(states.iter());
-    let score = o
-        .score
-        .map(|s| format!("{:.0}", s))
-        .unwrap_or_else(|| "—".into());
-    let status = o.status.as_str();
-    let page_title = match o.score {
-        Some(s) => format!("{} · {status} ({s:.0})", p.config.title),
-        None => format!("{} · {status}", p.config.title),
-    };
     let public = p.config.public;
-    let mut groups = String::with_capacity(states.len() * 2500 + 4096);
-    render_groups(&mut groups, p);
-    let mut notices = String::new();
-    render_notices(&mut notices, p);
-    let mut timeline = String::new();
-    render_timeline(&mut timeline, p);
-    let chart = overall_chart(states, p.history);
-    let logo = match &p.config.logo_url {
-        Some(u) => format!(
-            "<img class=\"logo\" src=\"{}\" alt=\"\" width=\"40\" height=\"40\">",
-            esc(u)
-        ),
-        None => String::new(),
-    };
+    let o = overall(states.iter());
+    let status = o.status.as_str();
     let theme = p.config.theme.as_str();
-    fill(TEMPLATE, |key| match key {
+    match key {
         "version" => env!("CARGO_PKG_VERSION").to_string(),
         "title" => esc(&p.config.title),
-        "page_title" => esc(&page_title),
+        "page_title" => esc(&match o.score {
+            Some(s) => format!("{} · {status} ({s:.0})", p.config.title),
+            None => format!("{} · {status}", p.config.title),
+        }),
         "description" => esc(&p.config.description),
-        "logo" => logo.clone(),
+        "logo" => match &p.config.logo_url {
+            Some(u) => format!(
+                "<img class=\"logo\" src=\"{}\" alt=\"\" width=\"40\" height=\"40\">",
+                esc(u)
+            ),
+            None => String::new(),
+        },
         "theme" => theme.to_string(),
         "color_scheme" => match theme {
-            "light" => "light".into(),
-            "dark" => "dark".into(),
+            "light" | "dark" => theme.to_string(),
             _ => "light dark".into(),
         },
         "public" => public.to_string(),
+        "history" => p.has_store.to_string(),
+        "mode" => if public && p.auth { "snapshot" } else { "live" }.into(),
         "bars" => BARS.to_string(),
         "nonce" => esc(p.nonce),
         "generated_at" => esc(&rfc3339(p.now)),
         "overall_band" => o.band().to_string(),
         "overall_status" => status.to_string(),
-        "overall_score" => score.clone(),
+        "overall_score" => o
+            .score
+            .map(|s| format!("{:.0}", s))
+            .unwrap_or_else(|| "—".into()),
         "overall_icon" => overall_icon(status).to_string(),
-        "overall_chart" => chart.clone(),
+        "overall_chart" => overall_chart(states, p.history),
         "counts" => counts(states.iter()),
-        "notices" => std::mem::take(&mut notices),
-        "groups" => std::mem::take(&mut groups),
-        "timeline" => std::mem::take(&mut timeline),
+        "notices" => {
+            let mut out = String::new();
+            render_notices(&mut out, p);
+            out
+        }
+        "groups" => {
+            let mut out = String::with_capacity(states.len() * 1600 + 4096);
+            render_groups(&mut out, p);
+            out
+        }
+        "timeline" => {
+            let mut out = String::new();
+            render_timeline(&mut out, p);
+            out
+        }
         "legend_error" => " · hover or focus a bar for each result".into(),
-        "history" => p.history.is_some().to_string(),
         "footer_links" => {
             if public {
                 String::new()
@@ -218,7 +274,7 @@ pub fn render(p: &PageInput<'_>) -> String {
             }
         }
         _ => String::new(),
-    })
+    }
 }
 
 /// Replaces each `{{key}}` in `template` with `value(key)` in one pass (so text inserted
@@ -276,7 +332,7 @@ fn render_groups(out: &mut String, p: &PageInput<'_>) {
     let error_head = if public {
         ""
     } else {
-        "<th scope=\"col\">Last error</th>"
+        "<th scope=\"col\" class=\"c-err\">Last error</th>"
     };
     for (i, (name, members)) in grouped(p.states, p.config.group_by.as_deref())
         .into_iter()
@@ -291,9 +347,11 @@ fn render_groups(out: &mut String, p: &PageInput<'_>) {
              <span class=\"icon\" aria-hidden=\"true\">{icon}</span><span class=\"txt\">{status}</span></span></span> \
              <span class=\"gcount\">{counts}</span></summary>\
              <table class=\"checks\"><caption class=\"sr-only\">Checks of group {g}</caption><thead><tr>\
-             <th scope=\"col\">Check</th><th scope=\"col\">Status</th><th scope=\"col\">Score</th>\
-             <th scope=\"col\">Latency</th><th scope=\"col\">Last {BARS} results</th><th scope=\"col\">Uptime</th>\
-             <th scope=\"col\">Latency trend</th>{error_head}<th scope=\"col\">Since</th></tr></thead><tbody>\n",
+             <th scope=\"col\" class=\"c-check\">Check</th><th scope=\"col\" class=\"c-status\">Status</th>\
+             <th scope=\"col\" class=\"c-score\">Score</th><th scope=\"col\" class=\"c-lat\">Latency</th>\
+             <th scope=\"col\" class=\"c-res\">Last {BARS} results</th><th scope=\"col\" class=\"c-up\">Uptime</th>\
+             <th scope=\"col\" class=\"c-trend\">Trend</th>{error_head}<th scope=\"col\" class=\"c-since\">Since</th>\
+             </tr></thead><tbody>\n",
             g = esc(&name),
             band = o.band(),
             icon = overall_icon(status),
@@ -328,11 +386,11 @@ fn row(
     let _ = write!(
         out,
         "<tr id=\"check-{name}\" data-check=\"{name}\" data-status=\"{status}\" class=\"band-{band}\">\
-         <th scope=\"row\" data-label=\"Check\">{link}<span class=\"kind\">{kind} · {mode}</span></th>\
-         <td class=\"status\" data-label=\"Status\"><span class=\"badge\"><span class=\"icon\" aria-hidden=\"true\">{icon}</span>\
+         <th scope=\"row\">{link}<span class=\"kind\">{kind} · {mode}</span></th>\
+         <td class=\"status\"><span class=\"badge\"><span class=\"icon\" aria-hidden=\"true\">{icon}</span>\
          <span class=\"txt\">{status}</span></span></td>\
-         <td class=\"score num\" data-label=\"Score\">{score}</td>\
-         <td class=\"latency num\" data-label=\"Latency\">{latency}</td>",
+         <td class=\"score num\">{score}</td>\
+         <td class=\"latency num\">{latency}</td>",
         kind = esc(s.kind),
         mode = s.mode.as_str(),
         icon = status_icon(s.status),
@@ -340,15 +398,15 @@ fn row(
     );
     match history {
         None => out.push_str(
-            "<td class=\"results\" data-label=\"Results\"><span class=\"none\">no history store</span></td>\
-             <td class=\"uptime\" data-label=\"Uptime\"><span class=\"none\">—</span></td>\
-             <td class=\"trend\" data-label=\"Trend\"><span class=\"none\">—</span></td>",
+            "<td class=\"results\"><span class=\"none\">no history store</span></td>\
+             <td class=\"uptime\"><span class=\"none\">—</span></td>\
+             <td class=\"trend\"><span class=\"none\">—</span></td>",
         ),
         Some(h) => {
             let samples: &[Sample] = h.map(|h| h.samples.as_slice()).unwrap_or(&[]);
-            out.push_str("<td class=\"results\" data-label=\"Results\">");
+            out.push_str("<td class=\"results\">");
             bar(out, &s.name, samples);
-            out.push_str("</td><td class=\"uptime\" data-label=\"Uptime\">");
+            out.push_str("</td><td class=\"uptime\">");
             for (i, (w, _)) in WINDOWS.iter().enumerate() {
                 match h.and_then(|h| h.uptime.get(i).copied().flatten()) {
                     Some(r) => {
@@ -366,7 +424,7 @@ fn row(
                     }
                 }
             }
-            out.push_str("</td><td class=\"trend\" data-label=\"Trend\">");
+            out.push_str("</td><td class=\"trend\">");
             sparkline(out, samples);
             out.push_str("</td>");
         }
@@ -377,7 +435,7 @@ fn row(
         } else {
             " stale"
         };
-        let _ = write!(out, "<td class=\"error{stale}\" data-label=\"Last error\">");
+        let _ = write!(out, "<td class=\"error{stale}\">");
         match &s.last_error {
             Some(e) => {
                 out.push_str("<span class=\"ev\">");
@@ -390,7 +448,7 @@ fn row(
         }
         out.push_str("</td>");
     }
-    out.push_str("<td class=\"since\" data-label=\"Since\">");
+    out.push_str("<td class=\"since\">");
     match s.since {
         Some(t) => time_ago(out, t, now),
         None => out.push_str("<span class=\"none\">—</span>"),
@@ -432,8 +490,9 @@ pub fn bar_shape(code: u8) -> (u8, u8) {
     }
 }
 
-/// The result bar: one path per status (so a bar is at most six elements), newest on the
-/// right; `data-r` holds the status codes oldest first for the script.
+/// The result bar: one path per status (so a bar is at most six elements), each run of
+/// equal results one dashed line (a dash per result: `stroke-dasharray` in the style),
+/// newest on the right; `data-r` holds the status codes oldest first for the script.
 fn bar(out: &mut String, name: &str, newest_first: &[Sample]) {
     let n = newest_first.len();
     if n == 0 {
@@ -441,22 +500,26 @@ fn bar(out: &mut String, name: &str, newest_first: &[Sample]) {
         return;
     }
     let offset = BARS.saturating_sub(n);
-    let mut codes = String::with_capacity(n);
+    let codes: Vec<u8> = newest_first.iter().rev().map(|s| code(s.status)).collect();
     let mut paths: [String; 6] = Default::default();
     let mut tally = [0usize; 6];
-    for (i, smp) in newest_first.iter().rev().enumerate() {
-        let c = code(smp.status);
-        codes.push(char::from(b'0' + c));
-        tally[c as usize] += 1;
+    let mut i = 0;
+    while i < n {
+        let c = codes[i];
+        let k = codes[i..].iter().take_while(|&&x| x == c).count();
         let (y, h) = bar_shape(c);
-        let _ = write!(paths[c as usize], "M{} {y}h.8v{h}h-.8z", offset + i);
+        let cy = f64::from(y) + f64::from(h) / 2.0;
+        let _ = write!(paths[c as usize], "M{} {cy}h{k}", offset + i);
+        tally[c as usize] += k;
+        i += k;
     }
+    let codes: String = codes.iter().map(|c| char::from(b'0' + c)).collect();
     let up = tally[2] + tally[3];
     let label = tally_text(&tally, n);
     let _ = write!(
         out,
         "<div class=\"bar\" tabindex=\"0\" role=\"group\" data-r=\"{codes}\" aria-label=\"{}: {label}\">\
-         <svg viewBox=\"0 0 {BARS} 10\" preserveAspectRatio=\"none\" aria-hidden=\"true\" focusable=\"false\">",
+         <svg viewBox=\"0 0 {BARS} 10\" preserveAspectRatio=\"none\" aria-hidden=\"true\">",
         esc(&format!("Last {n} results of {name}"))
     );
     for (c, d) in paths.iter().enumerate() {
@@ -489,7 +552,8 @@ fn tally_text(tally: &[usize; 6], n: usize) -> String {
     }
 }
 
-/// Latency of the successful results as an inline SVG line, aligned with the bar.
+/// Latency of the successful results as an inline SVG line, aligned with the bar (ten
+/// units per result, integer coordinates: the page stays small at 1,000 checks).
 fn sparkline(out: &mut String, newest_first: &[Sample]) {
     let n = newest_first.len();
     let offset = BARS.saturating_sub(n);
@@ -516,21 +580,21 @@ fn sparkline(out: &mut String, newest_first: &[Sample]) {
     );
     let _ = write!(
         out,
-        "<svg class=\"spark\" viewBox=\"0 0 {BARS} 20\" preserveAspectRatio=\"none\" role=\"img\" \
-         data-n=\"{}\" data-max=\"{max:.3}\" aria-label=\"{label}\"><title>{label}</title><polyline points=\"",
-        pts.len()
+        "<svg class=\"spark\" viewBox=\"0 0 {w} 100\" preserveAspectRatio=\"none\" role=\"img\" \
+         data-n=\"{}\" aria-label=\"{label}\"><polyline points=\"",
+        pts.len(),
+        w = BARS * 10,
     );
-    let scale = if max > 0.0 { 17.0 / max } else { 0.0 };
-    let single = pts.len() == 1;
+    let scale = if max > 0.0 { 88.0 / max } else { 0.0 };
     for (i, (x, l)) in pts.iter().enumerate() {
-        let y = 19.0 - l * scale;
+        let y = (95.0 - l * scale).round() as i64;
         if i > 0 {
             out.push(' ');
         }
-        let _ = write!(out, "{:.1},{y:.1}", *x as f64 + 0.4);
-        if single {
+        let _ = write!(out, "{},{y}", x * 10 + 4);
+        if pts.len() == 1 {
             // One point: a short flat line so it shows.
-            let _ = write!(out, " {:.1},{y:.1}", *x as f64 + 1.0);
+            let _ = write!(out, " {},{y}", x * 10 + 10);
         }
     }
     out.push_str("\"/></svg>");
@@ -877,6 +941,8 @@ mod tests {
             config: cfg,
             now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100),
             nonce: "n",
+            has_store: history.is_some(),
+            auth: false,
         })
     }
 
@@ -987,6 +1053,13 @@ mod tests {
         assert_eq!(
             sp.split("points=\"").nth(1).map(|p| p.split(' ').count()),
             Some(3)
+        );
+        // A run of equal results is one dashed line.
+        let mut run = String::new();
+        bar(&mut run, "x", &samples[..1].repeat(3));
+        assert!(
+            run.contains("<path class=\"r2\" d=\"M57 5h3\"/></svg>"),
+            "{run}"
         );
         let mut empty = String::new();
         bar(&mut empty, "x", &[]);
