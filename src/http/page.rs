@@ -340,7 +340,7 @@ fn render_groups(out: &mut String, p: &PageInput<'_>) {
     {
         let o = overall(members.iter().copied());
         let status = o.status.as_str();
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<details class=\"group\" open id=\"group-{i}\" data-group=\"{g}\" data-status=\"{status}\">\
              <summary><span class=\"gname\">{g}</span> <span class=\"gstat band-{band}\"><span class=\"badge\">\
@@ -351,7 +351,7 @@ fn render_groups(out: &mut String, p: &PageInput<'_>) {
              <th scope=\"col\" class=\"c-score\">Score</th><th scope=\"col\" class=\"c-lat\">Latency</th>\
              <th scope=\"col\" class=\"c-res\">Last {BARS} results</th><th scope=\"col\" class=\"c-up\">Uptime</th>\
              <th scope=\"col\" class=\"c-trend\">Trend</th>{error_head}<th scope=\"col\" class=\"c-since\">Since</th>\
-             </tr></thead><tbody>\n",
+             </tr></thead><tbody>",
             g = esc(&name),
             band = o.band(),
             icon = overall_icon(status),
@@ -1038,12 +1038,13 @@ mod tests {
             ),
             "{out}"
         );
+        assert!(out.contains(&format!("M{} 5h1", BARS - 1)), "{out}");
         assert!(
-            out.contains(&format!("M{} 0h.8v10h-.8z", BARS - 1)),
+            out.contains("<path class=\"r4\" d=\"M58 2.5h1\"/>"),
             "{out}"
         );
         assert!(
-            out.contains("<path class=\"r4\" d=\"M58 0h.8v5h-.8z\"/>"),
+            out.contains("<path class=\"r2\" d=\"M56 5h1M59 5h1\"/>"),
             "{out}"
         );
         assert!(out.contains("3/4 up"));
@@ -1056,7 +1057,7 @@ mod tests {
         );
         // A run of equal results is one dashed line.
         let mut run = String::new();
-        bar(&mut run, "x", &samples[..1].repeat(3));
+        bar(&mut run, "x", &vec![samples[0].clone(); 3]);
         assert!(
             run.contains("<path class=\"r2\" d=\"M57 5h3\"/></svg>"),
             "{run}"

@@ -530,7 +530,7 @@ impl Reader {
         let chart_from = now - chart_span;
         for (id, name) in &names {
             let mut samples = rows.remove(id).unwrap_or_default();
-            samples.sort_by(|x, y| (y.0, y.1).cmp(&(x.0, x.1)));
+            samples.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
             samples.truncate(q.bars);
             let start = before.get(id).copied().unwrap_or(Status::Unknown);
             let ch = changes.get(id).map(Vec::as_slice).unwrap_or(&[]);

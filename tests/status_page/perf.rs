@@ -47,7 +47,7 @@ async fn a_thousand_checks_first_paint() {
         for i in 0..N {
             let name = format!("check-{i:04}");
             for k in 1..=60u32 {
-                let failing = (i + k as usize) % 17 == 0;
+                let failing = (i + k as usize).is_multiple_of(17);
                 let status = if failing {
                     Status::Unhealthy
                 } else {
