@@ -64,6 +64,15 @@ fn logo_ok(url: &str) -> bool {
         || url.starts_with("data:image/")
 }
 
+/// A Prometheus-style label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`), as
+/// check labels are.
+fn label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
 /// Reads `[status_page]` (defaults when absent); errors are recorded on the loader.
 pub(super) fn read(root: &Table<'_, '_>) -> Option<StatusPageConfig> {
     let mut c = StatusPageConfig::default();
@@ -102,7 +111,7 @@ pub(super) fn read(root: &Table<'_, '_>) -> Option<StatusPageConfig> {
         }
     }
     if let Some(s) = t.str("group_by") {
-        if super::validate::valid_label_name(&s.value) {
+        if label_name(&s.value) {
             c.group_by = Some(s.value);
         } else {
             ok = false;
