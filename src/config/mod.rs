@@ -6,6 +6,7 @@ pub mod error;
 pub mod interpolate;
 pub mod raw;
 pub mod readers;
+pub mod status_page;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use crate::secret::Secret;
 pub use error::{ConfigError, ConfigErrors};
+pub use status_page::{StatusPageConfig, Theme};
 pub use validate::{load, load_with, parse, parse_with};
 
 use crate::check::{KindSpec, Mode};
@@ -31,6 +33,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Every check, defaults applied, in file order.
     pub checks: Vec<CheckConfig>,
+    /// `[status_page]`.
+    pub status_page: StatusPageConfig,
     /// `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
     pub alerting: crate::alert::AlertConfig,
     /// What the command line added to the file (kept so a reload reads the same way).

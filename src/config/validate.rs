@@ -88,6 +88,7 @@ pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Confi
 fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
     let agent = read_agent(root);
     let history = read_history(root);
+    let status_page = super::status_page::read(root);
     let defaults = match root.table("defaults") {
         Some(t) => {
             let timing = read_timing(&t, &Timing::default());
@@ -158,6 +159,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         path: path.to_path_buf(),
         agent: agent?,
         history: history?,
+        status_page: status_page?,
         checks,
         alerting: alerting?,
         options: LoadOptions::default(),

@@ -101,6 +101,7 @@ async fn check(g: &Guard, cfg: &Config, req: Request, next: Next) -> Response {
     if let Some(users) = users
         && !probe
         && !is_public(&path, &a.public_paths)
+        && !(cfg.status_page.public && super::page::is_public_page(&path))
         && !token_ok
         && !users.check(auth.as_deref()).await
     {

@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod badge;
+pub mod client;
 pub mod events;
 pub mod guard;
 pub mod history;
@@ -73,6 +75,13 @@ pub fn app(state: AppState) -> Router {
     let request_timeout = state.agent.config.load().agent.http.request_timeout;
     let timed = Router::new()
         .route("/", get(page::status_page))
+        .route("/client.js", get(client::client_js))
+        .route("/api/v1/checks/{name}/badge/status.svg", get(badge::status))
+        .route("/api/v1/checks/{name}/badge/uptime.svg", get(badge::uptime))
+        .route(
+            "/api/v1/checks/{name}/badge/latency.svg",
+            get(badge::latency),
+        )
         .route(
             "/metrics",
             get(api::metrics).layer(CompressionLayer::new().gzip(true)),
@@ -110,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .merge(streaming)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(g, guard::guard))
+        .layer(middleware::from_fn_with_state(state.clone(), client::cors))
         .with_state(state)
 }
 

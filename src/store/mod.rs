@@ -31,7 +31,10 @@ mod tests;
 use std::path::PathBuf;
 
 pub use handle::Store;
-pub use reader::{BadTime, History, Reader, Sample, Transition, Uptime, parse_time};
+pub use reader::{
+    BadTime, CheckTransition, History, PageCheck, PageHistory, PageQuery, Reader, Sample,
+    Transition, Uptime, parse_time,
+};
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "lifeline.db";

@@ -2,8 +2,9 @@
 //! the checks known), the time window arguments they take, and the last known states the
 //! agent restores at start.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -276,26 +277,12 @@ impl Reader {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut status = before.as_deref().map_or(Status::Unknown, status_of_name);
-        let mut from = a;
-        let (mut up, mut down, mut unknown) = (0i64, 0i64, 0i64);
-        let mut account = |s: Status, x: i64, y: i64| {
-            let t: i64 = runs
-                .iter()
-                .map(|(rs, re)| (y.min(*re) - x.max(*rs)).max(0))
-                .sum();
-            match s {
-                Status::Healthy | Status::Degraded => up += t,
-                Status::Unknown => unknown += t,
-                _ => down += t,
-            }
-        };
-        for (at, s) in changes {
-            account(status, from, at);
-            status = status_of_name(&s);
-            from = at;
-        }
-        account(status, from, b);
+        let changes: Vec<(i64, Status)> = changes
+            .into_iter()
+            .map(|(at, st)| (at, status_of_name(&st)))
+            .collect();
+        let before = before.as_deref().map_or(Status::Unknown, status_of_name);
+        let (up, down, unknown) = split_time(&runs, before, &changes, a, b);
         let samples: u64 = self
             .conn
             .prepare_cached(
@@ -314,5 +301,281 @@ impl Reader {
             down_seconds: down as f64 / 1000.0,
             unknown_seconds: unknown as f64 / 1000.0,
         }))
+    }
+}
+
+/// Walks one check's status over `[a, b)`: `before` is its status at or before the
+/// earliest change, `changes` its transitions in time order (those at or before `a` only
+/// set the starting status). Calls `f(status, from, to)` for each stretch.
+fn stretches(
+    before: Status,
+    changes: &[(i64, Status)],
+    a: i64,
+    b: i64,
+    mut f: impl FnMut(Status, i64, i64),
+) {
+    let mut status = before;
+    let mut from = a;
+    for &(at, s) in changes {
+        if at <= a {
+            status = s;
+            continue;
+        }
+        if at >= b {
+            break;
+        }
+        f(status, from, at);
+        status = s;
+        from = at;
+    }
+    f(status, from, b);
+}
+
+/// Milliseconds of `[x, y)` inside the agent's `runs`.
+fn running(runs: &[(i64, i64)], x: i64, y: i64) -> i64 {
+    runs.iter()
+        .map(|(rs, re)| (y.min(*re) - x.max(*rs)).max(0))
+        .sum()
+}
+
+/// Time up (healthy, degraded), down and unknown within `[a, b)` while the agent ran.
+fn split_time(
+    runs: &[(i64, i64)],
+    before: Status,
+    changes: &[(i64, Status)],
+    a: i64,
+    b: i64,
+) -> (i64, i64, i64) {
+    let (mut up, mut down, mut unknown) = (0i64, 0i64, 0i64);
+    stretches(before, changes, a, b, |s, x, y| {
+        let t = running(runs, x, y);
+        match s {
+            Status::Healthy | Status::Degraded => up += t,
+            Status::Unknown => unknown += t,
+            _ => down += t,
+        }
+    });
+    (up, down, unknown)
+}
+
+/// What the status page asks of the history (see [`Reader::page`]).
+#[derive(Debug, Clone)]
+pub struct PageQuery {
+    /// The moment the page is for.
+    pub now: SystemTime,
+    /// Newest samples per check (the result bar and sparkline).
+    pub bars: usize,
+    /// Uptime windows back from `now` (at most 30 days each, the longest first or not).
+    pub windows: Vec<Duration>,
+    /// The score chart: its window back from `now` and its number of buckets.
+    pub chart: (Duration, usize),
+    /// The transitions timeline: its window back from `now` and the most rows returned.
+    pub timeline: (Duration, usize),
+}
+
+/// One check's recent history, as the status page shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageCheck {
+    /// The newest samples, newest first, at most [`PageQuery::bars`] (the same ones
+    /// `history?limit=bars` returns).
+    pub samples: Vec<Sample>,
+    /// Uptime ratio over each of [`PageQuery::windows`], computed as [`Reader::uptime`]
+    /// does; none without known time.
+    pub uptime: Vec<Option<f64>>,
+    /// Per chart bucket, oldest first: the time-weighted score of the status the check had
+    /// (healthy 100, degraded 60, connecting 40, failing 0) while the agent ran and the
+    /// status was known; none without such time.
+    pub chart: Vec<Option<f64>>,
+}
+
+/// A transition and its check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckTransition {
+    /// Check name.
+    pub check: String,
+    /// The transition.
+    #[serde(flatten)]
+    pub transition: Transition,
+}
+
+/// Everything the status page reads from the history, in one batch of queries whose
+/// number does not grow with the number of checks.
+#[derive(Debug, Clone, Default)]
+pub struct PageHistory {
+    /// By check name (checks with anything recorded).
+    pub checks: HashMap<String, PageCheck>,
+    /// Transitions of every check within [`PageQuery::timeline`], newest first.
+    pub transitions: Vec<CheckTransition>,
+}
+
+/// The score the chart gives a stretch of `status` (none for unknown).
+fn chart_score(status: Status) -> Option<f64> {
+    match status {
+        Status::Unknown => None,
+        Status::Healthy => Some(100.0),
+        Status::Degraded => Some(60.0),
+        Status::Connecting => Some(40.0),
+        Status::Unhealthy | Status::Disconnected => Some(0.0),
+    }
+}
+
+impl Reader {
+    /// The status page's history for every check at once: the newest samples, uptime over
+    /// each window, the score chart and the transitions timeline. A handful of statements
+    /// whatever the number of checks (each per-check lookup is an index seek).
+    pub fn page(&self, q: &PageQuery) -> Result<PageHistory, StoreError> {
+        const MONTH: Duration = Duration::from_secs(30 * 86_400);
+        let now = unix_ms(q.now);
+        let span = |d: Duration| i64::try_from(d.min(MONTH).as_millis()).unwrap_or(i64::MAX);
+        let longest = q
+            .windows
+            .iter()
+            .copied()
+            .chain([q.chart.0, q.timeline.0])
+            .map(span)
+            .max()
+            .unwrap_or(0);
+        let from = now - longest;
+        let names: HashMap<i64, String> = self
+            .conn
+            .prepare_cached("SELECT id, name FROM checks")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = PageHistory::default();
+
+        // The newest `bars` samples of each check: the n-th newest `at` bounds an index
+        // range per check (CROSS JOIN keeps `checks` the outer loop).
+        let bars = q.bars.max(1) as i64;
+        let mut st = self.conn.prepare_cached(
+            "SELECT s.check_id, s.rowid, s.at, s.status, s.latency_us
+             FROM checks c CROSS JOIN samples s
+             WHERE s.check_id = c.id AND s.at <= ?2 AND s.at >= COALESCE(
+                (SELECT at FROM samples WHERE check_id = c.id AND at <= ?2
+                 ORDER BY at DESC LIMIT 1 OFFSET ?1 - 1), 0)",
+        )?;
+        let mut rows: HashMap<i64, Vec<(i64, i64, Sample)>> = HashMap::new();
+        for r in st.query_map(params![bars, now], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })? {
+            let (id, rowid, at, status, lat) = r?;
+            rows.entry(id).or_default().push((
+                at,
+                rowid,
+                Sample {
+                    at: from_unix_ms(at),
+                    status: status_of_code(status),
+                    latency_ms: lat.map(|us| us as f64 / 1000.0),
+                },
+            ));
+        }
+
+        // Status before the longest window, and every change since.
+        let mut before: HashMap<i64, Status> = HashMap::new();
+        let mut st = self.conn.prepare_cached(
+            "SELECT c.id, (SELECT status FROM transitions WHERE check_id = c.id AND at <= ?1
+                           ORDER BY at DESC, rowid DESC LIMIT 1)
+             FROM checks c",
+        )?;
+        for r in st.query_map(params![from], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+        })? {
+            let (id, s) = r?;
+            before.insert(id, s.as_deref().map_or(Status::Unknown, status_of_name));
+        }
+        let mut changes: HashMap<i64, Vec<(i64, Status)>> = HashMap::new();
+        let timeline_from = now - span(q.timeline.0);
+        let mut st = self.conn.prepare_cached(
+            "SELECT check_id, at, status, previous_status, error_kind, message
+             FROM transitions WHERE at > ?1 AND at <= ?2 ORDER BY at, rowid",
+        )?;
+        for r in st.query_map(params![from, now], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })? {
+            let (id, at, status, previous, error_kind, message) = r?;
+            let status = status_of_name(&status);
+            changes.entry(id).or_default().push((at, status));
+            if at >= timeline_from
+                && let Some(name) = names.get(&id)
+            {
+                out.transitions.push(CheckTransition {
+                    check: name.clone(),
+                    transition: Transition {
+                        at: from_unix_ms(at),
+                        status,
+                        previous_status: status_of_name(&previous),
+                        error_kind,
+                        message,
+                    },
+                });
+            }
+        }
+        out.transitions.reverse();
+        out.transitions.truncate(q.timeline.1);
+
+        let runs = self.runs(from, now, now)?;
+        let (chart_span, buckets) = (span(q.chart.0), q.chart.1.max(1) as i64);
+        let chart_from = now - chart_span;
+        for (id, name) in &names {
+            let mut samples = rows.remove(id).unwrap_or_default();
+            samples.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
+            samples.truncate(q.bars);
+            let start = before.get(id).copied().unwrap_or(Status::Unknown);
+            let ch = changes.get(id).map(Vec::as_slice).unwrap_or(&[]);
+            let uptime = q
+                .windows
+                .iter()
+                .map(|w| {
+                    let (up, down, _) = split_time(&runs, start, ch, now - span(*w), now);
+                    (up + down > 0).then(|| up as f64 / (up + down) as f64)
+                })
+                .collect();
+            let mut sums = vec![(0.0f64, 0i64); buckets as usize];
+            stretches(start, ch, chart_from, now, |s, x, y| {
+                let Some(score) = chart_score(s) else {
+                    return;
+                };
+                // Spread the stretch over the buckets it covers.
+                let width = (chart_span / buckets).max(1);
+                let mut t = x;
+                while t < y {
+                    let i = ((t - chart_from) / width).clamp(0, buckets - 1);
+                    let end = if i == buckets - 1 {
+                        y
+                    } else {
+                        y.min(chart_from + (i + 1) * width)
+                    };
+                    let ms = running(&runs, t, end);
+                    sums[i as usize].0 += score * ms as f64;
+                    sums[i as usize].1 += ms;
+                    t = end;
+                }
+            });
+            let chart = sums
+                .into_iter()
+                .map(|(s, ms)| (ms > 0).then(|| s / ms as f64))
+                .collect();
+            out.checks.insert(
+                name.clone(),
+                PageCheck {
+                    samples: samples.into_iter().map(|(_, _, s)| s).collect(),
+                    uptime,
+                    chart,
+                },
+            );
+        }
+        Ok(out)
     }
 }

@@ -176,10 +176,17 @@ impl Tab {
     }
 
     /// Polls `expr` until it evaluates to `true`, or panics after `within` showing `show`.
+    /// An expression that throws (say, while the page is still loading) counts as false.
     pub async fn wait_true(&mut self, expr: &str, within: Duration, show: &str) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if self.eval(expr).await == Value::Bool(true) {
+            let r = self
+                .call(
+                    "Runtime.evaluate",
+                    json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+                )
+                .await;
+            if r["exceptionDetails"].is_null() && r["result"]["value"] == Value::Bool(true) {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -187,6 +194,63 @@ impl Tab {
                 panic!("timed out after {within:?} waiting for `{expr}`; page: {state}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Emulates `prefers-color-scheme: dark` (or light).
+    pub async fn color_scheme(&mut self, scheme: &str) {
+        self.call(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+    }
+
+    /// Resizes the viewport to `width` × `height` CSS pixels (a phone when narrow).
+    pub async fn viewport(&mut self, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600}),
+        )
+        .await;
+    }
+
+    /// Moves the mouse pointer to (`x`, `y`) in CSS pixels, as a real pointer would.
+    pub async fn mouse_move(&mut self, x: f64, y: f64) {
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseMoved", "x": x, "y": y}),
+        )
+        .await;
+    }
+
+    /// Presses and releases a key such as `ArrowLeft`, `Home`, `Tab` or `Enter`.
+    pub async fn key(&mut self, key: &str) {
+        let code = match key {
+            "ArrowLeft" => 37,
+            "ArrowRight" => 39,
+            "Home" => 36,
+            "End" => 35,
+            "Enter" => 13,
+            "Escape" => 27,
+            "Tab" => 9,
+            _ => 0,
+        };
+        let text = if key == "Enter" { "\r" } else { "" };
+        for t in ["rawKeyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": t, "key": key, "code": key, "windowsVirtualKeyCode": code,
+                       "nativeVirtualKeyCode": code}),
+            )
+            .await;
+            if t == "rawKeyDown" && !text.is_empty() {
+                self.call(
+                    "Input.dispatchKeyEvent",
+                    json!({"type": "char", "text": text}),
+                )
+                .await;
+            }
         }
     }
 
