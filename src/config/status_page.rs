@@ -146,10 +146,8 @@ pub(super) fn read(root: &Table<'_, '_>) -> Option<StatusPageConfig> {
 mod tests {
     use std::path::Path;
 
-    fn parse(src: &str) -> Result<super::StatusPageConfig, String> {
-        crate::config::parse(Path::new("c.toml"), src)
-            .map(|c| c.status_page)
-            .map_err(|e| e.to_string())
+    fn parse(src: &str) -> Result<super::StatusPageConfig, crate::config::ConfigErrors> {
+        crate::config::parse(Path::new("c.toml"), src).map(|c| c.status_page)
     }
 
     #[test]
@@ -183,7 +181,9 @@ mod tests {
             ("title = \"\"", ":2:9: `title`"),
             ("colour = 1", "unknown key `colour`"),
         ] {
-            let e = parse(&format!("[status_page]\n{src}\n")).expect_err(src);
+            let e = parse(&format!("[status_page]\n{src}\n"))
+                .expect_err(src)
+                .to_string();
             assert!(e.contains(want), "{src}: {e}");
         }
         assert!(parse("[status_page]\nlogo_url = \"data:image/png;base64,AAAA\"\n").is_ok());

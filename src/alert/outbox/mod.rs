@@ -532,7 +532,8 @@ impl Outbox {
         .await
     }
 
-    /// A row's failed attempts, for tests and diagnostics.
+    /// A row's failed attempts (tests read it).
+    #[cfg(test)]
     pub async fn attempts_of(&self, id: i64) -> Option<u32> {
         self.call(move |conn, _| {
             Ok(conn
