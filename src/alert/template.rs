@@ -42,12 +42,20 @@ pub enum Escape {
 /// Slack's control characters: peer text (errors, messages) must not turn into
 /// `<!channel>` pings or `<url|forged>` links.
 pub fn slack_escape(s: &str) -> String {
+    escape_entities(s, false)
+}
+
+/// Replaces `&`, `<`, `>` (and, with `quotes`, `"` and `'`) by their HTML entities: what
+/// Slack mrkdwn needs, and what HTML element content and quoted attributes need.
+pub fn escape_entities(s: &str, quotes: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '"' if quotes => out.push_str("&quot;"),
+            '\'' if quotes => out.push_str("&#39;"),
             c => out.push(c),
         }
     }

@@ -17,7 +17,7 @@ use super::{
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
-use crate::net::tls::{self, TlsOptions};
+use crate::net::tls::TlsOptions;
 use crate::net::ws::{Ws, classify, open};
 use crate::secret::Secret;
 
@@ -58,11 +58,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
 
 impl KindSpec for WebSocketSpec {
     fn build(&self, env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
-        let tls = if self.url.scheme() == "wss" {
-            Some(tls::client_config(&self.tls)?)
-        } else {
-            None
-        };
+        let tls = crate::net::ws::tls_for(&self.url, &self.tls)?;
         Ok(Arc::new(WebSocketCheck {
             spec: self.clone(),
             tls,
@@ -74,8 +70,7 @@ impl KindSpec for WebSocketSpec {
     }
 
     fn session_key(&self) -> Option<String> {
-        let headers: Vec<(&String, &String)> =
-            self.headers.iter().map(|(k, v)| (k, v.expose())).collect();
+        let headers = crate::net::ws::headers_key(&self.headers);
         Some(format!(
             "{}|{:?}|{:?}|{:?}|{:?}",
             self.url,

@@ -87,3 +87,23 @@ pub fn classify(e: &tungstenite::Error) -> CheckError {
         other => CheckError::new(ErrorKind::Protocol, other.to_string()),
     }
 }
+
+/// The TLS config a WebSocket URL needs: a client config for `wss://`, `None` for `ws://`.
+pub fn tls_for(
+    url: &url::Url,
+    opts: &super::tls::TlsOptions,
+) -> Result<Option<Arc<rustls::ClientConfig>>, CheckError> {
+    if url.scheme() == "wss" {
+        super::tls::client_config(opts).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Header names and values as one comparable list, for a shared-session key (two checks
+/// share a session only when they would send the same headers). Never printed.
+pub fn headers_key(
+    headers: &std::collections::BTreeMap<String, crate::secret::Secret<String>>,
+) -> Vec<(&String, &String)> {
+    headers.iter().map(|(k, v)| (k, v.expose())).collect()
+}

@@ -235,49 +235,17 @@ async fn credentials_without_starttls_are_refused_and_the_server_gets_nothing() 
 
 #[tokio::test]
 async fn tls_none_sends_credentials_in_clear_text_when_asked_explicitly() {
-    let sink = AuthSink::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::down();
-    let a = AlertAgent::start(
-        dir.path(),
-        &config(
-            dir.path(),
-            sink.port,
-            &target.addr(),
-            &format!("{CREDENTIALS}\ntls = \"none\""),
-        ),
-    )
-    .await;
-    let mails = sink.wait_mails(1).await;
-    assert_eq!(mails[0]["tls"], false);
-    let auths = sink.auths();
-    assert_eq!(auths.len(), 1, "{auths:?}");
-    assert_eq!(auths[0]["login"], "lifeline");
-    assert_eq!(auths[0]["tls"], false);
-    a.stop().await;
+    let m = one_authenticated_mail(false, "tls = \"none\"").await;
+    assert_eq!(m.auths[0]["login"], "lifeline");
+    assert_eq!(m.auths[0]["tls"], false);
+    m.agent.stop().await;
 }
 
 #[tokio::test]
 async fn credentials_go_over_starttls_when_the_server_offers_it() {
-    let sink = AuthSink::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let target = Target::down();
-    let a = AlertAgent::start(
-        dir.path(),
-        &config(
-            dir.path(),
-            sink.port,
-            &target.addr(),
-            &format!("{CREDENTIALS}\ntls_skip_verify = true"),
-        ),
-    )
-    .await;
-    let mails = sink.wait_mails(1).await;
-    assert_eq!(mails[0]["tls"], true);
-    let auths = sink.auths();
-    assert_eq!(auths.len(), 1, "{auths:?}");
-    assert_eq!(auths[0]["tls"], true, "AUTH only after STARTTLS");
-    a.stop().await;
+    let m = one_authenticated_mail(true, "tls_skip_verify = true").await;
+    assert_eq!(m.auths[0]["tls"], true, "AUTH only after STARTTLS");
+    m.agent.stop().await;
 }
 
 #[test]
@@ -336,4 +304,43 @@ ca_file = "{}"
     );
     assert!(has("c.toml:33:11:", "cannot read ca_file"), "{errs:#?}");
     assert_eq!(errs.len(), 4, "{errs:#?}");
+}
+
+/// An agent that sent one mail through an AUTH sink, with what the sink logged.
+struct AuthedMail {
+    agent: AlertAgent,
+    auths: Vec<serde_json::Value>,
+    _sink: AuthSink,
+    _target: Target,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts an agent whose email notifier logs in to an AUTH sink (`starttls`: whether the
+/// sink offers STARTTLS) with `extra` notifier keys, and waits for its one mail. Asserts
+/// the mail's TLS state matches the sink's and that exactly one AUTH was made.
+async fn one_authenticated_mail(starttls: bool, extra: &str) -> AuthedMail {
+    let sink = AuthSink::start(starttls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::down();
+    let agent = AlertAgent::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            sink.port,
+            &target.addr(),
+            &format!("{CREDENTIALS}\n{extra}"),
+        ),
+    )
+    .await;
+    let mails = sink.wait_mails(1).await;
+    assert_eq!(mails[0]["tls"], starttls);
+    let auths = sink.auths();
+    assert_eq!(auths.len(), 1, "{auths:?}");
+    AuthedMail {
+        agent,
+        auths,
+        _sink: sink,
+        _target: target,
+        _dir: dir,
+    }
 }

@@ -58,50 +58,38 @@ async fn ws_and_sse_refuse_a_foreign_origin_and_accept_their_own_and_listed_ones
 async fn a_cross_site_form_cannot_post_without_a_token() {
     let a = plain_agent("").await;
     let c = client();
-    let form = c
-        .post(a.url("/-/reload"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("a=1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(form.status(), 415);
-    let text_plain = c
-        .post(a.url("/health/force-check"))
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(text_plain.status(), 415);
-    let foreign = c
-        .post(a.url("/-/reload"))
-        .header("content-type", "application/json")
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(foreign.status(), 403);
-    // curl-style and JSON requests still work.
+    // (route, content type, origin, body) → status.
+    let post = |path: &str, ct: Option<&str>, origin: Option<&str>, body: Vec<u8>| {
+        let mut r = c.post(a.url(path)).body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let form = "application/x-www-form-urlencoded";
+    let json = Some("application/json");
     assert_eq!(
-        c.post(a.url("/-/reload")).send().await.unwrap().status(),
-        200
+        post("/-/reload", Some(form), None, b"a=1".to_vec()).await,
+        415
     );
-    let json = c
-        .post(a.url("/-/reload"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json.status(), 200);
-    let big = c
-        .post(a.url("/api/v1/silences"))
-        .header("content-type", "application/json")
-        .body(vec![b' '; 100_000])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(big.status(), 413);
+    assert_eq!(
+        post("/health/force-check", Some("text/plain"), None, vec![]).await,
+        415
+    );
+    assert_eq!(
+        post("/-/reload", json, Some("https://evil.example"), vec![]).await,
+        403
+    );
+    // curl-style and JSON requests still work.
+    assert_eq!(post("/-/reload", None, None, vec![]).await, 200);
+    assert_eq!(post("/-/reload", json, None, b"{}".to_vec()).await, 200);
+    assert_eq!(
+        post("/api/v1/silences", json, None, vec![b' '; 100_000]).await,
+        413
+    );
     let text = metrics_of(&a);
     assert_eq!(
         metric(
@@ -136,7 +124,7 @@ async fn allowed_hosts_rejects_other_host_headers_but_not_the_probes() {
         get("/health", "mon.example:9477").await.unwrap().status(),
         200
     );
-    assert_eq!(c.get(a.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(get_status(&c, &a.url("/health")).await, 200);
     let probe = get("/-/ready", "rebind.evil.example").await.unwrap();
     assert_eq!(probe.status(), 200);
     assert_eq!(probe.text().await.unwrap(), "OK");
@@ -154,27 +142,10 @@ async fn basic_auth_guards_reads_except_public_paths_and_the_token_still_guards_
     ))
     .await;
     let c = client();
-    assert_eq!(c.get(a.url("/health")).send().await.unwrap().status(), 200);
-    assert_eq!(
-        c.get(a.url("/health/detailed"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        c.get(a.url("/no/such/route"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        c.get(a.url("/-/healthy")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(get_status(&c, &a.url("/health")).await, 200);
+    assert_eq!(get_status(&c, &a.url("/health/detailed")).await, 401);
+    assert_eq!(get_status(&c, &a.url("/no/such/route")).await, 401);
+    assert_eq!(get_status(&c, &a.url("/-/healthy")).await, 200);
     let ok = c
         .get(a.url("/health/detailed"))
         .header("authorization", basic("ops", "pw"))
@@ -260,4 +231,9 @@ fn the_shipped_config_documents_the_new_agent_keys_with_their_defaults() {
         "{bad}"
     );
     assert!(bad.contains(":3:20: `allowed_origins`"), "{bad}");
+}
+
+/// The status of a GET.
+async fn get_status(c: &reqwest::Client, url: &str) -> reqwest::StatusCode {
+    c.get(url).send().await.unwrap().status()
 }

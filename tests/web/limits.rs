@@ -14,22 +14,7 @@ use crate::common::*;
 async fn slowloris_connections_are_cut_after_the_header_timeout_while_metrics_answers() {
     lifeline::http::raise_nofile_limit();
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = TestAgent::start(&format!(
-        r#"
-[agent]
-listen = "127.0.0.1:{{port}}"
-data_dir = "{{dir}}/data"
-header_timeout = "5s"
-max_connections = 4000
-[[checks]]
-name = "svc"
-kind = "tcp"
-address = "{}"
-interval = "100ms"
-"#,
-        target.local_addr().unwrap()
-    ))
-    .await;
+    let a = listening_agent("header_timeout = \"5s\"\nmax_connections = 4000\n", &target).await;
     let _accept = tokio::spawn(async move {
         while let Ok((s, _)) = target.accept().await {
             drop(s);
@@ -181,21 +166,7 @@ async fn next_event(resp: &mut reqwest::Response, name: &str, within: Duration) 
 #[tokio::test]
 async fn past_the_streaming_cap_a_new_client_gets_503_and_the_others_keep_their_events() {
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = TestAgent::start(&format!(
-        r#"
-[agent]
-listen = "127.0.0.1:{{port}}"
-data_dir = "{{dir}}/data"
-max_streams = 2
-[[checks]]
-name = "svc"
-kind = "tcp"
-address = "{}"
-interval = "100ms"
-"#,
-        target.local_addr().unwrap()
-    ))
-    .await;
+    let a = listening_agent("max_streams = 2\n", &target).await;
     let c = stream_client();
     let mut s1 = c.get(a.url("/api/v1/events")).send().await.unwrap();
     let mut s2 = c.get(a.url("/api/v1/events")).send().await.unwrap();
@@ -416,4 +387,18 @@ write_timeout = "1s"
     drop(reader);
     a.stop().await;
     server.abort();
+}
+
+/// An agent on a free port with `agent_keys` added to `[agent]` and one tcp check `svc` on
+/// `target` every 100 ms.
+async fn listening_agent(agent_keys: &str, target: &tokio::net::TcpListener) -> TestAgent {
+    TestAgent::start(&format!(
+        "[agent]\nlisten = \"127.0.0.1:{{port}}\"\ndata_dir = \"{{dir}}/data\"\n{agent_keys}{}",
+        tcp_check(
+            "svc",
+            target.local_addr().unwrap(),
+            "interval = \"100ms\"\n"
+        )
+    ))
+    .await
 }

@@ -26,7 +26,7 @@ use super::{
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
-use crate::net::tls::{self, TlsOptions};
+use crate::net::tls::TlsOptions;
 use crate::net::ws::{MAX_MESSAGE, Ws, classify, open as open_ws};
 use crate::secret::Secret;
 use codec::{EventTemplate, Incoming, PONG, PacketType, incoming, shorten};
@@ -163,11 +163,7 @@ impl SocketIoSpec {
 impl KindSpec for SocketIoSpec {
     fn build(&self, env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
         let ws_url = self.ws_url()?;
-        let tls = if ws_url.scheme() == "wss" {
-            Some(tls::client_config(&self.tls)?)
-        } else {
-            None
-        };
+        let tls = crate::net::ws::tls_for(&ws_url, &self.tls)?;
         Ok(Arc::new(SocketIoCheck {
             spec: self.clone(),
             ws_url,
@@ -180,8 +176,7 @@ impl KindSpec for SocketIoSpec {
     }
 
     fn session_key(&self) -> Option<String> {
-        let headers: Vec<(&String, &String)> =
-            self.headers.iter().map(|(k, v)| (k, v.expose())).collect();
+        let headers = crate::net::ws::headers_key(&self.headers);
         Some(format!(
             "{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
             self.url,
