@@ -2,6 +2,7 @@
 //! before connecting, cached until `expires_in` (or `ttl`), and refetched only when expired
 //! or when the server rejected it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,41 @@ pub fn parse(t: &Table<'_, '_>) -> Option<Option<TokenSpec>> {
     }))
 }
 
+/// What a handshake sends: the configured headers, then the token's header.
+pub struct HandshakeHeaders {
+    /// Header names and values, ready to send.
+    pub headers: Vec<(String, String)>,
+    /// The token that went into them, if a source is configured.
+    pub token: Option<Arc<Secret<String>>>,
+    /// How long getting the token took (zero without a source).
+    pub token_time: Duration,
+}
+
+/// The configured `headers` (exposed for sending), followed by the header of the token
+/// from `source` (cached or fetched within `timeout`) when one is configured.
+pub async fn handshake_headers(
+    headers: &BTreeMap<String, Secret<String>>,
+    source: Option<&TokenSource>,
+    timeout: Duration,
+) -> Result<HandshakeHeaders, CheckError> {
+    let mut out = HandshakeHeaders {
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().clone()))
+            .collect(),
+        token: None,
+        token_time: Duration::ZERO,
+    };
+    if let Some(src) = source {
+        let t = Instant::now();
+        let tok = src.get(timeout).await?;
+        out.token_time = t.elapsed();
+        out.headers.push(src.header_value(&tok));
+        out.token = Some(tok);
+    }
+    Ok(out)
+}
+
 /// A cached token source.
 pub struct TokenSource {
     spec: TokenSpec,
@@ -111,6 +147,14 @@ impl TokenSource {
     /// Forgets the cached token (the server rejected it).
     pub fn invalidate(&self) {
         *self.cached.lock() = None;
+    }
+
+    /// Forgets the cached token when `e` is `auth_failed` (the server refused the
+    /// handshake), so the next attempt fetches a fresh one.
+    pub fn forget_if_refused(&self, e: &CheckError) {
+        if e.kind == ErrorKind::AuthFailed {
+            self.invalidate();
+        }
     }
 
     async fn fetch(

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::ParseCx;
-use super::token::{TokenSource, TokenSpec};
+use super::token::{TokenSource, TokenSpec, handshake_headers};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
@@ -91,31 +91,17 @@ pub struct WebSocketCheck {
 
 impl WebSocketCheck {
     async fn connect_ws(&self, at: &Attempt) -> Result<(Ws, Phases), CheckError> {
-        let mut headers: Vec<(String, String)> = self
-            .spec
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().clone()))
-            .collect();
-        let mut auth = Duration::ZERO;
-        if let Some(src) = &self.token {
-            let t = Instant::now();
-            let tok = src.get(at.timeout).await?;
-            auth = t.elapsed();
-            headers.push(src.header_value(&tok));
-        }
-        match open(&self.spec.url, &headers, self.tls.clone()).await {
+        let hs = handshake_headers(&self.spec.headers, self.token.as_ref(), at.timeout).await?;
+        match open(&self.spec.url, &hs.headers, self.tls.clone()).await {
             Ok((ws, mut phases)) => {
                 if self.token.is_some() {
-                    phases.auth = Some(auth);
+                    phases.auth = Some(hs.token_time);
                 }
                 Ok((ws, phases))
             }
             Err(e) => {
-                if e.kind == ErrorKind::AuthFailed
-                    && let Some(src) = &self.token
-                {
-                    src.invalidate();
+                if let Some(src) = &self.token {
+                    src.forget_if_refused(&e);
                 }
                 Err(e)
             }

@@ -212,6 +212,17 @@ fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     Some((nl, content))
 }
 
+/// [`line_end`] inside a message: `None` while the line is incomplete, an error once the
+/// message (buffered or up to this line) is past [`MAX_FRAME`].
+fn frame_line(buf: &[u8], from: usize) -> Result<Option<(usize, usize)>, CodecError> {
+    match line_end(buf, from) {
+        None if buf.len() > MAX_FRAME => Err(CodecError::TooLarge),
+        None => Ok(None),
+        Some((nl, _)) if nl + 1 > MAX_FRAME => Err(CodecError::TooLarge),
+        Some(line) => Ok(Some(line)),
+    }
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -270,16 +281,9 @@ impl AmiCodec {
         let mut headers: Vec<(String, String)> = Vec::new();
         let mut follows = false;
         loop {
-            let Some((nl, len)) = line_end(src, pos) else {
-                return if src.len() > MAX_FRAME {
-                    Err(CodecError::TooLarge)
-                } else {
-                    Ok(None)
-                };
+            let Some((nl, len)) = frame_line(src, pos)? else {
+                return Ok(None);
             };
-            if nl + 1 > MAX_FRAME {
-                return Err(CodecError::TooLarge);
-            }
             let line = &src[pos..pos + len];
             if len == 0 {
                 let msg = Message {
@@ -318,16 +322,9 @@ impl AmiCodec {
         let mut pos = start;
         let mut lines = 0usize;
         loop {
-            let Some((nl, len)) = line_end(src, pos) else {
-                return if src.len() > MAX_FRAME {
-                    Err(CodecError::TooLarge)
-                } else {
-                    Ok(None)
-                };
+            let Some((nl, len)) = frame_line(src, pos)? else {
+                return Ok(None);
             };
-            if nl + 1 > MAX_FRAME {
-                return Err(CodecError::TooLarge);
-            }
             lines += 1;
             if headers.len() + lines > MAX_HEADERS * 8 {
                 return Err(CodecError::TooManyHeaders);

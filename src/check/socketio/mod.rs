@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::ParseCx;
-use super::token::{TokenSource, TokenSpec};
+use super::token::{TokenSource, TokenSpec, handshake_headers};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
     Phases, Session, SessionIo,
@@ -219,6 +219,38 @@ fn closed(frame: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) 
     }
 }
 
+/// `1` from the server.
+fn engine_closed() -> CheckError {
+    CheckError::new(ErrorKind::Closed, "server closed the Engine.IO session")
+}
+
+/// A DISCONNECT for our namespace.
+fn namespace_left() -> CheckError {
+    CheckError::new(ErrorKind::Closed, "server disconnected the namespace")
+}
+
+/// The next text frame (other data frames are skipped); the socket ending is an error.
+async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, CheckError> {
+    loop {
+        match ws.next().await {
+            None => return Err(closed(None)),
+            Some(Err(e)) => return Err(classify(&e)),
+            Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Answers a server ping and notes when.
+async fn pong(ws: &mut Ws, at: &mut Instant) -> Result<(), CheckError> {
+    ws.send(Message::text(PONG))
+        .await
+        .map_err(|e| classify(&e))?;
+    *at = Instant::now();
+    Ok(())
+}
+
 /// A CONNECT_ERROR payload as an `auth_failed` error.
 fn connect_error(data: &str) -> CheckError {
     CheckError::new(
@@ -243,30 +275,20 @@ struct Link {
 impl SocketIoCheck {
     /// Token (if any), WebSocket, open packet, namespace CONNECT.
     async fn open(&self, at: &Attempt, phases: &mut Phases) -> Result<Link, CheckError> {
-        let mut headers: Vec<(String, String)> = self
-            .spec
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().clone()))
-            .collect();
+        let hs = handshake_headers(&self.spec.headers, self.token.as_ref(), at.timeout).await?;
         let mut auth = self.spec.auth.clone();
-        let t_auth = Instant::now();
-        if let Some(src) = &self.token {
-            let tok = src.get(at.timeout).await?;
-            headers.push(src.header_value(&tok));
+        if let Some(tok) = &hs.token {
             auth.insert(
                 "token".into(),
                 serde_json::Value::String(tok.expose().clone()),
             );
         }
-        let token_time = t_auth.elapsed();
-        let (mut ws, p) = match open_ws(&self.ws_url, &headers, self.tls.clone()).await {
+        let token_time = hs.token_time;
+        let (mut ws, p) = match open_ws(&self.ws_url, &hs.headers, self.tls.clone()).await {
             Ok(x) => x,
             Err(e) => {
-                if e.kind == ErrorKind::AuthFailed
-                    && let Some(src) = &self.token
-                {
-                    src.invalidate();
+                if let Some(src) = &self.token {
+                    src.forget_if_refused(&e);
                 }
                 return Err(e);
             }
@@ -293,26 +315,10 @@ impl SocketIoCheck {
             .await
             .map_err(|e| classify(&e))?;
         let sid = loop {
-            let text = match ws.next().await {
-                None => return Err(closed(None)),
-                Some(Err(e)) => return Err(classify(&e)),
-                Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(_)) => continue,
-            };
+            let text = next_text(&mut ws).await?;
             match incoming(text.as_str()) {
-                Incoming::Ping => {
-                    ws.send(Message::text(PONG))
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    last_pong = Instant::now();
-                }
-                Incoming::Close => {
-                    return Err(CheckError::new(
-                        ErrorKind::Closed,
-                        "server closed the Engine.IO session",
-                    ));
-                }
+                Incoming::Ping => pong(&mut ws, &mut last_pong).await?,
+                Incoming::Close => return Err(engine_closed()),
                 Incoming::Packet(p) if p.namespace == self.spec.namespace => match p.kind {
                     PacketType::Connect => break codec::connect_sid(p.data),
                     PacketType::ConnectError => {
@@ -321,12 +327,7 @@ impl SocketIoCheck {
                         }
                         return Err(connect_error(p.data));
                     }
-                    PacketType::Disconnect => {
-                        return Err(CheckError::new(
-                            ErrorKind::Closed,
-                            "server disconnected the namespace",
-                        ));
-                    }
+                    PacketType::Disconnect => return Err(namespace_left()),
                     _ => {}
                 },
                 _ => {}
@@ -368,35 +369,13 @@ impl SocketIoCheck {
             .await
             .map_err(|e| classify(&e))?;
         loop {
-            let text = match link.ws.next().await {
-                None => return Err(closed(None)),
-                Some(Err(e)) => return Err(classify(&e)),
-                Some(Ok(Message::Close(f))) => return Err(closed(f.as_ref())),
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(_)) => continue,
-            };
+            let text = next_text(&mut link.ws).await?;
             match incoming(text.as_str()) {
-                Incoming::Ping => {
-                    link.ws
-                        .send(Message::text(PONG))
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    link.last_pong = Instant::now();
-                }
-                Incoming::Close => {
-                    return Err(CheckError::new(
-                        ErrorKind::Closed,
-                        "server closed the Engine.IO session",
-                    ));
-                }
+                Incoming::Ping => pong(&mut link.ws, &mut link.last_pong).await?,
+                Incoming::Close => return Err(engine_closed()),
                 Incoming::Packet(p) if p.namespace == self.spec.namespace => match (p.kind, p.id) {
                     (PacketType::Ack, Some(0)) => return Self::judge_ack(emit, p.data),
-                    (PacketType::Disconnect, _) => {
-                        return Err(CheckError::new(
-                            ErrorKind::Closed,
-                            "server disconnected the namespace",
-                        ));
-                    }
+                    (PacketType::Disconnect, _) => return Err(namespace_left()),
                     _ => {}
                 },
                 _ => {}
@@ -562,9 +541,9 @@ impl Session for SioSession {
                                     }
                                 }
                             }
-                            Incoming::Close => return CheckError::new(ErrorKind::Closed, "server closed the Engine.IO session"),
+                            Incoming::Close => return engine_closed(),
                             Incoming::Packet(p) if p.namespace == namespace => match p.kind {
-                                PacketType::Disconnect => return CheckError::new(ErrorKind::Closed, "server disconnected the namespace"),
+                                PacketType::Disconnect => return namespace_left(),
                                 PacketType::ConnectError => return connect_error(p.data),
                                 PacketType::Ack => {
                                     if let (Some((id, sent)), Some(got), Some(e)) = (pending_ack, p.id, emit.as_ref())
