@@ -18,6 +18,7 @@ PACKAGES=(
   gcc                                # C plugin example
   dnsmasq                            # dns: a real resolver on a free port
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
+  iproute2 nftables                  # chaos tests: network namespaces, veth pairs, DROP rules (run as root)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
