@@ -290,7 +290,8 @@ impl AgentProc {
                     s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
                 })
                 .collect();
-        let text = std::fs::read_to_string(format!("/proc/{}/net/tcp", self.pid)).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(format!("/proc/{}/net/tcp", self.pid)).unwrap_or_default();
         tcp_rows(&text)
             .filter(|r| r.remote == to && r.state == 1 && inodes.contains(&r.inode))
             .count()
@@ -331,13 +332,17 @@ impl Kind {
         let keys = match self {
             Kind::Tcp => format!("kind = \"tcp\"\naddress = \"{to}\""),
             Kind::Http => format!("kind = \"http\"\nurl = \"http://{to}/\""),
-            Kind::Websocket => format!("kind = \"websocket\"\nmode = \"session\"\nurl = \"ws://{to}/\""),
+            Kind::Websocket => {
+                format!("kind = \"websocket\"\nmode = \"session\"\nurl = \"ws://{to}/\"")
+            }
             // Through the slow relay, the heartbeat is an acknowledged event (its round
             // trip is the latency); otherwise the server's pings.
             Kind::Socketio if slow => format!(
                 "kind = \"socketio\"\nmode = \"session\"\nurl = \"http://{to}\"\nemit = {{ event = \"echo\" }}"
             ),
-            Kind::Socketio => format!("kind = \"socketio\"\nmode = \"session\"\nurl = \"http://{to}\""),
+            Kind::Socketio => {
+                format!("kind = \"socketio\"\nmode = \"session\"\nurl = \"http://{to}\"")
+            }
             Kind::SipUdp => format!("kind = \"sip\"\ntarget = \"sip:{to};transport=udp\""),
             Kind::SipTcp => {
                 format!("kind = \"sip\"\nmode = \"session\"\ntarget = \"sip:{to};transport=tcp\"")
@@ -349,7 +354,9 @@ impl Kind {
                 "kind = \"postgres\"\nmode = \"session\"\ndsn = \"postgres://app:{}@{to}/appdb?sslmode=disable\"",
                 crate::common::postgres::APP_PASSWORD
             ),
-            Kind::Redis => format!("kind = \"redis\"\nmode = \"session\"\nurl = \"redis://{to}/0\""),
+            Kind::Redis => {
+                format!("kind = \"redis\"\nmode = \"session\"\nurl = \"redis://{to}/0\"")
+            }
         };
         format!("[[checks]]\nname = \"{CHECK}\"\n{keys}\n{timing}\n")
     }
@@ -404,9 +411,11 @@ impl ProcPeer {
         let to = self.ns.peer(self.port);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(to))
-                    .await
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(to),
+            )
+            .await
             {
                 break;
             }
@@ -455,7 +464,11 @@ impl ProcPeer {
             if !busy {
                 return;
             }
-            assert!(Instant::now() < deadline, "{} port {port} still bound 5 s after SIGKILL", self.what);
+            assert!(
+                Instant::now() < deadline,
+                "{} port {port} still bound 5 s after SIGKILL",
+                self.what
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -578,6 +591,11 @@ fn kamailio_cmd(ns: &NsRef, port: u16, dir: &std::path::Path) -> tokio::process:
     cmd
 }
 
+/// `python3 -S -c TCP_LISTENER IP PORT`: accepts every connection and closes it.
+const TCP_LISTENER: &str = "import socket, sys\n\
+s = socket.create_server((sys.argv[1], int(sys.argv[2])))\n\
+while True:\n    c, _ = s.accept()\n    c.close()\n";
+
 fn sio_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/socketio")
 }
@@ -587,7 +605,31 @@ impl Peer {
     /// pingInterval.
     pub async fn start(kind: Kind, ns: &NsRef, ping_ms: u64) -> Self {
         match kind {
-            Kind::Tcp | Kind::Http => {
+            Kind::Tcp => {
+                // A listener that accepts and closes (the `tcp` kind only connects); a
+                // bare interpreter starts in well under 100 ms, `http.server` takes 300.
+                let py = require_bin("python3", "python3", &["/usr/bin"]);
+                let port = free_port();
+                let ip = ns.peer_ip.to_string();
+                Peer::Proc(
+                    ProcPeer::start(
+                        ns,
+                        "python3 (tcp listener)",
+                        port,
+                        false,
+                        None,
+                        Box::new(move || {
+                            let mut c = tokio::process::Command::new(&py);
+                            c.args(["-S", "-c", TCP_LISTENER, &ip, &port.to_string()])
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::null());
+                            c
+                        }),
+                    )
+                    .await,
+                )
+            }
+            Kind::Http => {
                 let py = require_bin("python3", "python3", &["/usr/bin"]);
                 let port = free_port();
                 let tmp = tempfile::tempdir().expect("tempdir");
@@ -747,7 +789,10 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(
         if f().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -45,8 +45,13 @@ async fn partition(kind: Kind) {
     let a = AgentProc::start(&agent_config(&kind.check_toml(to, &timing(kind), false))).await;
     a.wait_status("healthy", Duration::from_secs(20)).await;
     // A few answered heartbeats / probes first.
-    a.wait_n(a.mark(), "connection:health_check", 2, Duration::from_secs(10))
-        .await;
+    a.wait_n(
+        a.mark(),
+        "connection:health_check",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
     if kind.session() {
         let n = peer.sessions(&ns).await;
         assert_eq!(n, 1, "{kind:?}: one session before the partition");
@@ -85,7 +90,11 @@ async fn partition(kind: Kind) {
     let t1 = Instant::now();
     ns.heal();
     let (_, up) = a
-        .wait_event(healed_mark, "connection:reconnected", Duration::from_secs(15))
+        .wait_event(
+            healed_mark,
+            "connection:reconnected",
+            Duration::from_secs(15),
+        )
         .await;
     let healed = up.at - t1;
     let heal_bound = TIMEOUT + BACKOFF_MAX + SLACK;
@@ -107,8 +116,13 @@ async fn partition(kind: Kind) {
         .await;
         assert_eq!(a.sockets_to(to), 1, "{kind:?}: agent sockets to the peer");
         // And it stays one over a few more heartbeats.
-        a.wait_n(a.mark(), "connection:health_check", 2, Duration::from_secs(10))
-            .await;
+        a.wait_n(
+            a.mark(),
+            "connection:health_check",
+            2,
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!(peer.sessions(&ns).await, 1, "{kind:?}: still one session");
     }
     let fds_after = a.fds();

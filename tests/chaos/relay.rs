@@ -44,7 +44,10 @@ async fn delayed_copy(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                    if tx
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -104,7 +107,8 @@ impl Relay {
                 let up = match ups.get(&client) {
                     Some(u) => u.clone(),
                     None => {
-                        let u = Arc::new(UdpSocket::bind("0.0.0.0:0").await.expect("bind upstream"));
+                        let u =
+                            Arc::new(UdpSocket::bind("0.0.0.0:0").await.expect("bind upstream"));
                         u.connect(upstream).await.expect("connect upstream");
                         let (u2, f2) = (u.clone(), front.clone());
                         readers.spawn(async move {

@@ -64,11 +64,19 @@ async fn restart(kind: Kind) {
     }
     a.wait_status("healthy", Duration::from_secs(10)).await;
     // One more result after the last return: any late extra change would be in by now.
-    a.wait_n(a.mark(), "connection:health_check", 1, Duration::from_secs(10))
-        .await;
+    a.wait_n(
+        a.mark(),
+        "connection:health_check",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
     let evs = a.events_since(first);
     let count = |n: &str| evs.iter().filter(|(_, e)| e.event == n).count();
-    let (downs, ups) = (count("connection:disconnected"), count("connection:reconnected"));
+    let (downs, ups) = (
+        count("connection:disconnected"),
+        count("connection:reconnected"),
+    );
     assert_eq!(
         (downs, ups),
         (ROUNDS, ROUNDS),

@@ -1,6 +1,6 @@
 //! Slow link: every reply from the peer is delayed by 1.5 s ([`relay`](super::relay)),
 //! with `degraded_latency = "1s"` (for `tcp`, whose only exchange is the kernel's
-//! handshake, two of three SYNs are dropped instead: connects take about 3 s). The check must be `degraded` (it works, slowly) and
+//! handshake, two of three SYNs are dropped instead: connects take 2–3 s). The check must be `degraded` (it works, slowly) and
 //! stay so over the following results: no failure, never `unhealthy`/`disconnected`.
 //! Timeouts are generous (10 s) because a handshake takes several delayed round trips
 //! (PostgreSQL's SCRAM exchange: about four). The heartbeat `interval` (2 s) is longer
@@ -42,8 +42,13 @@ async fn slow(kind: Kind) {
     let evs = a.events_since(m);
     let trace = a.trace(m, evs[0].1.at);
     for (_, e) in &evs {
+        // (`health_degraded` may still come in just after the status was read.)
+        let benign = matches!(
+            e.event.as_str(),
+            "connection:health_check" | "connection:health_degraded"
+        );
         assert!(
-            e.event == "connection:health_check" && e.data["status"] == "degraded",
+            benign && e.data["status"] == "degraded",
             "{kind:?}: degraded, not down, on a slow link:\n{trace}"
         );
     }

@@ -312,7 +312,8 @@ impl Netns {
     }
 
     /// Makes `addr` (on the namespace's `lo`) a silent address: every packet sent to it
-    /// is dropped. Writes `/etc/netns/<name>/resolv.conf` naming it as the only
+    /// is dropped on arrival (in the input hook: a drop in the output hook would fail the
+    /// sender's `send` with EPERM at once, which is not silence). Writes `/etc/netns/<name>/resolv.conf` naming it as the only
     /// nameserver (`ip netns exec` bind-mounts it over `/etc/resolv.conf`).
     pub fn silent_resolver(&self, addr: Ipv4Addr) {
         must(
@@ -330,7 +331,7 @@ impl Netns {
         self.nft(
             &format!(
                 "table inet lifeline_silent {{\n\
-                 chain out {{ type filter hook output priority -300; policy accept; ip daddr {addr} drop; }}\n\
+                 chain in {{ type filter hook input priority -300; policy accept; ip daddr {addr} drop; }}\n\
                  }}\n"
             ),
             "silent resolver",
