@@ -11,7 +11,7 @@
 //!
 //! and [`resolver`]: the agent in a namespace whose resolver address drops every packet.
 //!
-//! Peers: processes spawned inside the namespace (python3 `http.server` for tcp/http,
+//! Peers: processes spawned inside the namespace (lighttpd for tcp/http,
 //! the npm `socket.io` server, Kamailio for sip, PostgreSQL, redis-server), killed with
 //! SIGKILL by PID (Kamailio: its own process group). The websocket and AMI peers are
 //! in-process servers whose listening socket was created inside the namespace; their
@@ -591,11 +591,6 @@ fn kamailio_cmd(ns: &NsRef, port: u16, dir: &std::path::Path) -> tokio::process:
     cmd
 }
 
-/// `python3 -S -c TCP_LISTENER IP PORT`: accepts every connection and closes it.
-const TCP_LISTENER: &str = "import socket, sys\n\
-s = socket.create_server((sys.argv[1], int(sys.argv[2])))\n\
-while True:\n    c, _ = s.accept()\n    c.close()\n";
-
 fn sio_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/socketio")
 }
@@ -605,48 +600,38 @@ impl Peer {
     /// pingInterval.
     pub async fn start(kind: Kind, ns: &NsRef, ping_ms: u64) -> Self {
         match kind {
-            Kind::Tcp => {
-                // A listener that accepts and closes (the `tcp` kind only connects); a
-                // bare interpreter starts in well under 100 ms, `http.server` takes 300.
-                let py = require_bin("python3", "python3", &["/usr/bin"]);
-                let port = free_port();
-                let ip = ns.peer_ip.to_string();
-                Peer::Proc(
-                    ProcPeer::start(
-                        ns,
-                        "python3 (tcp listener)",
-                        port,
-                        false,
-                        None,
-                        Box::new(move || {
-                            let mut c = tokio::process::Command::new(&py);
-                            c.args(["-S", "-c", TCP_LISTENER, &ip, &port.to_string()])
-                                .stdout(Stdio::null())
-                                .stderr(Stdio::null());
-                            c
-                        }),
-                    )
-                    .await,
-                )
-            }
-            Kind::Http => {
-                let py = require_bin("python3", "python3", &["/usr/bin"]);
+            Kind::Tcp | Kind::Http => {
+                // lighttpd: one process, starts in tens of milliseconds.
+                let bin = require_bin("lighttpd", "lighttpd", &["/usr/sbin"]);
                 let port = free_port();
                 let tmp = tempfile::tempdir().expect("tempdir");
-                let dir = tmp.path().to_path_buf();
-                let ip = ns.peer_ip.to_string();
+                let d = tmp.path();
+                std::fs::create_dir(d.join("www")).expect("docroot");
+                std::fs::write(d.join("www/index.html"), "ok\n").expect("index");
+                let conf = d.join("lighttpd.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "server.document-root = \"{}\"\nserver.bind = \"{}\"\nserver.port = {port}\n\
+                         server.errorlog = \"{}\"\nindex-file.names = (\"index.html\")\n",
+                        d.join("www").display(),
+                        ns.peer_ip,
+                        d.join("error.log").display()
+                    ),
+                )
+                .expect("lighttpd.conf");
                 Peer::Proc(
                     ProcPeer::start(
                         ns,
-                        "python3 -m http.server",
+                        "lighttpd",
                         port,
                         false,
                         Some(tmp),
                         Box::new(move || {
-                            let mut c = tokio::process::Command::new(&py);
-                            c.args(["-m", "http.server", "--bind", &ip, "--directory"])
-                                .arg(&dir)
-                                .arg(port.to_string())
+                            let mut c = tokio::process::Command::new(&bin);
+                            c.arg("-D")
+                                .arg("-f")
+                                .arg(&conf)
                                 .stdout(Stdio::null())
                                 .stderr(Stdio::null());
                             c

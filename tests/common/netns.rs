@@ -243,6 +243,11 @@ impl Netns {
             Command::new(&ip).args(["-n", &name, "link", "set", "lo", "up"]),
             "namespace lo up",
         );
+        // No ICMP rate limit in the peer's namespace (the default, one error per second
+        // and destination after a burst of 6, would make a UDP peer that is gone look
+        // silent rather than refused after a few rounds of kill and restart).
+        ns.r.run_in(|| std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0"))
+            .expect("set net.ipv4.icmp_ratelimit = 0 in the namespace");
         ns
     }
 
