@@ -80,8 +80,8 @@ async fn resolver_down_fails_as_dns_and_other_notifications_stay_on_time() {
         assert!(msg.contains("no answer within"), "{s}");
         named.push(t0.elapsed());
     }
-    // How long one attempt took: from its start (a `connection:reconnecting` event plus
-    // its `delay_ms`) to its `connection:failed`; three attempts of `named-0`.
+    // How long one attempt took: from its start (a `connection:reconnecting` event's `at`
+    // plus its `delay_ms`) to its `connection:failed`'s `at`; three attempts of `named-0`.
     let attempt_times = |evs: &[Ev]| -> Vec<Duration> {
         let mine: Vec<&Ev> = evs
             .iter()
@@ -98,9 +98,17 @@ async fn resolver_down_fails_as_dns_and_other_notifications_stay_on_time() {
                 w[0].event == "connection:reconnecting" && w[1].event == "connection:failed"
             })
             .map(|w| {
-                let start =
-                    w[0].at + Duration::from_millis(w[0].data["delay_ms"].as_u64().unwrap_or(0));
-                w[1].at.saturating_duration_since(start)
+                // The agent's own timestamps (not the arrival over `/ws`).
+                let stamp = |e: &Ev| {
+                    e.data["at"]
+                        .as_str()
+                        .and_then(lifeline::time::parse_rfc3339)
+                        .expect("event `at`")
+                };
+                let delay = Duration::from_millis(w[0].data["delay_ms"].as_u64().unwrap_or(0));
+                stamp(w[1])
+                    .duration_since(stamp(w[0]) + delay)
+                    .unwrap_or_default()
             })
             .collect()
     };
