@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use super::*;
+use crate::common::free_port;
 use crate::common::netns::Netns;
 use crate::common::receivers::HttpReceiver;
 
@@ -114,7 +115,7 @@ async fn resolver_down_fails_as_dns_and_other_notifications_stay_on_time() {
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     let attempts = loop {
-        let t = attempt_times(&a.events.lock());
+        let t = attempt_times(&a.all_events());
         if t.len() >= 3 {
             break t;
         }
@@ -155,9 +156,8 @@ async fn resolver_down_fails_as_dns_and_other_notifications_stay_on_time() {
         .expect("started_at");
     let delay = arrived.duration_since(started).unwrap_or_default();
     let flip_event = a
-        .events
-        .lock()
-        .iter()
+        .all_events()
+        .into_iter()
         .find(|e| e.event == "connection:disconnected" && e.data["check"] == "flip")
         .map(|e| e.data["at"].clone());
     eprintln!(
