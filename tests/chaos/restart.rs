@@ -2,7 +2,8 @@
 //! process. Backoff is short and jitter-free (base 50 ms, max 200 ms) so a round takes
 //! about the peer's start-up time. Asserted: every kill is seen as exactly one
 //! `connection:disconnected` and every return as one `connection:reconnected` (counted
-//! over the whole run), and the agent's fd count and RSS are flat: measured after round
+//! over the whole run), sessions end with exactly one connection (the agent's sockets and
+//! the peer's own list), and the agent's fd count and RSS are flat: measured after round
 //! 5 (caches, pools and allocator arenas warmed up) and after round 50, fds may differ by
 //! at most 2 and RSS may grow by at most [`RSS_SLACK_KIB`].
 
@@ -85,6 +86,13 @@ async fn restart(kind: Kind) {
     let (fds1, rss1) = (a.fds(), a.rss_kib());
     if kind.session() {
         assert_eq!(a.sockets_to(to), 1, "{kind:?}: one session after the run");
+        let (p, n) = (&peer, &ns);
+        eventually(
+            Duration::from_secs(10),
+            &format!("{kind:?}: exactly one session in the peer's own list after the run"),
+            || async move { p.sessions(n).await == 1 },
+        )
+        .await;
     }
     assert!(
         fds1 <= fds0 + 2,
