@@ -7,6 +7,7 @@
 mod common;
 
 mod ami;
+mod chaos;
 mod core;
 mod dashboards;
 mod dns;
