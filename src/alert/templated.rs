@@ -1,0 +1,166 @@
+//! `kind = "template"`: any HTTP endpoint, for services without a dedicated notifier.
+//! `method` (default POST) to `url` with `headers` and a minijinja `body` template
+//! rendered with the notification (the same context as `title`/`text`, see
+//! [`super::template::context`]). With a JSON `content_type` (the default), printed
+//! values are escaped as JSON string content, and the body must render to valid JSON for
+//! a sample notification when the config is loaded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::template::{Escape, Template};
+use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
+use crate::config::raw::Table;
+use crate::secret::Secret;
+use futures_util::future::BoxFuture;
+
+/// Methods a template notifier may use.
+pub const METHODS: [&str; 5] = ["POST", "PUT", "PATCH", "GET", "DELETE"];
+
+/// Rendered bodies larger than this are not sent (a message that cannot be built).
+pub const BODY_MAX: usize = 1024 * 1024;
+
+/// `kind = "template"` keys.
+#[derive(Debug)]
+pub struct TemplatedConfig {
+    /// Target URL (may carry a token: a secret).
+    pub url: Secret<String>,
+    /// HTTP method.
+    pub method: reqwest::Method,
+    /// Extra request headers (values are secrets).
+    pub headers: BTreeMap<String, Secret<String>>,
+    /// `Content-Type` of the body (default `application/json`).
+    pub content_type: String,
+    /// The body template.
+    pub body: Template,
+}
+
+/// True for `application/json` and `application/<x>+json`.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads the keys of a `kind = "template"` notifier.
+pub(super) fn read(t: &Table<'_, '_>) -> Option<TemplatedConfig> {
+    let url = super::http::secret_url(t, "url");
+    let method = match t.str("method") {
+        None => Some(reqwest::Method::POST),
+        Some(m) => {
+            let upper = m.value.to_ascii_uppercase();
+            if METHODS.contains(&upper.as_str()) {
+                reqwest::Method::from_bytes(upper.as_bytes()).ok()
+            } else {
+                t.error(
+                    m.span,
+                    format!("`method` must be one of {}", METHODS.join(", ")),
+                );
+                None
+            }
+        }
+    };
+    let headers = t.headers("headers");
+    let content_type = match t.str("content_type") {
+        None => Some("application/json".to_string()),
+        Some(c) if http::HeaderValue::from_str(&c.value).is_ok() && !c.value.is_empty() => {
+            Some(c.value)
+        }
+        Some(c) => {
+            t.error(c.span, "`content_type` is not a valid header value");
+            None
+        }
+    };
+    let content_type = content_type?;
+    let escape = if is_json(&content_type) {
+        Escape::Json
+    } else {
+        Escape::None
+    };
+    let body = t.req_str("body").and_then(|s| {
+        let tpl = match Template::compile_for(&s.value, escape) {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                t.error(s.span, format!("`body`: template error: {e}"));
+                return None;
+            }
+        };
+        // Catch a body that can never be valid now, not at the first outage.
+        let sample = Notification::test_sample();
+        match tpl.render(&sample) {
+            Err(e) => {
+                t.error(s.span, format!("`body`: template error: {e}"));
+                None
+            }
+            Ok(text) if escape == Escape::Json => {
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(_) => Some(tpl),
+                    Err(e) => {
+                        t.error(
+                            s.span,
+                            format!("`body` does not render to valid JSON for a sample notification ({e}); print values inside quotes or with `| tojson`"),
+                        );
+                        None
+                    }
+                }
+            }
+            Ok(_) => Some(tpl),
+        }
+    });
+    Some(TemplatedConfig {
+        url: url?,
+        method: method?,
+        headers: headers?,
+        content_type,
+        body: body?,
+    })
+}
+
+/// The template notifier.
+pub struct Templated {
+    cfg: Arc<NotifierConfig>,
+    http: reqwest::Client,
+}
+
+impl Templated {
+    /// A notifier for `cfg` (must be `kind = "template"`).
+    pub fn new(cfg: Arc<NotifierConfig>, http: reqwest::Client) -> Self {
+        Self { cfg, http }
+    }
+}
+
+impl Notifier for Templated {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            let NotifierKind::Template(c) = &self.cfg.kind else {
+                return Err(NotifyError::Permanent("not a template notifier".into()));
+            };
+            let body = c
+                .body
+                .render(n)
+                .map_err(|e| NotifyError::Permanent(format!("body template: {e}")))?;
+            if body.len() > BODY_MAX {
+                return Err(NotifyError::Permanent(format!(
+                    "rendered body is {} bytes, more than {BODY_MAX}",
+                    body.len()
+                )));
+            }
+            let mut req = self
+                .http
+                .request(c.method.clone(), c.url.expose())
+                .header(reqwest::header::CONTENT_TYPE, c.content_type.as_str());
+            for (k, v) in &c.headers {
+                req = req.header(k.as_str(), v.expose().as_str());
+            }
+            if !body.is_empty() {
+                req = req.body(body);
+            }
+            super::http::send(req).await
+        })
+    }
+}
