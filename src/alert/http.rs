@@ -197,7 +197,10 @@ pub fn secret_url(t: &Table<'_, '_>, key: &'static str) -> Option<Secret<String>
     let s = t.req_str(key)?;
     crate::secret::register(&s.value);
     match url::Url::parse(&s.value) {
-        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(Secret::registered(s.value)),
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
+            register_url_parts(&u);
+            Some(Secret::registered(s.value))
+        }
         Ok(u) => {
             t.error(
                 s.span,
@@ -208,6 +211,35 @@ pub fn secret_url(t: &Table<'_, '_>, key: &'static str) -> Option<Secret<String>
         Err(e) => {
             t.error(s.span, format!("`{key}`: invalid URL: {e}"));
             None
+        }
+    }
+}
+
+/// Registers the token-like parts of a credential URL for redaction too: its path and
+/// query (a receiver echoing the request line), and each path segment or query value of
+/// 16 characters or more (Discord webhook tokens, Teams `sig` values).
+pub fn register_url_parts(u: &url::Url) {
+    let tail = &u[url::Position::BeforePath..];
+    if tail.len() > 1 {
+        crate::secret::register(tail);
+    }
+    for seg in u.path_segments().into_iter().flatten() {
+        if seg.len() >= 16 {
+            crate::secret::register(seg);
+        }
+    }
+    for (_, v) in u.query_pairs() {
+        if v.len() >= 16 {
+            crate::secret::register(&v);
+        }
+    }
+    if let Some(q) = u.query() {
+        for kv in q.split('&') {
+            if let Some((_, v)) = kv.split_once('=')
+                && v.len() >= 16
+            {
+                crate::secret::register(v);
+            }
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Escape {
     /// JSON string content (the `template` notifier's JSON bodies): every printed value
     /// is escaped as it would be inside a JSON string ([`json_escape`]).
     Json,
+    /// URL component (the `template` notifier's `url`): every printed value is
+    /// percent-encoded except `A-Z a-z 0-9 - . _ ~`.
+    Url,
 }
 
 impl Escape {
@@ -59,9 +62,17 @@ impl Escape {
             Self::Html => escape_entities(s, true),
             Self::Markdown => markdown_escape(s),
             Self::Json => json_escape(s),
+            Self::Url => percent_encoding::utf8_percent_encode(s, URL_COMPONENT).to_string(),
         }
     }
 }
+
+/// What [`Escape::Url`] leaves alone: RFC 3986 unreserved characters.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Markdown punctuation backslash-escaped, so peer text cannot forge `[links](…)`,
 /// emphasis, code spans, spoilers (`||`), block quotes, headings or `<@mentions>`.

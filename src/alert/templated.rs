@@ -1,5 +1,7 @@
 //! `kind = "template"`: any HTTP endpoint, for services without a dedicated notifier.
-//! `method` (default POST) to `url` with `headers` and a minijinja `body` template
+//! `method` (default POST) to `url` (itself a template whose values are
+//! percent-encoded, e.g. `…/incidents/{{ dedupe_key }}`) with `headers` and a minijinja
+//! `body` template
 //! rendered with the notification (the same context as `title`/`text`, see
 //! [`super::template::context`]). With a JSON `content_type` (the default), printed
 //! values are escaped as JSON string content, and the body must render to valid JSON for
@@ -23,8 +25,10 @@ pub const BODY_MAX: usize = 1024 * 1024;
 /// `kind = "template"` keys.
 #[derive(Debug)]
 pub struct TemplatedConfig {
-    /// Target URL (may carry a token: a secret).
+    /// Target URL as written (may carry a token: a secret).
     pub url: Secret<String>,
+    /// `url` compiled as a template (values percent-encoded).
+    pub url_template: Template,
     /// HTTP method.
     pub method: reqwest::Method,
     /// Extra request headers (values are secrets).
@@ -50,6 +54,7 @@ pub fn is_json(content_type: &str) -> bool {
 /// Reads the keys of a `kind = "template"` notifier.
 pub(super) fn read(t: &Table<'_, '_>) -> Option<TemplatedConfig> {
     let url = super::http::secret_url(t, "url");
+    let url_template = url.as_ref().and_then(|u| url_template(t, u.expose()));
     let method = match t.str("method") {
         None => Some(reqwest::Method::POST),
         Some(m) => {
@@ -114,11 +119,35 @@ pub(super) fn read(t: &Table<'_, '_>) -> Option<TemplatedConfig> {
     });
     Some(TemplatedConfig {
         url: url?,
+        url_template: url_template?,
         method: method?,
         headers: headers?,
         content_type,
         body: body?,
     })
+}
+
+/// Compiles `url` and checks that it renders to an http(s) URL for a sample notification.
+fn url_template(t: &Table<'_, '_>, url: &str) -> Option<Template> {
+    let span = t.str("url").map(|s| s.span).unwrap_or(t.span());
+    // Never echo the URL: it may carry the credential.
+    let tpl = match Template::compile_for(url, Escape::Url) {
+        Ok(tpl) => tpl,
+        Err(_) => {
+            t.error(span, "`url`: template syntax error");
+            return None;
+        }
+    };
+    let ok = tpl
+        .render(&Notification::test_sample())
+        .ok()
+        .and_then(|u| url::Url::parse(&u).ok())
+        .is_some_and(|u| u.scheme() == "http" || u.scheme() == "https");
+    if !ok {
+        t.error(span, "`url` does not render to an http(s) URL");
+        return None;
+    }
+    Some(tpl)
 }
 
 /// The template notifier.
@@ -150,9 +179,13 @@ impl Notifier for Templated {
                     body.len()
                 )));
             }
+            let url = c
+                .url_template
+                .render(n)
+                .map_err(|e| NotifyError::Permanent(format!("url template: {e}")))?;
             let mut req = self
                 .http
-                .request(c.method.clone(), c.url.expose())
+                .request(c.method.clone(), url.as_str())
                 .header(reqwest::header::CONTENT_TYPE, c.content_type.as_str());
             for (k, v) in &c.headers {
                 req = req.header(k.as_str(), v.expose().as_str());
