@@ -167,16 +167,10 @@ pub fn read_level_map(
     };
     let mut ok = true;
     for (k, v) in map {
-        if !out.contains_key(&k) {
-            let known: Vec<&str> = defaults.iter().map(|(k, _)| *k).collect();
+        let span = v.span.clone();
+        if !allowed.contains(&v.value.as_str()) && out.contains_key(&k) {
             t.error(
-                v.span.clone(),
-                format!("`{key}`: unknown key `{k}`; known: {}", known.join(", ")),
-            );
-            ok = false;
-        } else if !allowed.contains(&v.value.as_str()) {
-            t.error(
-                v.span.clone(),
+                span,
                 format!(
                     "`{key}.{k}`: `{}` is not one of {}",
                     v.value,
@@ -184,8 +178,24 @@ pub fn read_level_map(
                 ),
             );
             ok = false;
-        } else {
-            out.insert(k, v.value);
+            continue;
+        }
+        match out.entry(k) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.insert(v.value);
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let known: Vec<&str> = defaults.iter().map(|(k, _)| *k).collect();
+                t.error(
+                    span,
+                    format!(
+                        "`{key}`: unknown key `{}`; known: {}",
+                        e.key(),
+                        known.join(", ")
+                    ),
+                );
+                ok = false;
+            }
         }
     }
     ok.then_some(out)

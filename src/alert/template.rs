@@ -338,6 +338,31 @@ mod tests {
     }
 
     #[test]
+    fn each_receivers_markup_is_escaped_in_printed_values() {
+        let mut n = Notification::test_sample();
+        n.alerts[0].message = r#"<b>"x"</b> & [l](http://e) \ 'q' /?"#.into();
+        let render =
+            |src: &str, e: Escape| Template::compile_for(src, e).unwrap().render(&n).unwrap();
+        assert_eq!(
+            render("<i>{{ alerts[0].message }}</i>", Escape::Html),
+            "<i>&lt;b&gt;&quot;x&quot;&lt;/b&gt; &amp; [l](http://e) \\ &#39;q&#39; /?</i>"
+        );
+        assert_eq!(
+            render("**{{ alerts[0].message }}**", Escape::Markdown),
+            r#"**\<b\>"x"\</b\> & \[l\](http://e) \\ 'q' /?**"#
+        );
+        let json = render(r#"{"m": "{{ alerts[0].message }}"}"#, Escape::Json);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["m"], n.alerts[0].message);
+        assert_eq!(
+            render("https://x/{{ alerts[0].message }}", Escape::Url),
+            "https://x/%3Cb%3E%22x%22%3C%2Fb%3E%20%26%20%5Bl%5D%28http%3A%2F%2Fe%29%20%5C%20%27q%27%20%2F%3F"
+        );
+        // `| tojson` output is safe: printed as is.
+        assert_eq!(render("{{ alerts[0].score | tojson }}", Escape::Json), "0");
+    }
+
+    #[test]
     fn runaway_loops_run_out_of_fuel() {
         let t = Template::compile(
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",

@@ -90,14 +90,13 @@ pub fn discord(req: &Req) -> Reply {
             return invalid("embeds.0.fields");
         }
         if let Some(c) = e.get("color")
-            && !c.as_u64().is_some_and(|c| c <= 0xFF_FF_FF)
+            && c.as_u64().is_none_or(|c| c > 0xFF_FF_FF)
         {
             return invalid("embeds.0.color");
         }
         if let Some(t) = e.get("timestamp")
-            && !t
-                .as_str()
-                .is_some_and(|t| lifeline::time::parse_rfc3339(t).is_some())
+            && t.as_str()
+                .is_none_or(|t| lifeline::time::parse_rfc3339(t).is_none())
         {
             return invalid("embeds.0.timestamp");
         }

@@ -33,7 +33,7 @@ fn accepted() -> Reply {
 
 fn too_long(v: &Value, key: &str, max: usize) -> bool {
     v.get(key)
-        .is_some_and(|x| !x.as_str().is_some_and(|s| s.chars().count() <= max))
+        .is_some_and(|x| x.as_str().is_none_or(|s| s.chars().count() > max))
 }
 
 /// The Alert API rules.

@@ -43,10 +43,10 @@ pub fn pagerduty(req: &Req) -> Reply {
         return invalid(vec!["Event must be a JSON object".into()]);
     };
     let mut errors = Vec::new();
-    if !ev
+    if ev
         .get("routing_key")
         .and_then(Value::as_str)
-        .is_some_and(|k| k.len() == 32)
+        .is_none_or(|k| k.len() != 32)
     {
         errors.push("'routing_key' is missing or invalid".into());
     }
@@ -81,9 +81,9 @@ pub fn pagerduty(req: &Req) -> Reply {
                         .push("'payload.severity' must be critical, error, warning or info".into());
                 }
                 if let Some(ts) = p.get("timestamp")
-                    && !ts
+                    && ts
                         .as_str()
-                        .is_some_and(|t| lifeline::time::parse_rfc3339(t).is_some())
+                        .is_none_or(|t| lifeline::time::parse_rfc3339(t).is_none())
                 {
                     errors.push("'payload.timestamp' must be ISO 8601".into());
                 }
