@@ -8,6 +8,7 @@
 
 mod config;
 mod discord;
+mod existing;
 mod ntfy;
 mod opsgenie;
 mod pagerduty;
