@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::http::{level_key, optional_url, read_level_map, truncate};
+use super::http::{level_key, optional_url, read_level_map, truncate, truncate_bytes};
 use super::template::{self, default_text, default_title};
 use super::{NoteStatus, Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
 use crate::config::raw::Table;
@@ -32,8 +32,10 @@ pub const DEFAULT_SEVERITY: [(&str, &str); 5] = [
 /// Longest `payload.summary` PagerDuty accepts.
 pub const SUMMARY_MAX: usize = 1024;
 
-/// Alerts listed in `custom_details` (the event must stay under 512 KB).
+/// Alerts listed in `custom_details`, and bytes of its text (the event must stay under
+/// 512 KB).
 const DETAILS_MAX_ALERTS: usize = 100;
+const DETAILS_TEXT_MAX_BYTES: usize = 64 * 1024;
 
 /// `kind = "pagerduty"` keys.
 #[derive(Debug)]
@@ -121,7 +123,7 @@ impl PagerDuty {
             "custom_details": {
                 "status": n.status.as_str(),
                 "route": n.route,
-                "text": text,
+                "text": truncate_bytes(&text, DETAILS_TEXT_MAX_BYTES),
                 "alerts": n.alerts.iter().take(DETAILS_MAX_ALERTS).collect::<Vec<_>>(),
                 "alert_count": n.alerts.len(),
             },

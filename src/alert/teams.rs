@@ -5,16 +5,18 @@
 
 use std::sync::Arc;
 
-use super::http::{secret_url, truncate};
+use super::http::{secret_url, truncate, truncate_bytes};
 use super::template::{self, Escape, default_text, default_title, emoji};
 use super::{NoteStatus, Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
 use crate::config::raw::Table;
 use crate::secret::Secret;
 use futures_util::future::BoxFuture;
 
-/// Checks listed as facts (the rest are counted); Teams caps a message at about 28 KB.
+/// Checks listed as facts (the rest are counted); Teams caps a message at about 28 KB,
+/// so the text and each fact are cut by bytes (JSON escaping can at most double them).
 const FACTS_MAX: usize = 15;
-const TEXT_MAX: usize = 8_000;
+const TEXT_MAX_BYTES: usize = 8_000;
+const FACT_MAX_BYTES: usize = 200;
 
 /// `kind = "teams"` keys.
 #[derive(Debug)]
@@ -66,7 +68,10 @@ impl Teams {
                 if !a.message.is_empty() && n.status != NoteStatus::Resolved {
                     value.push_str(&format!(": {}", truncate(&a.message, 300)));
                 }
-                serde_json::json!({"title": md.apply(&a.check), "value": md.apply(&value)})
+                serde_json::json!({
+                    "title": truncate_bytes(&md.apply(&a.check), FACT_MAX_BYTES),
+                    "value": truncate_bytes(&md.apply(&value), FACT_MAX_BYTES),
+                })
             })
             .collect();
         if n.alerts.len() > FACTS_MAX {
@@ -76,14 +81,14 @@ impl Teams {
             }));
         }
         // Markdown needs a blank line for a line break.
-        let text = truncate(text.trim_end(), TEXT_MAX).replace('\n', "\n\n");
+        let text = truncate_bytes(&text.trim_end().replace('\n', "\n\n"), TEXT_MAX_BYTES);
         let card = serde_json::json!({
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "type": "AdaptiveCard",
             "version": "1.4",
             "msteams": {"width": "Full"},
             "body": [
-                {"type": "TextBlock", "text": format!("{} {}", emoji(n), title.trim()),
+                {"type": "TextBlock", "text": format!("{} {}", emoji(n), truncate(title.trim(), 300)),
                  "weight": "Bolder", "size": "Medium", "color": color, "wrap": true},
                 {"type": "TextBlock", "text": text, "wrap": true},
                 {"type": "FactSet", "facts": facts},

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::{HOSTILE, Receiver, Reply, Req, count, fire_and_resolve, hostile_firing, throttle_gap};
 
 const ID: &str = "1180000000000000001";
-const TOKEN: &str = "wh-token-AbC123_xyz";
+pub(super) const TOKEN: &str = "wh-token-AbC123_xyz";
 
 fn invalid(field: &str) -> Reply {
     Reply::json(
@@ -130,7 +130,7 @@ pub fn discord(req: &Req) -> Reply {
     Reply::text(204, "")
 }
 
-fn notifier(rx: &Receiver, token: &str) -> String {
+pub(super) fn notifier(rx: &Receiver, token: &str) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"discord\"\nwebhook_url = \"{}\"\nusername = \"lifeline\"\nretry_base = \"50ms\"\n",
         rx.url(&format!("/api/webhooks/{ID}/{token}"))

@@ -9,6 +9,7 @@
 mod config;
 mod discord;
 mod existing;
+mod limits;
 mod ntfy;
 mod opsgenie;
 mod pagerduty;

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::{Receiver, Reply, Req, count, fire_and_resolve, throttle_gap};
 
-const TOPIC: &str = "lifeline-ops_7Qx";
-const TOKEN: &str = "tk_7eevizlsiwf9yi4uxsrs83r4352o0";
+pub(super) const TOPIC: &str = "lifeline-ops_7Qx";
+pub(super) const TOKEN: &str = "tk_7eevizlsiwf9yi4uxsrs83r4352o0";
 
 fn err(code: u32, http: u16, error: &str) -> Reply {
     Reply::json(http, json!({"code": code, "http": http, "error": error}))
@@ -82,7 +82,7 @@ pub fn ntfy(req: &Req) -> Reply {
     )
 }
 
-fn notifier(rx: &Receiver, topic: &str) -> String {
+pub(super) fn notifier(rx: &Receiver, topic: &str) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"ntfy\"\nurl = \"{}\"\ntopic = \"{topic}\"\ntoken = \"{TOKEN}\"\ntags = [\"lifeline\"]\npriority = {{ unhealthy = \"urgent\" }}\nretry_base = \"50ms\"\n",
         rx.url("/")

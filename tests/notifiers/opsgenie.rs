@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{Receiver, Reply, Req, count, fire_and_resolve, throttle_gap};
 
-const KEY: &str = "eb243592-faa2-4ba2-a551-1afdf565c889";
+pub(super) const KEY: &str = "eb243592-faa2-4ba2-a551-1afdf565c889";
 
 fn unprocessable(field: &str, why: &str) -> Reply {
     Reply::json(
@@ -121,7 +121,7 @@ pub fn opsgenie(req: &Req) -> Reply {
     Reply::json(404, json!({"message": "Not Found"}))
 }
 
-fn notifier(rx: &Receiver, key: &str) -> String {
+pub(super) fn notifier(rx: &Receiver, key: &str) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"opsgenie\"\napi_url = \"{}\"\napi_key = \"{key}\"\ntags = [\"voice\"]\nretry_base = \"50ms\"\n",
         rx.url("")

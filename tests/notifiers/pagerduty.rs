@@ -116,7 +116,7 @@ pub fn pagerduty(req: &Req) -> Reply {
     )
 }
 
-fn notifier(rx: &Receiver, extra: &str) -> String {
+pub(super) fn notifier(rx: &Receiver, extra: &str) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"pagerduty\"\nurl = \"{}\"\nrouting_key = \"{KEY}\"\nretry_base = \"50ms\"\n{extra}\n",
         rx.url("/v2/enqueue")

@@ -91,7 +91,7 @@ pub fn teams(req: &Req) -> Reply {
     Reply::text(202, "")
 }
 
-fn notifier(rx: &Receiver) -> String {
+pub(super) fn notifier(rx: &Receiver) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"teams\"\nwebhook_url = \"{}?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&{SIG}\"\nretry_base = \"50ms\"\n",
         rx.url(PATH)

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::{HOSTILE, Receiver, Reply, Req, count, fire_and_resolve, hostile_firing, throttle_gap};
 
-const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
-const CHAT: i64 = -1001234567890;
+pub(super) const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+pub(super) const CHAT: i64 = -1001234567890;
 
 fn err(code: u16, description: &str) -> Reply {
     Reply::json(
@@ -176,7 +176,7 @@ pub fn telegram(req: &Req) -> Reply {
     )
 }
 
-fn notifier(rx: &Receiver, chat: &str) -> String {
+pub(super) fn notifier(rx: &Receiver, chat: &str) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"telegram\"\napi_url = \"{}\"\nbot_token = \"{TOKEN}\"\nchat_id = {chat}\nretry_base = \"50ms\"\n",
         rx.url("")

@@ -40,7 +40,7 @@ pub fn incidents(req: &Req) -> Reply {
 const BODY: &str = r#"{"title": "{{ title }}", "state": "{% if status == 'resolved' %}closed{% else %}open{% endif %}",
  "items": [{% for a in alerts %}{"check": "{{ a.check }}", "message": "{{ a.message }}", "score": {{ a.score | tojson }}}{% if not loop.last %},{% endif %}{% endfor %}]}"#;
 
-fn notifier(rx: &Receiver) -> String {
+pub(super) fn notifier(rx: &Receiver) -> String {
     format!(
         "[[notifiers]]\nname = \"n\"\nkind = \"template\"\nmethod = \"PUT\"\nurl = \"{}{{{{ dedupe_key }}}}\"\nheaders = {{ X-Api-Key = \"{KEY}\" }}\nretry_base = \"50ms\"\nbody = '''{BODY}'''\n",
         rx.url("/api/v1/incidents/")
