@@ -11,6 +11,9 @@ use lifeline::alert::{AlertItem, NoteStatus, Notification, build_notifier};
 
 use super::{HOSTILE, Receiver, Req};
 
+/// A stand-in's rules.
+type StandIn = fn(&Req) -> super::Reply;
+
 fn huge(status: NoteStatus) -> Notification {
     let alerts = (0..400)
         .map(|i| AlertItem {
@@ -38,7 +41,7 @@ fn huge(status: NoteStatus) -> Notification {
 
 #[tokio::test]
 async fn oversized_notifications_are_cut_to_each_services_limits() {
-    let cases: Vec<(&str, fn(&Req) -> super::Reply)> = vec![
+    let cases: Vec<(&str, StandIn)> = vec![
         ("pagerduty", super::pagerduty::pagerduty),
         ("opsgenie", super::opsgenie::opsgenie),
         ("teams", super::teams::teams),
