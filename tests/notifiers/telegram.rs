@@ -184,7 +184,7 @@ pub(super) fn notifier(rx: &Receiver, chat: &str) -> String {
 }
 
 #[tokio::test]
-async fn html_messages_for_firing_and_resolved_after_a_flood_control_wait() {
+async fn html_messages_for_firing_and_resolved_after_honouring_a_body_retry_after() {
     let rx = Receiver::start(telegram).await;
     // Flood control says when in the body only (`parameters.retry_after`).
     let throttle = Reply::json(

@@ -48,9 +48,11 @@ pub(super) fn notifier(rx: &Receiver) -> String {
 }
 
 #[tokio::test]
-async fn a_templated_put_for_firing_and_resolved() {
+async fn a_templated_put_for_firing_and_resolved_after_honouring_retry_after() {
     let rx = Receiver::start(incidents).await;
-    let run = fire_and_resolve(&rx, &notifier(&rx), None, 1).await;
+    let throttle =
+        Reply::json(429, json!({"error": "rate limited"})).with_header("Retry-After", "1");
+    let run = fire_and_resolve(&rx, &notifier(&rx), Some(throttle), 1).await;
     rx.assert_nothing_rejected();
     let (f, r) = (&run.accepted[0], &run.accepted[1]);
     assert_eq!(f.method, "PUT");
@@ -60,6 +62,11 @@ async fn a_templated_put_for_firing_and_resolved() {
     assert_eq!(f.json["items"][0]["check"], "db");
     assert_eq!(f.json["items"][0]["score"], 0);
     assert_eq!(r.json["state"], "closed");
+    let gap = super::throttle_gap(&rx);
+    assert!(
+        gap >= std::time::Duration::from_millis(900),
+        "retried after {gap:?}"
+    );
 }
 
 #[tokio::test]
