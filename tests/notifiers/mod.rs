@@ -115,13 +115,14 @@ pub struct Exchange {
 }
 
 type Rule = Arc<dyn Fn(&Req) -> Reply + Send + Sync>;
+type Queued = Box<dyn FnOnce() -> Reply + Send>;
 
 /// A stand-in HTTP service on 127.0.0.1: every request goes through `rule` (the
 /// service's documented checks and answers), unless the test queued an answer.
 pub struct Receiver {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<Exchange>>>,
-    queued: Arc<Mutex<VecDeque<Reply>>>,
+    queued: Arc<Mutex<VecDeque<Queued>>>,
     task: JoinHandle<()>,
 }
 
@@ -134,7 +135,7 @@ impl Receiver {
             .expect("bind stand-in");
         let addr = listener.local_addr().expect("addr");
         let log: Arc<Mutex<Vec<Exchange>>> = Arc::default();
-        let queued: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
+        let queued: Arc<Mutex<VecDeque<Queued>>> = Arc::default();
         let (l, q) = (log.clone(), queued.clone());
         let app = axum::Router::new()
             .fallback(
@@ -155,7 +156,10 @@ impl Receiver {
                         };
                         let forced = q.lock().pop_front();
                         let queued = forced.is_some();
-                        let reply = forced.unwrap_or_else(|| rule(&req));
+                        let reply = match forced {
+                            Some(f) => f(),
+                            None => rule(&req),
+                        };
                         l.lock().push(Exchange {
                             req,
                             reply: reply.clone(),
@@ -197,7 +201,13 @@ impl Receiver {
 
     /// Answers the next request with `reply` (before the rules see it).
     pub fn answer_next(&self, reply: Reply) {
-        self.queued.lock().push_back(reply);
+        self.queued.lock().push_back(Box::new(move || reply));
+    }
+
+    /// Answers the next request with what `f` makes when it arrives (a `Retry-After`
+    /// date relative to that moment).
+    pub fn answer_next_with(&self, f: impl FnOnce() -> Reply + Send + 'static) {
+        self.queued.lock().push_back(Box::new(f));
     }
 
     /// Every exchange so far.

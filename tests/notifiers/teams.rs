@@ -105,11 +105,13 @@ fn card(r: &Req) -> &Value {
 #[tokio::test]
 async fn an_adaptive_card_for_firing_and_resolved_after_an_http_date_retry_after() {
     let rx = Receiver::start(teams).await;
-    // The HTTP-date form: three seconds from now, to the second.
-    let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
-    let throttle = Reply::json(429, json!({"error": {"code": "WorkflowRequestsThrottled"}}))
-        .with_header("Retry-After", &when);
-    let run = fire_and_resolve(&rx, &notifier(&rx), Some(throttle), 1).await;
+    // The HTTP-date form: three seconds after the 429 is sent, to the second.
+    rx.answer_next_with(|| {
+        let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+        Reply::json(429, json!({"error": {"code": "WorkflowRequestsThrottled"}}))
+            .with_header("Retry-After", &when)
+    });
+    let run = fire_and_resolve(&rx, &notifier(&rx), None, 1).await;
     rx.assert_nothing_rejected();
     let (f, r) = (card(&run.accepted[0]), card(&run.accepted[1]));
     assert!(
