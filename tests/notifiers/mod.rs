@@ -299,7 +299,7 @@ pub async fn fire_and_resolve(
     if let Some(t) = throttle {
         rx.answer_next(t);
     }
-    target.stop();
+    target.stop().await;
     rx.wait_accepted(per_phase).await;
     target.start().await;
     let accepted = rx.wait_accepted(2 * per_phase).await;
