@@ -19,5 +19,6 @@ mod store;
 mod web;
 
 mod alerting;
+mod notifiers;
 mod robust;
 mod socketio;
