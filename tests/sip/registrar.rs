@@ -205,3 +205,56 @@ async fn register_answers_sha256_challenges_and_one_shot_check_works() {
     assert!(!text.contains(PASSWORD));
     assert_eq!(k.contacts("sha1").await, Vec::new());
 }
+
+/// Config mistakes are reported at their place, nothing is started.
+#[test]
+fn register_config_errors_point_at_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let cases = [
+        ("method = \"REGISTER\"\n", "missing required key `username`"),
+        ("method = \"INVITE\"\n", "`method` must be"),
+        (
+            "method = \"REGISTER\"\nusername = \"a\"\npassword = \"x\"\naccept_codes = [401]\n",
+            "applies to OPTIONS",
+        ),
+        (
+            "method = \"REGISTER\"\nusername = \"a b\"\npassword = \"x\"\n",
+            "`username` must be",
+        ),
+        ("username = \"a\"\n", "missing required key `password`"),
+        (
+            "method = \"REGISTER\"\nusername = \"a\"\npassword = \"x\"\nexpires = \"1.5s\"\n",
+            "whole seconds",
+        ),
+        (
+            "method = \"REGISTER\"\nusername = \"a\"\npassword = \"x\"\nexpires = 0\n",
+            "`expires` must be between",
+        ),
+        ("ws_path = \"ws\"\n", "`ws_path` must start with `/`"),
+    ];
+    for (extra, want) in cases {
+        std::fs::write(
+            &path,
+            agent_config("s", "sip:127.0.0.1;transport=ws", extra),
+        )
+        .expect("write");
+        let err = match lifeline::config::load(&path) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{extra}: {err}");
+        assert!(err.contains("config.toml:"), "PATH:LINE:COL: {err}");
+    }
+    // REGISTER sessions may use UDP (each refresh is a transaction).
+    std::fs::write(
+        &path,
+        agent_config(
+            "s",
+            "sip:127.0.0.1",
+            "method = \"REGISTER\"\nusername = \"a\"\npassword = \"x\"\nmode = \"session\"\nexpires = \"10m\"",
+        ),
+    )
+    .expect("write");
+    lifeline::config::load(&path).expect("a REGISTER session over UDP is valid");
+}

@@ -171,6 +171,15 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
             None
         }
     };
+    if method == Some(Method::Register)
+        && let Some(v) = t.raw("accept_codes")
+    {
+        t.error(
+            v.span(),
+            "`accept_codes` applies to OPTIONS; a REGISTER succeeds on 2xx only",
+        );
+        return None;
+    }
     let accept_ok = !t.has("accept_codes");
     let accept_codes = t.status_ranges("accept_codes");
     let maint_ok = !t.has("maintenance_codes");
@@ -700,5 +709,73 @@ mod tests {
         assert_eq!(o.verdict, Verdict::Up, "{}", o.message);
         assert_eq!(o.details["server"], "fake");
         assert_eq!(o.details["retransmissions"], 0);
+    }
+
+    /// A server that challenges every request: the challenge is answered exactly once
+    /// (the second request carries a digest `Authorization`), then `auth_failed`. A 401
+    /// without any challenge header is `auth_failed` too, never a hang or panic.
+    #[tokio::test]
+    async fn challenges_are_answered_once_then_auth_failed() {
+        for with_header in [true, false] {
+            let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+            let port = peer.local_addr().expect("addr").port();
+            let mut sp = (*spec(&format!("sip:127.0.0.1:{port}"))).clone();
+            sp.method = Method::Register;
+            sp.auth = Some(Auth {
+                username: "alice".into(),
+                password: Secret::new("pw".into()),
+                realm: None,
+            });
+            let check = SipCheck {
+                spec: Arc::new(sp),
+                tls: None,
+            };
+            let server = tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(Ok((n, from))) =
+                    tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await
+                {
+                    let (m, _) = message::parse(&buf[..n], Framing::Datagram).expect("request");
+                    let h = |n: &str| m.header(n).unwrap_or_default().to_string();
+                    let challenge = if with_header {
+                        "WWW-Authenticate: Digest realm=\"r\", nonce=\"n1\", qop=\"auth\"\r\n"
+                    } else {
+                        ""
+                    };
+                    let reply = format!(
+                        "SIP/2.0 401 Unauthorized\r\nVia: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n{challenge}Content-Length: 0\r\n\r\n",
+                        h("via"),
+                        h("call-id"),
+                        h("cseq")
+                    );
+                    seen.push(m.header("authorization").map(str::to_string));
+                    peer.send_to(reply.as_bytes(), from).await.expect("send");
+                }
+                seen
+            });
+            let o = probe(&check, Duration::from_secs(3)).await;
+            let seen = server.await.expect("server");
+            assert_eq!(
+                o.verdict,
+                Verdict::Down(ErrorKind::AuthFailed),
+                "{}",
+                o.message
+            );
+            if with_header {
+                assert_eq!(seen.len(), 2, "{seen:?}");
+                assert_eq!(seen[0], None);
+                let auth = seen[1].as_deref().unwrap_or_default();
+                assert!(
+                    auth.starts_with("Digest username=\"alice\", realm=\"r\", nonce=\"n1\"")
+                        && auth.contains("qop=auth, nc=00000001"),
+                    "{auth}"
+                );
+                assert!(o.message.contains("credentials rejected"), "{}", o.message);
+            } else {
+                assert_eq!(seen.len(), 1, "{seen:?}");
+                assert!(o.message.contains("no WWW-Authenticate"), "{}", o.message);
+            }
+        }
     }
 }
