@@ -271,7 +271,7 @@ impl Caller {
                 });
             }
             let c = self.challenge_of(&m).map_err(|e| (e, retransmits))?;
-            let again = fresh_answered && !(c.stale && !stale_answered);
+            let again = fresh_answered && (!c.stale || stale_answered);
             if again {
                 return Err((
                     CheckError::new(
