@@ -13,7 +13,7 @@ use super::{CheckError, ErrorKind, Outcome, Perf, SipSpec, Verdict, status_line,
 
 /// Longest a removal of our binding may take (shutdown waits for it; the supervisor
 /// gives a session 2 s to finish).
-pub const UNREGISTER_WITHIN: Duration = Duration::from_millis(1500);
+pub const UNREGISTER_WITHIN: Duration = Duration::from_millis(900);
 
 /// Largest `Min-Expires` we follow after a 423 (one week).
 const MAX_MIN_EXPIRES: u32 = 7 * 86_400;
