@@ -316,8 +316,9 @@ mod tests {
             interval: Duration::from_secs(60),
             grace: Duration::from_secs(10),
         };
+        crate::net::tls::install_provider();
         let env = BuildEnv {
-            http: reqwest::Client::new(),
+            http: crate::net::http_client::shared(),
             push: board.clone(),
         };
         let _ = spec.build(&env).expect("build");
