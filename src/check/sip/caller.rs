@@ -57,11 +57,6 @@ pub(super) struct Caller {
     answered: Option<Answered>,
 }
 
-/// The name a WebSocket client gives itself in Via and Contact (RFC 7118 §5.2).
-pub(super) fn ws_sent_by() -> String {
-    format!("{}.invalid", message::random_hex(12))
-}
-
 fn host_of(a: SocketAddr) -> String {
     match a {
         SocketAddr::V4(v) => v.ip().to_string(),

@@ -436,7 +436,7 @@ pub(super) async fn open(
                     reader: Reader::Ws(r),
                     writer: Writer::Ws(w),
                 },
-                Local::Name(super::caller::ws_sent_by()),
+                Local::Name(format!("{}.invalid", message::random_hex(12))),
             ))
         }
     }
