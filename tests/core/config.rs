@@ -240,6 +240,8 @@ fn shipped_config_examples_all_validate() {
             ("HOOK_SECRET", "x"),
             ("SMTP_PASSWORD", "x"),
             ("API_TOKEN", "x"),
+            ("SIP_MONITOR_PASSWORD", "x"),
+            ("BACKUP_PUSH_TOKEN", "0123456789abcdef"),
         ])
         .output()
         .unwrap();

@@ -83,7 +83,7 @@ impl Kamailio {
         .expect("run kamcmd");
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        if text.contains("AOR not found") {
+        if text.contains("AOR not found") || text.contains("AOR has no contacts") {
             return Vec::new();
         }
         let mut contacts = Vec::new();

@@ -245,7 +245,9 @@ fn parse_auth(t: &Table<'_, '_>, method: Option<Method>) -> Option<Option<Auth>>
             Some(None)
         }
         (Some(_), None) => {
-            t.missing("password");
+            if !t.has("password") {
+                t.missing("password");
+            }
             None
         }
         (None, Some(_)) => {

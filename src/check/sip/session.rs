@@ -29,10 +29,14 @@ pub struct SipSession {
     expiry: Option<(Instant, Instant)>,
 }
 
+/// When the binding expires and when to refresh it: at [`REFRESH_FRACTION`] of the
+/// granted time, or at half of it under 8 s (registrars count whole seconds, so a binding
+/// of `n` seconds may lapse up to a second early).
 fn times(granted: u32) -> (Instant, Instant) {
     let now = Instant::now();
     let g = Duration::from_secs(u64::from(granted));
-    (now + g, now + g.mul_f64(REFRESH_FRACTION))
+    let fraction = if granted < 8 { 0.5 } else { REFRESH_FRACTION };
+    (now + g, now + g.mul_f64(fraction))
 }
 
 impl SipSession {
