@@ -148,7 +148,8 @@ async fn register_sessions_on_every_transport_refresh_and_unregister() {
 }
 
 /// A probe registers, then removes its binding; a wrong password is `auth_failed` after
-/// the challenge was answered once, over UDP and TCP.
+/// the challenge was answered once, over UDP and TCP; so are a 403 to correct
+/// credentials and a challenge for another realm than the configured one.
 #[tokio::test]
 async fn register_probe_leaves_nothing_and_wrong_password_is_auth_failed() {
     let k = Kamailio::registrar(PASSWORD, "MD5").await;
@@ -160,7 +161,14 @@ async fn register_probe_leaves_nothing_and_wrong_password_is_auth_failed() {
         register_check("probe-udp", &udp, "probe1", PASSWORD, probe),
         register_check("bad-udp", &udp, "bad1", "not-the-password", probe),
         register_check("bad-tcp", &tcp, "bad2", "not-the-password", probe),
-    );
+    ) + &register_check("blocked", &tcp, "blocked1", PASSWORD, probe)
+        + &register_check(
+            "realm",
+            &tcp,
+            "realm1",
+            PASSWORD,
+            &format!("{probe}\nrealm = \"elsewhere.example\""),
+        );
     let a = TestAgent::start(&cfg).await;
     let s = a.wait_status("probe-udp", Status::Healthy, WITHIN).await;
     assert_eq!(s.details["unregistered"], true, "{s:?}");
@@ -170,6 +178,12 @@ async fn register_probe_leaves_nothing_and_wrong_password_is_auth_failed() {
         assert_eq!(s.error_kind, Some(ErrorKind::AuthFailed), "{name}: {s:?}");
         assert_error_mentions(&s, "credentials rejected");
     }
+    let s = a.wait_status("blocked", Status::Unhealthy, WITHIN).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::AuthFailed), "{s:?}");
+    assert_error_mentions(&s, "403 Forbidden to our credentials");
+    let s = a.wait_status("realm", Status::Unhealthy, WITHIN).await;
+    assert_eq!(s.error_kind, Some(ErrorKind::AuthFailed), "{s:?}");
+    assert_error_mentions(&s, "configured realm is \"elsewhere.example\"");
     a.stop().await;
     assert_eq!(k.contacts("probe1").await, Vec::new());
     assert_eq!(k.contacts("bad1").await, Vec::new());
