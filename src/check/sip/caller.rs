@@ -232,31 +232,22 @@ impl Caller {
                 .and(self.answered.as_ref())
                 .map(|a| a.challenge.algorithm.as_str());
             let challenged = code == 401 || code == 407;
-            let Some(_) = self
-                .spec
-                .auth
-                .as_ref()
-                .filter(|_| challenged || code == 403)
-            else {
-                return Ok(Exchange {
-                    response: m,
-                    latency: start.elapsed(),
-                    auth_leg,
-                    retransmits,
-                    algorithm,
-                });
-            };
-            let line = super::status_line(&m);
-            if code == 403 && req.auth.is_some() {
+            let has_credentials = self.spec.auth.is_some();
+            if has_credentials && code == 403 && req.auth.is_some() {
                 return Err((
                     CheckError::new(
                         ErrorKind::AuthFailed,
-                        format!("{} answered {line} to our credentials", req.method),
+                        format!(
+                            "{} answered {} to our credentials",
+                            req.method,
+                            super::status_line(&m)
+                        ),
                     ),
                     retransmits,
                 ));
             }
-            if code == 403 {
+            if !(has_credentials && challenged) {
+                // The final answer (a 401/407 without credentials is judged by the verdict).
                 return Ok(Exchange {
                     response: m,
                     latency: start.elapsed(),
@@ -265,6 +256,7 @@ impl Caller {
                     algorithm,
                 });
             }
+            let line = super::status_line(&m);
             let c = self.challenge_of(&m).map_err(|e| (e, retransmits))?;
             let again = fresh_answered && (!c.stale || stale_answered);
             if again {

@@ -227,3 +227,74 @@ async fn challenges_are_answered_once_then_auth_failed() {
         }
     }
 }
+
+/// REGISTER without a challenge: a 423 is answered once with the registrar's
+/// `Min-Expires`, and the granted time is read from our own Contact in the 200 OK (not
+/// from another phone's binding of the same AOR).
+#[tokio::test]
+async fn register_follows_423_and_reads_our_binding() {
+    let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let port = peer.local_addr().expect("addr").port();
+    let mut sp = (*spec(&format!("sip:bob@127.0.0.1:{port}"))).clone();
+    sp.method = Method::Register;
+    sp.auth = Some(Auth {
+        username: "alice".into(),
+        password: Secret::new("pw".into()),
+        realm: None,
+    });
+    let check = SipCheck {
+        spec: Arc::new(sp),
+        tls: None,
+    };
+    let server = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        for reply in [423, 200] {
+            let (n, from) = peer.recv_from(&mut buf).await.expect("request");
+            let (m, _) = message::parse(&buf[..n], Framing::Datagram).expect("request");
+            let h = |n: &str| m.header(n).unwrap_or_default().to_string();
+            seen.push((
+                match &m.start {
+                    message::StartLine::Request { uri, .. } => uri.clone(),
+                    message::StartLine::Response { .. } => String::new(),
+                },
+                h("to"),
+                h("expires"),
+            ));
+            let extra = if reply == 423 {
+                "Min-Expires: 600\r\n".to_string()
+            } else {
+                format!(
+                    "Contact: <sip:alice@10.0.0.7>;expires=3600, {};expires=590\r\nExpires: 900\r\n",
+                    h("contact")
+                )
+            };
+            let r = format!(
+                "SIP/2.0 {reply} X\r\nVia: {}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+                h("via"),
+                h("call-id"),
+                h("cseq")
+            );
+            peer.send_to(r.as_bytes(), from).await.expect("send");
+        }
+        seen
+    });
+    let o = probe(&check, Duration::from_secs(3)).await;
+    let seen = server.await.expect("server");
+    assert_eq!(o.verdict, Verdict::Up, "{}", o.message);
+    assert_eq!(o.details["expires"], 590);
+    assert_eq!(o.details["bindings"], 2);
+    let uri = format!("sip:127.0.0.1:{port}");
+    assert_eq!(
+        seen,
+        vec![
+            (
+                uri.clone(),
+                "<sip:alice@127.0.0.1>".to_string(),
+                "300".to_string()
+            ),
+            (uri, "<sip:alice@127.0.0.1>".to_string(), "600".to_string()),
+        ],
+        "Request-URI without user, AOR in To, Min-Expires followed"
+    );
+}
