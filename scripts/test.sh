@@ -10,6 +10,7 @@ PACKAGES=(
   openssl                            # test certificates (postgres / redis TLS tests)
   sip-tester kamailio                # sip checks (SIPp, Kamailio)
   kamailio-tls-modules openssl       # sip over TLS (Kamailio tls.so, test certificate)
+  kamailio-websocket-modules         # sip REGISTER over ws/wss (Kamailio websocket.so + xhttp.so)
   prometheus prometheus-alertmanager # promtool check metrics, dashboards, alertmanager notifier
   prometheus-blackbox-exporter       # side-by-side benchmark
   python3-aiosmtpd                   # email notifier

@@ -57,6 +57,7 @@ impl Agent {
             handles: Mutex::new(Vec::new()),
             env: BuildEnv {
                 http: crate::net::http_client::shared(),
+                push: Default::default(),
             },
             cancel,
             started: SystemTime::now(),
@@ -84,6 +85,11 @@ impl Agent {
         &self.shared.states
     }
 
+    /// The pushes `push` checks have received (`/api/v1/push/{name}` writes here).
+    pub fn push_board(&self) -> &Arc<crate::check::push::PushBoard> {
+        &self.env.push
+    }
+
     /// The checks this agent runs (its shard of the config).
     fn owned(config: &Config) -> Vec<CheckConfig> {
         config
@@ -105,6 +111,12 @@ impl Agent {
                 .plugin_loaded(p.name(), p.version(), &p.abi());
         }
         let checks = Self::owned(&config);
+        let pushed: Vec<String> = checks
+            .iter()
+            .filter(|c| c.kind == "push")
+            .map(|c| c.name.clone())
+            .collect();
+        self.env.push.retain(&pushed);
         let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
         for c in checks.iter().cloned() {
             let k = group_key(&c);
@@ -320,6 +332,7 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
     crate::net::dns::configure(&config.agent.dns_servers).await;
     let env = BuildEnv {
         http: crate::net::http_client::shared(),
+        push: Default::default(),
     };
     let states = Arc::new(StateTable::new());
     let selected: Vec<CheckConfig> = config
@@ -377,6 +390,17 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
 }
 
 async fn run_once(c: &CheckConfig, env: &BuildEnv, states: Arc<StateTable>) -> Outcome {
+    if c.kind == "push" {
+        // Nothing to connect to: the result is whatever the running agent was pushed.
+        return Outcome {
+            verdict: crate::check::Verdict::Unknown,
+            message: format!(
+                "a push check cannot be checked once: it is fed by POST /api/v1/push/{} to the running agent (see `curl .../health/service/{}`)",
+                c.name, c.name
+            ),
+            ..Outcome::up(Duration::ZERO)
+        };
+    }
     let check = match c.spec.build(env) {
         Ok(c) => c,
         Err(e) => return Outcome::down(e, Duration::ZERO),

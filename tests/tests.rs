@@ -13,6 +13,7 @@ mod dashboards;
 mod dns;
 mod pgredis;
 mod plugins;
+mod push;
 mod sip;
 mod status_page;
 mod store;

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod http;
 pub mod plugin;
 pub mod postgres;
+pub mod push;
 pub mod redis;
 pub mod registry;
 pub mod rule;
@@ -411,6 +412,8 @@ impl Mode {
 pub struct BuildEnv {
     /// Shared HTTP client (token fetches, http kind uses its own per-check client).
     pub http: reqwest::Client,
+    /// The pushes `push` checks receive through the HTTP API.
+    pub push: Arc<push::PushBoard>,
 }
 
 /// A kind's validated configuration. Building never opens a socket.
@@ -441,6 +444,8 @@ pub struct ParseCx<'a> {
     pub plugin_dir: &'a Path,
     /// Every check name in the file (rules refer to them).
     pub check_names: &'a [String],
+    /// The check's `interval` (`push` expects a push every interval).
+    pub interval: Duration,
 }
 
 #[cfg(test)]

@@ -78,6 +78,11 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::ami::parse,
     },
+    KindInfo {
+        name: "push",
+        session: false,
+        parse: super::push::parse,
+    },
 ];
 
 /// Looks a kind up by name.

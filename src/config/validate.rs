@@ -529,6 +529,7 @@ fn read_check(
         mode,
         plugin_dir,
         check_names: all_names,
+        interval: timing.interval,
     };
     let spec = (info.parse)(t, &cx)?;
 

@@ -250,6 +250,8 @@ fn shipped_config_examples_all_validate() {
             ("TELEGRAM_BOT_TOKEN", "123:abc"),
             ("NTFY_TOKEN", "x"),
             ("INCIDENTS_API_KEY", "x"),
+            ("SIP_MONITOR_PASSWORD", "x"),
+            ("BACKUP_PUSH_TOKEN", "0123456789abcdef"),
         ])
         .output()
         .unwrap();
