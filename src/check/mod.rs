@@ -13,6 +13,8 @@
 pub mod ami;
 pub mod exec;
 pub mod http;
+pub mod mqtt;
+pub mod mysql;
 pub mod plugin;
 pub mod postgres;
 pub mod redis;

@@ -78,6 +78,16 @@ pub const KINDS: &[KindInfo] = &[
         session: true,
         parse: super::ami::parse,
     },
+    KindInfo {
+        name: "mqtt",
+        session: true,
+        parse: super::mqtt::parse,
+    },
+    KindInfo {
+        name: "mysql",
+        session: true,
+        parse: super::mysql::parse,
+    },
 ];
 
 /// Looks a kind up by name.
