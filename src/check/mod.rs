@@ -12,6 +12,7 @@
 
 pub mod ami;
 pub mod exec;
+pub mod grpc;
 pub mod http;
 pub mod mqtt;
 pub mod mysql;

@@ -79,6 +79,11 @@ pub const KINDS: &[KindInfo] = &[
         parse: super::ami::parse,
     },
     KindInfo {
+        name: "grpc",
+        session: true,
+        parse: super::grpc::parse,
+    },
+    KindInfo {
         name: "mqtt",
         session: true,
         parse: super::mqtt::parse,
