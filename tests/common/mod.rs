@@ -5,6 +5,10 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod grpc;
+pub mod hostile;
+pub mod mariadb;
+pub mod mosquitto;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;
