@@ -82,7 +82,7 @@ async fn wrong_password_is_auth_failed_and_unknown_database_rejected() {
     cfg.push_str(&one("ghost", &login("ghost", "x")));
     cfg.push_str(&one(
         "no_db",
-        &format!("{}\ndatabase = \"no_such_db\"", login(USER, PASSWORD)),
+        &format!("{}\ndatabase = \"no_such_db\"\nunhealthy_threshold = 1", login(USER, PASSWORD)),
     ));
     let a = TestAgent::start(&cfg).await;
     let states = assert_auth_failed_once(&a, &["wrong_pw", "no_pw", "ghost"]).await;
