@@ -191,3 +191,44 @@ async fn silent_server_times_out() {
     crate::pgredis::silent_server_times_out("grpc", "address", |port| format!("127.0.0.1:{port}"))
         .await;
 }
+
+/// `lifeline check` (the one-shot CLI) runs every new kind against its real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifeline_check_runs_grpc_mysql_and_mqtt_once() {
+    use crate::common::mariadb::{self, MariaDb};
+    use crate::common::mosquitto::Mosquitto;
+    let (g, m, q) = tokio::join!(GrpcServer::start(), MariaDb::start(), Mosquitto::start());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[checks]]\nname = \"g\"\nkind = \"grpc\"\naddress = \"127.0.0.1:{}\"\nservice = \"{SERVICE}\"\n\
+             [[checks]]\nname = \"m\"\nkind = \"mysql\"\naddress = \"127.0.0.1:{}\"\nusername = \"{}\"\npassword = \"{}\"\n\
+             [[checks]]\nname = \"q\"\nkind = \"mqtt\"\naddress = \"127.0.0.1:{}\"\ntopic = \"lifeline/cli\"\n",
+            g.port,
+            m.port,
+            mariadb::USER,
+            mariadb::PASSWORD,
+            q.port
+        ),
+    )
+    .expect("config");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["check", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run lifeline check");
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON rows");
+    for (name, kind) in [("g", "grpc"), ("m", "mysql"), ("q", "mqtt")] {
+        let row = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name))
+            .unwrap_or_else(|| panic!("no row {name}: {text}"));
+        assert_eq!(row["kind"], kind);
+        assert_eq!(row["status"], "healthy", "{row}");
+    }
+}
