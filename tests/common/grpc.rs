@@ -82,7 +82,10 @@ impl GrpcServer {
         };
         let Some(port) = port else {
             let _ = child.start_kill();
-            let out = child.wait_with_output().await.expect("health server output");
+            let out = child
+                .wait_with_output()
+                .await
+                .expect("health server output");
             panic!(
                 "the gRPC health server did not start (install its PyPI packages with scripts/test-deps/grpc.sh):\n{}",
                 String::from_utf8_lossy(&out.stderr)

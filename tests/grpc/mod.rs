@@ -57,7 +57,9 @@ async fn watch_session_reports_a_flip_before_the_next_heartbeat() {
     let extra = format!("service = \"{SERVICE}\"\nunhealthy_threshold = 1");
     let a = TestAgent::start(&format!(
         "{AGENT}{}{}",
-        check_toml("grpc", "address", "w", "session", &address, SLOW_BEATS, &extra),
+        check_toml(
+            "grpc", "address", "w", "session", &address, SLOW_BEATS, &extra
+        ),
         check_toml("grpc", "address", "pinged", "session", &address, FAST, ""),
     ))
     .await;
@@ -72,10 +74,13 @@ async fn watch_session_reports_a_flip_before_the_next_heartbeat() {
     }
     // Heartbeats of `w` are 10 s apart: only the Watch stream can tell in time.
     g.set(SERVICE, "NOT_SERVING").await;
-    let s = a.wait_unhealthy("w", ErrorKind::Rejected, Duration::from_secs(3)).await;
+    let s = a
+        .wait_unhealthy("w", ErrorKind::Rejected, Duration::from_secs(3))
+        .await;
     assert_error_mentions(&s, "NOT_SERVING");
     g.set(SERVICE, "SERVING").await;
-    a.wait_status("w", Status::Healthy, Duration::from_secs(3)).await;
+    a.wait_status("w", Status::Healthy, Duration::from_secs(3))
+        .await;
     a.stop().await;
 }
 
@@ -102,18 +107,45 @@ async fn tls_verifies_the_server_certificate() {
     let g = GrpcServer::start_tls().await;
     let ca = g.ca.clone().expect("ca");
     let port = g.port;
-    let with_ca = format!("tls = true\nca_file = \"{}\"\nunhealthy_threshold = 1", ca.display());
+    let with_ca = format!(
+        "tls = true\nca_file = \"{}\"\nunhealthy_threshold = 1",
+        ca.display()
+    );
     let at = |name: &str, host: &str, mode: &str, extra: &str| {
-        check_toml("grpc", "address", name, mode, &format!("{host}:{port}"), FAST, extra)
+        check_toml(
+            "grpc",
+            "address",
+            name,
+            mode,
+            &format!("{host}:{port}"),
+            FAST,
+            extra,
+        )
     };
     let mut cfg = AGENT.to_string();
-    cfg.push_str(&at("probe", "localhost", "probe", &format!("{with_ca}\nservice = \"{SERVICE}\"")));
+    cfg.push_str(&at(
+        "probe",
+        "localhost",
+        "probe",
+        &format!("{with_ca}\nservice = \"{SERVICE}\""),
+    ));
     cfg.push_str(&at("session", "localhost", "session", &with_ca));
-    cfg.push_str(&at("untrusted", "localhost", "probe", "tls = true\nunhealthy_threshold = 1"));
+    cfg.push_str(&at(
+        "untrusted",
+        "localhost",
+        "probe",
+        "tls = true\nunhealthy_threshold = 1",
+    ));
     cfg.push_str(&at("wrong_name", "127.0.0.1", "probe", &with_ca));
-    cfg.push_str(&at("plaintext", "localhost", "probe", "unhealthy_threshold = 1"));
+    cfg.push_str(&at(
+        "plaintext",
+        "localhost",
+        "probe",
+        "unhealthy_threshold = 1",
+    ));
     let a = TestAgent::start(&cfg).await;
-    a.wait_all(&["probe", "session"], Status::Healthy, SOON).await;
+    a.wait_all(&["probe", "session"], Status::Healthy, SOON)
+        .await;
     assert_phases(&a, "probe", &["tls"]);
     for name in ["untrusted", "wrong_name"] {
         a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
@@ -176,13 +208,22 @@ async fn hostile_peers_fail_with_protocol_without_hanging() {
     }
     let a = TestAgent::start(&cfg).await;
     let s = a.wait_unhealthy("garbage", ErrorKind::Protocol, SOON).await;
-    assert!(s.latency_ms.unwrap_or(0.0) < 1000.0, "no hang: {:?}", s.latency_ms);
+    assert!(
+        s.latency_ms.unwrap_or(0.0) < 1000.0,
+        "no hang: {:?}",
+        s.latency_ms
+    );
     let s = a.wait_unhealthy("huge", ErrorKind::Protocol, SOON).await;
     assert_error_mentions(&s, "larger than");
     let s = a
         .wait_status("huge_watch", Status::Disconnected, SOON)
         .await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Protocol), "{:?}", s.last_error);
+    assert_eq!(
+        s.error_kind,
+        Some(ErrorKind::Protocol),
+        "{:?}",
+        s.last_error
+    );
     a.stop().await;
 }
 

@@ -46,7 +46,10 @@ async fn both_protocols_connect_and_round_trip_a_message() {
     assert_phases(&a, "v5", &["connect", "auth", "exchange"]);
     a.stop().await;
     let log = m.log();
-    assert!(log.contains("lifeline/v5"), "the broker saw the subscription:\n{log}");
+    assert!(
+        log.contains("lifeline/v5"),
+        "the broker saw the subscription:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +84,10 @@ async fn refused_credentials_are_auth_failed_after_one_attempt() {
     assert_error_mentions(&states[0], "CONNACK code 0x05");
     for s in &states {
         assert!(
-            !s.last_error.as_deref().unwrap_or("").contains("not-the-password"),
+            !s.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("not-the-password"),
             "password leaked: {:?}",
             s.last_error
         );
@@ -95,7 +101,12 @@ async fn session_keep_alive_heartbeats_on_one_connection() {
     let addr = format!("127.0.0.1:{}", m.port);
     let a = TestAgent::start(&format!(
         "{AGENT}{}{}",
-        check("s5", "session", &addr, "protocol = \"5\"\nclient_id = \"lifeline-s5\""),
+        check(
+            "s5",
+            "session",
+            &addr,
+            "protocol = \"5\"\nclient_id = \"lifeline-s5\""
+        ),
         check("s311", "session", &addr, "topic = \"lifeline/s311\""),
     ))
     .await;
@@ -196,7 +207,11 @@ async fn hostile_brokers_fail_with_protocol_without_hanging() {
     assert_error_mentions(&s, "CONNACK");
     let s = a.wait_unhealthy("huge", ErrorKind::Protocol, SOON).await;
     assert_error_mentions(&s, "larger than");
-    assert!(s.latency_ms.unwrap_or(0.0) < 2000.0, "no hang: {:?}", s.latency_ms);
+    assert!(
+        s.latency_ms.unwrap_or(0.0) < 2000.0,
+        "no hang: {:?}",
+        s.latency_ms
+    );
     a.stop().await;
 }
 

@@ -53,7 +53,9 @@ async fn probe_logs_in_runs_the_query_and_reports_the_version() {
     ));
     let a = TestAgent::start(&cfg).await;
     let s = a.wait_status("plain", Status::Healthy, SOON).await;
-    let v = s.details["server_version"].as_str().expect("server_version");
+    let v = s.details["server_version"]
+        .as_str()
+        .expect("server_version");
     assert!(v.contains("MariaDB"), "{v}");
     assert!(s.details["connection_id"].as_u64().is_some());
     a.wait_status("expecting", Status::Healthy, SOON).await;
@@ -82,18 +84,30 @@ async fn wrong_password_is_auth_failed_and_unknown_database_rejected() {
     cfg.push_str(&one("ghost", &login("ghost", "x")));
     cfg.push_str(&one(
         "no_db",
-        &format!("{}\ndatabase = \"no_such_db\"\nunhealthy_threshold = 1", login(USER, PASSWORD)),
+        &format!(
+            "{}\ndatabase = \"no_such_db\"\nunhealthy_threshold = 1",
+            login(USER, PASSWORD)
+        ),
     ));
     let a = TestAgent::start(&cfg).await;
     let states = assert_auth_failed_once(&a, &["wrong_pw", "no_pw", "ghost"]).await;
     assert_error_mentions(&states[0], "1045");
     assert!(
-        !states[0].last_error.as_deref().unwrap_or("").contains("not-the-password"),
+        !states[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not-the-password"),
         "{:?}",
         states[0].last_error
     );
     let s = a.wait_status("no_db", Status::Unhealthy, SOON).await;
-    assert_eq!(s.error_kind, Some(ErrorKind::Rejected), "{:?}", s.last_error);
+    assert_eq!(
+        s.error_kind,
+        Some(ErrorKind::Rejected),
+        "{:?}",
+        s.last_error
+    );
     assert_error_mentions(&s, "1049");
     a.stop().await;
 }
@@ -142,7 +156,10 @@ async fn session_queries_each_heartbeat() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .expect("Com_select");
-    assert!(queries >= 4, "connect + 3 heartbeats ran SELECT 1: {queries}");
+    assert!(
+        queries >= 4,
+        "connect + 3 heartbeats ran SELECT 1: {queries}"
+    );
     a.stop().await;
 }
 
@@ -163,11 +180,27 @@ async fn tls_login_and_certificate_verification() {
     let port = m.port;
     let mut cfg = AGENT.to_string();
     let tls_login = login(TLS_USER, PASSWORD);
-    let with_ca = format!("tls = true\nca_file = \"{}\"\nunhealthy_threshold = 1", ca.display());
+    let with_ca = format!(
+        "tls = true\nca_file = \"{}\"\nunhealthy_threshold = 1",
+        ca.display()
+    );
     let at = |name: &str, host: &str, mode: &str, extra: &str| {
-        check_toml("mysql", "address", name, mode, &format!("{host}:{port}"), FAST, extra)
+        check_toml(
+            "mysql",
+            "address",
+            name,
+            mode,
+            &format!("{host}:{port}"),
+            FAST,
+            extra,
+        )
     };
-    cfg.push_str(&at("tls", "localhost", "session", &format!("{tls_login}\n{with_ca}")));
+    cfg.push_str(&at(
+        "tls",
+        "localhost",
+        "session",
+        &format!("{tls_login}\n{with_ca}"),
+    ));
     cfg.push_str(&at(
         "no_tls",
         "127.0.0.1",
@@ -180,12 +213,18 @@ async fn tls_login_and_certificate_verification() {
         "probe",
         &format!("{tls_login}\ntls = true\nunhealthy_threshold = 1"),
     ));
-    cfg.push_str(&at("wrong_name", "127.0.0.1", "probe", &format!("{tls_login}\n{with_ca}")));
+    cfg.push_str(&at(
+        "wrong_name",
+        "127.0.0.1",
+        "probe",
+        &format!("{tls_login}\n{with_ca}"),
+    ));
     let a = TestAgent::start(&cfg).await;
     a.wait_status("tls", Status::Healthy, SOON).await;
     assert_phases(&a, "tls", &["tls", "auth"]);
     // The REQUIRE SSL user is refused without TLS: proof that the session above used it.
-    a.wait_unhealthy("no_tls", ErrorKind::AuthFailed, SOON).await;
+    a.wait_unhealthy("no_tls", ErrorKind::AuthFailed, SOON)
+        .await;
     for name in ["untrusted", "wrong_name"] {
         a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
     }
@@ -214,7 +253,11 @@ async fn hostile_servers_fail_with_protocol_without_hanging() {
     let a = TestAgent::start(&cfg).await;
     for name in ["http", "garbage", "huge"] {
         let s = a.wait_unhealthy(name, ErrorKind::Protocol, SOON).await;
-        assert!(s.latency_ms.unwrap_or(0.0) < 1000.0, "{name}: no hang: {:?}", s.latency_ms);
+        assert!(
+            s.latency_ms.unwrap_or(0.0) < 1000.0,
+            "{name}: no hang: {:?}",
+            s.latency_ms
+        );
     }
     assert_error_mentions(&a.state("garbage"), "v10");
     assert_error_mentions(&a.state("huge"), "larger than");

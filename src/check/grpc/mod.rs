@@ -68,16 +68,18 @@ pub struct GrpcSpec {
 
 /// Reads `address`, `service`, `tls`, `ca_file`, `tls_skip_verify`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
-    let address = t.req_str("address").and_then(|a| match split_host_port(&a.value) {
-        Some((h, p)) => Some((h.to_string(), p)),
-        None => {
-            t.error(
-                a.span,
-                format!("`address` must be HOST:PORT, got `{}`", a.value),
-            );
-            None
-        }
-    });
+    let address = t
+        .req_str("address")
+        .and_then(|a| match split_host_port(&a.value) {
+            Some((h, p)) => Some((h.to_string(), p)),
+            None => {
+                t.error(
+                    a.span,
+                    format!("`address` must be HOST:PORT, got `{}`", a.value),
+                );
+                None
+            }
+        });
     let service = t.str("service").map(|s| s.value).unwrap_or_default();
     let tls = t.bool("tls").unwrap_or(false);
     let tls_options = t.tls_options();
@@ -136,10 +138,16 @@ fn h2_error(what: &str, e: h2::Error) -> CheckError {
         };
     }
     if e.is_remote() && e.is_go_away() {
-        return CheckError::new(ErrorKind::Closed, format!("{what}: server sent GOAWAY: {e}"));
+        return CheckError::new(
+            ErrorKind::Closed,
+            format!("{what}: server sent GOAWAY: {e}"),
+        );
     }
     if e.is_remote() && e.is_reset() {
-        return CheckError::new(ErrorKind::Rejected, format!("{what}: server reset the stream: {e}"));
+        return CheckError::new(
+            ErrorKind::Rejected,
+            format!("{what}: server reset the stream: {e}"),
+        );
     }
     CheckError::new(ErrorKind::Protocol, format!("{what}: HTTP/2: {e}"))
 }
@@ -323,7 +331,10 @@ impl Body {
             Some(m) => wire::parse_response(&m).map_err(wire_error),
             None => {
                 self.trailers(service).await?;
-                Err(CheckError::new(ErrorKind::Closed, "server ended the Watch stream"))
+                Err(CheckError::new(
+                    ErrorKind::Closed,
+                    "server ended the Watch stream",
+                ))
             }
         }
     }
@@ -340,8 +351,14 @@ impl GrpcCheck {
         let s = &self.spec;
         let budget = ReadBudget::new(DEFAULT_BUDGET);
         let authority = s.authority();
-        let io: BoxIo =
-            stream::open(&authority, &s.host, self.tls.as_ref(), budget.clone(), phases).await?;
+        let io: BoxIo = stream::open(
+            &authority,
+            &s.host,
+            self.tls.as_ref(),
+            budget.clone(),
+            phases,
+        )
+        .await?;
         let t = Instant::now();
         let (send, mut conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
@@ -358,7 +375,10 @@ impl GrpcCheck {
         let mut req = Request::post(format!("{scheme}://{authority}{path}"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .header("user-agent", concat!("lifeline/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "user-agent",
+                concat!("lifeline/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(d) = deadline {
             let ms = d.as_millis().clamp(1, 99_999_999);
             req = req.header("grpc-timeout", format!("{ms}m"));
@@ -429,11 +449,16 @@ impl GrpcCheck {
             let serving = msg.map(|m| wire::parse_response(&m)).transpose();
             let serving = serving.map_err(wire_error)?;
             if body.next_message().await?.is_some() {
-                return Err(CheckError::new(ErrorKind::Protocol, "more than one response message"));
+                return Err(CheckError::new(
+                    ErrorKind::Protocol,
+                    "more than one response message",
+                ));
             }
             body.trailers(&self.spec.service).await?;
             phases.exchange = Some(phases.exchange.unwrap_or_default() + t.elapsed());
-            serving.ok_or_else(|| CheckError::new(ErrorKind::Protocol, "OK without a response message"))
+            serving.ok_or_else(|| {
+                CheckError::new(ErrorKind::Protocol, "OK without a response message")
+            })
         }
         .await;
         match r {

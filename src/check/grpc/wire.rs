@@ -114,8 +114,16 @@ pub fn parse_response(mut b: &[u8]) -> Result<Serving, WireError> {
             (_, 0) => {
                 varint(&mut b)?;
             }
-            (_, 1) => b = b.get(8..).ok_or(WireError::Malformed("truncated fixed64"))?,
-            (_, 5) => b = b.get(4..).ok_or(WireError::Malformed("truncated fixed32"))?,
+            (_, 1) => {
+                b = b
+                    .get(8..)
+                    .ok_or(WireError::Malformed("truncated fixed64"))?
+            }
+            (_, 5) => {
+                b = b
+                    .get(4..)
+                    .ok_or(WireError::Malformed("truncated fixed32"))?
+            }
             (_, 2) => {
                 let n = usize::try_from(varint(&mut b)?)
                     .map_err(|_| WireError::Malformed("huge field"))?;
@@ -187,7 +195,10 @@ mod tests {
         );
         assert_eq!(take_message(&mut b), Ok(None));
         let mut huge = BytesMut::from(&[0, 0xff, 0xff, 0xff, 0xff][..]);
-        assert_eq!(take_message(&mut huge), Err(WireError::TooLarge(0xffff_ffff)));
+        assert_eq!(
+            take_message(&mut huge),
+            Err(WireError::TooLarge(0xffff_ffff))
+        );
         assert_eq!(decode_grpc_message(b"a%20b"), "a b");
     }
 }

@@ -116,7 +116,9 @@ fn varint(b: &[u8], pos: usize) -> Result<Option<(usize, usize)>, CodecError> {
             return Ok(Some((value, i + 1)));
         }
     }
-    Err(CodecError::Malformed("variable length integer longer than 4 bytes"))
+    Err(CodecError::Malformed(
+        "variable length integer longer than 4 bytes",
+    ))
 }
 
 /// A cursor over one packet body that fails instead of panicking.
@@ -466,6 +468,11 @@ mod tests {
             username: None,
             password: None,
         });
-        assert_eq!(&c5[..], &[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &c5[..],
+            &[
+                0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 0
+            ]
+        );
     }
 }

@@ -315,7 +315,10 @@ impl Conn {
         self.send(codec::publish(self.version, topic, payload.as_bytes()))
             .await?;
         loop {
-            if let Packet::Publish { topic: t, payload: p } = self.next().await?
+            if let Packet::Publish {
+                topic: t,
+                payload: p,
+            } = self.next().await?
                 && t == topic
                 && p == payload.as_bytes()
             {

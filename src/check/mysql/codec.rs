@@ -386,7 +386,9 @@ pub fn parse_auth_reply(p: &[u8]) -> Result<AuthReply, CodecError> {
             Ok(AuthReply::Switch { plugin, data })
         }
         Some(0x01) => Ok(AuthReply::More(p[1..].to_vec())),
-        _ => Err(CodecError::Malformed("unexpected packet during authentication")),
+        _ => Err(CodecError::Malformed(
+            "unexpected packet during authentication",
+        )),
     }
 }
 

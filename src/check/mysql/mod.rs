@@ -234,7 +234,9 @@ impl Conn {
         for _ in 0..MAX_RESULTS {
             let p = recv(&mut self.framed).await?;
             let more = match p.payload.first() {
-                Some(0x00) => codec::ok_status(&p.payload).map_err(codec_error)? & codec::MORE_RESULTS,
+                Some(0x00) => {
+                    codec::ok_status(&p.payload).map_err(codec_error)? & codec::MORE_RESULTS
+                }
                 Some(0xff) => {
                     let e = codec::parse_err(&p.payload).map_err(codec_error)?;
                     return Err(server_error(&e));
@@ -463,7 +465,6 @@ impl MysqlCheck {
         run_query(conn, &self.spec.query, self.spec.expect.as_deref()).await
     }
 
-
     async fn open_outcome(&self) -> Result<(Conn, Outcome), Outcome> {
         let start = Instant::now();
         let mut phases = Phases::default();
@@ -546,7 +547,11 @@ fn unsolicited(p: &Packet) -> CheckError {
 impl Session for MysqlSession {
     fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
         Box::pin(async move {
-            let MysqlSession { mut conn, query, expect } = *self;
+            let MysqlSession {
+                mut conn,
+                query,
+                expect,
+            } = *self;
             let bye = || CheckError::new(ErrorKind::Closed, "agent closed the session");
             loop {
                 tokio::select! {
@@ -611,6 +616,9 @@ mod tests {
         assert_eq!(server_error(&e(1049)).kind, ErrorKind::Rejected);
         assert_eq!(server_error(&e(1040)).kind, ErrorKind::Rejected);
         assert_eq!(server_error(&e(1927)).kind, ErrorKind::Closed);
-        assert_eq!(server_error(&e(1045)).message, "server error 1045 (28000): x");
+        assert_eq!(
+            server_error(&e(1045)).message,
+            "server error 1045 (28000): x"
+        );
     }
 }
