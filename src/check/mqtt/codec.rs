@@ -475,4 +475,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..48);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if len > 2 {
+                // Mostly plausible lengths, so bodies get parsed too.
+                bytes[1] = rng.u8(0..(len as u8 - 1));
+            }
+            for v in [Version::V311, Version::V5] {
+                let split = rng.usize(1..8);
+                assert_eq!(
+                    decode_all(v, &bytes, &[split]),
+                    decode_all(v, &bytes, &[usize::MAX])
+                );
+            }
+        }
+    }
 }

@@ -433,6 +433,46 @@ pub fn first_column(row: &[u8]) -> Result<Option<String>, CodecError> {
         .map(|b| String::from_utf8_lossy(b).into_owned()))
 }
 
+/// Frames `stream` fed in pieces of the sizes in `splits` (cycled): the packets, and
+/// whether framing stopped at an error. For tests and the fuzz target.
+pub fn frame_all(stream: &[u8], splits: &[usize]) -> (Vec<Packet>, bool) {
+    let mut codec = PacketCodec;
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut rest = stream;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = splits
+            .get(i % splits.len().max(1))
+            .copied()
+            .unwrap_or(usize::MAX)
+            .clamp(1, rest.len());
+        i += 1;
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
+/// Runs every payload parser on `p`, ignoring the results (the fuzz target's body).
+pub fn parse_any(p: &[u8]) {
+    let _ = parse_greeting(p);
+    let _ = parse_err(p);
+    let _ = parse_auth_reply(p);
+    let _ = ok_status(p);
+    let _ = eof_status(p);
+    let _ = first_column(p);
+    let mut r = Reader(p);
+    while let Ok(Some(_)) = r.lenenc_bytes() {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +546,19 @@ mod tests {
     }
 
     #[test]
+    fn framing_does_not_depend_on_the_split() {
+        let mut stream = vec![3, 0, 0, 0, 1, 2, 3, 0, 0, 0, 1];
+        stream.extend_from_slice(&[0xfe, 0xff, 0xff, 0x02]);
+        let whole = frame_all(&stream, &[usize::MAX]);
+        assert_eq!(whole.0.len(), 2);
+        assert!(whole.1, "the last header is over the cap");
+        for s in 1..6 {
+            assert_eq!(frame_all(&stream, &[s]), whole);
+        }
+        parse_any(&stream);
+    }
+
+    #[test]
     fn auth_replies() {
         assert_eq!(
             parse_auth_reply(b"\xfecaching_sha2_password\0nonce\0").unwrap(),
@@ -518,5 +571,23 @@ mod tests {
         let e = parse_err(b"\xff\x15\x04#28000Access denied").unwrap();
         assert_eq!((e.code, e.state.as_deref()), (1045, Some("28000")));
         assert!(parse_auth_reply(&[0x42]).is_err());
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..64);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            if rng.bool() && bytes.len() > 3 {
+                bytes[..3].copy_from_slice(&[(len - 4) as u8, 0, 0]);
+            }
+            let split = rng.usize(1..8);
+            assert_eq!(
+                frame_all(&bytes, &[split]),
+                frame_all(&bytes, &[usize::MAX])
+            );
+            parse_any(&bytes);
+        }
     }
 }
