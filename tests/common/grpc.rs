@@ -55,7 +55,13 @@ impl GrpcServer {
     }
 
     async fn spawn(&mut self) {
-        let python = super::require_bin("python3", "python3", &[]);
+        // scripts/test-deps/grpc.sh makes a venv when the system python lacks grpcio.
+        let venv = script().with_file_name("venv/bin/python3");
+        let python = if venv.is_file() {
+            venv
+        } else {
+            super::require_bin("python3", "python3", &[])
+        };
         let mut cmd = Command::new(python);
         cmd.arg(script())
             .args(["--port", &self.port.to_string(), "--serving", SERVICE]);
