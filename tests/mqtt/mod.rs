@@ -220,3 +220,41 @@ async fn silent_broker_times_out() {
     crate::pgredis::silent_server_times_out("mqtt", "address", |port| format!("127.0.0.1:{port}"))
         .await;
 }
+
+/// Bad `grpc`, `mysql` and `mqtt` keys are `PATH:LINE:COL` errors, all in one run, exit 2.
+#[test]
+fn bad_keys_of_the_new_kinds_are_reported_at_their_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[checks]]\nname = \"g\"\nkind = \"grpc\"\naddress = \"no-port\"\n\
+         [[checks]]\nname = \"m\"\nkind = \"mysql\"\naddress = \"db:x\"\nquery = \" \"\n\
+         [[checks]]\nname = \"q\"\nkind = \"mqtt\"\naddress = \"b\"\nprotocol = \"4.0\"\ntopic = \"a/#\"\n\
+         [[checks]]\nname = \"p\"\nkind = \"mqtt\"\naddress = \"b\"\npassword = \"pw\"\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeline"))
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run lifeline validate");
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    let p = path.display().to_string();
+    let err = String::from_utf8_lossy(&out.stderr).replace(&p, "c.toml");
+    let got: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        got,
+        [
+            "c.toml:4:11: `address` must be HOST:PORT, got `no-port`",
+            "c.toml:5:1: missing required key `username`",
+            "c.toml:8:11: `address` must be HOST[:PORT], got `db:x`",
+            "c.toml:9:9: `query` must not be empty",
+            "c.toml:14:12: `protocol` must be \"3.1.1\" or \"5\", got `4.0`",
+            "c.toml:15:9: `topic` must be a topic name (1 to 1024 bytes, no `+`, `#` or NUL)",
+            "c.toml:16:1: `password` needs `username` with MQTT 3.1.1 (use protocol = \"5\" for a password alone)",
+            "c.toml: 7 errors",
+        ],
+        "{err}"
+    );
+}
