@@ -118,6 +118,11 @@ impl GrpcServer {
         assert_eq!(reply.as_deref(), Some("ok"), "set {service} {status}");
     }
 
+    /// The server's process id (for [`super::stale::Frozen`]); empty once killed.
+    pub fn pids(&self) -> Vec<u32> {
+        self.child.iter().filter_map(|(c, _, _)| c.id()).collect()
+    }
+
     async fn kill_child(&mut self) {
         if let Some((mut c, _, _)) = self.child.take() {
             let _ = c.kill().await;

@@ -165,6 +165,11 @@ impl MariaDb {
         .collect()
     }
 
+    /// The server's process id (for [`super::stale::Frozen`]); empty once killed.
+    pub fn pids(&self) -> Vec<u32> {
+        self.child.iter().map(Child::id).collect()
+    }
+
     /// The server's error log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("error.log")).unwrap_or_default()

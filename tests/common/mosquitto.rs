@@ -115,6 +115,11 @@ impl Mosquitto {
         }
     }
 
+    /// The broker's process id (for [`super::stale::Frozen`]); empty once killed.
+    pub fn pids(&self) -> Vec<u32> {
+        self.child.iter().map(Child::id).collect()
+    }
+
     /// The broker's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()

@@ -273,3 +273,20 @@ async fn lifeline_check_runs_grpc_mysql_and_mqtt_once() {
         assert_eq!(row["status"], "healthy", "{row}");
     }
 }
+
+/// The server process SIGSTOPped: HTTP/2 PINGs go unanswered, the Watch session degrades,
+/// goes stale and backs off; SIGCONT heals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_degrades_goes_stale_and_backs_off_until_continued() {
+    use crate::common::stale::{Frozen, stops_answering};
+    use crate::pgredis::stale::{BEATS, TIMING};
+    let g = GrpcServer::start().await;
+    let address = format!("127.0.0.1:{}", g.port);
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_toml("grpc", "address", "g", "session", &address, TIMING, "")
+    ))
+    .await;
+    stops_answering(&a, "g", BEATS, || Frozen::freeze(g.pids()), Frozen::thaw).await;
+    a.stop().await;
+}

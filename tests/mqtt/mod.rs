@@ -258,3 +258,20 @@ fn bad_keys_of_the_new_kinds_are_reported_at_their_position() {
         "{err}"
     );
 }
+
+/// The broker process SIGSTOPped: heartbeats go unanswered, the session degrades, goes
+/// stale and backs off; SIGCONT heals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_broker_degrades_goes_stale_and_backs_off_until_continued() {
+    use crate::common::stale::{Frozen, stops_answering};
+    use crate::pgredis::stale::{BEATS, TIMING};
+    let m = Mosquitto::start().await;
+    let addr = format!("127.0.0.1:{}", m.port);
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_toml("mqtt", "address", "m", "session", &addr, TIMING, "")
+    ))
+    .await;
+    stops_answering(&a, "m", BEATS, || Frozen::freeze(m.pids()), Frozen::thaw).await;
+    a.stop().await;
+}

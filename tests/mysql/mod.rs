@@ -272,3 +272,19 @@ async fn silent_server_times_out() {
     })
     .await;
 }
+
+/// The server process SIGSTOPped: heartbeat queries go unanswered, the session degrades,
+/// goes stale and backs off; SIGCONT heals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_degrades_goes_stale_and_backs_off_until_continued() {
+    use crate::common::stale::{Frozen, stops_answering};
+    use crate::pgredis::stale::{BEATS, TIMING};
+    let m = MariaDb::start().await;
+    let a = TestAgent::start(&format!(
+        "{AGENT}{}",
+        check_with("s", "session", &m, TIMING, &login(USER, PASSWORD))
+    ))
+    .await;
+    stops_answering(&a, "s", BEATS, || Frozen::freeze(m.pids()), Frozen::thaw).await;
+    a.stop().await;
+}

@@ -568,6 +568,9 @@ impl Session for GrpcSession {
                         }
                         budget.reset();
                         let t = Instant::now();
+                        // No timeout of our own: the supervisor reports a heartbeat past
+                        // `timeout` and ends the session at `stale_after`; waiting for the
+                        // answer keeps the connection in step.
                         let r = tokio::select! {
                             biased;
                             _ = io.shutdown.cancelled() => {
@@ -575,10 +578,8 @@ impl Session for GrpcSession {
                                 return bye();
                             }
                             r = &mut driver.0 => return driver_ended(r),
-                            r = tokio::time::timeout(io.timeout, ping.ping(Ping::opaque())) => r,
+                            r = ping.ping(Ping::opaque()) => r,
                         };
-                        // A heartbeat past the timeout is reported by the supervisor.
-                        let Ok(r) = r else { continue };
                         let latency = t.elapsed();
                         if let Err(e) = r {
                             return h2_error("HTTP/2 ping", e);

@@ -489,16 +489,17 @@ impl Session for MqttSession {
                         }
                         s.conn.budget.reset();
                         let t = Instant::now();
+                        // No timeout of our own: the supervisor reports a heartbeat past
+                        // `timeout` and ends the session at `stale_after`; waiting for the
+                        // answer keeps the connection in step.
                         let r = tokio::select! {
                             biased;
                             _ = io.shutdown.cancelled() => {
                                 s.conn.goodbye().await;
                                 return bye();
                             }
-                            r = tokio::time::timeout(io.timeout, s.beat()) => r,
+                            r = s.beat() => r,
                         };
-                        // A heartbeat past the timeout is reported by the supervisor.
-                        let Ok(r) = r else { continue };
                         let latency = t.elapsed();
                         let o = match r {
                             Ok(()) => Outcome::up(latency),
