@@ -40,6 +40,48 @@ pub struct MariaDb {
     child: Option<Child>,
 }
 
+/// A freshly installed data directory (`mariadb-install-db`), made once and kept in
+/// cargo's scratch dir for integration tests; every server starts from a copy of it, which
+/// is much cheaper than bootstrapping each time.
+fn template() -> PathBuf {
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            let done = root.join("mariadb-template");
+            if done.join("mysql").is_dir() {
+                return done;
+            }
+            let install = require_bin("mariadb-install-db", "mariadb-server", &[]);
+            let work = tempfile::tempdir_in(root).expect("tempdir for the template");
+            let data = work.path().join("data");
+            run(
+                Command::new(install)
+                    .arg("--no-defaults")
+                    .arg(format!("--datadir={}", data.display()))
+                    .args([
+                        "--user=root",
+                        "--auth-root-authentication-method=normal",
+                        "--skip-test-db",
+                    ])
+                    .args(&SMALL[..2]),
+                "mariadb-install-db",
+            );
+            // Another test binary may have won the race; either copy is fine.
+            let _ = std::fs::rename(&data, &done);
+            done
+        })
+        .clone()
+}
+
+/// `cp -a from to`.
+fn copy_dir(from: &Path, to: &Path) {
+    run(
+        Command::new("cp").arg("-a").arg(from).arg(to),
+        "cp -a (MariaDB data dir)",
+    );
+}
+
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -61,22 +103,10 @@ impl MariaDb {
     }
 
     async fn launch(tls: bool) -> Self {
-        let install = require_bin("mariadb-install-db", "mariadb-server", &[]);
         let bin = require_bin("mariadbd", "mariadb-server", &["/usr/sbin"]);
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        run(
-            Command::new(install)
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", d.join("data").display()))
-                .args([
-                    "--user=root",
-                    "--auth-root-authentication-method=normal",
-                    "--skip-test-db",
-                ])
-                .args(&SMALL[..2]),
-            "mariadb-install-db",
-        );
+        copy_dir(&template(), &d.join("data"));
         let ca = tls.then(|| super::postgres::make_certs(d));
         std::fs::write(
             d.join("init.sql"),
