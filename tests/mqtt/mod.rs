@@ -252,7 +252,7 @@ fn bad_keys_of_the_new_kinds_are_reported_at_their_position() {
             "c.toml:9:9: `query` must not be empty",
             "c.toml:14:12: `protocol` must be \"3.1.1\" or \"5\", got `4.0`",
             "c.toml:15:9: `topic` must be a topic name (1 to 1024 bytes, no `+`, `#` or NUL)",
-            "c.toml:16:1: `password` needs `username` with MQTT 3.1.1 (use protocol = \"5\" for a password alone)",
+            "c.toml:20:12: `password` needs `username` with MQTT 3.1.1 (use protocol = \"5\" for a password alone)",
             "c.toml: 7 errors",
         ],
         "{err}"

@@ -54,7 +54,8 @@ pub struct MqttSpec {
     pub tls_options: TlsOptions,
     /// Protocol level.
     pub version: Version,
-    /// Fixed client identifier (default: `lifeline-` + random, per connection).
+    /// Fixed client identifier (default: `lifeline` + 15 random hex digits, per
+    /// connection: 23 alphanumeric characters, what every 3.1.1 broker must accept).
     pub client_id: Option<String>,
     /// User name.
     pub username: Option<String>,
@@ -64,6 +65,11 @@ pub struct MqttSpec {
     pub topic: Option<String>,
     /// Keep-alive announced in CONNECT, in seconds.
     pub keep_alive: u16,
+}
+
+/// Where the value of `key` is (the table, if it is absent).
+fn key_span(t: &Table<'_, '_>, key: &'static str) -> std::ops::Range<usize> {
+    t.raw(key).map(|v| v.span()).unwrap_or_else(|| t.span())
 }
 
 fn valid_topic(t: &str) -> bool {
@@ -128,7 +134,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         }
         Some(_) => {
             t.error(
-                t.span(),
+                key_span(t, "keep_alive"),
                 "`keep_alive` must be whole seconds from 0s to 65535s",
             );
             None
@@ -137,7 +143,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     let version = version?;
     if version == Version::V311 && password.is_some() && username.is_none() {
         t.error(
-            t.span(),
+            key_span(t, "password"),
             "`password` needs `username` with MQTT 3.1.1 (use protocol = \"5\" for a password alone)",
         );
         return None;
@@ -361,7 +367,7 @@ impl MqttCheck {
         let client_id = match &s.client_id {
             Some(c) => c.as_str(),
             None => {
-                random_id = format!("lifeline-{:016x}", fastrand::u64(..));
+                random_id = format!("lifeline{:015x}", fastrand::u64(..) >> 4);
                 random_id.as_str()
             }
         };
