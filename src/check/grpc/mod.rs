@@ -473,11 +473,10 @@ impl Check for GrpcCheck {
         Box::pin(self.check(at))
     }
 
-    fn connect<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Result<Connected, Outcome>> {
+    fn connect<'a>(&'a self, _at: &'a Attempt) -> BoxFuture<'a, Result<Connected, Outcome>> {
         Box::pin(async move {
             let start = Instant::now();
             let mut phases = Phases::default();
-            let _ = at;
             let r = async {
                 // No grpc-timeout: the stream is meant to stay open.
                 let mut call = self.call(WATCH_PATH, None, &mut phases).await?;
