@@ -18,6 +18,9 @@ PACKAGES=(
   chromium                           # status page in a headless browser
   gcc                                # C plugin example
   dnsmasq                            # dns: a real resolver on a free port
+  mariadb-server                     # mysql checks (mariadb-install-db, mariadbd, mariadb client)
+  mosquitto                          # mqtt checks (mosquitto, mosquitto_passwd)
+  python3-venv                       # grpc checks: a venv for PyPI grpcio (scripts/test-deps/grpc.sh)
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
   iproute2 nftables                  # chaos tests: network namespaces, veth pairs, DROP rules (run as root)
   lighttpd                           # chaos tests: the tcp/http peer that is killed and restarted

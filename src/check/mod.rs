@@ -12,7 +12,10 @@
 
 pub mod ami;
 pub mod exec;
+pub mod grpc;
 pub mod http;
+pub mod mqtt;
+pub mod mysql;
 pub mod plugin;
 pub mod postgres;
 pub mod push;

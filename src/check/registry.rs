@@ -83,6 +83,21 @@ pub const KINDS: &[KindInfo] = &[
         session: false,
         parse: super::push::parse,
     },
+    KindInfo {
+        name: "grpc",
+        session: true,
+        parse: super::grpc::parse,
+    },
+    KindInfo {
+        name: "mqtt",
+        session: true,
+        parse: super::mqtt::parse,
+    },
+    KindInfo {
+        name: "mysql",
+        session: true,
+        parse: super::mysql::parse,
+    },
 ];
 
 /// Looks a kind up by name.

@@ -11,6 +11,7 @@
 //! | [`dns`] | the agent's one asynchronous resolver (hickory; resolv.conf, `/etc/hosts`, cache, `[agent] dns_servers`), also as reqwest's resolver |
 //! | [`deadline`] | the current attempt's deadline, set around each attempt by the supervisor, read by lookups and connects to fail with a precise kind in time |
 //! | [`ws`] | opening a WebSocket (timed, classified) and its message size limit |
+//! | [`stream`] | a plain or TLS byte stream (timed connect and handshake, budgeted reads) for kinds with their own wire codec (grpc, mysql, mqtt) |
 //!
 //! The layer reports failures in the check contract's vocabulary
 //! ([`crate::check::CheckError`], [`crate::check::ErrorKind`], [`crate::check::Phases`]),
@@ -21,5 +22,6 @@ pub mod capped;
 pub mod deadline;
 pub mod dns;
 pub mod http_client;
+pub mod stream;
 pub mod tls;
 pub mod ws;

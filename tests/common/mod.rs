@@ -6,6 +6,10 @@
 
 pub mod api;
 pub mod netns;
+pub mod grpc;
+pub mod hostile;
+pub mod mariadb;
+pub mod mosquitto;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;

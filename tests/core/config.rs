@@ -236,6 +236,8 @@ fn shipped_config_examples_all_validate() {
         .envs([
             ("PG_PASSWORD", "x"),
             ("REDIS_PASSWORD", "x"),
+            ("MYSQL_PASSWORD", "x"),
+            ("MQTT_PASSWORD", "x"),
             ("SLACK_WEBHOOK_URL", "https://hooks.example.net/x"),
             ("HOOK_SECRET", "x"),
             ("SMTP_PASSWORD", "x"),
