@@ -29,6 +29,11 @@ pub const KINDS: &[KindInfo] = &[
         parse: super::tcp::parse,
     },
     KindInfo {
+        name: "tls",
+        session: false,
+        parse: super::tls::parse,
+    },
+    KindInfo {
         name: "http",
         session: false,
         parse: super::http::parse,

@@ -54,9 +54,12 @@ pub struct SipSpec {
     pub maintenance_codes: Vec<RangeInclusive<u16>>,
     /// Certificate handling (TLS).
     pub tls: TlsOptions,
+    /// `tls_expiry_warning` for `transport=tls` (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
-/// Reads `target`, `from`, `accept_codes`, `maintenance_codes`, `ca_file`, `tls_skip_verify`.
+/// Reads `target`, `from`, `accept_codes`, `maintenance_codes`, `ca_file`, `tls_skip_verify`,
+/// `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let target = t.req_str("target").and_then(|s| match parse_target(&s.value) {
         Ok(target) => {
@@ -96,12 +99,14 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         return None;
     }
     let tls = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(SipSpec {
         target: target?,
         from: from?,
         accept_codes: accept_codes.unwrap_or_else(|| vec![200..=299]),
         maintenance_codes: maintenance_codes.unwrap_or_else(|| vec![503..=503]),
         tls,
+        tls_expiry_warning,
     }))
 }
 
@@ -154,6 +159,8 @@ struct Caller {
     host: String,
     from: String,
     cseq: u32,
+    /// The server certificate (TLS), re-checked against the warning at every answer.
+    cert: Option<tls::PeerCert>,
 }
 
 impl Caller {
@@ -169,6 +176,7 @@ impl Caller {
             cseq: 0,
             local,
             spec,
+            cert: None,
         }
     }
 
@@ -223,7 +231,7 @@ impl Caller {
         if let Some(n) = retransmits {
             o = with_retransmits(o, n);
         }
-        o
+        o.with_peer_cert(self.cert.clone(), spec.tls_expiry_warning)
     }
 }
 
@@ -330,7 +338,7 @@ impl SipCheck {
             transport::open_stream(&self.spec.target, self.tls.as_ref(), &mut phases),
         )
         .await;
-        let (io, local) = match opened {
+        let (io, local, cert) = match opened {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => return Err(Outcome::down(e, start.elapsed()).with_phases(phases)),
             Err(_) => {
@@ -346,6 +354,7 @@ impl SipCheck {
             writer: w,
             caller: Caller::new(self.spec.clone(), local),
         };
+        conn.caller.cert = cert;
         let req = conn.caller.next();
         let sent = Instant::now();
         let r = timeout_at(deadline, conn.exchange(&req)).await;

@@ -11,7 +11,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::message::{self, Framing, Message, Options, ParseError};
 use super::{Caller, Target};
-use crate::check::{CheckError, ErrorKind, Phases};
+use crate::check::{CheckError, ErrorKind, PeerCert, Phases};
 
 /// RFC 3261 T1: the first retransmission interval.
 pub const T1: Duration = Duration::from_millis(500);
@@ -114,33 +114,23 @@ impl Reader {
     }
 }
 
-/// Connects to `target` over TCP, then TLS when `tls` is given; returns the stream and
-/// the local address.
+/// Connects to `target` over TCP, then TLS when `tls` is given; returns the stream, the
+/// local address and (TLS) the server certificate.
 pub(super) async fn open_stream(
     target: &Target,
     tls: Option<&Arc<rustls::ClientConfig>>,
     phases: &mut Phases,
-) -> Result<(BoxIo, SocketAddr), CheckError> {
+) -> Result<(BoxIo, SocketAddr, Option<PeerCert>), CheckError> {
     let tcp = crate::net::addr::connect(&target.address(), phases).await?;
     let local = tcp
         .local_addr()
         .map_err(|e| CheckError::new(ErrorKind::Internal, format!("local address: {e}")))?;
     let Some(cfg) = tls else {
-        return Ok((Box::new(tcp), local));
+        return Ok((Box::new(tcp), local, None));
     };
-    let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
-        CheckError::new(
-            ErrorKind::Tls,
-            format!("invalid TLS server name {}: {e}", target.host),
-        )
-    })?;
-    let t = Instant::now();
-    let stream = tokio_rustls::TlsConnector::from(cfg.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| CheckError::new(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
-    phases.tls = Some(t.elapsed());
-    Ok((Box::new(stream), local))
+    let stream = crate::net::tls::handshake(tcp, &target.host, cfg, phases).await?;
+    let cert = crate::net::tls::stream_cert(&stream);
+    Ok((Box::new(stream), local, cert))
 }
 
 /// Sends `bytes` and retransmits them on Timer E until a final response to `req` arrives
