@@ -15,6 +15,7 @@ mod plugins;
 mod sip;
 mod status_page;
 mod store;
+mod tls;
 mod web;
 
 mod alerting;

@@ -48,7 +48,10 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         Some(s) if rustls::pki_types::ServerName::try_from(s.value.as_str()).is_err() => {
             t.error(
                 s.span,
-                format!("`server_name` must be a DNS name or an IP address, got `{}`", s.value),
+                format!(
+                    "`server_name` must be a DNS name or an IP address, got `{}`",
+                    s.value
+                ),
             );
             return None;
         }
@@ -96,10 +99,11 @@ impl Check for TlsCheck {
             match r {
                 Ok(mut s) => {
                     let (_, conn) = s.get_ref();
-                    let version = conn
-                        .protocol_version()
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("TLS");
+                    let version = match conn.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
+                        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
+                        _ => "TLS",
+                    };
                     let cert = tls::stream_cert(&s).or_else(|| self.capture.get());
                     let msg = match &cert {
                         Some(c) => format!(

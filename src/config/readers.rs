@@ -167,10 +167,7 @@ impl Table<'_, '_> {
             Ok(d) if d.is_zero() => None,
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(
-                    s.span,
-                    format!("`tls_expiry_warning`: {e} (or \"off\")"),
-                );
+                self.error(s.span, format!("`tls_expiry_warning`: {e} (or \"off\")"));
                 default
             }
         }

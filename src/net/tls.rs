@@ -227,7 +227,10 @@ impl PeerCert {
     /// `tls` error.
     pub fn from_der(der: &[u8]) -> Result<Self, CheckError> {
         let bad = |e: x509_cert::der::Error| {
-            CheckError::new(ErrorKind::Tls, format!("unparsable server certificate: {e}"))
+            CheckError::new(
+                ErrorKind::Tls,
+                format!("unparsable server certificate: {e}"),
+            )
         };
         let cert = x509_cert::Certificate::from_der(der).map_err(bad)?;
         let tbs = &cert.tbs_certificate;
@@ -433,14 +436,13 @@ pub async fn handshake<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let name = ServerName::try_from(super::addr::unbracket(server_name).to_string()).map_err(
-        |e| {
+    let name =
+        ServerName::try_from(super::addr::unbracket(server_name).to_string()).map_err(|e| {
             CheckError::new(
                 ErrorKind::Tls,
                 format!("invalid TLS server name {server_name}: {e}"),
             )
-        },
-    )?;
+        })?;
     let t = tokio::time::Instant::now();
     let s = tokio_rustls::TlsConnector::from(cfg.clone())
         .connect(name, stream)

@@ -42,18 +42,23 @@ impl Redis {
 
     /// TLS only (no plain port), certificate for `localhost` signed by [`Redis::ca`].
     pub async fn start_tls() -> Self {
-        Self::launch_with(false, true).await
+        Self::launch_with(false, true, 90).await
+    }
+
+    /// As [`Redis::start_tls`], with a server certificate that expires in `days` days.
+    pub async fn start_tls_valid(days: u32) -> Self {
+        Self::launch_with(false, true, days).await
     }
 
     async fn launch(auth: bool) -> Self {
-        Self::launch_with(auth, false).await
+        Self::launch_with(auth, false, 90).await
     }
 
-    async fn launch_with(auth: bool, tls: bool) -> Self {
+    async fn launch_with(auth: bool, tls: bool, days: u32) -> Self {
         let bin = require_bin("redis-server", "redis-server", &[]);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let ca = tls.then(|| super::postgres::make_certs(dir.path()));
+        let ca = tls.then(|| super::postgres::make_certs_valid(dir.path(), days));
         let mut conf = format!(
             "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndaemonize no\nprotected-mode no\ndir {}\nlogfile {}\n",
             if tls { 0 } else { port },

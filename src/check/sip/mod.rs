@@ -498,6 +498,7 @@ mod tests {
             accept_codes: vec![200..=299],
             maintenance_codes: vec![480..=480],
             tls: TlsOptions::default(),
+            tls_expiry_warning: None,
         })
     }
 
