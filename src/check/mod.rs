@@ -11,6 +11,7 @@
 //!   reports it.
 
 pub mod ami;
+pub mod dns;
 pub mod exec;
 pub mod http;
 pub mod plugin;

@@ -34,6 +34,11 @@ pub const KINDS: &[KindInfo] = &[
         parse: super::tls::parse,
     },
     KindInfo {
+        name: "dns",
+        session: false,
+        parse: super::dns::parse,
+    },
+    KindInfo {
         name: "http",
         session: false,
         parse: super::http::parse,
