@@ -18,6 +18,7 @@ PACKAGES=(
   gcc                                # C plugin example
   dnsmasq                            # dns: a real resolver on a free port
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
+  iproute2 iptables util-linux       # icmp: blackhole routes, DROP rules, setpriv without CAP_NET_RAW (run as root)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -10,6 +10,7 @@ mod ami;
 mod core;
 mod dashboards;
 mod dns;
+mod icmp;
 mod pgredis;
 mod plugins;
 mod sip;

@@ -14,6 +14,7 @@ pub mod ami;
 pub mod dns;
 pub mod exec;
 pub mod http;
+pub mod icmp;
 pub mod plugin;
 pub mod postgres;
 pub mod redis;

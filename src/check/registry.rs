@@ -39,6 +39,11 @@ pub const KINDS: &[KindInfo] = &[
         parse: super::dns::parse,
     },
     KindInfo {
+        name: "icmp",
+        session: false,
+        parse: super::icmp::parse,
+    },
+    KindInfo {
         name: "http",
         session: false,
         parse: super::http::parse,
