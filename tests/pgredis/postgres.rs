@@ -281,7 +281,7 @@ async fn sslmodes_against_a_tls_server() {
         assert_eq!(tls["subject"], "CN=localhost", "{name}: {tls}");
         assert_eq!(tls["sans"], serde_json::json!(["localhost"]), "{name}");
     }
-    assert!(a.state("disable").details.get("tls").is_none());
+    assert!(!a.state("disable").details.contains_key("tls"));
     assert!(
         a.check_metric(
             "lifeline_check_tls_not_after_timestamp_seconds",

@@ -44,20 +44,7 @@ impl Certs {
 
     /// A rustls server config with the server certificate (for in-process peers).
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        lifeline::net::tls::install_provider();
-        let certs = CertificateDer::pem_file_iter(self.path("server.crt"))
-            .expect("server.crt")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("server.crt");
-        let key = PrivateKeyDer::from_pem_file(self.path("server.key")).expect("server.key");
-        Arc::new(
-            rustls::ServerConfig::builder()
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .expect("server config"),
-        )
+        crate::common::tls_peer::server_config(self.dir.path())
     }
 }
 
