@@ -240,6 +240,7 @@ fn shipped_config_examples_all_validate() {
             ("HOOK_SECRET", "x"),
             ("SMTP_PASSWORD", "x"),
             ("API_TOKEN", "x"),
+            ("AMI_SECRET", "x"),
         ])
         .output()
         .unwrap();
