@@ -22,6 +22,7 @@ use super::{
 use crate::config::raw::Table;
 use crate::net::capped::{AtCap, CappedBuf};
 use crate::net::http_client::{self, classify, describe};
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 

@@ -37,8 +37,6 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::net::tls::PeerCert;
-
 /// A boxed, sendable future (kinds are used as trait objects): `futures_util`'s.
 pub use futures_util::future::BoxFuture;
 
@@ -263,10 +261,10 @@ pub struct Outcome {
     pub perfdata: Vec<Perf>,
     /// Phase timings.
     pub phases: Phases,
-    /// The server's leaf certificate, for kinds that did TLS
+    /// `notAfter` of the server's leaf certificate, for kinds that did TLS
     /// (`lifeline_check_tls_not_after_timestamp_seconds`); set by
-    /// [`Outcome::with_peer_cert`].
-    pub tls: Option<PeerCert>,
+    /// `net::tls::CertOutcome::with_peer_cert`.
+    pub tls_not_after: Option<std::time::SystemTime>,
 }
 
 impl Outcome {
@@ -279,7 +277,7 @@ impl Outcome {
             details: BTreeMap::new(),
             perfdata: Vec::new(),
             phases: Phases::default(),
-            tls: None,
+            tls_not_after: None,
         }
     }
 
@@ -292,7 +290,7 @@ impl Outcome {
             details: BTreeMap::new(),
             perfdata: Vec::new(),
             phases: Phases::default(),
-            tls: None,
+            tls_not_after: None,
         }
     }
 
@@ -314,37 +312,6 @@ impl Outcome {
         self
     }
 
-    /// Records the server's certificate (`details.tls`, the not-after metric) and applies
-    /// `tls_expiry_warning`: a success whose certificate expires within `warning` (or has
-    /// expired, when verification is off) becomes `Warn(tls)`. `None` certificates leave
-    /// the outcome as it is; a `None` warning only reports.
-    pub fn with_peer_cert(mut self, cert: Option<PeerCert>, warning: Option<Duration>) -> Self {
-        let Some(cert) = cert else {
-            return self;
-        };
-        self.details.insert("tls".to_string(), cert.to_json());
-        let left = cert.seconds_left(std::time::SystemTime::now());
-        if let Some(w) = warning
-            && self.verdict == Verdict::Up
-            && left < w.as_secs_f64()
-        {
-            let when = crate::time::rfc3339(cert.not_after);
-            let note = if left <= 0.0 {
-                format!("certificate expired {} ago ({when})", days_hours(-left))
-            } else {
-                format!("certificate expires in {} ({when})", days_hours(left))
-            };
-            self.verdict = Verdict::Warn(Some(ErrorKind::Tls));
-            self.message = if self.message.is_empty() {
-                note
-            } else {
-                format!("{}; {note}", self.message)
-            };
-        }
-        self.tls = Some(cert);
-        self
-    }
-
     /// The error kind, if the verdict carries one.
     pub fn error_kind(&self) -> Option<ErrorKind> {
         match &self.verdict {
@@ -357,17 +324,6 @@ impl Outcome {
     /// True for `Up` and `Warn`.
     pub fn is_success(&self) -> bool {
         matches!(self.verdict, Verdict::Up | Verdict::Warn(_))
-    }
-}
-
-/// `3d 4h`, `5h 10m`, `12m`: a time left, as people read it.
-fn days_hours(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    match (d, h) {
-        (0, 0) => format!("{m}m"),
-        (0, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
     }
 }
 

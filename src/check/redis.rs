@@ -24,6 +24,7 @@ use super::{
 use crate::config::raw::Table;
 use crate::net::addr::{self, join_host_port, unbracket};
 use crate::net::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 

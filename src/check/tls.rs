@@ -15,6 +15,7 @@ use super::ParseCx;
 use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, KindSpec, Outcome, Phases};
 use crate::config::raw::Table;
 use crate::net::addr::{connect, split_host_port};
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, CertCapture, TlsOptions};
 
 /// `tls` settings.

@@ -14,9 +14,11 @@ use super::ParseCx;
 use super::token::{TokenSource, TokenSpec, handshake_headers};
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
-    PeerCert, Phases, Session, SessionIo,
+    Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
+use crate::net::tls::PeerCert;
 use crate::net::tls::TlsOptions;
 use crate::net::ws::{Ws, classify, open};
 use crate::secret::Secret;

@@ -503,8 +503,8 @@ impl CheckMetrics {
                 s.set_phase(i, d.as_secs_f64());
             }
         }
-        if let Some(c) = &o.tls {
-            s.tls_not_after.set(c.not_after_unix());
+        if let Some(t) = o.tls_not_after {
+            s.tls_not_after.set(crate::time::unix_secs_f64(t));
         }
         // The latest result decides which perfdata series exist (none after a result
         // without perfdata, e.g. a timeout: a stale value is worse than a gap).

@@ -456,3 +456,52 @@ where
 pub fn stream_cert<S>(s: &ClientStream<S>) -> Option<PeerCert> {
     peer_cert(s.get_ref().1)
 }
+
+/// What a kind does with the certificate it read: `outcome.with_peer_cert(cert, warning)`.
+pub trait CertOutcome {
+    /// Records the server's certificate (`details.tls`, the not-after metric) and applies
+    /// `tls_expiry_warning`: a success whose certificate expires within `warning` (or has
+    /// expired, when verification is off) becomes `Warn(tls)`. `None` certificates leave
+    /// the outcome as it is; a `None` warning only reports.
+    fn with_peer_cert(self, cert: Option<PeerCert>, warning: Option<Duration>) -> Self;
+}
+
+impl CertOutcome for crate::check::Outcome {
+    fn with_peer_cert(mut self, cert: Option<PeerCert>, warning: Option<Duration>) -> Self {
+        let Some(cert) = cert else {
+            return self;
+        };
+        self.details.insert("tls".to_string(), cert.to_json());
+        let left = cert.seconds_left(std::time::SystemTime::now());
+        if let Some(w) = warning
+            && self.verdict == crate::check::Verdict::Up
+            && left < w.as_secs_f64()
+        {
+            let when = crate::time::rfc3339(cert.not_after);
+            let note = if left <= 0.0 {
+                format!("certificate expired {} ago ({when})", days_hours(-left))
+            } else {
+                format!("certificate expires in {} ({when})", days_hours(left))
+            };
+            self.verdict = crate::check::Verdict::Warn(Some(ErrorKind::Tls));
+            self.message = if self.message.is_empty() {
+                note
+            } else {
+                format!("{}; {note}", self.message)
+            };
+        }
+        self.tls_not_after = Some(cert.not_after);
+        self
+    }
+}
+
+/// `3d 4h`, `5h 10m`, `12m`: a time left, as people read it.
+fn days_hours(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}

@@ -25,9 +25,11 @@ use self::codec::{Action, AmiCodec, CodecError, Frame, Message};
 use super::ParseCx;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
-    PeerCert, Phases, Session, SessionIo,
+    Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
+use crate::net::tls::PeerCert;
 use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 

@@ -29,11 +29,13 @@ use self::ssl::{TlsRecord, tls_connector};
 use super::ParseCx;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Outcome,
-    PeerCert, Phases, Session, SessionIo,
+    Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
 use crate::net::addr;
 use crate::net::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
+use crate::net::tls::CertOutcome;
+use crate::net::tls::PeerCert;
 use dsn::{Dsn, SslMode};
 
 /// Default `query`.

@@ -37,6 +37,7 @@ use super::{
     Perf, Phases, Session, SessionIo, Verdict,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
 
 const USER_AGENT: &str = concat!("lifeline/", env!("CARGO_PKG_VERSION"));

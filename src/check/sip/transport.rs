@@ -11,7 +11,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::message::{self, Framing, Message, Options, ParseError};
 use super::{Caller, Target};
-use crate::check::{CheckError, ErrorKind, PeerCert, Phases};
+use crate::check::{CheckError, ErrorKind, Phases};
+use crate::net::tls::PeerCert;
 
 /// RFC 3261 T1: the first retransmission interval.
 pub const T1: Duration = Duration::from_millis(500);

@@ -26,6 +26,7 @@ use super::{
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
 use crate::net::tls::TlsOptions;
 use crate::net::ws::{MAX_MESSAGE, Ws, classify, open as open_ws};
 use crate::secret::Secret;
