@@ -41,7 +41,7 @@ async fn email_gets_firing_and_resolved_with_text_and_html_parts() {
     .await;
     a.wait_status("db", lifeline::health::Status::Healthy, T)
         .await;
-    target.stop();
+    target.stop().await;
     let mails = smtp.wait_mails(1, T).await;
     let m = &mails[0];
     assert_eq!(m.mail_from, "lifeline@example.test");

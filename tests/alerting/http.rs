@@ -47,7 +47,7 @@ async fn slack_and_webhook_get_firing_then_resolved_with_a_valid_signature() {
     );
     let a = AlertAgent::start(dir.path(), &config).await;
     a.wait_status("db", Status::Healthy, T).await;
-    target.stop();
+    target.stop().await;
 
     let hook = rx.wait_delivered("/hook", 1, T).await;
     let n = &hook[0].json;
@@ -260,7 +260,7 @@ async fn silences_api_holds_notifications_until_expired() {
     assert_eq!(status, 400);
 
     a.wait_status("db", Status::Healthy, T).await;
-    target.stop();
+    target.stop().await;
     a.wait_status("db", Status::Unhealthy, T).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.all().is_empty(), "silenced");

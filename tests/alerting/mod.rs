@@ -161,10 +161,12 @@ impl Target {
         }));
     }
 
-    /// Stops listening (connections are refused).
-    pub fn stop(&mut self) {
+    /// Stops listening: when this returns the listener is closed and connections are
+    /// refused (an abort alone only asks the runtime to drop it later).
+    pub async fn stop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            let _ = t.await;
         }
     }
 
@@ -176,7 +178,9 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 

@@ -52,8 +52,8 @@ async fn a_failing_dependency_holds_its_dependents_until_it_recovers() {
     a.wait_status("db", Status::Healthy, T).await;
     // The database goes down, and the API with it, at the same moment. Which of the two
     // probes notices first is luck; `for` (1 s) covers the dependency's detection time.
-    db.stop();
-    api.stop();
+    db.stop().await;
+    api.stop().await;
     a.wait_status("api", Status::Unhealthy, T).await;
     rx.wait_delivered("/hook", 1, T).await;
     // Let the API fail well past `for` (1 s): without the hold it would page.
@@ -102,7 +102,7 @@ async fn a_network_outage_pages_once_as_agent_offline() {
     for i in 0..10 {
         a.wait_status(&format!("svc-{i}"), Status::Healthy, T).await;
     }
-    net.stop(); // every target, the gateway included, is unreachable
+    net.stop().await; // every target, the gateway included, is unreachable
     let posts = rx.wait_delivered("/hook", 1, T).await;
     assert_eq!(
         posts[0].json["route"],
@@ -144,7 +144,7 @@ async fn a_flapping_check_sends_one_flapping_notification_then_is_held() {
     a.wait_status("flappy", Status::Healthy, T).await;
     // Twelve status changes, each one observed before the next.
     for _ in 0..6 {
-        t.stop();
+        t.stop().await;
         a.wait_status("flappy", Status::Unhealthy, T).await;
         t.start().await;
         a.wait_status("flappy", Status::Healthy, T).await;

@@ -124,7 +124,7 @@ async fn client_js_on_another_origin_follows_a_stop_and_an_agent_restart() {
 
     // The target stops: the application hears it from the event stream.
     let before = tab.eval("window.reports.length").await;
-    beta.stop();
+    beta.stop().await;
     tab.wait_true(
         "(() => { const h = window.reports[window.reports.length - 1]; \
          return h.connected && h.status === 'down' && ['unhealthy','disconnected'].includes(h.checks.beta.status) \
@@ -163,7 +163,7 @@ async fn client_js_on_another_origin_follows_a_stop_and_an_agent_restart() {
         .await;
     tab.eval("window.stop(); window.n = window.reports.length")
         .await;
-    beta.stop();
+    beta.stop().await;
     tab.wait_true(
         "window.r2[window.r2.length - 1].status === 'down'",
         s,

@@ -176,17 +176,21 @@ impl Target {
         }));
     }
 
-    /// Stops listening: connections are refused from now on.
-    pub fn stop(&mut self) {
+    /// Stops listening: when this returns the listener is closed, so connections are
+    /// refused from now on (an abort alone only asks the runtime to drop it later).
+    pub async fn stop(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            let _ = t.await;
         }
     }
 }
 
 impl Drop for Target {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 

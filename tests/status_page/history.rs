@@ -388,7 +388,7 @@ async fn status_page_with_history_matches_the_api_in_chromium() {
     // the seeded changes.
     tab.eval("window.__same = 1").await;
     let mut beta = beta;
-    beta.stop();
+    beta.stop().await;
     assert!(a.agent.force_one("beta").await);
     a.wait_status("beta", Status::Unhealthy, s).await;
     tab.wait_true(
