@@ -1,6 +1,7 @@
 //! TLS certificate expiry (issue 16): the `tls` kind against `openssl s_server`, and
 //! `details.tls` / `tls_expiry_warning` / the not-after metric on the kinds that do TLS
-//! (http against `openssl s_server -www`, rediss against redis-server, ami over TLS
+//! (http against `openssl s_server -www`, wss against an in-process tokio-rustls +
+//! tungstenite server, rediss against redis-server, ami over TLS
 //! against the transcript fake). Certificates are made by `openssl` in temp dirs: one
 //! that expires in 2 days (inside the default 14-day warning) and one in 90 days.
 
@@ -306,4 +307,70 @@ async fn ami_over_tls_logs_in_and_reports_expiry() {
     // The login went through the TLS connection.
     assert!(!f90.received("Login").is_empty());
     a.stop().await;
+}
+
+/// A `wss://` server in-process: TLS (certificate expiring in `days`) then a WebSocket
+/// upgrade (tungstenite) that answers pings. Returns the port, the CA and the handles.
+async fn wss_server(days: u32) -> (u16, PathBuf, tempfile::TempDir, tokio::task::JoinHandle<()>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = make_certs_valid(dir.path(), days);
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(crate::common::tls_peer::server_config(dir.path()));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let a = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = a.accept(s).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                use futures_util::StreamExt;
+                // Pings are answered by tungstenite while the stream is read.
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    (port, ca, dir, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_probe_and_session_warn_before_the_certificate_expires() {
+    let (p2, ca2, _d2, t2) = wss_server(2).await;
+    let (p90, ca90, _d90, t90) = wss_server(90).await;
+    let ws = |port: u16, ca: &Path, mode: &str| {
+        format!(
+            "url = \"wss://localhost:{port}/\"\nca_file = \"{}\"\nmode = \"{mode}\"",
+            ca.display()
+        )
+    };
+    let mut cfg = AGENT.to_string();
+    cfg.push_str(&check("wss-2", "websocket", &ws(p2, &ca2, "probe")));
+    cfg.push_str(&check(
+        "wss-2-session",
+        "websocket",
+        &ws(p2, &ca2, "session"),
+    ));
+    cfg.push_str(&check("wss-90", "websocket", &ws(p90, &ca90, "session")));
+    let a = TestAgent::start(&cfg).await;
+    for name in ["wss-2", "wss-2-session"] {
+        let st = a.wait_status(name, Status::Degraded, SOON).await;
+        assert_eq!(st.error_kind, Some(ErrorKind::Tls), "{name}");
+        assert_eq!(st.details["tls"]["subject"], "CN=localhost");
+        assert_not_after_in(&a, name, 2.0);
+    }
+    a.wait_status("wss-90", Status::Healthy, SOON).await;
+    assert_not_after_in(&a, "wss-90", 90.0);
+    // Heartbeats on the session keep the warning.
+    wait_for(SOON, "wss session heartbeats", || {
+        (a.state("wss-2-session").consecutive_successes >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(a.state("wss-2-session").status, Status::Degraded);
+    a.stop().await;
+    t2.abort();
+    t90.abort();
 }
