@@ -1,5 +1,5 @@
-//! The `dns` kind against dnsmasq with records the test writes: every record type but
-//! NS (dnsmasq serves NS only as an authoritative server), UDP and TCP, `expect` values
+//! The `dns` kind against dnsmasq with records the test writes: every record type (NS
+//! from a dnsmasq that is authoritative for the zone), UDP and TCP, `expect` values
 //! and regexes, NXDOMAIN, SERVFAIL (passed through from an upstream that answers
 //! SERVFAIL), a silent server, and `lifeline check` (the CLI one-shot).
 
@@ -180,4 +180,35 @@ async fn dns_kind_in_the_cli_one_shot_and_against_a_silent_server() {
         r["silent"]
     );
     assert!(wall < Duration::from_secs(10), "took {wall:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_kind_reads_ns_records_from_an_authoritative_dnsmasq() {
+    // dnsmasq serves NS records only for a zone it is authoritative for.
+    let d = Dnsmasq::start(&[
+        "--auth-server=ns1.lifeline.test,127.0.0.1".into(),
+        "--auth-zone=lifeline.test".into(),
+        "--host-record=ns1.lifeline.test,127.0.0.1".into(),
+    ])
+    .await;
+    let s = d.server();
+    let mut cfg = String::from("[agent]\ndata_dir = \"{dir}/data\"\n");
+    cfg.push_str(&dns_check(
+        "ns",
+        &s,
+        "query = \"lifeline.test\"\nrecord = \"NS\"\nexpect = [\"ns1.lifeline.test\"]",
+    ));
+    cfg.push_str(&dns_check(
+        "ns-tcp",
+        &s,
+        "query = \"lifeline.test.\"\nrecord = \"NS\"\ntransport = \"tcp\"\nexpect = '^ns1\\.'",
+    ));
+    let a = TestAgent::start(&cfg).await;
+    let st = a.wait_status("ns", Status::Healthy, SOON).await;
+    assert_eq!(
+        st.details["answers"],
+        serde_json::json!(["ns1.lifeline.test"])
+    );
+    a.wait_status("ns-tcp", Status::Healthy, SOON).await;
+    a.stop().await;
 }
