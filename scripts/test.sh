@@ -18,7 +18,8 @@ PACKAGES=(
   gcc                                # C plugin example
   dnsmasq                            # dns: a real resolver on a free port
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
-  iproute2 iptables util-linux       # icmp: blackhole routes, DROP rules, setpriv without CAP_NET_RAW (run as root)
+  iproute2 nftables iptables util-linux # chaos: network namespaces, veth pairs, DROP rules; icmp: blackhole routes, iptables DROP rules, setpriv without CAP_NET_RAW (run as root)
+  lighttpd                           # chaos tests: the tcp/http peer that is killed and restarted
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,6 +7,7 @@
 mod common;
 
 mod ami;
+mod chaos;
 mod core;
 mod dashboards;
 mod dns;
@@ -20,5 +21,6 @@ mod tls;
 mod web;
 
 mod alerting;
+mod notifiers;
 mod robust;
 mod socketio;

@@ -140,6 +140,19 @@ impl FakeAmi {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake AMI");
+        Self::serve_on(cfg, listener)
+    }
+
+    /// Serves on `listener` (a non-blocking std listener, e.g. one bound inside a
+    /// network namespace by `netns::NsRef::bind_tcp`).
+    pub fn start_on(cfg: FakeAmiConfig, listener: std::net::TcpListener) -> Self {
+        Self::serve_on(
+            cfg,
+            TcpListener::from_std(listener).expect("register the fake AMI listener"),
+        )
+    }
+
+    fn serve_on(cfg: FakeAmiConfig, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             cfg,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod netns;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;

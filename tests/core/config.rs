@@ -241,6 +241,16 @@ fn shipped_config_examples_all_validate() {
             ("SMTP_PASSWORD", "x"),
             ("API_TOKEN", "x"),
             ("AMI_SECRET", "x"),
+            ("PAGERDUTY_ROUTING_KEY", "0123456789abcdef0123456789abcdef"),
+            ("OPSGENIE_API_KEY", "x"),
+            ("TEAMS_WEBHOOK_URL", "https://teams.example.net/x"),
+            (
+                "DISCORD_WEBHOOK_URL",
+                "https://discord.example.net/api/webhooks/1/x",
+            ),
+            ("TELEGRAM_BOT_TOKEN", "123:abc"),
+            ("NTFY_TOKEN", "x"),
+            ("INCIDENTS_API_KEY", "x"),
         ])
         .output()
         .unwrap();
