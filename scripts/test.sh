@@ -22,7 +22,7 @@ PACKAGES=(
   mosquitto                          # mqtt checks (mosquitto, mosquitto_passwd)
   python3-venv                       # grpc checks: a venv for PyPI grpcio (scripts/test-deps/grpc.sh)
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
-  iproute2 nftables                  # chaos tests: network namespaces, veth pairs, DROP rules (run as root)
+  iproute2 nftables iptables util-linux # chaos: network namespaces, veth pairs, DROP rules; icmp: blackhole routes, iptables DROP rules, setpriv without CAP_NET_RAW (run as root)
   lighttpd                           # chaos tests: the tcp/http peer that is killed and restarted
 )
 missing=()

@@ -14,12 +14,14 @@ mod dns;
 mod grpc;
 mod mqtt;
 mod mysql;
+mod icmp;
 mod pgredis;
 mod plugins;
 mod push;
 mod sip;
 mod status_page;
 mod store;
+mod tls;
 mod web;
 
 mod alerting;

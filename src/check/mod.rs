@@ -11,11 +11,13 @@
 //!   reports it.
 
 pub mod ami;
+pub mod dns;
 pub mod exec;
 pub mod grpc;
 pub mod http;
 pub mod mqtt;
 pub mod mysql;
+pub mod icmp;
 pub mod plugin;
 pub mod postgres;
 pub mod push;
@@ -25,6 +27,7 @@ pub mod rule;
 pub mod sip;
 pub mod socketio;
 pub mod tcp;
+pub mod tls;
 pub mod token;
 pub mod websocket;
 
@@ -262,6 +265,10 @@ pub struct Outcome {
     pub perfdata: Vec<Perf>,
     /// Phase timings.
     pub phases: Phases,
+    /// `notAfter` of the server's leaf certificate, for kinds that did TLS
+    /// (`lifeline_check_tls_not_after_timestamp_seconds`); set by
+    /// `net::tls::CertOutcome::with_peer_cert`.
+    pub tls_not_after: Option<std::time::SystemTime>,
 }
 
 impl Outcome {
@@ -274,6 +281,7 @@ impl Outcome {
             details: BTreeMap::new(),
             perfdata: Vec::new(),
             phases: Phases::default(),
+            tls_not_after: None,
         }
     }
 
@@ -286,6 +294,7 @@ impl Outcome {
             details: BTreeMap::new(),
             perfdata: Vec::new(),
             phases: Phases::default(),
+            tls_not_after: None,
         }
     }
 

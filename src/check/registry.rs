@@ -29,6 +29,21 @@ pub const KINDS: &[KindInfo] = &[
         parse: super::tcp::parse,
     },
     KindInfo {
+        name: "tls",
+        session: false,
+        parse: super::tls::parse,
+    },
+    KindInfo {
+        name: "dns",
+        session: false,
+        parse: super::dns::parse,
+    },
+    KindInfo {
+        name: "icmp",
+        session: false,
+        parse: super::icmp::parse,
+    },
+    KindInfo {
         name: "http",
         session: false,
         parse: super::http::parse,

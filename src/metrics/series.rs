@@ -94,6 +94,7 @@ pub struct Series {
     pub(crate) phases: [AtomicF64; 5],
     pub(crate) perfdata: Mutex<BTreeMap<String, f64>>,
     pub(crate) perfdata_dropped: AtomicU64,
+    pub(crate) tls_not_after: AtomicF64,
 }
 
 impl Series {
@@ -134,6 +135,7 @@ impl Series {
             ],
             perfdata: Mutex::new(BTreeMap::new()),
             perfdata_dropped: AtomicU64::new(0),
+            tls_not_after: AtomicF64::unset(),
         }
     }
 
@@ -388,6 +390,12 @@ pub fn render(all: &[std::sync::Arc<Series>], out: &mut String) {
         "lifeline_check_last_success_timestamp_seconds",
         "Unix time of the last success.",
         &|s| s.last_success.get(),
+    );
+    gauge(
+        out,
+        "lifeline_check_tls_not_after_timestamp_seconds",
+        "Unix time the server certificate seen by the last TLS handshake expires (notAfter).",
+        &|s| s.tls_not_after.get(),
     );
     head(
         out,

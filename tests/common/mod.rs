@@ -15,6 +15,7 @@ pub mod receivers;
 pub mod redis;
 pub mod scenarios;
 pub mod stale;
+pub mod tls_peer;
 pub mod toml;
 
 // Benches that include this module use none of these.

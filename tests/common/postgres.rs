@@ -472,8 +472,15 @@ fn hard_kill(c: &mut Child) {
 }
 
 /// Writes a CA (`ca.crt`) and a server certificate for DNS name `localhost`
-/// (`server.crt`, `server.key`) into `dir`; returns the CA path.
+/// (`server.crt`, `server.key`) valid for 90 days into `dir` (outside every kind's
+/// default `tls_expiry_warning`); returns the CA path.
 pub fn make_certs(dir: &Path) -> PathBuf {
+    make_certs_valid(dir, 90)
+}
+
+/// As [`make_certs`], with a server certificate that expires in `days` days.
+pub fn make_certs_valid(dir: &Path, days: u32) -> PathBuf {
+    let days = days.to_string();
     let openssl = require_bin("openssl", "openssl", &[]);
     let ec = [
         "-newkey",
@@ -493,7 +500,7 @@ pub fn make_certs(dir: &Path) -> PathBuf {
                 "-out",
                 "ca.crt",
                 "-days",
-                "2",
+                "365",
                 "-subj",
                 "/CN=lifeline test CA",
             ]),
@@ -533,7 +540,7 @@ pub fn make_certs(dir: &Path) -> PathBuf {
             "-out",
             "server.crt",
             "-days",
-            "2",
+            &days,
             "-extfile",
             "server.ext",
         ]),

@@ -45,27 +45,32 @@ impl Redis {
 
     /// TLS only (no plain port), certificate for `localhost` signed by [`Redis::ca`].
     pub async fn start_tls() -> Self {
-        Self::launch_with(false, true).await
+        Self::launch_with(false, true, 90).await
+    }
+
+    /// As [`Redis::start_tls`], with a server certificate that expires in `days` days.
+    pub async fn start_tls_valid(days: u32) -> Self {
+        Self::launch_with(false, true, days).await
     }
 
     async fn launch(auth: bool) -> Self {
-        Self::launch_with(auth, false).await
+        Self::launch_with(auth, false, 90).await
     }
 
     /// No authentication, inside the network namespace `ns` on its address.
     pub async fn start_in(ns: &super::netns::NsRef) -> Self {
-        Self::launch_in(false, false, Some(ns.clone())).await
+        Self::launch_in(false, false, 90, Some(ns.clone())).await
     }
 
-    async fn launch_with(auth: bool, tls: bool) -> Self {
-        Self::launch_in(auth, tls, None).await
+    async fn launch_with(auth: bool, tls: bool, days: u32) -> Self {
+        Self::launch_in(auth, tls, days, None).await
     }
 
-    async fn launch_in(auth: bool, tls: bool, ns: Option<super::netns::NsRef>) -> Self {
+    async fn launch_in(auth: bool, tls: bool, days: u32, ns: Option<super::netns::NsRef>) -> Self {
         let bin = require_bin("redis-server", "redis-server", &[]);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let ca = tls.then(|| super::postgres::make_certs(dir.path()));
+        let ca = tls.then(|| super::postgres::make_certs_valid(dir.path(), days));
         let host = ns
             .as_ref()
             .map_or_else(|| "127.0.0.1".to_string(), |n| n.peer_ip.to_string());

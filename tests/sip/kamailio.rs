@@ -140,7 +140,7 @@ impl Kamailio {
                     "-pkeyopt",
                     "ec_paramgen_curve:prime256v1",
                 ])
-                .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-nodes", "-days", "90", "-subj", "/CN=127.0.0.1"])
                 .args(["-addext", "subjectAltName=IP:127.0.0.1"])
                 .args(["-addext", "basicConstraints=critical,CA:FALSE"])
                 .args(["-keyout", "key.pem", "-out", "cert.pem"])
@@ -284,6 +284,14 @@ async fn kamailio_answers_options_over_tls() {
         .await;
     assert_eq!(s.details["transport"], "tls");
     assert_eq!(s.details["server"], "kamailio-lifeline-test");
+    assert_eq!(s.details["tls"]["sans"], serde_json::json!(["127.0.0.1"]));
+    assert!(
+        a.check_metric(
+            "lifeline_check_tls_not_after_timestamp_seconds",
+            "tls-probe"
+        )
+        .is_some()
+    );
     a.wait_status("tls-session", Status::Healthy, Duration::from_secs(10))
         .await;
     wait_for(Duration::from_secs(10), "tls heartbeats", || {

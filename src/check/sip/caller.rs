@@ -38,6 +38,8 @@ pub(super) struct Exchange {
     pub retransmits: Option<u32>,
     /// The digest algorithm of the `Authorization` the final request carried.
     pub algorithm: Option<&'static str>,
+    /// The server certificate of the connection (TLS), for `tls_expiry_warning`.
+    pub cert: Option<crate::net::tls::PeerCert>,
 }
 
 /// What every request of one probe, session or registration shares.
@@ -55,6 +57,8 @@ pub(super) struct Caller {
     /// REGISTER: the Call-ID and From tag of the registration.
     dialogless: Option<(String, String)>,
     answered: Option<Answered>,
+    /// The server certificate (TLS), reported with every answer.
+    pub(super) cert: Option<crate::net::tls::PeerCert>,
 }
 
 fn host_of(a: SocketAddr) -> String {
@@ -125,6 +129,7 @@ impl Caller {
             cseq: 0,
             dialogless,
             answered: None,
+            cert: None,
         }
     }
 
@@ -254,6 +259,7 @@ impl Caller {
                     auth_leg,
                     retransmits,
                     algorithm,
+                    cert: self.cert.clone(),
                 });
             }
             let line = super::status_line(&m);

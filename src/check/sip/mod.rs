@@ -46,6 +46,7 @@ use super::{
     Perf, Phases, Verdict,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 
@@ -101,6 +102,8 @@ pub struct SipSpec {
     pub maintenance_codes: Vec<RangeInclusive<u16>>,
     /// Certificate handling (TLS, WSS).
     pub tls: TlsOptions,
+    /// `tls_expiry_warning` for `transport=tls` (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
 /// Default `expires` for REGISTER (seconds).
@@ -112,7 +115,8 @@ fn plain_uri(v: &str) -> bool {
 }
 
 /// Reads `target`, `method`, `from`, `username`, `password`, `realm`, `expires`,
-/// `ws_path`, `accept_codes`, `maintenance_codes`, `ca_file`, `tls_skip_verify`.
+/// `ws_path`, `accept_codes`, `maintenance_codes`, `ca_file`, `tls_skip_verify`,
+/// `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let method = match t.str("method") {
         None => Some(Method::Options),
@@ -188,6 +192,7 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         return None;
     }
     let tls = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(SipSpec {
         target: target?,
         method: method?,
@@ -198,6 +203,7 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         accept_codes: accept_codes.unwrap_or_else(|| vec![200..=299]),
         maintenance_codes: maintenance_codes.unwrap_or_else(|| vec![503..=503]),
         tls,
+        tls_expiry_warning,
     }))
 }
 
@@ -333,7 +339,8 @@ pub(crate) fn status_line(m: &Message) -> String {
 }
 
 /// What every verdict reports: status code, transport, server, perfdata.
-fn with_facts(mut o: Outcome, m: &Message, ex: &Exchange, transport: Transport) -> Outcome {
+fn with_facts(mut o: Outcome, m: &Message, ex: &Exchange, spec: &SipSpec) -> Outcome {
+    let transport = spec.target.transport;
     let code = m.code().unwrap_or(0);
     o = o
         .with_detail("status_code", code)
@@ -353,7 +360,7 @@ fn with_facts(mut o: Outcome, m: &Message, ex: &Exchange, transport: Transport) 
     }
     o.phases.auth = ex.auth_leg;
     o.phases.exchange = Some(ex.latency);
-    o
+    o.with_peer_cert(ex.cert.clone(), spec.tls_expiry_warning)
 }
 
 impl SipSpec {
@@ -375,7 +382,7 @@ impl SipSpec {
                 ex.latency,
             )
         };
-        with_facts(o, m, ex, self.target.transport)
+        with_facts(o, m, ex, self)
     }
 }
 
@@ -444,11 +451,15 @@ impl SipCheck {
         )
         .await;
         match r {
-            Ok(Ok((link, local))) => Ok(Opened {
-                link,
-                caller: Caller::new(self.spec.clone(), local),
-                phases,
-            }),
+            Ok(Ok((link, local, cert))) => {
+                let mut caller = Caller::new(self.spec.clone(), local);
+                caller.cert = cert;
+                Ok(Opened {
+                    link,
+                    caller,
+                    phases,
+                })
+            }
             Ok(Err(e)) => Err(Outcome::down(e, start.elapsed()).with_phases(phases)),
             Err(_) => Err(failed(
                 self.spec.method,

@@ -124,7 +124,7 @@ fn judge(spec: &SipSpec, caller: &Caller, ex: &Exchange, requested: u32) -> Regi
             ex.latency,
         )
     };
-    let o = with_facts(o, m, ex, spec.target.transport);
+    let o = with_facts(o, m, ex, spec);
     Registered {
         outcome: o,
         granted,

@@ -32,6 +32,7 @@ fn spec(uri: &str) -> Arc<SipSpec> {
         accept_codes: vec![200..=299],
         maintenance_codes: vec![480..=480],
         tls: TlsOptions::default(),
+        tls_expiry_warning: None,
     })
 }
 
@@ -47,6 +48,7 @@ fn exchange(code: u16) -> Exchange {
         auth_leg: None,
         retransmits: Some(0),
         algorithm: None,
+        cert: None,
     }
 }
 

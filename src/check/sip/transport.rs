@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use super::Target;
 use super::message::{self, Framing, Message, ParseError, Request, Transport};
 use crate::check::{CheckError, ErrorKind, Phases};
+use crate::net::tls::PeerCert;
 use crate::net::ws::Ws;
 
 /// RFC 3261 T1: the first retransmission interval.
@@ -202,33 +203,23 @@ impl Writer {
     }
 }
 
-/// Connects to `target` over TCP, then TLS when `tls` is given; returns the stream and
-/// the local address.
+/// Connects to `target` over TCP, then TLS when `tls` is given; returns the stream, the
+/// local address and (TLS) the server certificate.
 pub(super) async fn open_stream(
     target: &Target,
     tls: Option<&Arc<rustls::ClientConfig>>,
     phases: &mut Phases,
-) -> Result<(BoxIo, SocketAddr), CheckError> {
+) -> Result<(BoxIo, SocketAddr, Option<PeerCert>), CheckError> {
     let tcp = crate::net::addr::connect(&target.address(), phases).await?;
     let local = tcp
         .local_addr()
         .map_err(|e| CheckError::new(ErrorKind::Internal, format!("local address: {e}")))?;
     let Some(cfg) = tls else {
-        return Ok((Box::new(tcp), local));
+        return Ok((Box::new(tcp), local, None));
     };
-    let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
-        CheckError::new(
-            ErrorKind::Tls,
-            format!("invalid TLS server name {}: {e}", target.host),
-        )
-    })?;
-    let t = Instant::now();
-    let stream = tokio_rustls::TlsConnector::from(cfg.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| CheckError::new(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
-    phases.tls = Some(t.elapsed());
-    Ok((Box::new(stream), local))
+    let stream = crate::net::tls::handshake(tcp, &target.host, cfg, phases).await?;
+    let cert = crate::net::tls::stream_cert(&stream);
+    Ok((Box::new(stream), local, cert))
 }
 
 /// Opens a SIP WebSocket (RFC 7118): `ws://` or `wss://` `host:port` + `path`, asking for
@@ -388,12 +379,13 @@ pub(super) enum Local {
 
 /// Opens the transport `spec.target` asks for: a UDP socket connected to the target (so
 /// only its datagrams arrive, and an ICMP port-unreachable is reported as `refused`), a
-/// TCP or TLS connection, or a WebSocket with the `sip` subprotocol.
+/// TCP or TLS connection, or a WebSocket with the `sip` subprotocol. Over TLS it also
+/// returns the server certificate (for `tls_expiry_warning`).
 pub(super) async fn open(
     spec: &super::SipSpec,
     tls: Option<&Arc<rustls::ClientConfig>>,
     phases: &mut Phases,
-) -> Result<(Link, Local), CheckError> {
+) -> Result<(Link, Local, Option<PeerCert>), CheckError> {
     let target = &spec.target;
     match target.transport {
         Transport::Udp => {
@@ -412,10 +404,10 @@ pub(super) async fn open(
             let local = sock
                 .local_addr()
                 .map_err(|e| CheckError::new(ErrorKind::Internal, format!("local address: {e}")))?;
-            Ok((Link::Udp(sock), Local::Addr(local)))
+            Ok((Link::Udp(sock), Local::Addr(local), None))
         }
         Transport::Tcp | Transport::Tls => {
-            let (io, local) = open_stream(target, tls, phases).await?;
+            let (io, local, cert) = open_stream(target, tls, phases).await?;
             let (r, w) = tokio::io::split(io);
             Ok((
                 Link::Conn {
@@ -426,6 +418,7 @@ pub(super) async fn open(
                     writer: Writer::Stream(w),
                 },
                 Local::Addr(local),
+                cert,
             ))
         }
         Transport::Ws | Transport::Wss => {
@@ -437,6 +430,7 @@ pub(super) async fn open(
                     writer: Writer::Ws(w),
                 },
                 Local::Name(format!("{}.invalid", message::random_hex(12))),
+                None,
             ))
         }
     }
