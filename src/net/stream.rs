@@ -44,11 +44,23 @@ pub async fn open(
     budget: Arc<ReadBudget>,
     phases: &mut Phases,
 ) -> Result<BoxIo, CheckError> {
+    Ok(open_with_cert(address, host, tls, budget, phases).await?.0)
+}
+
+/// [`open`], also returning the server certificate the TLS handshake saw (for
+/// `tls_expiry_warning`; `None` without TLS).
+pub async fn open_with_cert(
+    address: &str,
+    host: &str,
+    tls: Option<&TlsConnector>,
+    budget: Arc<ReadBudget>,
+    phases: &mut Phases,
+) -> Result<(BoxIo, Option<super::tls::PeerCert>), CheckError> {
     let tcp = super::addr::connect(address, phases).await?;
     let io: BoxIo = Box::new(Capped::new(tcp, budget));
     match tls {
-        None => Ok(io),
-        Some(c) => upgrade(io, host, c, phases).await,
+        None => Ok((io, None)),
+        Some(c) => upgrade_with_cert(io, host, c, phases).await,
     }
 }
 
@@ -59,6 +71,16 @@ pub async fn upgrade(
     connector: &TlsConnector,
     phases: &mut Phases,
 ) -> Result<BoxIo, CheckError> {
+    Ok(upgrade_with_cert(io, host, connector, phases).await?.0)
+}
+
+/// [`upgrade`], also returning the server certificate.
+pub async fn upgrade_with_cert(
+    io: BoxIo,
+    host: &str,
+    connector: &TlsConnector,
+    phases: &mut Phases,
+) -> Result<(BoxIo, Option<super::tls::PeerCert>), CheckError> {
     let name = ServerName::try_from(super::addr::unbracket(host).to_string())
         .map_err(|e| CheckError::new(ErrorKind::Tls, format!("invalid TLS server name: {e}")))?;
     let t = Instant::now();
@@ -67,7 +89,8 @@ pub async fn upgrade(
         .await
         .map_err(|e| CheckError::new(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
     phases.tls = Some(t.elapsed());
-    Ok(Box::new(s))
+    let cert = super::tls::stream_cert(&s);
+    Ok((Box::new(s), cert))
 }
 
 /// Reads `host:port` or a bare `host` (then `default_port`), IPv6 in brackets; `None` if

@@ -5,11 +5,11 @@
 #![allow(dead_code)]
 
 pub mod api;
-pub mod netns;
 pub mod grpc;
 pub mod hostile;
 pub mod mariadb;
 pub mod mosquitto;
+pub mod netns;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;

@@ -147,6 +147,21 @@ async fn tls_verifies_the_server_certificate() {
     a.wait_all(&["probe", "session"], Status::Healthy, SOON)
         .await;
     assert_phases(&a, "probe", &["tls"]);
+    // The certificate (90 days, past the 14-day warning) is reported, probe and session.
+    for name in ["probe", "session"] {
+        let st = a.agent.states().state(name).expect("state");
+        assert_eq!(
+            st.details["tls"]["subject"], "CN=localhost",
+            "{name}: {:?}",
+            st.details
+        );
+        assert_eq!(st.status, Status::Healthy);
+    }
+    let m = a.agent.shared.metrics.render();
+    assert!(
+        m.contains("lifeline_check_tls_not_after_timestamp_seconds{check=\"probe\",kind=\"grpc\"}"),
+        "not-after metric for grpc"
+    );
     for name in ["untrusted", "wrong_name"] {
         a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
     }

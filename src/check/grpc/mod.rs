@@ -39,6 +39,7 @@ use crate::net::addr::{join_host_port, split_host_port};
 use crate::net::capped::{DEFAULT_BUDGET, ReadBudget};
 use crate::net::stream::{self, BoxIo};
 use crate::net::tls::TlsOptions;
+use crate::net::tls::{CertOutcome, PeerCert};
 
 /// `Check`'s path.
 pub const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -64,9 +65,11 @@ pub struct GrpcSpec {
     pub tls: bool,
     /// Certificate handling with `tls`.
     pub tls_options: TlsOptions,
+    /// `tls_expiry_warning` with `tls` (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
-/// Reads `address`, `service`, `tls`, `ca_file`, `tls_skip_verify`.
+/// Reads `address`, `service`, `tls`, `ca_file`, `tls_skip_verify`, `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let address = t
         .req_str("address")
@@ -83,6 +86,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     let service = t.str("service").map(|s| s.value).unwrap_or_default();
     let tls = t.bool("tls").unwrap_or(false);
     let tls_options = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     let (host, port) = address?;
     Some(Arc::new(GrpcSpec {
         host,
@@ -90,6 +94,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         service,
         tls,
         tls_options,
+        tls_expiry_warning,
     }))
 }
 
@@ -268,6 +273,8 @@ struct Call {
     driver: Driver,
     budget: Arc<ReadBudget>,
     body: Body,
+    /// The server certificate (TLS).
+    cert: Option<PeerCert>,
 }
 
 /// The response of a call and its unread bytes.
@@ -351,7 +358,7 @@ impl GrpcCheck {
         let s = &self.spec;
         let budget = ReadBudget::new(DEFAULT_BUDGET);
         let authority = s.authority();
-        let io: BoxIo = stream::open(
+        let (io, cert): (BoxIo, _) = stream::open_with_cert(
             &authority,
             &s.host,
             self.tls.as_ref(),
@@ -406,6 +413,7 @@ impl GrpcCheck {
                 response,
                 buf: BytesMut::new(),
             },
+            cert,
         };
         let status = call.body.response.status();
         // Trailers-only responses carry grpc-status in the headers.
@@ -441,8 +449,10 @@ impl GrpcCheck {
     async fn check(&self, at: &Attempt) -> Outcome {
         let start = Instant::now();
         let mut phases = Phases::default();
+        let mut cert = None;
         let r: Result<Serving, CheckError> = async {
             let mut call = self.call(CHECK_PATH, Some(at.timeout), &mut phases).await?;
+            cert = call.cert.take();
             let t = Instant::now();
             let body = &mut call.body;
             let msg = body.next_message().await?;
@@ -462,7 +472,9 @@ impl GrpcCheck {
         }
         .await;
         match r {
-            Ok(s) => judge(s, &self.spec.service, start.elapsed()).with_phases(phases),
+            Ok(s) => judge(s, &self.spec.service, start.elapsed())
+                .with_phases(phases)
+                .with_peer_cert(cert, self.spec.tls_expiry_warning),
             Err(e) => Outcome::down(e, start.elapsed()).with_phases(phases),
         }
     }
@@ -486,7 +498,10 @@ impl Check for GrpcCheck {
             .await;
             let fail = |e, phases| Outcome::down(e, start.elapsed()).with_phases(phases);
             let (mut call, first) = r.map_err(|e| fail(e, phases.clone()))?;
-            let outcome = judge(first, &self.spec.service, start.elapsed()).with_phases(phases);
+            let warning = self.spec.tls_expiry_warning;
+            let outcome = judge(first, &self.spec.service, start.elapsed())
+                .with_phases(phases)
+                .with_peer_cert(call.cert.clone(), warning);
             if !outcome.is_success() {
                 // Not serving yet: a failed connect, retried with backoff.
                 return Err(outcome);
@@ -503,6 +518,7 @@ impl Check for GrpcCheck {
                     ping,
                     service: self.spec.service.clone(),
                     current: first,
+                    warning,
                 }),
                 outcome,
             })
@@ -515,6 +531,8 @@ struct GrpcSession {
     ping: PingPong,
     service: String,
     current: Serving,
+    /// `tls_expiry_warning`, applied to the connection's certificate at every report.
+    warning: Option<Duration>,
 }
 
 impl Session for GrpcSession {
@@ -525,12 +543,14 @@ impl Session for GrpcSession {
                 mut ping,
                 service,
                 mut current,
+                warning,
             } = *self;
             let Call {
                 send,
                 mut driver,
                 budget,
                 mut body,
+                cert,
                 ..
             } = call;
             let goodbye = |send: SendRequest<Bytes>, body: Body, mut driver: Driver| async move {
@@ -553,7 +573,8 @@ impl Session for GrpcSession {
                             let changed = s != current;
                             current = s;
                             if changed {
-                                let o = judge(s, &service, Duration::ZERO);
+                                let o = judge(s, &service, Duration::ZERO)
+                                    .with_peer_cert(cert.clone(), warning);
                                 if io.report.send(o).await.is_err() {
                                     return bye();
                                 }
@@ -587,6 +608,7 @@ impl Session for GrpcSession {
                         if o.verdict == Verdict::Up {
                             o = o.with_phases(Phases { exchange: Some(latency), ..Phases::default() });
                         }
+                        let o = o.with_peer_cert(cert.clone(), warning);
                         if io.report.send(o).await.is_err() {
                             return bye();
                         }
