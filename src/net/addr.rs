@@ -89,6 +89,16 @@ pub async fn happy_eyeballs(
     addrs: &[SocketAddr],
     deadline: Instant,
 ) -> Result<TcpStream, CheckError> {
+    if let [a] = addrs {
+        // One address: nothing to race, so no set of attempts to keep.
+        return match tokio::time::timeout_at(deadline, TcpStream::connect(*a)).await {
+            Ok(r) => r.map_err(|e| CheckError::io(&format!("connect {a}"), &e)),
+            Err(_) => Err(CheckError::new(
+                ErrorKind::Timeout,
+                format!("connect {a}: no answer in time"),
+            )),
+        };
+    }
     let mut pending = FuturesUnordered::new();
     let mut waiting = addrs.iter().copied();
     let mut last: Option<CheckError> = None;

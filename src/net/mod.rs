@@ -10,6 +10,7 @@
 //! | [`addr`] | `host:port` parsing and formatting (`[v6]:port`), URL component decoding, and the timed TCP connect (happy eyeballs over several addresses) |
 //! | [`dns`] | the agent's one asynchronous resolver (hickory; resolv.conf, `/etc/hosts`, cache, `[agent] dns_servers`), also as reqwest's resolver |
 //! | [`deadline`] | the current attempt's deadline, set around each attempt by the supervisor, read by lookups and connects to fail with a precise kind in time |
+//! | [`tcp_info`] | the kernel's timing of a TCP handshake (`TCP_INFO` round-trip time), which tcp probes report as their latency |
 //! | [`ws`] | opening a WebSocket (timed, classified) and its message size limit |
 //!
 //! The layer reports failures in the check contract's vocabulary
@@ -21,5 +22,6 @@ pub mod capped;
 pub mod deadline;
 pub mod dns;
 pub mod http_client;
+pub mod tcp_info;
 pub mod tls;
 pub mod ws;
