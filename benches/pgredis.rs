@@ -48,6 +48,7 @@ fn build(kind: &str, key: &str, target: &str) -> Arc<dyn Check> {
     let cfg = lifeline::config::parse(std::path::Path::new("bench.toml"), &toml).expect("config");
     let env = BuildEnv {
         http: reqwest::Client::new(),
+        push: Default::default(),
     };
     cfg.checks[0].spec.build(&env).expect("build")
 }

@@ -57,6 +57,7 @@ fn build(dir: &std::path::Path, check: &str) -> Arc<dyn Check> {
     let cfg = lifeline::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let env = BuildEnv {
         http: lifeline::net::http_client::shared(),
+        push: Default::default(),
     };
     cfg.checks[0].spec.build(&env).expect("build")
 }

@@ -160,6 +160,7 @@ fn main() {
         let cfg = lifeline::config::load(&config(dir.path(), port, 1, "1s")).expect("config");
         let env = BuildEnv {
             http: reqwest::Client::new(),
+            push: Default::default(),
         };
         let check = cfg.checks[0].spec.build(&env).expect("build");
         // Warm up (SIPp, sockets, page faults).

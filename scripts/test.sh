@@ -10,6 +10,7 @@ PACKAGES=(
   openssl                            # test certificates (postgres / redis TLS tests)
   sip-tester kamailio                # sip checks (SIPp, Kamailio)
   kamailio-tls-modules openssl       # sip over TLS (Kamailio tls.so, test certificate)
+  kamailio-websocket-modules         # sip REGISTER over ws/wss (Kamailio websocket.so + xhttp.so)
   prometheus prometheus-alertmanager # promtool check metrics, dashboards, alertmanager notifier
   prometheus-blackbox-exporter       # side-by-side benchmark
   python3-aiosmtpd                   # email notifier
@@ -17,7 +18,12 @@ PACKAGES=(
   chromium                           # status page in a headless browser
   gcc                                # C plugin example
   dnsmasq                            # dns: a real resolver on a free port
+  mariadb-server                     # mysql checks (mariadb-install-db, mariadbd, mariadb client)
+  mosquitto                          # mqtt checks (mosquitto, mosquitto_passwd)
+  python3-venv                       # grpc checks: a venv for PyPI grpcio (scripts/test-deps/grpc.sh)
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
+  iproute2 nftables iptables util-linux # chaos: network namespaces, veth pairs, DROP rules; icmp: blackhole routes, iptables DROP rules, setpriv without CAP_NET_RAW (run as root)
+  lighttpd                           # chaos tests: the tcp/http peer that is killed and restarted
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

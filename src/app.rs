@@ -63,6 +63,7 @@ impl Agent {
             handles: Mutex::new(Vec::new()),
             env: BuildEnv {
                 http: crate::net::http_client::shared(),
+                push: Default::default(),
             },
             cancel,
             started: SystemTime::now(),
@@ -90,6 +91,11 @@ impl Agent {
         &self.shared.states
     }
 
+    /// The pushes `push` checks have received (`/api/v1/push/{name}` writes here).
+    pub fn push_board(&self) -> &Arc<crate::check::push::PushBoard> {
+        &self.env.push
+    }
+
     /// The checks this agent runs (its shard of the config).
     fn owned(config: &Config) -> Vec<CheckConfig> {
         config
@@ -112,6 +118,12 @@ impl Agent {
         }
         self.shared.metrics.set_settings(&config.metrics);
         let checks = Self::owned(&config);
+        let pushed: Vec<String> = checks
+            .iter()
+            .filter(|c| c.kind == "push")
+            .map(|c| c.name.clone())
+            .collect();
+        self.env.push.retain(&pushed);
         // Groups in order of first appearance, found by key (not by a scan of the groups
         // so far: that is quadratic at 100,000 checks).
         let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
@@ -333,6 +345,7 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
     crate::net::dns::configure(&config.agent.dns_servers).await;
     let env = BuildEnv {
         http: crate::net::http_client::shared(),
+        push: Default::default(),
     };
     let states = Arc::new(StateTable::new());
     let selected: Vec<CheckConfig> = config
@@ -390,6 +403,17 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
 }
 
 async fn run_once(c: &CheckConfig, env: &BuildEnv, states: Arc<StateTable>) -> Outcome {
+    if c.kind == "push" {
+        // Nothing to connect to: the result is whatever the running agent was pushed.
+        return Outcome {
+            verdict: crate::check::Verdict::Unknown,
+            message: format!(
+                "a push check cannot be checked once: it is fed by POST /api/v1/push/{} to the running agent (see `curl .../health/service/{}`)",
+                c.name, c.name
+            ),
+            ..Outcome::up(Duration::ZERO)
+        };
+    }
     let check = match c.spec.build(env) {
         Ok(c) => c,
         Err(e) => return Outcome::down(e, Duration::ZERO),

@@ -7,16 +7,24 @@
 mod common;
 
 mod ami;
+mod chaos;
 mod core;
 mod dashboards;
 mod dns;
+mod grpc;
+mod icmp;
+mod mqtt;
+mod mysql;
 mod pgredis;
 mod plugins;
+mod push;
 mod sip;
 mod status_page;
 mod store;
+mod tls;
 mod web;
 
 mod alerting;
+mod notifiers;
 mod robust;
 mod socketio;

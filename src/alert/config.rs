@@ -105,6 +105,20 @@ pub enum NotifierKind {
         /// Base URL (`/api/v2/alerts` is appended).
         url: url::Url,
     },
+    /// PagerDuty Events API v2.
+    PagerDuty(super::pagerduty::PagerDutyConfig),
+    /// Opsgenie Alert API.
+    Opsgenie(super::opsgenie::OpsgenieConfig),
+    /// Microsoft Teams Workflows webhook (Adaptive Card).
+    Teams(super::teams::TeamsConfig),
+    /// Discord webhook (embeds).
+    Discord(super::discord::DiscordConfig),
+    /// Telegram Bot API `sendMessage`.
+    Telegram(super::telegram::TelegramConfig),
+    /// ntfy publish.
+    Ntfy(super::ntfy::NtfyConfig),
+    /// Any HTTP endpoint with a templated body (`kind = "template"`).
+    Template(super::templated::TemplatedConfig),
 }
 
 impl NotifierKind {
@@ -115,6 +129,25 @@ impl NotifierKind {
             Self::Webhook { .. } => "webhook",
             Self::Email(_) => "email",
             Self::Alertmanager { .. } => "alertmanager",
+            Self::PagerDuty(_) => "pagerduty",
+            Self::Opsgenie(_) => "opsgenie",
+            Self::Teams(_) => "teams",
+            Self::Discord(_) => "discord",
+            Self::Telegram(_) => "telegram",
+            Self::Ntfy(_) => "ntfy",
+            Self::Template(_) => "template",
+        }
+    }
+
+    /// How `title`/`text` templates of this kind escape the values they print: each
+    /// receiver's markup, so peer text stays text.
+    pub fn escape(&self) -> super::template::Escape {
+        use super::template::Escape;
+        match self {
+            Self::Slack { .. } => Escape::Slack,
+            Self::Telegram(_) => Escape::Html,
+            Self::Teams(_) | Self::Discord(_) => Escape::Markdown,
+            _ => Escape::None,
         }
     }
 }
@@ -298,10 +331,20 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
             "alertmanager" => t
                 .url("url", &["http", "https"])
                 .map(|url| NotifierKind::Alertmanager { url }),
+            "pagerduty" => super::pagerduty::read(t).map(NotifierKind::PagerDuty),
+            "opsgenie" => super::opsgenie::read(t).map(NotifierKind::Opsgenie),
+            "teams" => super::teams::read(t).map(NotifierKind::Teams),
+            "discord" => super::discord::read(t).map(NotifierKind::Discord),
+            "telegram" => super::telegram::read(t).map(NotifierKind::Telegram),
+            "ntfy" => super::ntfy::read(t).map(NotifierKind::Ntfy),
+            "template" => super::templated::read(t).map(NotifierKind::Template),
             other => {
                 t.error(
                     k.span,
-                    format!("unknown notifier kind `{other}`; known kinds: slack, webhook, email, alertmanager"),
+                    format!(
+                        "unknown notifier kind `{other}`; known kinds: {}",
+                        KINDS.join(", ")
+                    ),
                 );
                 None
             }
@@ -319,12 +362,9 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
         );
         return None;
     }
-    // Slack templates escape the values they print (peer text) but not their own text.
-    let escape = if matches!(kind, Some(NotifierKind::Slack { .. })) {
-        super::template::Escape::Slack
-    } else {
-        super::template::Escape::None
-    };
+    // Templates escape the values they print (peer text) for the receiver's markup, but
+    // not their own text.
+    let escape = kind.as_ref().map(NotifierKind::escape).unwrap_or_default();
     let title = template(t, "title", escape);
     let text = template(t, "text", escape);
     Some(NotifierConfig {
@@ -338,6 +378,21 @@ fn read_notifier(t: &Table<'_, '_>) -> Option<NotifierConfig> {
     })
 }
 
+/// Every notifier kind, for the unknown-kind error.
+pub const KINDS: [&str; 11] = [
+    "slack",
+    "webhook",
+    "email",
+    "alertmanager",
+    "pagerduty",
+    "opsgenie",
+    "teams",
+    "discord",
+    "telegram",
+    "ntfy",
+    "template",
+];
+
 fn valid_notifier_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
@@ -348,28 +403,7 @@ fn valid_notifier_name(s: &str) -> bool {
 }
 
 fn read_slack(t: &Table<'_, '_>) -> Option<NotifierKind> {
-    let s = t.req_str("webhook_url")?;
-    crate::secret::register(&s.value);
-    match url::Url::parse(&s.value) {
-        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(NotifierKind::Slack {
-            webhook_url: Secret::registered(s.value),
-        }),
-        Ok(u) => {
-            t.error(
-                s.span,
-                format!(
-                    "`webhook_url` must use http or https, got `{}:`",
-                    u.scheme()
-                ),
-            );
-            None
-        }
-        // The URL is the credential: never echo it.
-        Err(e) => {
-            t.error(s.span, format!("`webhook_url`: invalid URL: {e}"));
-            None
-        }
-    }
+    super::http::secret_url(t, "webhook_url").map(|webhook_url| NotifierKind::Slack { webhook_url })
 }
 
 fn read_webhook(t: &Table<'_, '_>) -> Option<NotifierKind> {

@@ -1,6 +1,8 @@
 //! Delivery: one task per notifier sends its outbox rows in id order, one at a time,
 //! retrying with backoff (`retry_base` doubling up to `retry_max`) on temporary failures
-//! until delivered or older than `max_age`. Delivered and dropped rows are deleted.
+//! until delivered or older than `max_age`; a receiver that answers with `Retry-After`
+//! ([`NotifyError::RetryAfter`]) is retried after exactly that wait instead. Delivered and
+//! dropped rows are deleted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -185,11 +187,17 @@ impl Delivery {
                     metrics.notification(&self.name, NotifyResult::Dropped);
                     return true;
                 }
-                Err(NotifyError::Transient(msg)) => {
+                Err(e @ (NotifyError::Transient(_) | NotifyError::RetryAfter { .. })) => {
                     attempts += 1;
                     metrics.notification(&self.name, NotifyResult::Failed);
+                    let (msg, delay) = match e {
+                        // The receiver said when: not sooner (and not the backoff's later).
+                        NotifyError::RetryAfter { message, after } => (message, after),
+                        NotifyError::Transient(m) | NotifyError::Permanent(m) => {
+                            (m, retry_delay(cfg.retry_base, cfg.retry_max, attempts))
+                        }
+                    };
                     let _ = outbox.failed(row.id, attempts, &msg).await;
-                    let delay = retry_delay(cfg.retry_base, cfg.retry_max, attempts);
                     tracing::warn!(notifier = %self.name, dedupe_key = %row.note.dedupe_key, attempts,
                         retry_in_ms = delay.as_millis() as u64, error = %msg, "notification not delivered; will retry");
                     tokio::select! {

@@ -8,7 +8,8 @@
 //!                          outbox (SQLite in data_dir, written BEFORE sending)
 //!                                 │ one delivery task per notifier, in order,
 //!                                 ▼ retry with backoff until delivered or max_age
-//!                   slack · webhook · email · alertmanager
+//!     slack · webhook · email · alertmanager · pagerduty · opsgenie · teams · discord
+//!     telegram · ntfy · template
 //! ```
 //!
 //! - [`config`]: `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
@@ -18,21 +19,32 @@
 //! - [`outbox`]: the SQLite outbox (one writer thread), persisted alert state and API
 //!   silences; [`backlog`]: notifications the outbox could not take yet, retried;
 //!   [`delivery`]: one delivery task per notifier.
-//! - [`slack`], [`webhook`], [`email`], [`alertmanager`]: the notifiers.
+//! - [`slack`], [`webhook`], [`email`], [`alertmanager`], [`pagerduty`], [`opsgenie`],
+//!   [`teams`], [`discord`], [`telegram`], [`ntfy`], [`templated`] (`kind = "template"`):
+//!   the notifiers, each with its own config keys; [`http`]: what the HTTP ones share
+//!   (one request, answer classification, `Retry-After`).
 //! - [`template`]: `title`/`text` templates.
 
 pub mod alertmanager;
 pub mod backlog;
 pub mod config;
 pub mod delivery;
+pub mod discord;
 pub mod email;
 pub mod engine;
 pub mod grouping;
 pub mod holds;
+pub mod http;
 pub mod lifecycle;
+pub mod ntfy;
+pub mod opsgenie;
 pub mod outbox;
+pub mod pagerduty;
 pub mod slack;
+pub mod teams;
+pub mod telegram;
 pub mod template;
+pub mod templated;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -276,6 +288,15 @@ pub enum NotifyError {
     /// Retrying will not help: other 4xx, SMTP 5xx, a message that cannot be built.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The receiver said when to come back (429, or 503 with `Retry-After`): retried no
+    /// sooner than `after` (capped at [`http::RETRY_AFTER_MAX`]).
+    #[error("rate limited, retry after {}ms: {message}", after.as_millis())]
+    RetryAfter {
+        /// What the receiver answered.
+        message: String,
+        /// How long it asked to wait.
+        after: std::time::Duration,
+    },
 }
 
 impl NotifyError {
@@ -311,6 +332,15 @@ pub fn build_notifier(cfg: &Arc<NotifierConfig>, http: &reqwest::Client) -> Arc<
         NotifierKind::Alertmanager { .. } => {
             Arc::new(alertmanager::Alertmanager::new(cfg.clone(), http.clone()))
         }
+        NotifierKind::PagerDuty(_) => {
+            Arc::new(pagerduty::PagerDuty::new(cfg.clone(), http.clone()))
+        }
+        NotifierKind::Opsgenie(_) => Arc::new(opsgenie::Opsgenie::new(cfg.clone(), http.clone())),
+        NotifierKind::Teams(_) => Arc::new(teams::Teams::new(cfg.clone(), http.clone())),
+        NotifierKind::Discord(_) => Arc::new(discord::Discord::new(cfg.clone(), http.clone())),
+        NotifierKind::Telegram(_) => Arc::new(telegram::Telegram::new(cfg.clone(), http.clone())),
+        NotifierKind::Ntfy(_) => Arc::new(ntfy::Ntfy::new(cfg.clone(), http.clone())),
+        NotifierKind::Template(_) => Arc::new(templated::Templated::new(cfg.clone(), http.clone())),
     }
 }
 

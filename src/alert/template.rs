@@ -6,7 +6,9 @@
 //! messages, errors, labels) with [`slack_escape`], while the template's own text is
 //! left alone: an operator writes `<https://runbook|runbook>` and gets a link, a peer
 //! whose error says `<!channel>` does not ping anyone. `| safe` turns escaping off for one
-//! value (never use it on peer text).
+//! value (never use it on peer text). Telegram templates escape values as HTML, Discord
+//! and Teams templates as Markdown, and `template` notifier bodies with a JSON content
+//! type as JSON string content (see [`Escape`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +39,62 @@ pub enum Escape {
     None,
     /// Slack mrkdwn: `&`, `<`, `>` of every printed value become entities.
     Slack,
+    /// HTML (Telegram `parse_mode = HTML`): `& < > " '` of every printed value become
+    /// entities.
+    Html,
+    /// Markdown (Discord, Teams Adaptive Cards): Markdown punctuation of every printed
+    /// value is backslash-escaped ([`markdown_escape`]).
+    Markdown,
+    /// JSON string content (the `template` notifier's JSON bodies): every printed value
+    /// is escaped as it would be inside a JSON string ([`json_escape`]).
+    Json,
+    /// URL component (the `template` notifier's `url`): every printed value is
+    /// percent-encoded except `A-Z a-z 0-9 - . _ ~`.
+    Url,
+}
+
+impl Escape {
+    /// `s` escaped the way this mode escapes a printed value.
+    pub fn apply(self, s: &str) -> String {
+        match self {
+            Self::None => s.to_string(),
+            Self::Slack => slack_escape(s),
+            Self::Html => escape_entities(s, true),
+            Self::Markdown => markdown_escape(s),
+            Self::Json => json_escape(s),
+            Self::Url => percent_encoding::utf8_percent_encode(s, URL_COMPONENT).to_string(),
+        }
+    }
+}
+
+/// What [`Escape::Url`] leaves alone: RFC 3986 unreserved characters.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Markdown punctuation backslash-escaped, so peer text cannot forge `[links](…)`,
+/// emphasis, code spans, spoilers (`||`), block quotes, headings or `<@mentions>`.
+pub fn markdown_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '<' | '>' | '#'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `s` as the content of a JSON string (quotes, backslashes and control characters
+/// escaped; no surrounding quotes).
+pub fn json_escape(s: &str) -> String {
+    let quoted = serde_json::Value::String(s.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
 }
 
 /// Slack's control characters: peer text (errors, messages) must not turn into
@@ -87,12 +145,12 @@ impl Template {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        if escape == Escape::Slack {
-            env.set_formatter(|out, state, value| {
+        if escape != Escape::None {
+            env.set_formatter(move |out, state, value| {
                 if value.is_safe() || value.is_undefined() || value.is_none() {
                     return minijinja::escape_formatter(out, state, value);
                 }
-                Ok(out.write_str(&slack_escape(&value.to_string()))?)
+                Ok(out.write_str(&escape.apply(&value.to_string()))?)
             });
         }
         env.add_template_owned("t", source.to_string())?;
@@ -277,6 +335,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_receivers_markup_is_escaped_in_printed_values() {
+        let mut n = Notification::test_sample();
+        n.alerts[0].message = r#"<b>"x"</b> & [l](http://e) \ 'q' /?"#.into();
+        let render =
+            |src: &str, e: Escape| Template::compile_for(src, e).unwrap().render(&n).unwrap();
+        assert_eq!(
+            render("<i>{{ alerts[0].message }}</i>", Escape::Html),
+            "<i>&lt;b&gt;&quot;x&quot;&lt;/b&gt; &amp; [l](http://e) \\ &#39;q&#39; /?</i>"
+        );
+        assert_eq!(
+            render("**{{ alerts[0].message }}**", Escape::Markdown),
+            r#"**\<b\>"x"\</b\> & \[l\](http://e) \\ 'q' /?**"#
+        );
+        let json = render(r#"{"m": "{{ alerts[0].message }}"}"#, Escape::Json);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["m"], n.alerts[0].message);
+        assert_eq!(
+            render("https://x/{{ alerts[0].message }}", Escape::Url),
+            "https://x/%3Cb%3E%22x%22%3C%2Fb%3E%20%26%20%5Bl%5D%28http%3A%2F%2Fe%29%20%5C%20%27q%27%20%2F%3F"
+        );
+        // `| tojson` output is safe: printed as is.
+        assert_eq!(render("{{ alerts[0].score | tojson }}", Escape::Json), "0");
     }
 
     #[test]

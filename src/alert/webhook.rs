@@ -9,9 +9,6 @@ use sha2::Sha256;
 use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
 use futures_util::future::BoxFuture;
 
-/// Answer bodies read for error messages are capped at this many bytes.
-const ERROR_BODY_CAP: usize = 4096;
-
 /// The webhook notifier.
 pub struct Webhook {
     cfg: Arc<NotifierConfig>,
@@ -36,7 +33,8 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// POSTs a JSON body; 2xx is delivered, the rest classified by [`NotifyError::from_status`].
+/// POSTs a JSON body; 2xx is delivered, the rest classified by [`super::http::classify`]
+/// (so a 429 or 503 with `Retry-After` is retried no sooner than it asks).
 pub(crate) async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -50,16 +48,7 @@ pub(crate) async fn post(
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| NotifyError::from_reqwest(&e))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let text = crate::net::capped::body_text(resp, ERROR_BODY_CAP).await;
-    Err(NotifyError::from_status(status, &text))
+    super::http::send(req).await
 }
 
 impl Notifier for Webhook {

@@ -22,6 +22,7 @@ use super::{
 use crate::config::raw::Table;
 use crate::net::capped::{AtCap, CappedBuf};
 use crate::net::http_client::{self, classify, describe};
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 
@@ -46,6 +47,8 @@ pub struct HttpSpec {
     pub follow_redirects: bool,
     /// Certificate handling.
     pub tls: TlsOptions,
+    /// `tls_expiry_warning` for `https` (`None`: off).
+    pub tls_expiry_warning: Option<std::time::Duration>,
 }
 
 /// Hops followed before the check fails with `protocol`.
@@ -55,7 +58,7 @@ pub const MAX_REDIRECTS: usize = 5;
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
 
 /// Reads `url`, `method`, `headers`, `secret_headers`, `expect_status`, `expect_body`,
-/// `max_body`, `follow_redirects`, `ca_file`, `tls_skip_verify`.
+/// `max_body`, `follow_redirects`, `ca_file`, `tls_skip_verify`, `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let url = t.url("url", &["http", "https"]);
     let method = match t.str("method") {
@@ -87,6 +90,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         .unwrap_or(1024 * 1024) as usize;
     let follow_redirects = t.bool("follow_redirects").unwrap_or(true);
     let tls = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(HttpSpec {
         url: url?,
         method: method?,
@@ -97,6 +101,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         max_body,
         follow_redirects,
         tls,
+        tls_expiry_warning,
     }))
 }
 
@@ -160,6 +165,7 @@ impl KindSpec for HttpSpec {
         let client = http_client::builder(&tls)
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(0)
+            .tls_info(true)
             .build()
             .map_err(|e| CheckError::new(ErrorKind::Internal, describe(&e)))?;
         Ok(Arc::new(HttpCheck {
@@ -248,6 +254,13 @@ impl Check for HttpCheck {
                 Err(e) => return Outcome::down(e, start.elapsed()),
             };
             let status = resp.status().as_u16();
+            // The certificate of the connection that gave the final answer.
+            let cert = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|i| i.peer_certificate())
+                .and_then(|der| tls::PeerCert::from_der(der).ok());
+            let warn = self.spec.tls_expiry_warning;
             let mut body = CappedBuf::new(self.spec.max_body);
             if self.spec.expect_body.is_some()
                 && let Err(e) = body.fill(&mut resp, AtCap::Stop).await
@@ -262,6 +275,7 @@ impl Check for HttpCheck {
             let base = |o: Outcome| {
                 o.with_phases(phases.clone())
                     .with_detail("status_code", status)
+                    .with_peer_cert(cert.clone(), warn)
             };
             if !self.spec.expect_status.iter().any(|r| r.contains(&status)) {
                 let kind = if status == 401 || status == 403 {

@@ -11,16 +11,23 @@
 //!   reports it.
 
 pub mod ami;
+pub mod dns;
 pub mod exec;
+pub mod grpc;
 pub mod http;
+pub mod icmp;
+pub mod mqtt;
+pub mod mysql;
 pub mod plugin;
 pub mod postgres;
+pub mod push;
 pub mod redis;
 pub mod registry;
 pub mod rule;
 pub mod sip;
 pub mod socketio;
 pub mod tcp;
+pub mod tls;
 pub mod token;
 pub mod websocket;
 
@@ -258,6 +265,10 @@ pub struct Outcome {
     pub perfdata: Vec<Perf>,
     /// Phase timings.
     pub phases: Phases,
+    /// `notAfter` of the server's leaf certificate, for kinds that did TLS
+    /// (`lifeline_check_tls_not_after_timestamp_seconds`); set by
+    /// `net::tls::CertOutcome::with_peer_cert`.
+    pub tls_not_after: Option<std::time::SystemTime>,
 }
 
 impl Outcome {
@@ -270,6 +281,7 @@ impl Outcome {
             details: BTreeMap::new(),
             perfdata: Vec::new(),
             phases: Phases::default(),
+            tls_not_after: None,
         }
     }
 
@@ -282,6 +294,7 @@ impl Outcome {
             details: BTreeMap::new(),
             perfdata: Vec::new(),
             phases: Phases::default(),
+            tls_not_after: None,
         }
     }
 
@@ -411,6 +424,8 @@ impl Mode {
 pub struct BuildEnv {
     /// Shared HTTP client (token fetches, http kind uses its own per-check client).
     pub http: reqwest::Client,
+    /// The pushes `push` checks receive through the HTTP API.
+    pub push: Arc<push::PushBoard>,
 }
 
 /// A kind's validated configuration. Building never opens a socket.
@@ -441,6 +456,8 @@ pub struct ParseCx<'a> {
     pub plugin_dir: &'a Path,
     /// Every check name in the file (rules refer to them).
     pub check_names: &'a [String],
+    /// The check's `interval` (`push` expects a push every interval).
+    pub interval: Duration,
 }
 
 #[cfg(test)]

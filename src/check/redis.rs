@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo, RedisError, Value};
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,6 +24,7 @@ use super::{
 use crate::config::raw::Table;
 use crate::net::addr::{self, join_host_port, unbracket};
 use crate::net::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 
@@ -75,13 +75,16 @@ pub struct RedisSpec {
     pub role: Option<Role>,
     /// Certificate handling for `rediss://`.
     pub tls_options: TlsOptions,
+    /// `tls_expiry_warning` for `rediss://` (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
-/// Reads `url`, `role`, `ca_file`, `tls_skip_verify`.
+/// Reads `url`, `role`, `ca_file`, `tls_skip_verify`, `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let url = t.req_str("url");
     let role = t.str("role");
     let tls_options = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     let role = match role {
         None => Some(None),
         Some(r) => match r.value.as_str() {
@@ -107,6 +110,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     Some(Arc::new(RedisSpec {
         role: role?,
         tls_options,
+        tls_expiry_warning,
         ..spec
     }))
 }
@@ -177,6 +181,7 @@ pub fn parse_url(s: &str) -> Result<RedisSpec, UrlError> {
         db,
         role: None,
         tls_options: TlsOptions::default(),
+        tls_expiry_warning: Some(tls::DEFAULT_EXPIRY_WARNING),
     })
 }
 
@@ -189,9 +194,7 @@ impl RedisSpec {
 impl KindSpec for RedisSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
         let tls = if self.tls {
-            Some(tokio_rustls::TlsConnector::from(tls::client_config(
-                &self.tls_options,
-            )?))
+            Some(tls::client_config(&self.tls_options)?)
         } else {
             None
         };
@@ -221,7 +224,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 struct RedisCheck {
     spec: RedisSpec,
-    tls: Option<tokio_rustls::TlsConnector>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The spawned multiplexer task; aborted if dropped.
@@ -237,6 +240,8 @@ struct Open {
     conn: MultiplexedConnection,
     driver: Driver,
     budget: Arc<ReadBudget>,
+    /// The server certificate (`rediss://`).
+    cert: Option<tls::PeerCert>,
 }
 
 /// Classifies a redis-rs error.
@@ -363,18 +368,12 @@ impl RedisCheck {
         let tcp = addr::connect(&s.address(), phases).await?;
         let budget = ReadBudget::new(DEFAULT_BUDGET);
         let capped = Capped::new(tcp, budget.clone());
+        let mut cert = None;
         let stream: Box<dyn Io> = match &self.tls {
             None => Box::new(capped),
-            Some(connector) => {
-                let name = ServerName::try_from(s.host.clone()).map_err(|e| {
-                    CheckError::new(ErrorKind::Tls, format!("invalid TLS server name: {e}"))
-                })?;
-                let t = Instant::now();
-                let tls = connector
-                    .connect(name, capped)
-                    .await
-                    .map_err(|e| CheckError::new(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
-                phases.tls = Some(t.elapsed());
+            Some(cfg) => {
+                let tls = tls::handshake(capped, &s.host, cfg, phases).await?;
+                cert = tls::stream_cert(&tls);
                 Box::new(tls)
             }
         };
@@ -398,6 +397,7 @@ impl RedisCheck {
             conn,
             driver: Driver(tokio::spawn(driver)),
             budget,
+            cert,
         })
     }
 
@@ -412,8 +412,11 @@ impl RedisCheck {
         let r = exchange(&mut open.conn, true, true, self.spec.role).await;
         phases.exchange = Some(t.elapsed());
         let latency = start.elapsed();
+        let (cert, warn) = (open.cert.clone(), self.spec.tls_expiry_warning);
         match r {
-            Err(e) => Err(Outcome::down(e, latency).with_phases(phases)),
+            Err(e) => Err(Outcome::down(e, latency)
+                .with_phases(phases)
+                .with_peer_cert(cert, warn)),
             Ok(f) => {
                 let mut o = Outcome::up(latency).with_phases(phases);
                 if let Some(v) = f.version {
@@ -422,7 +425,7 @@ impl RedisCheck {
                 if let Some(r) = f.role {
                     o = o.with_detail("role", r.as_str());
                 }
-                Ok((open, o))
+                Ok((open, o.with_peer_cert(cert, warn)))
             }
         }
     }
@@ -448,6 +451,7 @@ impl Check for RedisCheck {
                 session: Box::new(RedisSession {
                     open,
                     role: self.spec.role,
+                    warn: self.spec.tls_expiry_warning,
                 }),
                 outcome,
             })
@@ -458,6 +462,7 @@ impl Check for RedisCheck {
 struct RedisSession {
     open: Open,
     role: Option<Role>,
+    warn: Option<Duration>,
 }
 
 fn driver_ended(r: Result<(), tokio::task::JoinError>) -> CheckError {
@@ -470,11 +475,12 @@ fn driver_ended(r: Result<(), tokio::task::JoinError>) -> CheckError {
 impl Session for RedisSession {
     fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
         Box::pin(async move {
-            let RedisSession { open, role } = *self;
+            let RedisSession { open, role, warn } = *self;
             let Open {
                 mut conn,
                 mut driver,
                 budget,
+                cert,
             } = open;
             let bye = || CheckError::new(ErrorKind::Closed, "agent closed the session");
             loop {
@@ -507,7 +513,9 @@ impl Session for RedisSession {
                             }
                             Err(e) => Outcome::down(e, latency),
                         };
-                        let o = o.with_phases(Phases { exchange: Some(latency), ..Phases::default() });
+                        let o = o
+                            .with_phases(Phases { exchange: Some(latency), ..Phases::default() })
+                            .with_peer_cert(cert.clone(), warn);
                         if io.report.send(o).await.is_err() {
                             return bye();
                         }

@@ -29,6 +29,21 @@ pub const KINDS: &[KindInfo] = &[
         parse: super::tcp::parse,
     },
     KindInfo {
+        name: "tls",
+        session: false,
+        parse: super::tls::parse,
+    },
+    KindInfo {
+        name: "dns",
+        session: false,
+        parse: super::dns::parse,
+    },
+    KindInfo {
+        name: "icmp",
+        session: false,
+        parse: super::icmp::parse,
+    },
+    KindInfo {
         name: "http",
         session: false,
         parse: super::http::parse,
@@ -77,6 +92,26 @@ pub const KINDS: &[KindInfo] = &[
         name: "ami",
         session: true,
         parse: super::ami::parse,
+    },
+    KindInfo {
+        name: "push",
+        session: false,
+        parse: super::push::parse,
+    },
+    KindInfo {
+        name: "grpc",
+        session: true,
+        parse: super::grpc::parse,
+    },
+    KindInfo {
+        name: "mqtt",
+        session: true,
+        parse: super::mqtt::parse,
+    },
+    KindInfo {
+        name: "mysql",
+        session: true,
+        parse: super::mysql::parse,
     },
 ];
 

@@ -17,6 +17,8 @@ use super::{
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
+use crate::net::tls::PeerCert;
 use crate::net::tls::TlsOptions;
 use crate::net::ws::{Ws, classify, open};
 use crate::secret::Secret;
@@ -36,9 +38,12 @@ pub struct WebSocketSpec {
     pub token: Option<TokenSpec>,
     /// Certificate handling.
     pub tls: TlsOptions,
+    /// `tls_expiry_warning` for `wss` (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
-/// Reads `url`, `headers`, `send`, `expect`, `token`, `ca_file`, `tls_skip_verify`.
+/// Reads `url`, `headers`, `send`, `expect`, `token`, `ca_file`, `tls_skip_verify`,
+/// `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let url = t.url("url", &["ws", "wss"]);
     let headers = t.headers("headers");
@@ -46,6 +51,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     let expect = t.regex("expect");
     let token = super::token::parse(t);
     let tls = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(WebSocketSpec {
         url: url?,
         headers: headers?,
@@ -53,6 +59,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         expect: expect?,
         token: token?,
         tls,
+        tls_expiry_warning,
     }))
 }
 
@@ -172,6 +179,8 @@ impl Check for WebSocketCheck {
                 Ok(x) => x,
                 Err(e) => return Outcome::down(e, start.elapsed()),
             };
+            let cert = crate::net::ws::peer_cert(&ws);
+            let warn = self.spec.tls_expiry_warning;
             let mut heart = self.heart();
             let t = Instant::now();
             if let Some(m) = heart.request()
@@ -196,6 +205,7 @@ impl Check for WebSocketCheck {
                 Ok(()) => Outcome::up(latency).with_phases(phases),
                 Err(e) => Outcome::down(e, latency).with_phases(phases),
             }
+            .with_peer_cert(cert, warn)
         })
     }
 
@@ -203,13 +213,21 @@ impl Check for WebSocketCheck {
         Box::pin(async move {
             let start = Instant::now();
             match self.connect_ws(at).await {
-                Ok((ws, phases)) => Ok(Connected {
-                    session: Box::new(WsSession {
-                        ws,
-                        heart: self.heart(),
-                    }),
-                    outcome: Outcome::up(start.elapsed()).with_phases(phases),
-                }),
+                Ok((ws, phases)) => {
+                    let cert = crate::net::ws::peer_cert(&ws);
+                    let warn = self.spec.tls_expiry_warning;
+                    Ok(Connected {
+                        outcome: Outcome::up(start.elapsed())
+                            .with_phases(phases)
+                            .with_peer_cert(cert.clone(), warn),
+                        session: Box::new(WsSession {
+                            ws,
+                            heart: self.heart(),
+                            cert,
+                            warn,
+                        }),
+                    })
+                }
                 Err(e) => Err(Outcome::down(e, start.elapsed())),
             }
         })
@@ -219,12 +237,20 @@ impl Check for WebSocketCheck {
 struct WsSession {
     ws: Ws,
     heart: Heart,
+    /// The certificate of the connection, re-checked against the warning each heartbeat.
+    cert: Option<PeerCert>,
+    warn: Option<Duration>,
 }
 
 impl Session for WsSession {
     fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
         Box::pin(async move {
-            let WsSession { ws, mut heart } = *self;
+            let WsSession {
+                ws,
+                mut heart,
+                cert,
+                warn,
+            } = *self;
             let (mut sink, mut stream) = ws.split();
             let mut waiting: Option<Instant> = None;
             loop {
@@ -254,7 +280,7 @@ impl Session for WsSession {
                                 && heart.answers(&m)
                             {
                                 waiting = None;
-                                let o = Outcome::up(sent.elapsed());
+                                let o = Outcome::up(sent.elapsed()).with_peer_cert(cert.clone(), warn);
                                 if io.report.send(o).await.is_err() {
                                     return CheckError::new(ErrorKind::Closed, "agent closed the session");
                                 }

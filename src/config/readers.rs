@@ -151,6 +151,27 @@ impl Table<'_, '_> {
             skip_verify,
         }
     }
+
+    /// `tls_expiry_warning`: how long before the server certificate's `notAfter` a TLS
+    /// check turns `degraded` (`error_kind = "tls"`); a duration such as `"14d"`, or
+    /// `"off"`. Default [`crate::net::tls::DEFAULT_EXPIRY_WARNING`]. `None` means off.
+    pub fn tls_expiry_warning(&self) -> Option<std::time::Duration> {
+        let default = Some(crate::net::tls::DEFAULT_EXPIRY_WARNING);
+        let Some(s) = self.str("tls_expiry_warning") else {
+            return default;
+        };
+        if s.value.trim().eq_ignore_ascii_case("off") {
+            return None;
+        }
+        match crate::time::parse_duration(&s.value) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(s.span, format!("`tls_expiry_warning`: {e} (or \"off\")"));
+                default
+            }
+        }
+    }
 }
 
 fn parse_status_range(s: &str) -> Option<RangeInclusive<u16>> {

@@ -267,16 +267,7 @@ fn read_agent(root: &Table<'_, '_>) -> Option<AgentConfig> {
 
 /// A `dns_servers` entry: `IP`, `IP:PORT` or `[v6]:PORT` (port 53 by default).
 fn parse_dns_server(s: &str) -> Option<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Some(a);
-    }
-    let ip = s
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(s);
-    ip.parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, 53))
+    crate::net::dns::parse_server(s)
 }
 
 /// The `[agent]` keys of the agent's own HTTP surface (see `docs/security.md`).
@@ -570,6 +561,7 @@ fn read_check(
         mode,
         plugin_dir,
         check_names: all_names,
+        interval: timing.interval,
     };
     let spec = (info.parse)(t, &cx)?;
 

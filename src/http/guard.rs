@@ -97,9 +97,13 @@ async fn check(g: &Guard, cfg: &Config, req: Request, next: Next) -> Response {
             .is_some_and(|given| constant_time_eq(given.as_bytes(), tok.expose().as_bytes())),
         _ => false,
     };
+    // Push routes authenticate by their check's token (`http/push.rs`), not basic auth
+    // or `api_token`, so cron jobs need no agent credentials.
+    let push = path.starts_with(super::push::PREFIX);
     let users = a.web.as_ref().and_then(|w| w.users.clone());
     if let Some(users) = users
         && !probe
+        && !push
         && !is_public(&path, &a.public_paths)
         && !(cfg.status_page.public && super::page::is_public_page(&path))
         && !token_ok
@@ -114,7 +118,10 @@ async fn check(g: &Guard, cfg: &Config, req: Request, next: Next) -> Response {
     }
     let write = req.method() == Method::POST || req.method() == Method::DELETE;
     if write {
-        if a.api_token.is_some() {
+        if push {
+            // Token-authenticated: a cross-site page cannot know the token, so forms
+            // (`curl -d status=down`) are fine here.
+        } else if a.api_token.is_some() {
             if !token_ok {
                 return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
                     .into_response();

@@ -8,6 +8,7 @@ pub mod events;
 pub mod guard;
 pub mod history;
 pub mod page;
+pub mod push;
 pub mod serve;
 pub mod silences;
 pub mod web_config;
@@ -92,6 +93,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health/force-check", post(api::force_all))
         .route("/health/service/{name}/check", post(api::force_one))
         .route("/-/reload", post(api::reload))
+        .route("/api/v1/push/{name}", get(push::push).post(push::push))
         .route("/-/healthy", get(ok))
         .route("/-/ready", get(ok))
         .route("/api/v1/checks/{name}/history", get(history::history))

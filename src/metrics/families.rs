@@ -224,6 +224,16 @@ const LAST_SUCCESS: Family = Family {
     },
 };
 
+const TLS_NOT_AFTER: Family = Family {
+    name: "lifeline_check_tls_not_after_timestamp_seconds",
+    help: "Unix time the server certificate seen by the last TLS handshake expires (notAfter).",
+    ty: "gauge",
+    lines: |s, out| {
+        let v = s.tls_not_after.get();
+        gauge(out, "lifeline_check_tls_not_after_timestamp_seconds", s, v);
+    },
+};
+
 const CHANGES: Family = Family {
     name: "lifeline_check_state_changes_total",
     help: "Status changes.",
@@ -302,7 +312,7 @@ const PHASE: Family = Family {
 
 /// Every per-check family, in exposition order (HELP/TYPE are always written, so a
 /// dashboard can tell a family exists before it has samples).
-const ALL: [&Family; 15] = [
+const ALL: [&Family; 16] = [
     &INFO,
     &UP,
     &STATUS,
@@ -313,6 +323,7 @@ const ALL: [&Family; 15] = [
     &CONSECUTIVE,
     &BACKOFF,
     &LAST_SUCCESS,
+    &TLS_NOT_AFTER,
     &CHANGES,
     &RECONNECTS,
     &PERFDATA,
@@ -422,7 +433,7 @@ mod tests {
         for l in whole.lines().filter(|l| l.starts_with("# TYPE ")) {
             seen.push(l.split(' ').nth(2).unwrap_or("").to_string());
         }
-        assert_eq!(seen.len(), 15);
+        assert_eq!(seen.len(), 16);
     }
 
     #[test]
@@ -442,7 +453,7 @@ mod tests {
                 latency_histogram: false
             })
             .count(),
-            14
+            15
         );
     }
 }

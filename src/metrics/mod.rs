@@ -557,6 +557,9 @@ impl CheckMetrics {
                 s.set_phase(i, d.as_secs_f64());
             }
         }
+        if let Some(t) = o.tls_not_after {
+            s.tls_not_after.set(crate::time::unix_secs_f64(t));
+        }
         // The latest result decides which perfdata series exist (none after a result
         // without perfdata, e.g. a timeout: a stale value is worse than a gap).
         s.set_perfdata(o.perfdata.iter().map(|x| (x.label.as_str(), x.value)));

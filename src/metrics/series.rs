@@ -96,6 +96,7 @@ pub struct Series {
     pub(crate) perfdata_dropped: AtomicU64,
     /// Whether this check's latency histogram is exported (`[metrics]`).
     pub(crate) histogram: std::sync::atomic::AtomicBool,
+    pub(crate) tls_not_after: AtomicF64,
 }
 
 impl Series {
@@ -137,6 +138,7 @@ impl Series {
             perfdata: Mutex::new(BTreeMap::new()),
             perfdata_dropped: AtomicU64::new(0),
             histogram: std::sync::atomic::AtomicBool::new(true),
+            tls_not_after: AtomicF64::unset(),
         }
     }
 

@@ -190,6 +190,19 @@ fn name_server(addr: SocketAddr) -> NameServerConfig {
     ns
 }
 
+/// A name server as config writes it: `IP`, `IP:PORT` or `[v6]:PORT` (port 53 by
+/// default); `None` for anything else (`dns_servers`, the `dns` kind's `server`).
+pub fn parse_server(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(s);
+    ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
 /// Addresses `host` needs no query for: an IP literal (brackets allowed) or a
 /// `localhost` name.
 pub fn without_query(host: &str) -> Option<Vec<IpAddr>> {

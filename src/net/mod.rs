@@ -12,6 +12,7 @@
 //! | [`deadline`] | the current attempt's deadline, set around each attempt by the supervisor, read by lookups and connects to fail with a precise kind in time |
 //! | [`tcp_info`] | the kernel's timing of a TCP handshake (`TCP_INFO` round-trip time), which tcp probes report as their latency |
 //! | [`ws`] | opening a WebSocket (timed, classified) and its message size limit |
+//! | [`stream`] | a plain or TLS byte stream (timed connect and handshake, budgeted reads) for kinds with their own wire codec (grpc, mysql, mqtt) |
 //!
 //! The layer reports failures in the check contract's vocabulary
 //! ([`crate::check::CheckError`], [`crate::check::ErrorKind`], [`crate::check::Phases`]),
@@ -22,6 +23,7 @@ pub mod capped;
 pub mod deadline;
 pub mod dns;
 pub mod http_client;
+pub mod stream;
 pub mod tcp_info;
 pub mod tls;
 pub mod ws;

@@ -63,6 +63,14 @@ pub async fn open(
     Ok((ws, phases))
 }
 
+/// The server's leaf certificate of a `wss://` connection (`None` for `ws://`).
+pub fn peer_cert(ws: &Ws) -> Option<super::tls::PeerCert> {
+    match ws.get_ref() {
+        MaybeTlsStream::Rustls(s) => super::tls::stream_cert(s),
+        _ => None,
+    }
+}
+
 /// Classifies a tungstenite error.
 pub fn classify(e: &tungstenite::Error) -> CheckError {
     use tungstenite::Error as E;

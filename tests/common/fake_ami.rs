@@ -59,6 +59,8 @@ pub struct FakeAmiConfig {
     /// Before every response, also send an event and a response to somebody else's
     /// ActionID, and write replies in small pieces (tests correlation and framing).
     pub chatty: bool,
+    /// TLS from the first byte, as Asterisk's `tlsenable = yes` listener (port 5039).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The transcript's `authtimeout`.
@@ -83,6 +85,7 @@ impl Default for FakeAmiConfig {
             authtimeout: AUTHTIMEOUT,
             challenge: None,
             chatty: false,
+            tls: None,
         }
     }
 }
@@ -137,6 +140,19 @@ impl FakeAmi {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake AMI");
+        Self::serve_on(cfg, listener)
+    }
+
+    /// Serves on `listener` (a non-blocking std listener, e.g. one bound inside a
+    /// network namespace by `netns::NsRef::bind_tcp`).
+    pub fn start_on(cfg: FakeAmiConfig, listener: std::net::TcpListener) -> Self {
+        Self::serve_on(
+            cfg,
+            TcpListener::from_std(listener).expect("register the fake AMI listener"),
+        )
+    }
+
+    fn serve_on(cfg: FakeAmiConfig, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             cfg,
@@ -160,7 +176,7 @@ impl FakeAmi {
                     tokio::select! {
                         _ = sp2.cancelled() => {}
                         _ = kick.cancelled() => {}
-                        _ = serve(st2, sock, n) => {}
+                        _ = accept(st2, sock, n) => {}
                     }
                 });
             }
@@ -209,7 +225,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 
 /// Reads one action (lines up to an empty line). `None` on EOF/oversize.
 async fn read_action(
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    r: &mut BufReader<impl tokio::io::AsyncRead + Unpin>,
 ) -> Option<(Vec<(String, String)>, Vec<u8>)> {
     let mut raw = Vec::new();
     let mut headers = Vec::new();
@@ -263,9 +279,24 @@ fn response(r: &str, id: Option<&str>, rest: &[(&str, &str)]) -> Vec<u8> {
     out.into_bytes()
 }
 
-async fn serve(st: Arc<State>, sock: TcpStream, conn: usize) {
+/// TLS first when configured (a failed handshake just closes), then the transcript.
+async fn accept(st: Arc<State>, sock: TcpStream, conn: usize) {
     let _ = sock.set_nodelay(true);
-    let (rd, mut wr) = sock.into_split();
+    match st.cfg.tls.clone() {
+        None => serve(st, sock, conn).await,
+        Some(cfg) => {
+            if let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(sock).await {
+                serve(st, s, conn).await;
+            }
+        }
+    }
+}
+
+async fn serve<S>(st: Arc<State>, sock: S, conn: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
+{
+    let (rd, mut wr) = tokio::io::split(sock);
     let mut rd = BufReader::new(rd);
     let cfg = &st.cfg;
     if wr

@@ -5,11 +5,17 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod grpc;
+pub mod hostile;
+pub mod mariadb;
+pub mod mosquitto;
+pub mod netns;
 pub mod postgres;
 pub mod receivers;
 pub mod redis;
 pub mod scenarios;
 pub mod stale;
+pub mod tls_peer;
 pub mod toml;
 
 // Benches that include this module use none of these.

@@ -36,8 +36,12 @@ CREATE DATABASE appdb OWNER app;
 
 /// A running (or killed) PostgreSQL server.
 pub struct Pg {
-    /// TCP port on 127.0.0.1.
+    /// TCP port on [`Pg::host`].
     pub port: u16,
+    /// The address it listens on: 127.0.0.1, or the namespace's address
+    /// ([`Pg::start_in`]).
+    pub host: String,
+    ns: Option<super::netns::NsRef>,
     /// The CA that signed the server certificate (TLS servers only).
     pub ca: Option<PathBuf>,
     dir: tempfile::TempDir,
@@ -191,7 +195,17 @@ impl Pg {
         Self::launch(true).await
     }
 
+    /// A plain server inside the network namespace `ns`, listening on its address; the
+    /// test's own (trust) connections and `app` (scram) may come from 10.0.0.0/8.
+    pub async fn start_in(ns: &super::netns::NsRef) -> Self {
+        Self::launch_in(false, Some(ns.clone())).await
+    }
+
     async fn launch(tls: bool) -> Self {
+        Self::launch_in(tls, None).await
+    }
+
+    async fn launch_in(tls: bool, ns: Option<super::netns::NsRef>) -> Self {
         let owner = server_owner();
         let template = template(owner);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -203,9 +217,23 @@ impl Pg {
             "copy template",
         );
         let ca = tls.then(|| make_certs(dir.path()));
+        if ns.is_some() {
+            std::fs::write(
+                dir.path().join("data/pg_hba.conf"),
+                format!(
+                    "{HBA}host all trusty 10.0.0.0/8 trust\nhost all all 10.0.0.0/8 scram-sha-256\n"
+                ),
+            )
+            .expect("pg_hba.conf");
+        }
         chown_tree(dir.path(), owner);
+        let host = ns
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |n| n.peer_ip.to_string());
         let mut pg = Pg {
             port: free_port(),
+            host,
+            ns,
             ca,
             dir,
             bin: pg_bin("postgres"),
@@ -231,9 +259,9 @@ impl Pg {
             .arg(self.port.to_string())
             .arg("-k")
             .arg(d)
+            .arg("-c")
+            .arg(format!("listen_addresses={}", self.host))
             .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
                 "-c",
                 "fsync=off",
                 "-c",
@@ -259,7 +287,10 @@ impl Pg {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        self.child = Some(cmd.spawn().expect("spawn postgres"));
+        self.child = Some(match &self.ns {
+            Some(ns) => ns.spawn(&mut cmd),
+            None => cmd.spawn().expect("spawn postgres"),
+        });
     }
 
     /// Waits until the server accepts logins.
@@ -299,7 +330,7 @@ impl Pg {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// `postgres://USER[:PASSWORD]@127.0.0.1:PORT/DB?QUERY`.
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB?QUERY`.
     pub fn dsn(&self, user: &str, password: Option<&str>, db: &str, query: &str) -> String {
         let auth = match password {
             Some(p) => format!("{user}:{p}"),
@@ -310,7 +341,7 @@ impl Pg {
         } else {
             format!("?{query}")
         };
-        format!("postgres://{auth}@127.0.0.1:{}/{db}{q}", self.port)
+        format!("postgres://{auth}@{}:{}/{db}{q}", self.host, self.port)
     }
 
     /// A DSN for `app` with its password on `appdb`.
@@ -321,7 +352,7 @@ impl Pg {
     /// A superuser connection (trust, no TLS) for the test's own queries.
     pub async fn client(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
+        cfg.host(&self.host)
             .port(self.port)
             .user("trusty")
             .dbname("postgres")
@@ -441,8 +472,15 @@ fn hard_kill(c: &mut Child) {
 }
 
 /// Writes a CA (`ca.crt`) and a server certificate for DNS name `localhost`
-/// (`server.crt`, `server.key`) into `dir`; returns the CA path.
+/// (`server.crt`, `server.key`) valid for 90 days into `dir` (outside every kind's
+/// default `tls_expiry_warning`); returns the CA path.
 pub fn make_certs(dir: &Path) -> PathBuf {
+    make_certs_valid(dir, 90)
+}
+
+/// As [`make_certs`], with a server certificate that expires in `days` days.
+pub fn make_certs_valid(dir: &Path, days: u32) -> PathBuf {
+    let days = days.to_string();
     let openssl = require_bin("openssl", "openssl", &[]);
     let ec = [
         "-newkey",
@@ -462,7 +500,7 @@ pub fn make_certs(dir: &Path) -> PathBuf {
                 "-out",
                 "ca.crt",
                 "-days",
-                "2",
+                "365",
                 "-subj",
                 "/CN=lifeline test CA",
             ]),
@@ -502,7 +540,7 @@ pub fn make_certs(dir: &Path) -> PathBuf {
             "-out",
             "server.crt",
             "-days",
-            "2",
+            &days,
             "-extfile",
             "server.ext",
         ]),

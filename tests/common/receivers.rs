@@ -29,6 +29,8 @@ pub struct Post {
     pub json: serde_json::Value,
     /// What the receiver answered.
     pub answered: u16,
+    /// When it arrived (wall clock, comparable with timestamps in the payload).
+    pub received: std::time::SystemTime,
 }
 
 /// An HTTP receiver on 127.0.0.1.
@@ -48,7 +50,12 @@ impl HttpReceiver {
 
     /// Starts on `port` (0 = any).
     pub async fn start_on(port: u16) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST, port).await
+    }
+
+    /// Starts on `ip:port` (0 = any port), e.g. the host end of a test namespace's veth.
+    pub async fn start_at(ip: std::net::Ipv4Addr, port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, port))
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
@@ -74,6 +81,7 @@ impl HttpReceiver {
                         json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
                         body,
                         answered: status,
+                        received: std::time::SystemTime::now(),
                     });
                     (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "ok")
                 }
@@ -91,7 +99,7 @@ impl HttpReceiver {
         }
     }
 
-    /// `http://127.0.0.1:<port><path>`.
+    /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -18,8 +18,11 @@ pub const ACL_PASSWORD: &str = "alice-secret-pw";
 
 /// A running (or killed) redis-server.
 pub struct Redis {
-    /// TCP port on 127.0.0.1.
+    /// TCP port on [`Redis::host`].
     pub port: u16,
+    /// The address it listens on: 127.0.0.1, or the namespace's ([`Redis::start_in`]).
+    pub host: String,
+    ns: Option<super::netns::NsRef>,
     /// Whether it requires a password.
     pub auth: bool,
     /// The CA of the server certificate (TLS servers: `rediss://localhost:PORT` only).
@@ -42,20 +45,37 @@ impl Redis {
 
     /// TLS only (no plain port), certificate for `localhost` signed by [`Redis::ca`].
     pub async fn start_tls() -> Self {
-        Self::launch_with(false, true).await
+        Self::launch_with(false, true, 90).await
+    }
+
+    /// As [`Redis::start_tls`], with a server certificate that expires in `days` days.
+    pub async fn start_tls_valid(days: u32) -> Self {
+        Self::launch_with(false, true, days).await
     }
 
     async fn launch(auth: bool) -> Self {
-        Self::launch_with(auth, false).await
+        Self::launch_with(auth, false, 90).await
     }
 
-    async fn launch_with(auth: bool, tls: bool) -> Self {
+    /// No authentication, inside the network namespace `ns` on its address.
+    pub async fn start_in(ns: &super::netns::NsRef) -> Self {
+        Self::launch_in(false, false, 90, Some(ns.clone())).await
+    }
+
+    async fn launch_with(auth: bool, tls: bool, days: u32) -> Self {
+        Self::launch_in(auth, tls, days, None).await
+    }
+
+    async fn launch_in(auth: bool, tls: bool, days: u32, ns: Option<super::netns::NsRef>) -> Self {
         let bin = require_bin("redis-server", "redis-server", &[]);
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let ca = tls.then(|| super::postgres::make_certs(dir.path()));
+        let ca = tls.then(|| super::postgres::make_certs_valid(dir.path(), days));
+        let host = ns
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |n| n.peer_ip.to_string());
         let mut conf = format!(
-            "port {}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndaemonize no\nprotected-mode no\ndir {}\nlogfile {}\n",
+            "port {}\nbind {host}\nsave \"\"\nappendonly no\ndaemonize no\nprotected-mode no\ndir {}\nlogfile {}\n",
             if tls { 0 } else { port },
             dir.path().display(),
             dir.path().join("redis.log").display(),
@@ -76,6 +96,8 @@ impl Redis {
         std::fs::write(dir.path().join("redis.conf"), conf).expect("redis.conf");
         let mut r = Redis {
             port,
+            host,
+            ns,
             auth,
             ca,
             dir,
@@ -87,25 +109,31 @@ impl Redis {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new(&self.bin)
-            .arg(self.dir.path().join("redis.conf"))
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(self.dir.path().join("redis.conf"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
+            .stderr(Stdio::null());
+        let child = match &self.ns {
+            Some(ns) => ns.spawn(&mut cmd),
+            None => cmd.spawn().expect("spawn redis-server"),
+        };
         self.child = Some(child);
-        wait_listening(&format!("127.0.0.1:{}", self.port), Duration::from_secs(10)).await;
+        wait_listening(
+            &format!("{}:{}", self.host, self.port),
+            Duration::from_secs(10),
+        )
+        .await;
     }
 
-    /// `redis://[user:password@]127.0.0.1:PORT/DB`.
+    /// `redis://[user:password@]HOST:PORT/DB`.
     pub fn url(&self, userinfo: &str, db: u32) -> String {
         let at = if userinfo.is_empty() {
             String::new()
         } else {
             format!("{userinfo}@")
         };
-        format!("redis://{at}127.0.0.1:{}/{db}", self.port)
+        format!("redis://{at}{}:{}/{db}", self.host, self.port)
     }
 
     /// A URL with full rights for the test's own commands.

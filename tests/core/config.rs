@@ -236,10 +236,25 @@ fn shipped_config_examples_all_validate() {
         .envs([
             ("PG_PASSWORD", "x"),
             ("REDIS_PASSWORD", "x"),
+            ("MYSQL_PASSWORD", "x"),
+            ("MQTT_PASSWORD", "x"),
             ("SLACK_WEBHOOK_URL", "https://hooks.example.net/x"),
             ("HOOK_SECRET", "x"),
             ("SMTP_PASSWORD", "x"),
             ("API_TOKEN", "x"),
+            ("AMI_SECRET", "x"),
+            ("PAGERDUTY_ROUTING_KEY", "0123456789abcdef0123456789abcdef"),
+            ("OPSGENIE_API_KEY", "x"),
+            ("TEAMS_WEBHOOK_URL", "https://teams.example.net/x"),
+            (
+                "DISCORD_WEBHOOK_URL",
+                "https://discord.example.net/api/webhooks/1/x",
+            ),
+            ("TELEGRAM_BOT_TOKEN", "123:abc"),
+            ("NTFY_TOKEN", "x"),
+            ("INCIDENTS_API_KEY", "x"),
+            ("SIP_MONITOR_PASSWORD", "x"),
+            ("BACKUP_PUSH_TOKEN", "0123456789abcdef"),
         ])
         .output()
         .unwrap();
@@ -247,5 +262,63 @@ fn shipped_config_examples_all_validate() {
         res.status.success(),
         "uncommented examples do not validate:\n{}\n---\n{out}",
         String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+/// The keys of the `tls`, `dns` and `icmp` kinds and `tls_expiry_warning` report bad
+/// values at their position, all in one run (exit 2).
+#[test]
+fn tls_dns_icmp_keys_report_bad_values_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[[checks]]
+name = "t"
+kind = "tls"
+address = "nope"
+tls_expiry_warning = "soon"
+[[checks]]
+name = "d"
+kind = "dns"
+query = "a..b"
+record = "PTR"
+server = "dns.example"
+transport = "quic"
+[[checks]]
+name = "i"
+kind = "icmp"
+host = "10.0.0.1"
+count = 0
+max_loss = 150
+[[checks]]
+name = "h"
+kind = "http"
+url = "https://example.com/"
+tls_expiry_warning = "off"
+"#;
+    let p = write_config(&dir, text);
+    let (code, _out, err) = validate(&p);
+    assert_eq!(code, 2, "{err}");
+    let got: Vec<String> = err
+        .lines()
+        .map(|l| l.replacen(&p.display().to_string(), "c.toml", 1))
+        .collect();
+    for want in [
+        "c.toml:4:11: `address` must be HOST:PORT, got `nope`",
+        "c.toml:5:22: `tls_expiry_warning`: ",
+        "c.toml:9:9: `query`: `a..b` is not a DNS name",
+        "c.toml:10:10: `record` must be one of A, AAAA, CNAME, MX, TXT, SRV, NS, got `PTR`",
+        "c.toml:11:10: `server` must be an IP address or IP:PORT, got `dns.example`",
+        "c.toml:12:13: `transport` must be \"udp\" or \"tcp\", got `quic`",
+        "c.toml:17:9: `count`",
+        "c.toml:18:12: `max_loss`",
+    ] {
+        assert!(
+            got.iter().any(|l| l.starts_with(want)),
+            "missing `{want}` in:\n{err}"
+        );
+    }
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("c.toml: 8 errors"),
+        "{err}"
     );
 }

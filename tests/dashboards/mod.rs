@@ -15,6 +15,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use self::prometheus::Prometheus;
+use crate::common::tls_peer::TlsPeer;
 use crate::common::*;
 
 fn repo(rel: &str) -> PathBuf {
@@ -163,6 +164,7 @@ fn dashboard_is_an_importable_grafana_dashboard() {
         ("Notification delivery", "timeseries"),
         ("Notification queue depth and latency", "timeseries"),
         ("Plugins", "table"),
+        ("TLS certificate expiry", "bargauge"),
     ] {
         assert_eq!(
             titles.get(title).map(String::as_str),
@@ -229,16 +231,23 @@ async fn ws_server() -> (String, tokio::task::JoinHandle<()>) {
 /// An agent with a healthy probe check, a failing critical probe check and a healthy
 /// session check; the alert engine's and plugin loader's metrics fed through the same
 /// typed API those modules use.
-async fn agent_with_data() -> (TestAgent, Vec<tokio::task::JoinHandle<()>>) {
+async fn agent_with_data() -> (TestAgent, Vec<tokio::task::JoinHandle<()>>, TlsPeer) {
     let (tcp, t1) = tcp_sink().await;
     let (ws, t2) = ws_server().await;
+    // A certificate expiring in 2 days: the TLS panel and the expiry alert have data.
+    let peer = TlsPeer::start(2).await;
     let refused = format!("127.0.0.1:{}", free_port());
+    let cert = format!(
+        "[[checks]]\nname = \"cert\"\nkind = \"tls\"\naddress = \"localhost:{}\"\nca_file = \"{}\"\n",
+        peer.addr.port(),
+        peer.ca.display()
+    );
     let a = TestAgent::start(&agent_toml(&format!(
         r#"[defaults]
 interval = "200ms"
 timeout = "1s"
 unhealthy_threshold = 1
-{}{}{}"#,
+{}{}{}{cert}"#,
         tcp_check("web", tcp, "labels = { team = \"web\" }\n"),
         tcp_check("db", refused, "critical = true\n"),
         ws_session_check("pbx-ws", &ws, ""),
@@ -258,7 +267,9 @@ unhealthy_threshold = 1
         .await;
     a.wait_status("pbx-ws", Status::Healthy, Duration::from_secs(10))
         .await;
-    (a, vec![t1, t2])
+    a.wait_status("cert", Status::Degraded, Duration::from_secs(10))
+        .await;
+    (a, vec![t1, t2], peer)
 }
 
 /// Sample names in a text exposition.
@@ -271,7 +282,7 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
-    let (a, tasks) = agent_with_data().await;
+    let (a, tasks, _peer) = agent_with_data().await;
     let rules = repo("dashboards/lifeline.rules.yml");
     let prom = Prometheus::start(&a.addr.to_string(), &[&rules]).await;
     let http = reqwest::Client::new();
@@ -344,7 +355,7 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
                     failures.push(format!("variable {name}: `{sel}` has no `{label}` values"));
                 }
                 if name == "check" {
-                    assert_eq!(values, BTreeSet::from(["db", "pbx-ws", "web"]));
+                    assert_eq!(values, BTreeSet::from(["cert", "db", "pbx-ws", "web"]));
                 }
             }
         }
@@ -420,6 +431,7 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
         ("LifelineCheckFailing", "check", "db"),
         ("LifelineNotificationsFailing", "notifier", "pager"),
         ("LifelineNotificationBacklog", "notifier", "pager"),
+        ("LifelineTLSCertificateExpiring", "check", "cert"),
     ];
     let active = loop {
         let r = prom.api("alerts", &[]).await;
@@ -456,6 +468,7 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
         ("LifelineOverallDown", ""),
         ("LifelineConfigReloadFailed", ""),
         ("LifelineStoreErrors", ""),
+        ("LifelineTLSCertificateExpired", ""),
     ] {
         assert!(
             !active
@@ -481,7 +494,7 @@ async fn every_dashboard_and_rule_expression_runs_against_a_real_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_exposition_passes_promtool_check_metrics() {
     let promtool = require_bin("promtool", "prometheus", &["/usr/bin"]);
-    let (a, tasks) = agent_with_data().await;
+    let (a, tasks, _peer) = agent_with_data().await;
     let body = api::get_text(&a.url("/metrics")).await;
     for family in [
         "lifeline_check_info",
@@ -489,6 +502,7 @@ async fn live_exposition_passes_promtool_check_metrics() {
         "lifeline_session_reconnects_total",
         "lifeline_notifications_total",
         "lifeline_plugin_info",
+        "lifeline_check_tls_not_after_timestamp_seconds",
         "process_cpu_seconds_total",
     ] {
         assert!(

@@ -3,6 +3,8 @@
 //! The agent is the real binary with `[agent] dns_servers` pointing at them (the resolver
 //! is process-wide, so these tests never configure it in the test process).
 
+mod kind;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -2,7 +2,7 @@
 
 mod postgres;
 mod redis;
-mod stale;
+pub mod stale;
 
 use std::time::Duration;
 

@@ -274,6 +274,21 @@ async fn sslmodes_against_a_tls_server() {
         .await;
     assert_eq!(ssl, ["true"]);
     assert_phases(&a, "require", &["tls"]);
+    // The server certificate is reported (tokio-postgres hides the connection: the
+    // capturing verifier saw it), also when the check refused it for its name.
+    for name in ["require", "verify_full_name", "verify_full_ip"] {
+        let tls = &a.state(name).details["tls"];
+        assert_eq!(tls["subject"], "CN=localhost", "{name}: {tls}");
+        assert_eq!(tls["sans"], serde_json::json!(["localhost"]), "{name}");
+    }
+    assert!(!a.state("disable").details.contains_key("tls"));
+    assert!(
+        a.check_metric(
+            "lifeline_check_tls_not_after_timestamp_seconds",
+            "verify_full_name"
+        )
+        .is_some()
+    );
     a.stop().await;
 }
 

@@ -199,5 +199,6 @@ async fn rediss_verifies_the_server_certificate() {
         a.wait_unhealthy(name, ErrorKind::Tls, SOON).await;
     }
     assert_phases(&a, "trusted", &["tls"]);
+    assert_eq!(a.state("trusted").details["tls"]["subject"], "CN=localhost");
     a.stop().await;
 }

@@ -12,13 +12,13 @@ use crate::common::stale::{Beats, Frozen, stops_answering};
 
 /// Heartbeats every 200 ms (300 ms to answer), degraded after 1 s, dropped after 2 s;
 /// retries after 200 ms, 400 ms, then `max` (1.6 s) from the third failure on.
-const TIMING: &str = r#"interval = "200ms"
+pub const TIMING: &str = r#"interval = "200ms"
 timeout = "300ms"
 unhealthy_threshold = 1
 heartbeat = { poor_after = "1s", stale_after = "2s" }
 backoff = { base = "200ms", max = "1600ms", multiplier = 2.0, jitter = "0ms", max_attempts = 3 }"#;
 
-const BEATS: Beats = Beats {
+pub const BEATS: Beats = Beats {
     interval: Duration::from_millis(200),
     poor_after: Duration::from_secs(1),
     stale_after: Duration::from_secs(2),

@@ -151,6 +151,7 @@ impl Built {
             .clone();
         let env = BuildEnv {
             http: lifeline::net::http_client::shared(),
+            push: Default::default(),
         };
         let check = config.spec.build(&env).expect("build");
         Self {

@@ -1,4 +1,5 @@
-//! `sip` against Kamailio with a minimal config that answers OPTIONS (`tests/data/sip/kamailio.cfg`).
+//! `sip` against Kamailio with a minimal config that answers OPTIONS (`tests/data/sip/kamailio.cfg`),
+//! and the Kamailio harness `registrar.rs` uses (`tests/data/sip/kamailio-registrar.cfg`).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +16,13 @@ const MODULE_DIRS: &[&str] = &[
     "/usr/lib/kamailio/modules",
 ];
 
+fn module_dir() -> &'static str {
+    MODULE_DIRS
+        .iter()
+        .find(|d| std::path::Path::new(d).join("sl.so").is_file())
+        .unwrap_or_else(|| panic!("kamailio modules (sl.so) not found in {MODULE_DIRS:?}: install the Debian package `kamailio`"))
+}
+
 /// Kamailio in the foreground (`-DD -E`) in its own process group, on a free port
 /// (UDP and TCP). Dropping it stops the whole group (main process and its workers).
 pub struct Kamailio {
@@ -28,13 +36,71 @@ pub struct Kamailio {
 impl Kamailio {
     /// UDP and TCP listeners.
     pub async fn start() -> Kamailio {
-        Self::launch(false).await
+        Self::launch("sip/kamailio.cfg", false, &[]).await
     }
 
     /// UDP, TCP and a TLS listener with a fresh self-signed certificate for 127.0.0.1
     /// (`cert_path()`), made with the `openssl` command.
     pub async fn start_tls() -> Kamailio {
-        Self::launch(true).await
+        Self::launch("sip/kamailio.cfg", true, &[]).await
+    }
+
+    /// The registrar of `tests/data/sip/kamailio-registrar.cfg`: REGISTER with digest
+    /// authentication (every user's password is `password`, hashed with `algorithm`,
+    /// `MD5` or `SHA-256`) over UDP, TCP, TLS, WS and WSS; bindings readable with
+    /// [`Kamailio::contacts`].
+    pub async fn registrar(password: &str, algorithm: &str) -> Kamailio {
+        let mpath = module_dir();
+        for m in ["websocket.so", "xhttp.so"] {
+            assert!(
+                std::path::Path::new(mpath).join(m).is_file(),
+                "kamailio {m} missing: install the Debian package `kamailio-websocket-modules`"
+            );
+        }
+        Self::launch(
+            "sip/kamailio-registrar.cfg",
+            true,
+            &[("@PASSWORD@", password), ("@ALGORITHM@", algorithm)],
+        )
+        .await
+    }
+
+    /// The contacts Kamailio's location table holds for `aor` (user part), read with
+    /// `kamcmd ul.lookup` over the ctl socket: each contact's `Address` and `CSeq`.
+    /// Empty when the AOR has none.
+    pub async fn contacts(&self, aor: &str) -> Vec<(String, u32)> {
+        let bin = require_bin("kamcmd", "kamailio", &["/usr/sbin", "/usr/local/sbin"]);
+        let sock = format!("unix:{}", path_str(&self.dir.path().join("ctl.sock")));
+        let out = tokio::time::timeout(
+            Duration::from_secs(5),
+            Command::new(bin)
+                .args(["-s", &sock, "ul.lookup", "location", aor])
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("kamcmd answers within 5 s")
+        .expect("run kamcmd");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        if text.contains("AOR not found") || text.contains("AOR has no contacts") {
+            return Vec::new();
+        }
+        let mut contacts = Vec::new();
+        let mut address = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(a) = line.strip_prefix("Address: ") {
+                address = Some(a.to_string());
+            } else if let Some(c) = line.strip_prefix("CSeq: ") {
+                let c = c.trim().parse().expect("numeric CSeq");
+                contacts.push((address.take().expect("Address before CSeq"), c));
+            }
+        }
+        assert!(
+            !contacts.is_empty(),
+            "unexpected kamcmd ul.lookup output:\n{text}"
+        );
+        contacts
     }
 
     /// The certificate the TLS listener presents (PEM).
@@ -42,22 +108,22 @@ impl Kamailio {
         self.dir.path().join("cert.pem")
     }
 
-    async fn launch(tls: bool) -> Kamailio {
+    async fn launch(cfg_file: &str, tls: bool, vars: &[(&str, &str)]) -> Kamailio {
         let bin = require_bin("kamailio", "kamailio", &["/usr/sbin", "/usr/local/sbin"]);
-        let mpath = MODULE_DIRS
-            .iter()
-            .find(|d| std::path::Path::new(d).join("sl.so").is_file())
-            .unwrap_or_else(|| panic!("kamailio modules (sl.so) not found in {MODULE_DIRS:?}: install the Debian package `kamailio`"));
+        let mpath = module_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port_both();
         let tls_port = if tls { free_port() } else { 0 };
         let dir_s = path_str(dir.path()).to_string();
-        let cfg = std::fs::read_to_string(data("sip/kamailio.cfg"))
-            .expect("kamailio.cfg")
+        let mut cfg = std::fs::read_to_string(data(cfg_file))
+            .expect("kamailio config")
             .replace("@PORT@", &port.to_string())
             .replace("@TLSPORT@", &tls_port.to_string())
             .replace("@DIR@", &dir_s)
             .replace("@MPATH@", mpath);
+        for (k, v) in vars {
+            cfg = cfg.replace(k, v);
+        }
         if tls {
             assert!(
                 std::path::Path::new(mpath).join("tls.so").is_file(),
@@ -74,7 +140,7 @@ impl Kamailio {
                     "-pkeyopt",
                     "ec_paramgen_curve:prime256v1",
                 ])
-                .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-nodes", "-days", "90", "-subj", "/CN=127.0.0.1"])
                 .args(["-addext", "subjectAltName=IP:127.0.0.1"])
                 .args(["-addext", "basicConstraints=critical,CA:FALSE"])
                 .args(["-keyout", "key.pem", "-out", "cert.pem"])
@@ -218,6 +284,14 @@ async fn kamailio_answers_options_over_tls() {
         .await;
     assert_eq!(s.details["transport"], "tls");
     assert_eq!(s.details["server"], "kamailio-lifeline-test");
+    assert_eq!(s.details["tls"]["sans"], serde_json::json!(["127.0.0.1"]));
+    assert!(
+        a.check_metric(
+            "lifeline_check_tls_not_after_timestamp_seconds",
+            "tls-probe"
+        )
+        .is_some()
+    );
     a.wait_status("tls-session", Status::Healthy, Duration::from_secs(10))
         .await;
     wait_for(Duration::from_secs(10), "tls heartbeats", || {

@@ -2,6 +2,7 @@
 //! (Debian `kamailio`), each started on free ports in a temp dir and killed on drop.
 
 mod kamailio;
+mod registrar;
 mod sipp;
 
 use std::path::Path;

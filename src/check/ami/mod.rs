@@ -6,7 +6,10 @@
 //! `Response: Success` + `Ping: Pong`) and the optional extra `action` (expects
 //! `Response: Success`). Replies are matched by `ActionID`; events and replies to other
 //! actions are skipped. In session mode this repeats on every heartbeat and `Logoff` is
-//! sent on shutdown. See `docs/ami.md`.
+//! sent on shutdown. With `tls = true` the connection is TLS from the first byte
+//! (Asterisk's `tlsenable`/`tlsbindaddr`, port 5039 by convention), verified like every
+//! other kind (`ca_file`, `tls_skip_verify`) and reported under `details.tls` with
+//! `tls_expiry_warning`. See `docs/ami.md`.
 
 pub mod codec;
 
@@ -14,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
@@ -25,6 +28,9 @@ use super::{
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
+use crate::net::tls::PeerCert;
+use crate::net::tls::{self, TlsOptions};
 use crate::secret::Secret;
 
 /// What the banner starts with.
@@ -64,13 +70,20 @@ pub struct AmiSpec {
     pub action: Option<String>,
     /// Plain or MD5 challenge login.
     pub auth: AuthMode,
+    /// `tls = true`: TLS from the first byte (Asterisk `tlsenable`).
+    pub tls: bool,
+    /// Certificate handling when `tls` is on.
+    pub tls_options: TlsOptions,
+    /// `tls_expiry_warning` when `tls` is on (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
 fn is_action_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Reads `address`, `username`, `secret`, `action`, `auth`.
+/// Reads `address`, `username`, `secret`, `action`, `auth`, `tls`, `ca_file`,
+/// `tls_skip_verify`, `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let address = t.req_str("address").and_then(|a| {
         if crate::net::addr::split_host_port(&a.value).is_none() {
@@ -133,42 +146,65 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
             }
         },
     };
+    let tls = t.bool("tls").unwrap_or(false);
+    let tls_options = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(AmiSpec {
         address: address?,
         username: username?,
         secret: secret?,
         action: action?,
         auth: auth?,
+        tls,
+        tls_options,
+        tls_expiry_warning,
     }))
 }
 
 impl KindSpec for AmiSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
-        Ok(Arc::new(AmiCheck { spec: self.clone() }))
+        let tls = if self.tls {
+            Some(tls::client_config(&self.tls_options)?)
+        } else {
+            None
+        };
+        Ok(Arc::new(AmiCheck {
+            spec: self.clone(),
+            tls,
+        }))
     }
 
     /// Endpoint and credentials, plus the extra action and auth mode because they change
     /// what each heartbeat does.
     fn session_key(&self) -> Option<String> {
         Some(format!(
-            "{}|{}|{}|{}|{:?}",
+            "{}|{}|{}|{}|{:?}|{}|{:?}",
             self.address,
             self.username,
             self.secret.expose(),
             self.auth.as_str(),
-            self.action
+            self.action,
+            self.tls,
+            self.tls_options,
         ))
     }
 }
 
 struct AmiCheck {
     spec: AmiSpec,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// A byte stream the codec runs on (plain TCP or TLS).
+trait AmiIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AmiIo for T {}
 
 /// A logged-in (or logging-in) manager connection.
 struct Conn {
-    framed: Framed<TcpStream, AmiCodec>,
+    framed: Framed<Box<dyn AmiIo>, AmiCodec>,
     seq: u64,
+    /// The server certificate (`tls = true`).
+    cert: Option<PeerCert>,
 }
 
 fn codec_error(e: CodecError) -> CheckError {
@@ -225,9 +261,25 @@ pub fn judge(action: &str, reply: &Message) -> Result<(), CheckError> {
 }
 
 impl Conn {
-    /// Connects and reads the banner; returns the version it announces.
-    async fn open(address: &str, phases: &mut Phases) -> Result<(Self, String), CheckError> {
-        let stream = crate::net::addr::connect(address, phases).await?;
+    /// Connects (TLS when `tls` is given) and reads the banner; returns the version it
+    /// announces.
+    async fn open(
+        address: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        phases: &mut Phases,
+    ) -> Result<(Self, String), CheckError> {
+        let tcp = crate::net::addr::connect(address, phases).await?;
+        let (stream, cert): (Box<dyn AmiIo>, _) = match tls {
+            None => (Box::new(tcp), None),
+            Some(cfg) => {
+                let host = crate::net::addr::split_host_port(address)
+                    .map(|(h, _)| h)
+                    .unwrap_or(address);
+                let s = tls::handshake(tcp, host, cfg, phases).await?;
+                let cert = tls::stream_cert(&s);
+                (Box::new(s), cert)
+            }
+        };
         let mut framed = Framed::new(stream, AmiCodec::new());
         let banner = match framed.next().await {
             Some(Ok(Frame::Banner(b))) => b,
@@ -245,7 +297,14 @@ impl Conn {
             ));
         };
         let version = version.trim().to_string();
-        Ok((Self { framed, seq: 0 }, version))
+        Ok((
+            Self {
+                framed,
+                seq: 0,
+                cert,
+            },
+            version,
+        ))
     }
 
     fn next_id(&mut self) -> String {
@@ -345,7 +404,8 @@ impl AmiCheck {
     /// Connect, banner, login, one exchange; the connection and the outcome.
     async fn open(&self) -> (Result<Conn, CheckError>, Phases, Option<String>) {
         let mut phases = Phases::default();
-        let (mut conn, version) = match Conn::open(&self.spec.address, &mut phases).await {
+        let opened = Conn::open(&self.spec.address, self.tls.as_ref(), &mut phases).await;
+        let (mut conn, version) = match opened {
             Ok(x) => x,
             Err(e) => return (Err(e), phases, None),
         };
@@ -383,7 +443,10 @@ impl AmiCheck {
             Ok(_) => Outcome::up(latency),
             Err(e) => Outcome::down(e.clone(), latency),
         };
-        o = o.with_phases(phases);
+        let cert = res.as_ref().ok().and_then(|c| c.cert.clone());
+        o = o
+            .with_phases(phases)
+            .with_peer_cert(cert, self.spec.tls_expiry_warning);
         if let Some(v) = version {
             o = o.with_detail("version", v);
         }
@@ -409,6 +472,7 @@ impl Check for AmiCheck {
                     session: Box::new(AmiSession {
                         conn,
                         action: self.spec.action.clone(),
+                        warn: self.spec.tls_expiry_warning,
                     }),
                     outcome,
                 }),
@@ -421,6 +485,7 @@ impl Check for AmiCheck {
 struct AmiSession {
     conn: Conn,
     action: Option<String>,
+    warn: Option<Duration>,
 }
 
 /// One heartbeat in flight: the actions still unanswered and the first failure.
@@ -437,7 +502,11 @@ fn agent_closed() -> CheckError {
 impl Session for AmiSession {
     fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
         Box::pin(async move {
-            let AmiSession { mut conn, action } = *self;
+            let AmiSession {
+                mut conn,
+                action,
+                warn,
+            } = *self;
             let mut beat: Option<Beat> = None;
             loop {
                 tokio::select! {
@@ -502,7 +571,8 @@ impl Session for AmiSession {
                             let o = match b.failure.take() {
                                 None => Outcome::up(latency),
                                 Some(e) => Outcome::down(e, latency),
-                            };
+                            }
+                            .with_peer_cert(conn.cert.clone(), warn);
                             beat = None;
                             if io.report.send(o).await.is_err() {
                                 conn.logoff().await;

@@ -34,6 +34,8 @@ use super::{
 use crate::config::raw::Table;
 use crate::net::addr;
 use crate::net::capped::{Capped, DEFAULT_BUDGET, ReadBudget};
+use crate::net::tls::CertOutcome;
+use crate::net::tls::PeerCert;
 use dsn::{Dsn, SslMode};
 
 /// Default `query`.
@@ -51,13 +53,16 @@ pub struct PostgresSpec {
     pub query: String,
     /// Required text of the first column of the first row.
     pub expect: Option<String>,
+    /// `tls_expiry_warning` when the connection uses TLS (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
-/// Reads `dsn`, `query`, `expect`.
+/// Reads `dsn`, `query`, `expect`, `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let raw = t.req_str("dsn");
     let query = t.str("query").map(|s| s.value);
     let expect = t.str("expect").map(|s| s.value);
+    let tls_expiry_warning = t.tls_expiry_warning();
     let raw = raw?;
     let dsn = match Dsn::parse(&raw.value, &t.loader().base) {
         Ok(d) => d,
@@ -71,7 +76,12 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         t.error(t.span(), "`query` must not be empty");
         return None;
     }
-    Some(Arc::new(PostgresSpec { dsn, query, expect }))
+    Some(Arc::new(PostgresSpec {
+        dsn,
+        query,
+        expect,
+        tls_expiry_warning,
+    }))
 }
 
 impl KindSpec for PostgresSpec {
@@ -101,7 +111,7 @@ impl KindSpec for PostgresSpec {
 
 struct PgCheck {
     spec: PostgresSpec,
-    tls: Option<rustls::ClientConfig>,
+    tls: Option<(rustls::ClientConfig, crate::net::tls::CertCapture)>,
 }
 
 /// The spawned connection task; aborted if dropped before it finished.
@@ -125,6 +135,8 @@ struct Open {
     driver: Driver,
     budget: Arc<ReadBudget>,
     server_version: Option<String>,
+    /// The server certificate (TLS connections).
+    cert: Option<PeerCert>,
 }
 
 async fn handshake<T>(
@@ -164,13 +176,16 @@ impl PgCheck {
             cfg.password(p.expose());
         }
         let t = Instant::now();
+        let mut cert = None;
         let (client, driver, server_version) = match &self.tls {
             None => handshake(&cfg, stream, NoTls)
                 .await
                 .map_err(|e| classify(&e, None, false))?,
-            Some(tc) => {
+            Some((tc, capture)) => {
                 let record = Arc::new(TlsRecord::default());
+                capture.clear();
                 let r = handshake(&cfg, stream, tls_connector(tc, &d.host, record.clone())).await;
+                cert = capture.get();
                 let tls_took = *record.took.lock();
                 phases.tls = tls_took;
                 let r = r.map_err(|e| classify(&e, Some(&record), d.sslmode != SslMode::Prefer))?;
@@ -186,6 +201,7 @@ impl PgCheck {
             driver,
             budget,
             server_version,
+            cert,
         })
     }
 
@@ -202,8 +218,15 @@ impl PgCheck {
         let mut phases = Phases::default();
         let open = match self.open(&mut phases).await {
             Ok(o) => o,
-            Err(e) => return Err(Outcome::down(e, start.elapsed()).with_phases(phases)),
+            Err(e) => {
+                // A refused certificate (expired, wrong host) is still reported.
+                let cert = self.tls.as_ref().and_then(|(_, c)| c.get());
+                return Err(Outcome::down(e, start.elapsed())
+                    .with_phases(phases)
+                    .with_peer_cert(cert, self.spec.tls_expiry_warning));
+            }
         };
+        let warn = self.spec.tls_expiry_warning;
         let t = Instant::now();
         let r = self.heart().exchange(&open.client).await;
         phases.exchange = Some(t.elapsed());
@@ -211,7 +234,9 @@ impl PgCheck {
         let mut o = match r {
             Ok(_) => Outcome::up(latency),
             Err(e) => {
-                let o = Outcome::down(e, latency).with_phases(phases);
+                let o = Outcome::down(e, latency)
+                    .with_phases(phases)
+                    .with_peer_cert(open.cert.clone(), warn);
                 // Let the driver log off politely.
                 let Open { client, driver, .. } = open;
                 drop(client);
@@ -223,6 +248,7 @@ impl PgCheck {
         if let Some(v) = &open.server_version {
             o = o.with_detail("server_version", v.as_str());
         }
+        let o = o.with_peer_cert(open.cert.clone(), warn);
         Ok((open, o))
     }
 }
@@ -301,6 +327,7 @@ impl Check for PgCheck {
                 session: Box::new(PgSession {
                     open,
                     heart: self.heart(),
+                    warn: self.spec.tls_expiry_warning,
                 }),
                 outcome,
             })
@@ -311,16 +338,18 @@ impl Check for PgCheck {
 struct PgSession {
     open: Open,
     heart: Heart,
+    warn: Option<Duration>,
 }
 
 impl Session for PgSession {
     fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
         Box::pin(async move {
-            let PgSession { open, heart } = *self;
+            let PgSession { open, heart, warn } = *self;
             let Open {
                 client,
                 mut driver,
                 budget,
+                cert,
                 ..
             } = open;
             let bye = |client: Client, driver: Driver| async move {
@@ -359,7 +388,9 @@ impl Session for PgSession {
                             }
                             Err(e) => Outcome::down(e, latency),
                         };
-                        let o = o.with_phases(Phases { exchange: Some(latency), ..Phases::default() });
+                        let o = o
+                            .with_phases(Phases { exchange: Some(latency), ..Phases::default() })
+                            .with_peer_cert(cert.clone(), warn);
                         if io.report.send(o).await.is_err() {
                             return bye(client, driver).await;
                         }

@@ -13,7 +13,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::dsn::{Dsn, RootCert, SslMode};
 use crate::check::{BoxFuture, CheckError, ErrorKind};
-use crate::net::tls::{self, Verify};
+use crate::net::tls::{self, CertCapture, Verify};
 
 /// The rustls config for `dsn`'s sslmode, or `None` for `disable`.
 ///
@@ -24,7 +24,10 @@ use crate::net::tls::{self, Verify};
 /// | require | required | none; chain only (as verify-ca) when `sslrootcert` is set (libpq) |
 /// | verify-ca | required | chain to `sslrootcert` (or OS roots), host name not checked |
 /// | verify-full | required | chain and host name |
-pub fn tls_config(dsn: &Dsn) -> Result<Option<rustls::ClientConfig>, CheckError> {
+///
+/// The [`CertCapture`] sees the server certificate of each handshake (tokio-postgres does
+/// not expose the connection), for `details.tls` and `tls_expiry_warning`.
+pub fn tls_config(dsn: &Dsn) -> Result<Option<(rustls::ClientConfig, CertCapture)>, CheckError> {
     let verify = match (dsn.sslmode, &dsn.sslrootcert) {
         (SslMode::Disable, _) => return Ok(None),
         (SslMode::Prefer, _) | (SslMode::Require, None) => Verify::Nothing,
@@ -33,9 +36,9 @@ pub fn tls_config(dsn: &Dsn) -> Result<Option<rustls::ClientConfig>, CheckError>
         }
         (SslMode::VerifyFull, _) => Verify::Full(roots(dsn.sslrootcert.as_ref())?),
     };
-    let mut cfg = tls::config(verify)?;
+    let (mut cfg, capture) = tls::config_capturing(verify)?;
     cfg.alpn_protocols = vec![b"postgresql".to_vec()];
-    Ok(Some(cfg))
+    Ok(Some((cfg, capture)))
 }
 
 fn roots(src: Option<&RootCert>) -> Result<rustls::RootCertStore, CheckError> {

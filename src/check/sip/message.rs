@@ -1,5 +1,5 @@
-//! The SIP wire format, as much of it as an OPTIONS ping needs: a builder for the request
-//! and a bounded parser for whatever comes back. Pure functions, no I/O, never panics.
+//! The SIP wire format, as much of it as an OPTIONS ping and a REGISTER need: a builder
+//! for the request and a bounded parser for whatever comes back. Pure functions, no I/O, never panics.
 //!
 //! Limits: a message (head + body) is at most [`MAX_MESSAGE`] bytes and carries at most
 //! [`MAX_HEADERS`] header fields. Compact header names (`v`, `i`, `l`, `f`, `t`, `m`, …)
@@ -86,6 +86,15 @@ impl Message {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (any case, long or compact form), in order.
+    pub fn headers_named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let name = long_name(name);
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(&name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -283,15 +292,26 @@ pub enum Transport {
     Tcp,
     /// TLS over TCP.
     Tls,
+    /// SIP over WebSocket (RFC 7118).
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118).
+    Wss,
 }
 
 impl Transport {
-    /// Lowercase name (`udp`, `tcp`, `tls`), as in URI `transport=` parameters.
+    /// Whether messages travel as WebSocket messages.
+    pub fn is_ws(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
+
+    /// Lowercase name (`udp`, `tcp`, `tls`, `ws`, `wss`), as in URI `transport=` parameters.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
             Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
         }
     }
 
@@ -301,15 +321,21 @@ impl Transport {
             Self::Udp => "UDP",
             Self::Tcp => "TCP",
             Self::Tls => "TLS",
+            Self::Ws => "WS",
+            Self::Wss => "WSS",
         }
     }
 }
 
-/// Everything that goes into one OPTIONS request.
+/// Everything that goes into one request (OPTIONS or REGISTER), outside any dialog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Options {
-    /// Request-URI (also the To URI).
+pub struct Request {
+    /// `OPTIONS` or `REGISTER`.
+    pub method: &'static str,
+    /// Request-URI.
     pub uri: String,
+    /// To URI (the target for OPTIONS, the address of record for REGISTER).
+    pub to: String,
     /// From URI.
     pub from: String,
     /// From tag.
@@ -322,40 +348,59 @@ pub struct Options {
     pub branch: String,
     /// Transport (Via sent-protocol, Contact `transport=`).
     pub transport: Transport,
-    /// Our address as the peer should see it (`ip:port`, IPv6 bracketed).
+    /// Our address as the peer should see it (`ip:port`, IPv6 bracketed; a random
+    /// `*.invalid` name over WebSocket, RFC 7118 §5.2).
     pub local: String,
+    /// Contact URI (without angle brackets).
+    pub contact: String,
+    /// `Expires` header (REGISTER).
+    pub expires: Option<u32>,
+    /// `Authorization` / `Proxy-Authorization` (name, value), answering a challenge.
+    pub auth: Option<(&'static str, String)>,
     /// User-Agent value.
     pub user_agent: String,
 }
 
-impl Options {
+impl Request {
     /// The request bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut s = String::with_capacity(512);
+        let mut s = String::with_capacity(640);
         // Writing into a String cannot fail.
         let _ = write!(
             s,
-            "OPTIONS {uri} SIP/2.0\r\n\
+            "{method} {uri} SIP/2.0\r\n\
              Via: SIP/2.0/{proto} {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n\
              From: <{from}>;tag={tag}\r\n\
-             To: <{uri}>\r\n\
+             To: <{to}>\r\n\
              Call-ID: {call_id}\r\n\
-             CSeq: {cseq} OPTIONS\r\n\
-             Contact: <sip:lifeline@{local};transport={transport}>\r\n\
-             Accept: application/sdp\r\n\
-             User-Agent: {ua}\r\n\
-             Content-Length: 0\r\n\r\n",
+             CSeq: {cseq} {method}\r\n\
+             Contact: <{contact}>\r\n",
+            method = self.method,
             uri = self.uri,
             proto = self.transport.via(),
             local = self.local,
             branch = self.branch,
             from = self.from,
             tag = self.tag,
+            to = self.to,
             call_id = self.call_id,
             cseq = self.cseq,
-            transport = self.transport.as_str(),
-            ua = self.user_agent,
+            contact = self.contact,
+        );
+        if let Some(e) = self.expires {
+            let _ = write!(s, "Expires: {e}\r\n");
+        }
+        if let Some((name, value)) = &self.auth {
+            let _ = write!(s, "{name}: {value}\r\n");
+        }
+        if self.method == "OPTIONS" {
+            s.push_str("Accept: application/sdp\r\n");
+        }
+        let _ = write!(
+            s,
+            "User-Agent: {}\r\nContent-Length: 0\r\n\r\n",
+            self.user_agent
         );
         s.into_bytes()
     }
@@ -365,7 +410,7 @@ impl Options {
         m.code().is_some()
             && m.via_branch() == Some(self.branch.as_str())
             && m.header("call-id") == Some(self.call_id.as_str())
-            && m.cseq() == Some((self.cseq, "OPTIONS"))
+            && m.cseq() == Some((self.cseq, self.method))
     }
 }
 
@@ -388,9 +433,11 @@ pub fn new_branch() -> String {
 mod tests {
     use super::*;
 
-    fn options() -> Options {
-        Options {
+    fn options() -> Request {
+        Request {
+            method: "OPTIONS",
             uri: "sip:127.0.0.1:5060".into(),
+            to: "sip:127.0.0.1:5060".into(),
             from: "sip:lifeline@127.0.0.1".into(),
             tag: "abc".into(),
             call_id: "cid@127.0.0.1".into(),
@@ -398,6 +445,9 @@ mod tests {
             branch: "z9hG4bKdeadbeef".into(),
             transport: Transport::Udp,
             local: "127.0.0.1:40000".into(),
+            contact: "sip:lifeline@127.0.0.1:40000;transport=udp".into(),
+            expires: None,
+            auth: None,
             user_agent: "lifeline/test".into(),
         }
     }

@@ -1,69 +1,143 @@
-//! `sip` (probe; session over TCP/TLS): an OPTIONS request to `target`; healthy when the
-//! final response code is in `accept_codes` (default 200–299). A `503` or a code in
-//! `maintenance_codes` is a warning with `error_kind = rejected` (the server is alive and
-//! shedding load); any other code is a `rejected` failure.
+//! `sip` (probe; session over TCP/TLS/WS, and over UDP for REGISTER): an OPTIONS or a
+//! REGISTER to `target`.
 //!
-//! Over UDP the request is retransmitted per RFC 3261 §17.1.2 (Timer E: 500 ms doubling up
+//! * `method = "OPTIONS"` (default): healthy when the final response code is in
+//!   `accept_codes` (default 200–299). A `503` or a code in `maintenance_codes` is a
+//!   warning with `error_kind = rejected` (alive, shedding load); any other code is a
+//!   `rejected` failure.
+//! * `method = "REGISTER"`: registers `username` at the registrar (digest authentication,
+//!   RFC 3261 §22, MD5 or SHA-256); a probe removes its binding again, a session keeps it
+//!   refreshed and removes it on shutdown ([`register`]).
+//!
+//! Over UDP requests are retransmitted per RFC 3261 §17.1.2 (Timer E: 500 ms doubling up
 //! to 4 s) until a final response arrives or the attempt's budget runs out; the number of
 //! retransmissions is reported. Responses are matched to the request by top-Via branch,
 //! Call-ID and CSeq; provisional responses and stray datagrams are ignored. Over TCP/TLS
-//! messages are framed by `Content-Length` with the caps of [`message`].
+//! messages are framed by `Content-Length` with the caps of [`message`]; over WebSocket
+//! (RFC 7118) each WebSocket message is one SIP message.
 //!
-//! This file is the kind (config, verdicts, probe and session); `target` reads the URI,
-//! `transport` moves the bytes (UDP transaction, TCP/TLS streams) and [`message`] is the
-//! wire format.
+//! This file is the kind (config, OPTIONS verdicts, probe and connect); `target` reads the
+//! URI, `transport` moves the bytes, `caller` builds requests and answers challenges,
+//! [`digest`] computes them, [`register`] judges and keeps registrations, and [`message`]
+//! is the wire format.
 
+mod caller;
+pub mod digest;
 pub mod message;
+pub mod register;
+mod session;
 mod target;
 mod transport;
 
-use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::UdpSocket;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
-use self::message::{Message, Options, Transport};
-use self::target::strip_prefix_ci;
+use self::caller::{Caller, Exchange};
+use self::message::{Message, Transport};
 pub use self::target::{Target, TargetError, parse_target};
-use self::transport::{Conn, Reader, resolve, udp_transaction};
+use self::transport::Link;
 pub use self::transport::{T1, T2, TIMER_F};
 use super::ParseCx;
 use super::{
     Attempt, BoxFuture, BuildEnv, Check, CheckError, Connected, ErrorKind, KindSpec, Mode, Outcome,
-    Perf, Phases, Session, SessionIo, Verdict,
+    Perf, Phases, Verdict,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
 use crate::net::tls::{self, TlsOptions};
+use crate::secret::Secret;
 
-const USER_AGENT: &str = concat!("lifeline/", env!("CARGO_PKG_VERSION"));
+/// Which request the check sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `OPTIONS`: is the SIP stack answering?
+    Options,
+    /// `REGISTER`: can a user register?
+    Register,
+}
+
+impl Method {
+    /// The method token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Options => "OPTIONS",
+            Self::Register => "REGISTER",
+        }
+    }
+}
+
+/// Digest credentials.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// `username` (also the user part of the address of record).
+    pub username: String,
+    /// `password` (redacted everywhere).
+    pub password: Secret<String>,
+    /// `realm`: when set, only a challenge for this realm is answered.
+    pub realm: Option<String>,
+}
 
 /// `sip` settings.
 #[derive(Debug, Clone)]
 pub struct SipSpec {
-    /// Where to send OPTIONS.
+    /// Where to send the request.
     pub target: Target,
-    /// From URI; default `sip:lifeline@<local address>`.
+    /// OPTIONS or REGISTER.
+    pub method: Method,
+    /// From URI (OPTIONS; the address of record for REGISTER); default
+    /// `sip:lifeline@<local address>`, or `sip:<username>@<target host>` for REGISTER.
     pub from: Option<String>,
+    /// Credentials for 401/407 challenges.
+    pub auth: Option<Auth>,
+    /// REGISTER: the `Expires` asked for, in seconds.
+    pub expires: u32,
+    /// WebSocket transports: the HTTP path of the upgrade request.
+    pub ws_path: String,
     /// Final codes that mean healthy.
     pub accept_codes: Vec<RangeInclusive<u16>>,
     /// Codes (besides 503) that mean "alive but in maintenance": degraded.
     pub maintenance_codes: Vec<RangeInclusive<u16>>,
-    /// Certificate handling (TLS).
+    /// Certificate handling (TLS, WSS).
     pub tls: TlsOptions,
+    /// `tls_expiry_warning` for `transport=tls` (`None`: off).
+    pub tls_expiry_warning: Option<Duration>,
 }
 
-/// Reads `target`, `from`, `accept_codes`, `maintenance_codes`, `ca_file`, `tls_skip_verify`.
+/// Default `expires` for REGISTER (seconds).
+pub const DEFAULT_EXPIRES: u32 = 300;
+
+fn plain_uri(v: &str) -> bool {
+    (target::strip_prefix_ci(v, "sip:").is_some() || target::strip_prefix_ci(v, "sips:").is_some())
+        && !v.contains(['<', '>', '\r', '\n', ' ', '"'])
+}
+
+/// Reads `target`, `method`, `from`, `username`, `password`, `realm`, `expires`,
+/// `ws_path`, `accept_codes`, `maintenance_codes`, `ca_file`, `tls_skip_verify`,
+/// `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
+    let method = match t.str("method") {
+        None => Some(Method::Options),
+        Some(m) => match m.value.to_ascii_uppercase().as_str() {
+            "OPTIONS" => Some(Method::Options),
+            "REGISTER" => Some(Method::Register),
+            _ => {
+                t.error(m.span, "`method` must be \"OPTIONS\" or \"REGISTER\"");
+                None
+            }
+        },
+    };
     let target = t.req_str("target").and_then(|s| match parse_target(&s.value) {
         Ok(target) => {
-            if cx.mode == Mode::Session && target.transport == Transport::Udp {
+            if cx.mode == Mode::Session
+                && target.transport == Transport::Udp
+                && method != Some(Method::Register)
+            {
                 t.error(
                     s.span,
-                    "session mode needs a connection: use `;transport=tcp` or `;transport=tls` (or mode = \"probe\")",
+                    "an OPTIONS session needs a connection: use `;transport=tcp`, `tls`, `ws` or `wss` (or mode = \"probe\")",
                 );
                 return None;
             }
@@ -78,9 +152,7 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         None => Some(None),
         Some(f) => {
             let v = f.value.trim();
-            if (strip_prefix_ci(v, "sip:").is_some() || strip_prefix_ci(v, "sips:").is_some())
-                && !v.contains(['<', '>', '\r', '\n', ' '])
-            {
+            if plain_uri(v) {
                 Some(Some(v.to_string()))
             } else {
                 t.error(f.span, "`from` must be a plain sip: or sips: URI");
@@ -88,6 +160,30 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
             }
         }
     };
+    let auth = parse_auth(t, method);
+    let expires = parse_expires(t);
+    let ws_path = match t.str("ws_path") {
+        None => Some("/".to_string()),
+        Some(p) if p.value.starts_with('/') && !p.value.contains(char::is_whitespace) => {
+            Some(p.value)
+        }
+        Some(p) => {
+            t.error(
+                p.span,
+                "`ws_path` must start with `/` and contain no spaces",
+            );
+            None
+        }
+    };
+    if method == Some(Method::Register)
+        && let Some(v) = t.raw("accept_codes")
+    {
+        t.error(
+            v.span(),
+            "`accept_codes` applies to OPTIONS; a REGISTER succeeds on 2xx only",
+        );
+        return None;
+    }
     let accept_ok = !t.has("accept_codes");
     let accept_codes = t.status_ranges("accept_codes");
     let maint_ok = !t.has("maintenance_codes");
@@ -96,19 +192,102 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         return None;
     }
     let tls = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(SipSpec {
         target: target?,
+        method: method?,
         from: from?,
+        auth: auth?,
+        expires: expires?,
+        ws_path: ws_path?,
         accept_codes: accept_codes.unwrap_or_else(|| vec![200..=299]),
         maintenance_codes: maintenance_codes.unwrap_or_else(|| vec![503..=503]),
         tls,
+        tls_expiry_warning,
     }))
+}
+
+/// `username`, `password`, `realm`: all or none of username/password; REGISTER needs a
+/// username.
+fn parse_auth(t: &Table<'_, '_>, method: Option<Method>) -> Option<Option<Auth>> {
+    let username = t.str("username");
+    let password = t.secret("password");
+    let realm = t.str("realm");
+    if let Some(u) = &username
+        && (u.value.is_empty()
+            || u.value
+                .contains(|c: char| c.is_whitespace() || "<>@:;\"\\,?".contains(c)))
+    {
+        t.error(
+            u.span.clone(),
+            "`username` must be a non-empty SIP user name (no spaces, <>@:;\"\\,?)",
+        );
+        return None;
+    }
+    if let Some(r) = &realm
+        && r.value.contains(['"', '\\', '\r', '\n'])
+    {
+        t.error(
+            r.span.clone(),
+            "`realm` must not contain quotes, backslashes or line breaks",
+        );
+        return None;
+    }
+    match (username, password) {
+        (Some(u), Some(p)) => Some(Some(Auth {
+            username: u.value,
+            password: p,
+            realm: realm.map(|r| r.value),
+        })),
+        (None, None) => {
+            if method == Some(Method::Register) {
+                t.missing("username");
+                return None;
+            }
+            if let Some(r) = realm {
+                t.error(r.span, "`realm` needs `username` and `password`");
+                return None;
+            }
+            Some(None)
+        }
+        (Some(_), None) => {
+            if !t.has("password") {
+                t.missing("password");
+            }
+            None
+        }
+        (None, Some(_)) => {
+            t.missing("username");
+            None
+        }
+    }
+}
+
+/// `expires`: seconds (an integer) or a duration (`"5m"`), 1 s to 1 day.
+fn parse_expires(t: &Table<'_, '_>) -> Option<u32> {
+    const MAX: i64 = 86_400;
+    let Some(v) = t.raw("expires") else {
+        return Some(DEFAULT_EXPIRES);
+    };
+    if matches!(v.get_ref(), toml::de::DeValue::Integer(_)) {
+        return t.int("expires", 1..=MAX).map(|n| n as u32);
+    }
+    let d = t.duration("expires")?;
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 || secs > MAX as u64 {
+        t.error(
+            v.span(),
+            "`expires` must be whole seconds between 1s and 1d",
+        );
+        return None;
+    }
+    Some(secs as u32)
 }
 
 impl KindSpec for SipSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
         let tls = match self.target.transport {
-            Transport::Tls => Some(tls::client_config(&self.tls)?),
+            Transport::Tls | Transport::Wss => Some(tls::client_config(&self.tls)?),
             _ => None,
         };
         Ok(Arc::new(SipCheck {
@@ -118,9 +297,21 @@ impl KindSpec for SipSpec {
     }
 
     fn session_key(&self) -> Option<String> {
+        let auth = self
+            .auth
+            .as_ref()
+            .map(|a| (&a.username, a.password.expose(), &a.realm));
         Some(format!(
-            "{}|{:?}|{:?}|{:?}|{:?}",
-            self.target.uri, self.from, self.accept_codes, self.maintenance_codes, self.tls
+            "{}|{:?}|{:?}|{:?}|{}|{}|{:?}|{:?}|{:?}",
+            self.target.uri,
+            self.method,
+            self.from,
+            auth,
+            self.expires,
+            self.ws_path,
+            self.accept_codes,
+            self.maintenance_codes,
+            self.tls
         ))
     }
 }
@@ -137,93 +328,61 @@ pub fn own_budget(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 20).min(Duration::from_millis(100)))
 }
 
-fn host_of(a: SocketAddr) -> String {
-    match a {
-        SocketAddr::V4(v) => v.ip().to_string(),
-        SocketAddr::V6(v) => format!("[{}]", v.ip()),
-    }
+/// `SIP 200 OK`: the status line of a response, for messages.
+pub(crate) fn status_line(m: &Message) -> String {
+    let code = m.code().unwrap_or(0);
+    let reason = match &m.start {
+        message::StartLine::Response { reason, .. } => clip(reason, 100),
+        message::StartLine::Request { .. } => String::new(),
+    };
+    format!("SIP {code} {reason}").trim_end().to_string()
 }
 
-/// What every request of one probe or session shares. Each OPTIONS is a new request
-/// outside any dialog, so it gets a new Call-ID, From tag and branch (RFC 3261 §8.1.1);
-/// the CSeq number keeps counting up over a session.
-struct Caller {
-    spec: Arc<SipSpec>,
-    transport: Transport,
-    local: SocketAddr,
-    host: String,
-    from: String,
-    cseq: u32,
+/// What every verdict reports: status code, transport, server, perfdata.
+fn with_facts(mut o: Outcome, m: &Message, ex: &Exchange, spec: &SipSpec) -> Outcome {
+    let transport = spec.target.transport;
+    let code = m.code().unwrap_or(0);
+    o = o
+        .with_detail("status_code", code)
+        .with_detail("transport", transport.as_str());
+    if let Some(s) = m.server() {
+        o = o.with_detail("server", clip(s, 200));
+    }
+    if let Some(a) = ex.algorithm {
+        o = o.with_detail("auth", a);
+    }
+    o.perfdata.push(Perf {
+        label: "status_code".into(),
+        value: f64::from(code),
+    });
+    if let Some(n) = ex.retransmits {
+        o = with_retransmits(o, n);
+    }
+    o.phases.auth = ex.auth_leg;
+    o.phases.exchange = Some(ex.latency);
+    o.with_peer_cert(ex.cert.clone(), spec.tls_expiry_warning)
 }
 
-impl Caller {
-    fn new(spec: Arc<SipSpec>, local: SocketAddr) -> Self {
-        let host = host_of(local);
-        Self {
-            transport: spec.target.transport,
-            from: spec
-                .from
-                .clone()
-                .unwrap_or_else(|| format!("sip:lifeline@{host}")),
-            host,
-            cseq: 0,
-            local,
-            spec,
-        }
-    }
-
-    /// The next request: CSeq + 1, fresh Call-ID, tag and branch.
-    fn next(&mut self) -> Options {
-        self.cseq = self.cseq.wrapping_add(1).max(1);
-        Options {
-            uri: self.spec.target.uri.clone(),
-            from: self.from.clone(),
-            tag: message::random_hex(12),
-            call_id: format!("{}@{}", message::random_hex(24), self.host),
-            cseq: self.cseq,
-            branch: message::new_branch(),
-            transport: self.transport,
-            local: self.local.to_string(),
-            user_agent: USER_AGENT.to_string(),
-        }
-    }
-
-    /// Turns a final response into an outcome.
-    fn judge(&self, m: &Message, latency: Duration, retransmits: Option<u32>) -> Outcome {
+impl SipSpec {
+    /// Turns the final response to an OPTIONS into an outcome.
+    fn judge_options(&self, ex: &Exchange) -> Outcome {
+        let m = &ex.response;
         let code = m.code().unwrap_or(0);
-        let reason = match &m.start {
-            message::StartLine::Response { reason, .. } => reason.as_str(),
-            message::StartLine::Request { .. } => "",
-        };
-        let line = format!("SIP {code} {reason}").trim_end().to_string();
-        let spec = &self.spec;
-        let mut o = if spec.accept_codes.iter().any(|r| r.contains(&code)) {
-            Outcome::up(latency).with_message(line)
-        } else if code == 503 || spec.maintenance_codes.iter().any(|r| r.contains(&code)) {
-            let mut o = Outcome::up(latency)
+        let line = status_line(m);
+        let o = if self.accept_codes.iter().any(|r| r.contains(&code)) {
+            Outcome::up(ex.latency).with_message(line)
+        } else if code == 503 || self.maintenance_codes.iter().any(|r| r.contains(&code)) {
+            let mut o = Outcome::up(ex.latency)
                 .with_message(format!("{line} (server shedding load or in maintenance)"));
             o.verdict = Verdict::Warn(Some(ErrorKind::Rejected));
             o
         } else {
             Outcome::down(
                 CheckError::new(ErrorKind::Rejected, format!("OPTIONS answered {line}")),
-                latency,
+                ex.latency,
             )
         };
-        o = o
-            .with_detail("status_code", code)
-            .with_detail("transport", self.transport.as_str());
-        if let Some(s) = m.server() {
-            o = o.with_detail("server", clip(s, 200));
-        }
-        o.perfdata.push(Perf {
-            label: "status_code".into(),
-            value: f64::from(code),
-        });
-        if let Some(n) = retransmits {
-            o = with_retransmits(o, n);
-        }
-        o
+        with_facts(o, m, ex, self)
     }
 }
 
@@ -240,150 +399,139 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-fn no_answer(budget: Duration) -> CheckError {
-    CheckError::new(
-        ErrorKind::Timeout,
-        format!(
-            "no final response to OPTIONS within {}",
+/// A failed transaction as an outcome: a timeout says how long and how many
+/// retransmissions were made.
+fn failed(
+    method: Method,
+    e: CheckError,
+    retransmits: Option<u32>,
+    budget: Duration,
+    start: Instant,
+    phases: Phases,
+) -> Outcome {
+    let e = if e.kind == ErrorKind::Timeout {
+        let mut m = format!(
+            "no final response to {} within {}",
+            method.as_str(),
             crate::time::fmt_duration(budget)
-        ),
-    )
+        );
+        if let Some(n) = retransmits {
+            m.push_str(&format!(" after {n} retransmissions"));
+        }
+        CheckError::new(ErrorKind::Timeout, m)
+    } else {
+        e
+    };
+    let o = Outcome::down(e, start.elapsed()).with_phases(phases);
+    match retransmits {
+        Some(n) => with_retransmits(o, n),
+        None => o,
+    }
+}
+
+/// A link, its caller and the phases of opening it.
+struct Opened {
+    link: Link,
+    caller: Caller,
+    phases: Phases,
 }
 
 impl SipCheck {
-    async fn probe_udp(&self, start: Instant, budget: Duration) -> Outcome {
-        let deadline = start + budget.min(TIMER_F);
-        let mut phases = Phases::default();
-        let addr = match resolve(&self.spec.target, &mut phases).await {
-            Ok(a) => a,
-            Err(e) => return Outcome::down(e, start.elapsed()).with_phases(phases),
-        };
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = match UdpSocket::bind(bind).await {
-            Ok(s) => s,
-            Err(e) => {
-                return Outcome::down(
-                    CheckError::new(ErrorKind::Internal, format!("bind UDP: {e}")),
-                    start.elapsed(),
-                );
-            }
-        };
-        // A connected socket only receives datagrams from the target, and reports an ICMP
-        // port-unreachable as a refused connection.
-        if let Err(e) = sock.connect(addr).await {
-            return Outcome::down(
-                CheckError::io(&format!("connect {addr}"), &e),
-                start.elapsed(),
-            )
-            .with_phases(phases);
-        }
-        let local = match sock.local_addr() {
-            Ok(a) => a,
-            Err(e) => {
-                return Outcome::down(
-                    CheckError::new(ErrorKind::Internal, format!("local address: {e}")),
-                    start.elapsed(),
-                );
-            }
-        };
-        let mut caller = Caller::new(self.spec.clone(), local);
-        let req = caller.next();
-        let bytes = req.encode();
-        let sent = Instant::now();
-        let (result, retransmits) = udp_transaction(&sock, &req, &bytes, deadline).await;
-        phases.exchange = Some(sent.elapsed());
-        match result {
-            Ok(m) => caller
-                .judge(&m, sent.elapsed(), Some(retransmits))
-                .with_phases(phases),
-            Err(e) => {
-                let e = if e.kind == ErrorKind::Timeout {
-                    CheckError::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "{} after {retransmits} retransmissions",
-                            no_answer(budget).message
-                        ),
-                    )
-                } else {
-                    e
-                };
-                with_retransmits(Outcome::down(e, start.elapsed()), retransmits).with_phases(phases)
-            }
-        }
-    }
-
-    /// Connects and runs one OPTIONS exchange; the connection stays open for a session.
-    async fn stream_exchange(
+    /// Opens the transport within `deadline`.
+    async fn open(
         &self,
         start: Instant,
         deadline: Instant,
         budget: Duration,
-    ) -> Result<(Conn, Outcome), Outcome> {
+    ) -> Result<Opened, Outcome> {
         let mut phases = Phases::default();
-        let opened = timeout_at(
+        let r = tokio::time::timeout_at(
             deadline,
-            transport::open_stream(&self.spec.target, self.tls.as_ref(), &mut phases),
+            transport::open(&self.spec, self.tls.as_ref(), &mut phases),
         )
         .await;
-        let (io, local) = match opened {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return Err(Outcome::down(e, start.elapsed()).with_phases(phases)),
-            Err(_) => {
-                return Err(Outcome::down(no_answer(budget), start.elapsed()).with_phases(phases));
-            }
-        };
-        let (r, w) = tokio::io::split(io);
-        let mut conn = Conn {
-            reader: Reader {
-                io: r,
-                buf: Vec::new(),
-            },
-            writer: w,
-            caller: Caller::new(self.spec.clone(), local),
-        };
-        let req = conn.caller.next();
-        let sent = Instant::now();
-        let r = timeout_at(deadline, conn.exchange(&req)).await;
-        phases.exchange = Some(sent.elapsed());
         match r {
-            Ok(Ok(m)) => {
-                let o = conn
-                    .caller
-                    .judge(&m, sent.elapsed(), None)
-                    .with_phases(phases);
-                Ok((conn, o))
+            Ok(Ok((link, local, cert))) => {
+                let mut caller = Caller::new(self.spec.clone(), local);
+                caller.cert = cert;
+                Ok(Opened {
+                    link,
+                    caller,
+                    phases,
+                })
             }
             Ok(Err(e)) => Err(Outcome::down(e, start.elapsed()).with_phases(phases)),
-            Err(_) => Err(Outcome::down(no_answer(budget), start.elapsed()).with_phases(phases)),
+            Err(_) => Err(failed(
+                self.spec.method,
+                CheckError::new(ErrorKind::Timeout, "connect"),
+                None,
+                budget,
+                start,
+                phases,
+            )),
         }
     }
+
+    /// Opens the transport and runs the first request (OPTIONS, or REGISTER with its
+    /// challenge and a 423 retry); the link stays open for a session.
+    async fn first(&self, start: Instant, budget: Duration) -> Result<(Opened, Outcome), Outcome> {
+        let deadline = start + budget;
+        let mut opened = self.open(start, deadline, budget).await?;
+        let tx_deadline = deadline.min(Instant::now() + TIMER_F);
+        let outcome = match self.spec.method {
+            Method::Options => {
+                match opened
+                    .caller
+                    .transaction(&mut opened.link, None, tx_deadline)
+                    .await
+                {
+                    Ok(ex) => self.spec.judge_options(&ex),
+                    Err((e, n)) => {
+                        failed(Method::Options, e, n, budget, start, opened.phases.clone())
+                    }
+                }
+            }
+            Method::Register => register::register(
+                &self.spec,
+                &mut opened.caller,
+                &mut opened.link,
+                tx_deadline,
+            )
+            .await
+            .map(|r| r.outcome)
+            .unwrap_or_else(|(e, n)| {
+                failed(Method::Register, e, n, budget, start, opened.phases.clone())
+            }),
+        };
+        let mut phases = opened.phases.clone();
+        phases.auth = outcome.phases.auth;
+        phases.exchange = outcome.phases.exchange;
+        Ok((opened, outcome.with_phases(phases)))
+    }
 }
+
 impl Check for SipCheck {
     fn probe<'a>(&'a self, at: &'a Attempt) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let start = Instant::now();
             let budget = own_budget(at.timeout);
-            match self.spec.target.transport {
-                Transport::Udp => self.probe_udp(start, budget).await,
-                Transport::Tcp | Transport::Tls => {
-                    match self.stream_exchange(start, start + budget, budget).await {
-                        Ok((mut conn, o)) => {
-                            let _ = tokio::time::timeout(
-                                Duration::from_millis(200),
-                                conn.writer.shutdown(),
-                            )
-                            .await;
-                            o
-                        }
-                        Err(o) => o,
-                    }
-                }
+            let (mut opened, mut o) = match self.first(start, budget).await {
+                Ok(x) => x,
+                Err(o) => return o,
+            };
+            if self.spec.method == Method::Register && o.is_success() {
+                // A probe leaves nothing behind: remove the binding it just made.
+                let left = (start + budget).saturating_duration_since(Instant::now());
+                let gone = register::unregister(
+                    &mut opened.caller,
+                    &mut opened.link,
+                    Instant::now() + left.min(register::UNREGISTER_WITHIN),
+                )
+                .await;
+                o = o.with_detail("unregistered", gone.is_ok());
             }
+            opened.link.close(Duration::from_millis(200)).await;
+            o
         })
     }
 
@@ -391,221 +539,28 @@ impl Check for SipCheck {
         Box::pin(async move {
             let start = Instant::now();
             let budget = own_budget(at.timeout);
-            if self.spec.target.transport == Transport::Udp {
+            if self.spec.target.transport == Transport::Udp && self.spec.method == Method::Options {
                 return Err(Outcome::down(
                     CheckError::new(
                         ErrorKind::Internal,
-                        "session mode needs transport=tcp or tls",
+                        "an OPTIONS session needs transport=tcp, tls, ws or wss",
                     ),
                     Duration::ZERO,
                 ));
             }
-            let (conn, outcome) = self.stream_exchange(start, start + budget, budget).await?;
+            let (opened, outcome) = self.first(start, budget).await?;
             if !outcome.is_success() {
                 return Err(outcome);
             }
+            let session =
+                session::SipSession::new(self.spec.clone(), opened.link, opened.caller, &outcome);
             Ok(Connected {
-                session: Box::new(SipSession { conn }),
+                session: Box::new(session),
                 outcome,
             })
         })
     }
 }
 
-/// A session: OPTIONS on one connection at every heartbeat.
-struct SipSession {
-    conn: Conn,
-}
-
-impl Session for SipSession {
-    fn run(self: Box<Self>, mut io: SessionIo) -> BoxFuture<'static, CheckError> {
-        Box::pin(async move {
-            let mut conn = self.conn;
-            let mut pending: Option<(Options, Instant)> = None;
-            let closed = || CheckError::new(ErrorKind::Closed, "agent closed the session");
-            loop {
-                tokio::select! {
-                    _ = io.shutdown.cancelled() => {
-                        let _ = tokio::time::timeout(Duration::from_millis(500), conn.writer.shutdown()).await;
-                        return closed();
-                    }
-                    b = io.beats.recv() => {
-                        if b.is_none() {
-                            let _ = tokio::time::timeout(Duration::from_millis(500), conn.writer.shutdown()).await;
-                            return closed();
-                        }
-                        let req = conn.caller.next();
-                        match tokio::time::timeout(io.timeout, conn.send(&req)).await {
-                            Ok(Ok(())) => pending = Some((req, Instant::now())),
-                            Ok(Err(e)) => return e,
-                            Err(_) => return CheckError::new(ErrorKind::Timeout, "writing OPTIONS timed out"),
-                        }
-                    }
-                    m = conn.reader.next() => {
-                        let m = match m {
-                            Ok(m) => m,
-                            Err(e) => return e,
-                        };
-                        let Some((req, sent)) = &pending else { continue };
-                        if req.is_answered_by(&m) && m.code().is_some_and(|c| c >= 200) {
-                            let o = conn.caller.judge(&m, sent.elapsed(), None);
-                            pending = None;
-                            if io.report.send(o).await.is_err() {
-                                return closed();
-                            }
-                        }
-                    }
-                }
-            }
-        })
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::message::Framing;
-    use super::*;
-
-    #[test]
-    fn budget_leaves_room_for_the_supervisor() {
-        assert_eq!(
-            own_budget(Duration::from_secs(2)),
-            Duration::from_millis(1900)
-        );
-        assert_eq!(
-            own_budget(Duration::from_millis(500)),
-            Duration::from_millis(475)
-        );
-        assert_eq!(
-            own_budget(Duration::from_secs(10)),
-            Duration::from_millis(9900)
-        );
-    }
-
-    fn spec(uri: &str) -> Arc<SipSpec> {
-        Arc::new(SipSpec {
-            target: parse_target(uri).expect("valid"),
-            from: None,
-            accept_codes: vec![200..=299],
-            maintenance_codes: vec![480..=480],
-            tls: TlsOptions::default(),
-        })
-    }
-
-    fn response(code: u16, req: &Options) -> Message {
-        let raw = format!(
-            "SIP/2.0 {code} Whatever\r\nVia: SIP/2.0/UDP {};branch={};rport=1\r\nCall-ID: {}\r\nCSeq: {} OPTIONS\r\nUser-Agent: pbx 1.0\r\nContent-Length: 0\r\n\r\n",
-            req.local, req.branch, req.call_id, req.cseq
-        );
-        message::parse(raw.as_bytes(), Framing::Datagram)
-            .expect("valid")
-            .0
-    }
-
-    #[test]
-    fn codes_map_to_verdicts() {
-        let mut c = Caller::new(
-            spec("sip:127.0.0.1"),
-            "127.0.0.1:5000".parse().expect("addr"),
-        );
-        let req = c.next();
-        let ms = Duration::from_millis(1);
-        let o = c.judge(&response(200, &req), ms, Some(0));
-        assert_eq!(o.verdict, Verdict::Up);
-        assert_eq!(o.details["status_code"], 200);
-        assert_eq!(o.details["server"], "pbx 1.0");
-        assert!(
-            o.perfdata
-                .iter()
-                .any(|p| p.label == "status_code" && p.value == 200.0)
-        );
-        assert_eq!(
-            c.judge(&response(503, &req), ms, None).verdict,
-            Verdict::Warn(Some(ErrorKind::Rejected))
-        );
-        assert_eq!(
-            c.judge(&response(480, &req), ms, None).verdict,
-            Verdict::Warn(Some(ErrorKind::Rejected))
-        );
-        assert_eq!(
-            c.judge(&response(404, &req), ms, None).verdict,
-            Verdict::Down(ErrorKind::Rejected)
-        );
-        let second = c.next();
-        assert_eq!((second.cseq, second.call_id == req.call_id), (2, false));
-        assert_ne!(second.branch, req.branch);
-    }
-
-    /// Timer E under paused time: sends at 0, 0.5, 1.5, 3.5, 7.5 s; a 10 s timeout (own
-    /// budget 9.9 s) therefore sees exactly four retransmissions, byte-identical.
-    #[tokio::test(start_paused = true)]
-    async fn udp_retransmits_on_timer_e() {
-        let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let port = peer.local_addr().expect("addr").port();
-        let check = SipCheck {
-            spec: spec(&format!("sip:127.0.0.1:{port}")),
-            tls: None,
-        };
-        let start = Instant::now();
-        let o = check
-            .probe_udp(start, own_budget(Duration::from_secs(10)))
-            .await;
-        assert_eq!(
-            o.verdict,
-            Verdict::Down(ErrorKind::Timeout),
-            "{}",
-            o.message
-        );
-        assert_eq!(o.details["retransmissions"], 4, "{}", o.message);
-        assert!(start.elapsed() >= Duration::from_millis(9900));
-        let mut buf = [0u8; 4096];
-        let mut seen = Vec::new();
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(10), peer.recv(&mut buf)).await
-        {
-            seen.push(buf[..n].to_vec());
-        }
-        assert_eq!(seen.len(), 5);
-        assert!(seen.iter().all(|d| d == &seen[0]));
-    }
-
-    /// A provisional answer, a stray datagram and an answer to another request are all
-    /// ignored; the matching final response ends the transaction.
-    #[tokio::test]
-    async fn udp_matches_only_its_own_final_response() {
-        let peer = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let port = peer.local_addr().expect("addr").port();
-        let check = SipCheck {
-            spec: spec(&format!("sip:127.0.0.1:{port}")),
-            tls: None,
-        };
-        let server = tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            let (n, from) = peer.recv_from(&mut buf).await.expect("request");
-            let (m, _) = message::parse(&buf[..n], Framing::Datagram).expect("valid request");
-            let via = m.header("via").unwrap_or_default().to_string();
-            let cid = m.header("call-id").unwrap_or_default().to_string();
-            let send = |code: u16, via: &str, cseq: &str| {
-                format!(
-                    "SIP/2.0 {code} X\r\nv: {via}\r\ni: {cid}\r\nCSeq: {cseq}\r\nServer: fake\r\nl: 0\r\n\r\n"
-                )
-            };
-            for d in [
-                b"garbage".to_vec(),
-                send(100, &via, "1 OPTIONS").into_bytes(),
-                send(404, "SIP/2.0/UDP x;branch=z9hG4bKother", "1 OPTIONS").into_bytes(),
-                send(404, &via, "2 OPTIONS").into_bytes(),
-                send(200, &via, "1 OPTIONS").into_bytes(),
-            ] {
-                peer.send_to(&d, from).await.expect("send");
-            }
-        });
-        let o = check
-            .probe_udp(Instant::now(), Duration::from_secs(3))
-            .await;
-        server.await.expect("server");
-        assert_eq!(o.verdict, Verdict::Up, "{}", o.message);
-        assert_eq!(o.details["server"], "fake");
-        assert_eq!(o.details["retransmissions"], 0);
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@ pub struct Target {
     pub uri: String,
     /// Host name or IP (without brackets).
     pub host: String,
-    /// Port (default 5060, 5061 for TLS).
+    /// Port (default 5060, 5061 for TLS, 80 for WS, 443 for WSS).
     pub port: u16,
     /// Transport (`transport=` parameter; `sips:` means TLS).
     pub transport: Transport,
@@ -20,6 +20,27 @@ impl Target {
     /// `host:port`, IPv6 bracketed.
     pub fn address(&self) -> String {
         crate::net::addr::join_host_port(&self.host, self.port)
+    }
+
+    /// The registrar's URI for REGISTER (RFC 3261 §10.2: no user part): the target
+    /// without `user@`, parameters kept.
+    pub fn registrar_uri(&self) -> String {
+        let (scheme, rest) = self.uri.split_once(':').unwrap_or(("sip", &self.uri));
+        let (hostport, params) = match rest.find(';') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+        format!("{scheme}:{hostport}{params}")
+    }
+
+    /// `host`, IPv6 bracketed (for an address of record).
+    pub fn uri_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
     }
 }
 
@@ -33,7 +54,7 @@ pub enum TargetError {
     #[error("URI headers (`?…`) are not supported")]
     Headers,
     /// A `transport=` other than udp, tcp or tls.
-    #[error("transport `{0}` is not supported (udp, tcp, tls)")]
+    #[error("transport `{0}` is not supported (udp, tcp, tls, ws, wss)")]
     Transport(String),
     /// `sips:` with `transport=udp`.
     #[error("`sips:` cannot use transport=udp")]
@@ -52,7 +73,7 @@ pub enum TargetError {
     MissingHost,
 }
 
-/// Reads `sip:[user@]host[:port][;transport=udp|tcp|tls]` (or `sips:`).
+/// Reads `sip:[user@]host[:port][;transport=udp|tcp|tls|ws|wss]` (or `sips:`).
 pub fn parse_target(s: &str) -> Result<Target, TargetError> {
     let s = s.trim();
     let (secure, rest) = if let Some(r) = strip_prefix_ci(s, "sips:") {
@@ -76,19 +97,23 @@ pub fn parse_target(s: &str) -> Result<Target, TargetError> {
                 "udp" => Transport::Udp,
                 "tcp" => Transport::Tcp,
                 "tls" => Transport::Tls,
+                "ws" => Transport::Ws,
+                "wss" => Transport::Wss,
                 other => return Err(TargetError::Transport(other.to_string())),
             });
         }
     }
     let transport = match (secure, transport) {
         (true, Some(Transport::Udp)) => return Err(TargetError::SipsOverUdp),
+        (true, Some(Transport::Ws | Transport::Wss)) => Transport::Wss,
         (true, _) => Transport::Tls,
         (false, t) => t.unwrap_or(Transport::Udp),
     };
-    let default_port = if transport == Transport::Tls {
-        5061
-    } else {
-        5060
+    let default_port = match transport {
+        Transport::Tls => 5061,
+        Transport::Ws => 80,
+        Transport::Wss => 443,
+        Transport::Udp | Transport::Tcp => 5060,
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or(TargetError::UnclosedBracket)?;
@@ -147,6 +172,14 @@ mod tests {
             ("::1", 5061, Transport::Tls)
         );
         assert_eq!(t.address(), "[::1]:5061");
+        assert_eq!(t.registrar_uri(), "sips:[::1]");
+        assert_eq!(t.uri_host(), "[::1]");
+        let t = parse_target("sip:bob@pbx:5070;transport=tcp").expect("valid");
+        assert_eq!(t.registrar_uri(), "sip:pbx:5070;transport=tcp");
+        let t = parse_target("sip:10.0.0.1;transport=ws").expect("valid");
+        assert_eq!((t.port, t.transport), (80, Transport::Ws));
+        let t = parse_target("sips:10.0.0.1;transport=ws").expect("valid");
+        assert_eq!((t.port, t.transport), (443, Transport::Wss));
         let t = parse_target("sip:10.0.0.1").expect("valid");
         assert_eq!((t.port, t.transport), (5060, Transport::Udp));
         for bad in [

@@ -26,6 +26,7 @@ use super::{
     Phases, Session, SessionIo,
 };
 use crate::config::raw::Table;
+use crate::net::tls::CertOutcome;
 use crate::net::tls::TlsOptions;
 use crate::net::ws::{MAX_MESSAGE, Ws, classify, open as open_ws};
 use crate::secret::Secret;
@@ -65,10 +66,12 @@ pub struct SocketIoSpec {
     pub token: Option<TokenSpec>,
     /// Certificate handling.
     pub tls: TlsOptions,
+    /// `tls_expiry_warning` for `https`/`wss` (`None`: off), applied when connecting.
+    pub tls_expiry_warning: Option<Duration>,
 }
 
 /// Reads `url`, `path`, `namespace`, `auth`, `headers`, `emit`, `token`, `ca_file`,
-/// `tls_skip_verify`.
+/// `tls_skip_verify`, `tls_expiry_warning`.
 pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
     let url = t.url("url", &["http", "https", "ws", "wss"]);
     let path = match t.str("path") {
@@ -121,6 +124,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
     };
     let token = super::token::parse(t);
     let tls = t.tls_options();
+    let tls_expiry_warning = t.tls_expiry_warning();
     Some(Arc::new(SocketIoSpec {
         url: url?,
         path: path?,
@@ -130,6 +134,7 @@ pub fn parse(t: &Table<'_, '_>, _cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> 
         emit: emit?,
         token: token?,
         tls,
+        tls_expiry_warning,
     }))
 }
 
@@ -404,7 +409,11 @@ impl SocketIoCheck {
             Ok(link) => Outcome::up(latency)
                 .with_detail("sid", link.sid.clone())
                 .with_detail("ping_interval_ms", link.hs.ping_interval.as_millis() as u64)
-                .with_detail("ping_timeout_ms", link.hs.ping_timeout.as_millis() as u64),
+                .with_detail("ping_timeout_ms", link.hs.ping_timeout.as_millis() as u64)
+                .with_peer_cert(
+                    crate::net::ws::peer_cert(&link.ws),
+                    self.spec.tls_expiry_warning,
+                ),
             Err(e) => Outcome::down(e.clone(), latency),
         };
         (res, o.with_phases(phases))
@@ -609,6 +618,7 @@ mod tests {
             emit: None,
             token: None,
             tls: TlsOptions::default(),
+            tls_expiry_warning: None,
         }
     }
 

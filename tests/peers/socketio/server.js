@@ -10,6 +10,7 @@
 //   TOKENS                       comma-separated answers of POST /token, one per fetch
 //                                (the last one repeats); default: TOKEN
 //   SIO_PATH                     Socket.IO path (default /socket.io/)
+//   HOST                         address to listen on (default 127.0.0.1)
 //
 // Namespaces `/` and `/admin` behave the same. Event `echo` acknowledges with
 // {echo: <data>, nsp: <namespace>}.
@@ -84,7 +85,7 @@ function setup(nsp) {
 setup(io.of('/'));
 setup(io.of('/admin'));
 
-httpServer.listen(port, '127.0.0.1', () => {
+httpServer.listen(port, env.HOST || '127.0.0.1', () => {
   process.stdout.write(`listening ${httpServer.address().port}\n`);
 });
 process.on('SIGTERM', () => process.exit(0));
