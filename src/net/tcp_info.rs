@@ -10,8 +10,9 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// The smoothed round-trip time the kernel holds for `s` (right after connecting: the
-/// handshake's SYN → SYN-ACK time), or `None` where the kernel has no sample (a
-/// retransmitted SYN is not timed, per Karn's rule) or the call fails.
+/// handshake's SYN → SYN-ACK time), or `None` when anything was retransmitted (then the
+/// handshake's real cost is the retransmission wait), the kernel has no sample, or the
+/// call fails.
 pub fn rtt(s: &impl AsRawFd) -> Option<Duration> {
     // SAFETY: `tcp_info` is plain old data, so all-zero bytes are a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
@@ -28,7 +29,12 @@ pub fn rtt(s: &impl AsRawFd) -> Option<Duration> {
             &mut len,
         )
     };
-    (rc == 0 && info.tcpi_rtt > 0).then(|| Duration::from_micros(u64::from(info.tcpi_rtt)))
+    // A retransmitted SYN means the handshake really took the retransmission timeout
+    // (1 s and up): the smoothed RTT (from TCP timestamps) would hide that loss, so the
+    // caller's elapsed time is the honest figure then.
+    let retransmitted = info.tcpi_total_retrans > 0 || info.tcpi_retransmits > 0;
+    (rc == 0 && info.tcpi_rtt > 0 && !retransmitted)
+        .then(|| Duration::from_micros(u64::from(info.tcpi_rtt)))
 }
 
 #[cfg(test)]
