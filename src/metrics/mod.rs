@@ -291,6 +291,8 @@ impl Metrics {
     ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static
     {
         let state = (self.clone(), Some(self.chunks()));
+        use futures_util::StreamExt;
+        // Fused: a body may be polled once more after its end (the compression layer is).
         futures_util::stream::unfold(state, |(m, chunks)| async move {
             let mut chunks = chunks?;
             let mut piece = String::with_capacity(families::CHUNK_BYTES + 4096);
@@ -301,6 +303,7 @@ impl Metrics {
                 Some((Ok(bytes::Bytes::from(tail)), (m, None)))
             }
         })
+        .fuse()
     }
 
     /// Creates the series of one check (replacing any of the same name).

@@ -84,16 +84,28 @@ fn buckets(m: &Metrics) -> Vec<(f64, u64)> {
 /// One window from two snapshots. Only late attempts are observed, so the count is
 /// attempts that started late at all; the p99 is over those.
 fn reduce(before: &[(f64, u64)], now: &[(f64, u64)]) -> LagReport {
-    let total = now.last().map(|b| b.1).unwrap_or(0) - before.last().map(|b| b.1).unwrap_or(0);
+    let total = now
+        .last()
+        .map(|b| b.1)
+        .unwrap_or(0)
+        .saturating_sub(before.last().map(|b| b.1).unwrap_or(0));
     if total == 0 {
         return LagReport::default();
     }
     let rank = (total as f64 * 0.99).ceil() as u64;
+    // Buckets never change between snapshots; a `before` of another shape counts as 0.
+    let was = |i: usize| {
+        if before.len() == now.len() {
+            before[i].1
+        } else {
+            0
+        }
+    };
     let p99 = now
         .iter()
-        .zip(before)
-        .find(|((_, c), (_, b))| c - b >= rank)
-        .map(|((le, _), _)| *le);
+        .enumerate()
+        .find(|(i, (_, c))| c.saturating_sub(was(*i)) >= rank)
+        .map(|(_, (le, _))| *le);
     LagReport {
         attempts: total,
         lag_p99_seconds: p99,
@@ -124,10 +136,11 @@ mod tests {
     fn buckets_read_the_live_histogram() {
         let m = Metrics::new();
         assert!(!LagWatch::default().report().behind);
+        let before = buckets(&m);
         for _ in 0..50 {
             m.scheduler_lag.observe(0.5);
         }
-        let r = reduce(&[(f64::INFINITY, 0)], &buckets(&m));
+        let r = reduce(&before, &buckets(&m));
         assert_eq!(r.attempts, 50);
         assert!(r.behind);
     }
