@@ -1,68 +1,41 @@
-//! Agent cost of tcp probes, RSS, and `/metrics` render time; optionally the same workload
-//! through Prometheus + blackbox_exporter for comparison.
+//! tcp probes as a user runs them: the release `lifeline` binary in its own process, on a
+//! generated config with only `[agent]`, `[defaults]` and the checks (so history is on,
+//! as by default), against listeners in another process; side by side with Prometheus +
+//! blackbox_exporter on the same targets, and the kernel's floor (a minimal blocking
+//! connect + close loop) measured in the same run. Everything is read from `/proc` and
+//! from the processes' own `/metrics`.
 //!
 //! ```text
-//! cargo bench --bench probes -- [--checks 1000,10000] [--seconds 20] [--blackbox 1000]
+//! cargo bench --bench probes -- [--checks 1000,5000,10000] [--interval 1s] [--timeout 500ms]
+//!     [--seconds 30] [--blackbox 1000,5000] [--plot docs/benchmarks/probes.svg]
 //! ```
 //!
-//! Targets are local listeners in a child process (so their accept cost is not counted),
-//! spread over 127.0.0.1–127.0.0.20 × 5 ports so 10,000 connections/s do not run out of
-//! ephemeral 4-tuples. CPU comes from /proc (utime+stime), RSS from VmRSS.
+//! Targets are 20 loopback addresses × 5 ports (127.0.0.1–20), so 10,000 connections/s do
+//! not run out of 4-tuples; the listener process accepts and closes.
 
-// Benchmarks and test harnesses time whole processes and wait for peers from plain
-// threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
+// Benchmarks time whole processes from plain threads: std's clock and sleep are the
+// right ones here (clippy.toml bans them in the agent's async code).
 #![allow(clippy::disallowed_methods)]
 
-use std::io::Write;
-use std::net::SocketAddr;
+#[path = "support/expo.rs"]
+mod expo;
+#[path = "support/procfs.rs"]
+mod procfs;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use expo::{Expo, quantile};
+use procfs::{Cpu, fds, rss_mib, threads};
 
 const IPS: u8 = 20;
 const PORTS: u16 = 5;
 
-fn ticks_per_sec() -> f64 {
-    100.0
-}
-
-/// (utime, stime) of `pid` in seconds.
-fn cpu_split(pid: &str) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ut: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    (ut / ticks_per_sec(), st / ticks_per_sec())
-}
-
-/// utime + stime of `pid` ("self" for us), in seconds.
-fn cpu_seconds(pid: &str) -> f64 {
-    let path = if pid == "thread-self" {
-        "/proc/thread-self/stat".to_string()
-    } else {
-        format!("/proc/{pid}/stat")
-    };
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ut: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-    (ut + st) / ticks_per_sec()
-}
-
-fn rss_mib(pid: &str) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .map(|k| k / 1024.0)
-        .unwrap_or(0.0)
-}
-
-/// Target addresses; `base` is chosen by the parent and handed to the listener child.
-fn targets_from(base: u16) -> Vec<SocketAddr> {
+/// Target addresses from the first port.
+fn targets(base: u16) -> Vec<SocketAddr> {
     let mut v = Vec::new();
     for i in 1..=IPS {
         for p in 0..PORTS {
@@ -72,29 +45,27 @@ fn targets_from(base: u16) -> Vec<SocketAddr> {
     v
 }
 
-/// The first target port: the parent picks it from its PID; the child is told.
-fn base_port() -> u16 {
-    static BASE: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
-    *BASE.get_or_init(|| {
-        std::env::var("LIFELINE_BENCH_BASE_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(20000 + (std::process::id() % 20000) as u16)
-    })
+/// Five consecutive ports free on every target address.
+fn free_base() -> u16 {
+    'next: for base in (20_000 + (std::process::id() % 20_000) as u16..60_000).step_by(7) {
+        for a in targets(base) {
+            if std::net::TcpListener::bind(a).is_err() {
+                continue 'next;
+            }
+        }
+        return base;
+    }
+    panic!("no free port range for the targets");
 }
 
-fn targets() -> Vec<SocketAddr> {
-    targets_from(base_port())
-}
-
-/// Child mode: accept and immediately close on every target address.
-fn listen_forever(addrs: &[SocketAddr]) {
+/// Child mode: accept and close on every target address, forever.
+fn listen_forever(base: u16) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("runtime");
     rt.block_on(async {
-        for a in addrs {
+        for a in targets(base) {
             let l = tokio::net::TcpListener::bind(a).await.expect("bind target");
             tokio::spawn(async move {
                 loop {
@@ -109,36 +80,138 @@ fn listen_forever(addrs: &[SocketAddr]) {
     });
 }
 
-struct Kill(Child);
-impl Drop for Kill {
+/// Child mode: blocking connect + close round the targets for `secs`; prints
+/// `connects user_s system_s` of this process.
+fn floor_child(base: u16, secs: f64) {
+    let t = targets(base);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        for a in &t {
+            if let Ok(s) = TcpStream::connect(a) {
+                drop(s);
+                n += 1;
+            }
+        }
+    }
+    let c = Cpu::of("self");
+    println!("{n} {} {}", c.user, c.system);
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Proc(Child);
+
+impl Proc {
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+}
+
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn spawn_listeners() -> Kill {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .arg("--listen-child")
-        .env("LIFELINE_BENCH_BASE_PORT", base_port().to_string())
+fn spawn_listeners(base: u16) -> Proc {
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--listen-child", &base.to_string()])
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
+        .expect("listener child");
     let mut buf = [0u8; 6];
-    use std::io::Read;
-    out.read_exact(&mut buf).unwrap();
-    Kill(child)
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut buf)
+        .expect("listener ready");
+    Proc(child)
 }
 
-fn config(checks: usize, dir: &std::path::Path) -> String {
-    let t = targets();
+/// The kernel's cost of one loopback connect + close (µs of CPU: user, system).
+fn floor(base: u16) -> (f64, f64, f64) {
+    let out = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--floor-child", &base.to_string(), "5"])
+        .output()
+        .expect("floor child");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let (n, u, sy) = (f[0], f[1], f[2]);
+    (n / 5.0, u / n * 1e6, sy / n * 1e6)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET path` over HTTP/1.0; the body and the wall time it took.
+fn get(port: u16, path: &str) -> Option<(String, Duration)> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    (status.split_whitespace().nth(1) == Some("200")).then(|| (body.to_string(), t.elapsed()))
+}
+
+fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+struct Run {
+    who: &'static str,
+    checks: usize,
+    rate: f64,
+    cpu_us: f64,
+    user_us: f64,
+    system_us: f64,
+    rss: f64,
+    rss_scraped: f64,
+    latency_p99_ms: Option<f64>,
+    lag_p99_ms: Option<f64>,
+    scrape_ms: f64,
+    scrape_cpu_ms: f64,
+    scrape_mib: f64,
+    changes: f64,
+    log_lines: usize,
+    fds: usize,
+    threads: usize,
+}
+
+struct Opts {
+    interval: String,
+    interval_s: f64,
+    timeout: String,
+    seconds: u64,
+}
+
+fn config(n: usize, base: u16, port: u16, dir: &Path, o: &Opts) -> String {
+    let t = targets(base);
     let mut s = format!(
-        "[agent]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[defaults]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
-        dir.display()
+        "[agent]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n[defaults]\ninterval = \"{}\"\ntimeout = \"{}\"\n",
+        dir.display(),
+        o.interval,
+        o.timeout
     );
-    for i in 0..checks {
+    for i in 0..n {
         s.push_str(&format!(
             "[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\naddress = \"{}\"\n",
             t[i % t.len()]
@@ -147,122 +220,146 @@ fn config(checks: usize, dir: &std::path::Path) -> String {
     s
 }
 
-fn bench_agent(checks: usize, seconds: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, config(checks, dir.path())).unwrap();
-    let cfg = lifeline::config::load(&path).expect("bench config");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let metrics = lifeline::metrics::Metrics::new();
-        let agent = lifeline::app::Agent::new(cfg, metrics.clone(), Arc::new(Vec::new()));
-        agent.apply().await;
-        // Warm up: every check has run a few times.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let attempts = |m: &lifeline::metrics::Metrics| -> f64 {
-            m.render()
-                .lines()
-                .filter(|l| l.starts_with("lifeline_check_attempts_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
-        let rss_before_scrape = rss_mib("self");
-        let a0 = attempts(&metrics);
-        let c0 = cpu_seconds("self");
-        let (u0, s0) = cpu_split("self");
-        let t0 = Instant::now();
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let c1 = cpu_seconds("self");
-        let (u1, s1) = cpu_split("self");
-        let wall = t0.elapsed().as_secs_f64();
-        let a1 = attempts(&metrics);
-        let probes = a1 - a0;
-        let failures: f64 = 0.0 + metrics
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("lifeline_check_failures_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-        let mut kinds: std::collections::BTreeMap<String, f64> = Default::default();
-        for l in metrics.render().lines().filter(|l| l.starts_with("lifeline_check_failures_total{")) {
-            if let (Some(k), Some(v)) = (
-                l.split("error_kind=\"").nth(1).and_then(|r| r.split('"').next()),
-                l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
-            ) {
-                *kinds.entry(k.to_string()).or_default() += v;
-            }
-        }
-        println!(
-            "failures by kind: {kinds:?}; per probe: user {:.1}µs, system {:.1}µs; rss before the first scrape {rss_before_scrape:.1}MiB",
-            (u1 - u0) / probes * 1e6,
-            (s1 - s0) / probes * 1e6
-        );
-        let rss = rss_mib("self");
-        // /metrics render: CPU time per render, and wall time (median of 9).
-        // The render runs on this thread (block_on), so its own CPU counter excludes the
-        // probing done by the runtime's worker threads meanwhile.
-        let cpu0 = cpu_seconds("thread-self");
-        for _ in 0..20 {
-            std::hint::black_box(metrics.render().len());
-        }
-        let render_cpu_ms = (cpu_seconds("thread-self") - cpu0) / 20.0 * 1000.0;
-        let mut times: Vec<f64> = (0..9)
-            .map(|_| {
-                let t = Instant::now();
-                let body = metrics.render();
-                std::hint::black_box(body.len());
-                t.elapsed().as_secs_f64() * 1000.0
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        let body_len = metrics.render().len();
-        let lag = metrics.scheduler_lag.get_sample_sum() / metrics.scheduler_lag.get_sample_count().max(1) as f64;
-        println!(
-            "lifeline  checks={checks:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs cpu={:>5.1}% rss={:>6.1}MiB metrics_render={:>6.1}ms wall {:>6.1}ms cpu ({:.1} MiB) failures_total={failures:.0} mean_sched_lag={:.2}ms",
-            probes / wall,
-            (c1 - c0) / probes * 1e6,
-            (c1 - c0) / wall * 100.0,
-            rss,
-            times[4],
-            render_cpu_ms,
-            body_len as f64 / 1048576.0,
-            lag * 1000.0,
-        );
-        agent.shutdown(Duration::from_secs(5)).await;
+fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let path = dir.path().join("lifeline.toml");
+    std::fs::write(&path, config(n, base, port, &dir.path().join("data"), o)).expect("config");
+    let log = dir.path().join("agent.log");
+    let agent = Proc(
+        Command::new(env!("CARGO_BIN_EXE_lifeline"))
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("lifeline binary"),
+    );
+    let pid = agent.pid();
+    wait_until(Duration::from_secs(60), "the agent to be ready", || {
+        get(port, "/-/ready").is_some()
     });
+    // Warm-up: every check has run at least twice.
+    std::thread::sleep(Duration::from_secs_f64(5.0 + 2.0 * o.interval_s));
+    let (body0, _) = get(port, "/metrics").expect("scrape");
+    let m0 = Expo::parse(&body0);
+    let c0 = Cpu::of(&pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.seconds));
+    let cpu = Cpu::of(&pid).since(c0);
+    let wall = t0.elapsed().as_secs_f64();
+    let rss = rss_mib(&pid);
+    let (body1, _) = get(port, "/metrics").expect("scrape");
+    let m1 = Expo::parse(&body1);
+    let probes =
+        m1.sum("lifeline_check_attempts_total", "") - m0.sum("lifeline_check_attempts_total", "");
+    let per = |s: f64| s / probes.max(1.0) * 1e6;
+    // Scraped every second for 10 s, as a Prometheus with a 1 s interval would.
+    let busy_per_s = cpu.total() / wall;
+    let c1 = Cpu::of(&pid);
+    let t1 = Instant::now();
+    let mut walls = Vec::new();
+    let mut size = 0;
+    let mut rss_scraped: f64 = rss;
+    for i in 0..10 {
+        let (b, w) = get(port, "/metrics").expect("scrape");
+        size = b.len();
+        walls.push(w.as_secs_f64() * 1000.0);
+        rss_scraped = rss_scraped.max(rss_mib(&pid));
+        let next = Duration::from_secs(i + 1);
+        if let Some(d) = next.checked_sub(t1.elapsed()) {
+            std::thread::sleep(d);
+        }
+        rss_scraped = rss_scraped.max(rss_mib(&pid));
+    }
+    let scrape_cpu =
+        (Cpu::of(&pid).since(c1).total() - busy_per_s * t1.elapsed().as_secs_f64()) / 10.0;
+    walls.sort_by(f64::total_cmp);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let r = Run {
+        who: "lifeline",
+        checks: n,
+        rate: probes / wall,
+        cpu_us: per(cpu.total()),
+        user_us: per(cpu.user),
+        system_us: per(cpu.system),
+        rss,
+        rss_scraped,
+        latency_p99_ms: quantile(
+            &m0.buckets("lifeline_check_latency_seconds"),
+            &m1.buckets("lifeline_check_latency_seconds"),
+            0.99,
+        )
+        .map(|s| s * 1000.0),
+        lag_p99_ms: quantile(
+            &m0.buckets("lifeline_scheduler_lag_seconds"),
+            &m1.buckets("lifeline_scheduler_lag_seconds"),
+            0.99,
+        )
+        .map(|s| s * 1000.0),
+        scrape_ms: walls[walls.len() / 2],
+        scrape_cpu_ms: scrape_cpu.max(0.0) * 1000.0,
+        scrape_mib: size as f64 / 1_048_576.0,
+        changes: m1.sum("lifeline_check_state_changes_total", "")
+            - m0.sum("lifeline_check_state_changes_total", ""),
+        log_lines: text.lines().count(),
+        fds: fds(&pid),
+        threads: threads(&pid),
+    };
+    let degraded = m1.sum("lifeline_check_status", "status=\"degraded\"");
+    let failing = m1.sum("lifeline_check_status", "status=\"unhealthy\"");
+    println!(
+        "lifeline  checks={n:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs (user {:.1} + system {:.1}) rss={:.1}MiB (scraped {:.1}) latency_p99={} lag_p99={} scrape={:.1}ms wall {:.1}ms cpu {:.1}MiB changes={:.0} degraded={degraded:.0} unhealthy={failing:.0} log_lines={} fds={} threads={}",
+        r.rate,
+        r.cpu_us,
+        r.user_us,
+        r.system_us,
+        r.rss,
+        r.rss_scraped,
+        ms(r.latency_p99_ms),
+        ms(r.lag_p99_ms),
+        r.scrape_ms,
+        r.scrape_cpu_ms,
+        r.scrape_mib,
+        r.changes,
+        r.log_lines,
+        r.fds,
+        r.threads,
+    );
+    r
 }
 
-fn bench_blackbox(checks: usize, seconds: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
-    let bb_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let prom_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("≤{v}ms")).unwrap_or_else(|| "-".into())
+}
+
+fn blackbox(n: usize, base: u16, o: &Opts) -> Run {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bb_port = free_port();
+    let prom_port = free_port();
     std::fs::write(
         dir.path().join("bb.yml"),
-        "modules:\n  tcp_connect:\n    prober: tcp\n    timeout: 2s\n",
+        format!(
+            "modules:\n  tcp_connect:\n    prober: tcp\n    timeout: {}\n",
+            o.timeout
+        ),
     )
-    .unwrap();
-    let t = targets();
-    let mut prom = String::from(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n- job_name: blackbox\n  metrics_path: /probe\n  params:\n    module: [tcp_connect]\n  static_configs:\n  - targets:\n",
+    .expect("bb.yml");
+    let t = targets(base);
+    let mut prom = format!(
+        "global:\n  scrape_interval: {0}\n  scrape_timeout: {0}\nscrape_configs:\n- job_name: blackbox\n  metrics_path: /probe\n  params:\n    module: [tcp_connect]\n  static_configs:\n  - targets:\n",
+        o.interval
     );
-    for i in 0..checks {
-        prom.push_str(&format!("    - {}\n", t[i % t.len()]));
+    for i in 0..n {
         // distinct targets so Prometheus keeps one series per check
-        if i >= t.len() {
-            prom.pop();
-            prom.push_str(&format!("?c={i}\n"));
-        }
+        prom.push_str(&format!("    - {}?c={i}\n", t[i % t.len()]));
     }
     prom.push_str(&format!(
-        "  relabel_configs:\n  - source_labels: [__address__]\n    target_label: __param_target\n  - source_labels: [__param_target]\n    target_label: instance\n  - target_label: __address__\n    replacement: 127.0.0.1:{bb_port}\n"
+        "  relabel_configs:\n  - source_labels: [__address__]\n    regex: '([^?]*).*'\n    target_label: __param_target\n  - source_labels: [__address__]\n    target_label: instance\n  - target_label: __address__\n    replacement: 127.0.0.1:{bb_port}\n"
     ));
-    let mut f = std::fs::File::create(dir.path().join("prom.yml")).unwrap();
-    f.write_all(prom.as_bytes()).unwrap();
-    let bb = Kill(
+    std::fs::write(dir.path().join("prom.yml"), prom).expect("prom.yml");
+    let bb = Proc(
         Command::new("prometheus-blackbox-exporter")
             .arg(format!(
                 "--config.file={}",
@@ -274,7 +371,7 @@ fn bench_blackbox(checks: usize, seconds: u64) {
             .spawn()
             .expect("prometheus-blackbox-exporter (Debian package prometheus-blackbox-exporter)"),
     );
-    let pr = Kill(
+    let pr = Proc(
         Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -290,67 +387,253 @@ fn bench_blackbox(checks: usize, seconds: u64) {
             .spawn()
             .expect("prometheus (Debian package prometheus)"),
     );
-    std::thread::sleep(Duration::from_secs(8));
-    let (bbp, prp) = (bb.0.id().to_string(), pr.0.id().to_string());
-    let (b0, p0) = (cpu_seconds(&bbp), cpu_seconds(&prp));
+    wait_until(Duration::from_secs(60), "prometheus to scrape", || {
+        scrapes(prom_port) >= n as f64
+    });
+    std::thread::sleep(Duration::from_secs_f64(3.0 + 2.0 * o.interval_s));
+    let (bbp, prp) = (bb.pid(), pr.pid());
+    let (b0, p0) = (Cpu::of(&bbp), Cpu::of(&prp));
+    let s0 = scrapes(prom_port);
     let t0 = Instant::now();
-    let probes_before = scrapes(prom_port);
-    std::thread::sleep(Duration::from_secs(seconds));
-    let probes_after = scrapes(prom_port);
+    std::thread::sleep(Duration::from_secs(o.seconds));
+    let s1 = scrapes(prom_port);
     let wall = t0.elapsed().as_secs_f64();
-    let (b1, p1) = (cpu_seconds(&bbp), cpu_seconds(&prp));
-    let probes = (probes_after - probes_before).max(1.0);
+    let (b, p) = (Cpu::of(&bbp).since(b0), Cpu::of(&prp).since(p0));
+    let probes = (s1 - s0).max(1.0);
+    let per = |s: f64| s / probes * 1e6;
+    let lat = prom_query(
+        prom_port,
+        &format!(
+            "quantile(0.99, max_over_time(probe_duration_seconds[{}s]))",
+            o.seconds
+        ),
+    );
+    let success = prom_query(prom_port, "avg(probe_success)");
+    let rss = rss_mib(&bbp) + rss_mib(&prp);
+    let r = Run {
+        who: "blackbox",
+        checks: n,
+        rate: probes / wall,
+        cpu_us: per(b.total() + p.total()),
+        user_us: per(b.user + p.user),
+        system_us: per(b.system + p.system),
+        rss,
+        rss_scraped: rss,
+        latency_p99_ms: lat.map(|s| s * 1000.0),
+        fds: fds(&bbp) + fds(&prp),
+        threads: threads(&bbp) + threads(&prp),
+        ..Run::default()
+    };
     println!(
-        "blackbox  checks={checks:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs (exporter {:.1} + prometheus {:.1}) cpu={:>5.1}% rss={:>6.1}MiB (exporter {:.1} + prometheus {:.1})",
-        probes / wall,
-        ((b1 - b0) + (p1 - p0)) / probes * 1e6,
-        (b1 - b0) / probes * 1e6,
-        (p1 - p0) / probes * 1e6,
-        ((b1 - b0) + (p1 - p0)) / wall * 100.0,
-        rss_mib(&bbp) + rss_mib(&prp),
+        "blackbox  checks={n:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs (exporter {:.1} + prometheus {:.1}; user {:.1} + system {:.1}) rss={:.1}MiB (exporter {:.1} + prometheus {:.1}) latency_p99(max per target)={} success={:.3}",
+        r.rate,
+        r.cpu_us,
+        per(b.total()),
+        per(p.total()),
+        r.user_us,
+        r.system_us,
+        r.rss,
         rss_mib(&bbp),
         rss_mib(&prp),
+        ms(r.latency_p99_ms),
+        success.unwrap_or(f64::NAN),
     );
+    r
 }
 
-/// Total scrapes Prometheus has done (its own counter), via the HTTP API.
+/// Scrapes Prometheus has done (its own counter).
 fn scrapes(port: u16) -> f64 {
-    let out = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .filter(|l| l.starts_with("prometheus_target_interval_length_seconds_count"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    get(port, "/metrics")
+        .map(|(b, _)| Expo::parse(&b).sum("prometheus_target_interval_length_seconds_count", ""))
+        .unwrap_or(0.0)
+}
+
+/// The first value of an instant query.
+fn prom_query(port: u16, q: &str) -> Option<f64> {
+    let enc: String = q
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (body, _) = get(port, &format!("/api/v1/query?query={enc}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+fn parse_duration(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().expect("duration");
+    match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        u => panic!("unit {u}"),
+    }
+}
+
+/// CPU per probe and RSS against the number of checks, as an SVG.
+fn plot(path: &Path, runs: &[Run], floor_us: f64) {
+    let (w, h, pad) = (720.0, 300.0, 50.0);
+    let max_n = runs.iter().map(|r| r.checks).max().unwrap_or(1) as f64;
+    let panel = |title: &str,
+                 x0: f64,
+                 val: &dyn Fn(&Run) -> f64,
+                 unit: &str,
+                 extra: Option<f64>| {
+        let pw = w / 2.0 - pad * 1.5;
+        let ph = h - pad * 2.0;
+        let max_v = runs.iter().map(val).chain(extra).fold(1.0_f64, f64::max) * 1.1;
+        let x = |n: f64| x0 + pad + n / max_n * pw;
+        let y = |v: f64| pad + ph - v / max_v * ph;
+        let mut s = format!(
+            "<text x=\"{}\" y=\"20\" font-size=\"13\" font-weight=\"bold\">{title}</text>\
+             <line x1=\"{0}\" y1=\"{1}\" x2=\"{0}\" y2=\"{2}\" stroke=\"#888\"/>\
+             <line x1=\"{0}\" y1=\"{2}\" x2=\"{3}\" y2=\"{2}\" stroke=\"#888\"/>",
+            x0 + pad,
+            pad,
+            pad + ph,
+            x0 + pad + pw
+        );
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\">{max_v:.0} {unit}</text><text x=\"{}\" y=\"{}\" font-size=\"10\">{max_n:.0} checks</text>",
+            x0 + 4.0,
+            pad + 4.0,
+            x0 + pad + pw - 50.0,
+            pad + ph + 16.0
+        ));
+        if let Some(f) = extra {
+            let (l, r, fy) = (x0 + pad, x0 + pad + pw, y(f));
+            s.push_str(&format!(
+                "<line x1=\"{l}\" y1=\"{fy}\" x2=\"{r}\" y2=\"{fy}\" stroke=\"#999\" stroke-dasharray=\"4 3\"/><text x=\"{tx}\" y=\"{ty}\" font-size=\"10\" fill=\"#666\">kernel floor {f:.0} {unit}</text>",
+                tx = l + 4.0,
+                ty = fy - 3.0
+            ));
+        }
+        for (who, colour) in [("lifeline", "#1f77b4"), ("blackbox", "#d62728")] {
+            let pts: Vec<String> = runs
+                .iter()
+                .filter(|r| r.who == who)
+                .map(|r| format!("{:.1},{:.1}", x(r.checks as f64), y(val(r))))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            s.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+                pts.join(" ")
+            ));
+            for p in &pts {
+                let (px, py) = p.split_once(',').unwrap_or(("0", "0"));
+                s.push_str(&format!(
+                    "<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"{colour}\"/>"
+                ));
+            }
+        }
+        s
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/>",
+        h + 20.0
+    );
+    svg.push_str(&panel(
+        "CPU per probe (µs)",
+        0.0,
+        &|r| r.cpu_us,
+        "µs",
+        Some(floor_us),
+    ));
+    svg.push_str(&panel(
+        "RSS (MiB)",
+        w / 2.0,
+        &|r| r.rss_scraped,
+        "MiB",
+        None,
+    ));
+    svg.push_str(&format!(
+        "<text x=\"{pad}\" y=\"{}\" font-size=\"11\" fill=\"#1f77b4\">— lifeline</text><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#d62728\">— Prometheus + blackbox_exporter</text></svg>",
+        h + 10.0,
+        pad + 90.0,
+        h + 10.0
+    ));
+    std::fs::write(path, svg).expect("write plot");
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--listen-child") {
-        listen_forever(&targets());
-        return;
-    }
     let arg = |name: &str| -> Option<String> {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1).cloned())
     };
-    let counts: Vec<usize> = arg("--checks")
-        .unwrap_or_else(|| "1000,10000".into())
-        .split(',')
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(20);
-    lifeline::net::tls::install_provider();
-    let _listeners = spawn_listeners();
-    for &n in &counts {
-        bench_agent(n, seconds);
+    if let Some(base) = arg("--listen-child") {
+        listen_forever(base.parse().expect("base"));
+        return;
     }
-    if let Some(n) = arg("--blackbox") {
-        for n in n.split(',').filter_map(|x| x.parse().ok()) {
-            bench_blackbox(n, seconds);
+    if let Some(base) = arg("--floor-child") {
+        let secs = args.last().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+        floor_child(base.parse().expect("base"), secs);
+        return;
+    }
+    let list = |name: &str, default: &str| -> Vec<usize> {
+        arg(name)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    let counts = list("--checks", "1000,5000,10000");
+    let bb = list("--blackbox", "");
+    let interval = arg("--interval").unwrap_or_else(|| "1s".into());
+    let o = Opts {
+        interval_s: parse_duration(&interval),
+        interval,
+        timeout: arg("--timeout").unwrap_or_else(|| "500ms".into()),
+        seconds: arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(30),
+    };
+    let base = free_base();
+    let listeners = spawn_listeners(base);
+    let (floor_rate, fu, fs) = floor(base);
+    println!(
+        "floor     loopback connect+close: {:.1}µs of CPU (user {fu:.1} + system {fs:.1}) at {floor_rate:.0}/s, one blocking thread",
+        fu + fs
+    );
+    let mut runs = Vec::new();
+    for &n in &counts {
+        runs.push(lifeline(n, base, &o));
+    }
+    for &n in &bb {
+        runs.push(blackbox(n, base, &o));
+    }
+    drop(listeners);
+    println!("\nratios (blackbox / lifeline, same checks, same run):");
+    println!("| checks | probes/s (ll / bb) | CPU per probe | RSS | probe latency p99 |");
+    println!("|---|---|---|---|---|");
+    for b in runs.iter().filter(|r| r.who == "blackbox") {
+        if let Some(l) = runs
+            .iter()
+            .find(|r| r.who == "lifeline" && r.checks == b.checks)
+        {
+            let lat = match (b.latency_p99_ms, l.latency_p99_ms) {
+                (Some(x), Some(y)) => format!("{x:.1} / ≤{y:.1} ms"),
+                _ => "-".into(),
+            };
+            println!(
+                "| {} | {:.0} / {:.0} | {:.1}× less ({:.0} vs {:.0} µs) | {:.1}× less ({:.0} vs {:.0} MiB) | {lat} |",
+                b.checks,
+                l.rate,
+                b.rate,
+                b.cpu_us / l.cpu_us,
+                l.cpu_us,
+                b.cpu_us,
+                b.rss / l.rss_scraped,
+                l.rss_scraped,
+                b.rss,
+            );
         }
+    }
+    if let Some(p) = arg("--plot") {
+        plot(&PathBuf::from(p), &runs, fu + fs);
     }
 }

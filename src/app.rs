@@ -51,6 +51,12 @@ impl Agent {
         );
         let cancel = CancellationToken::new();
         tokio::spawn(shared.clone().overall_task(cancel.clone()));
+        tokio::spawn(
+            shared
+                .lag
+                .clone()
+                .run(shared.metrics.clone(), cancel.clone()),
+        );
         Arc::new(Self {
             shared,
             config: ArcSwap::from_pointee(config),
@@ -110,6 +116,7 @@ impl Agent {
                 .metrics
                 .plugin_loaded(p.name(), p.version(), &p.abi());
         }
+        self.shared.metrics.set_settings(&config.metrics);
         let checks = Self::owned(&config);
         let pushed: Vec<String> = checks
             .iter()
@@ -117,12 +124,18 @@ impl Agent {
             .map(|c| c.name.clone())
             .collect();
         self.env.push.retain(&pushed);
+        // Groups in order of first appearance, found by key (not by a scan of the groups
+        // so far: that is quadratic at 100,000 checks).
         let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
         for c in checks.iter().cloned() {
             let k = group_key(&c);
-            match groups.iter_mut().find(|(gk, _)| *gk == k) {
-                Some((_, v)) => v.push(c),
-                None => groups.push((k, vec![c])),
+            match group_of.get(&k) {
+                Some(&i) => groups[i].1.push(c),
+                None => {
+                    group_of.insert(k.clone(), groups.len());
+                    groups.push((k, vec![c]));
+                }
             }
         }
         let mut handles = self.handles.lock().await;

@@ -7,6 +7,37 @@
 
 use std::time::{Duration, SystemTime};
 
+/// Lets an action through at most once per period (for log lines that a storm would
+/// otherwise repeat thousands of times a second).
+#[derive(Debug)]
+pub struct Throttle {
+    period: Duration,
+    last: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Throttle {
+    /// At most once per `period`.
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// True the first time and then once `period` has passed since the last `true`.
+    pub fn allow(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.last.lock();
+        match *last {
+            Some(t) if now.duration_since(t) < self.period => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
 /// Formats a time as RFC 3339 in UTC with millisecond precision
 /// (`2026-05-01T12:00:00.000Z`).
 pub fn rfc3339(t: SystemTime) -> String {

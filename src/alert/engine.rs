@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -376,6 +377,9 @@ pub struct AlertEngine {
     /// Latest snapshots that did not fit in the channel (coalesced per check).
     overflow: Mutex<HashMap<String, Snap>>,
     overflow_wake: Notify,
+    /// Changes coalesced so far, and the limit on the warning that says so.
+    coalesced: AtomicU64,
+    behind_log: crate::time::Throttle,
     outbox: Arc<Outbox>,
     setup: ArcSwap<Setup>,
     api_silences: Mutex<Vec<Silence>>,
@@ -407,6 +411,8 @@ impl AlertEngine {
             tx,
             overflow: Mutex::new(HashMap::new()),
             overflow_wake: Notify::new(),
+            coalesced: AtomicU64::new(0),
+            behind_log: crate::time::Throttle::new(Duration::from_secs(10)),
             outbox: outbox.clone(),
             setup: ArcSwap::from_pointee(setup.clone()),
             api_silences: Mutex::new(saved.silences),
@@ -543,7 +549,13 @@ impl Observer for AlertEngine {
         match self.tx.try_send(Msg::Change(snap)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Msg::Change(s))) => {
-                tracing::warn!(check = %s.name, "alert engine is behind; coalescing state changes");
+                let n = self.coalesced.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.behind_log.allow() {
+                    tracing::warn!(
+                        coalesced_total = n,
+                        "alert engine is behind; coalescing state changes (only each check's latest state is kept)"
+                    );
+                }
                 over.insert(s.name.clone(), s);
                 drop(over);
                 self.overflow_wake.notify_one();

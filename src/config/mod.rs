@@ -35,6 +35,8 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
     /// `[status_page]`.
     pub status_page: StatusPageConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
     /// `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
     pub alerting: crate::alert::AlertConfig,
     /// What the command line added to the file (kept so a reload reads the same way).
@@ -132,6 +134,35 @@ impl Shard {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
         (h % u64::from(self.count)) as u32 == self.index - 1
+    }
+}
+
+/// `[metrics]`: what the agent's own `/metrics` carries per check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// `latency_histogram = "classic"` (default, true) or `"none"`: the 16 series of
+    /// `lifeline_check_latency_seconds` per check.
+    pub latency_histogram: bool,
+    /// `[metrics.kinds.<kind>] latency_histogram`: the same, per kind, over the above.
+    pub kinds: BTreeMap<&'static str, bool>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            latency_histogram: true,
+            kinds: BTreeMap::new(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Whether checks of `kind` export the latency histogram.
+    pub fn histogram_for(&self, kind: &str) -> bool {
+        self.kinds
+            .get(kind)
+            .copied()
+            .unwrap_or(self.latency_histogram)
     }
 }
 

@@ -11,7 +11,7 @@ use toml::de::DeTable;
 use super::raw::{Loader, Table};
 use super::{
     AgentConfig, BackoffConfig, CheckConfig, Config, ConfigError, ConfigErrors, HeartbeatConfig,
-    HistoryConfig, HttpLimits, LoadOptions, Shard, Timing,
+    HistoryConfig, HttpLimits, LoadOptions, MetricsConfig, Shard, Timing,
 };
 use crate::check::Mode;
 use crate::check::registry::{self, ParseCx};
@@ -89,6 +89,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
     let agent = read_agent(root);
     let history = read_history(root);
     let status_page = super::status_page::read(root);
+    let metrics = read_metrics(root);
     let defaults = match root.table("defaults") {
         Some(t) => {
             let timing = read_timing(&t, &Timing::default());
@@ -160,6 +161,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         agent: agent?,
         history: history?,
         status_page: status_page?,
+        metrics: metrics?,
         checks,
         alerting: alerting?,
         options: LoadOptions::default(),
@@ -343,6 +345,45 @@ fn read_history(root: &Table<'_, '_>) -> Option<HistoryConfig> {
     }
     t.finish();
     Some(h)
+}
+
+fn read_metrics(root: &Table<'_, '_>) -> Option<MetricsConfig> {
+    let mut m = MetricsConfig::default();
+    let Some(t) = root.table("metrics") else {
+        return Some(m);
+    };
+    let mut ok = true;
+    let mut histogram = |t: &Table<'_, '_>| -> Option<bool> {
+        let s = t.str("latency_histogram")?;
+        match s.value.as_str() {
+            "classic" => Some(true),
+            "none" => Some(false),
+            other => {
+                ok = false;
+                t.error(
+                    s.span,
+                    format!("`latency_histogram` must be \"classic\" or \"none\", not `{other}`"),
+                );
+                None
+            }
+        }
+    };
+    if let Some(v) = histogram(&t) {
+        m.latency_histogram = v;
+    }
+    if let Some(kinds) = t.table("kinds") {
+        for k in registry::KINDS {
+            if let Some(kt) = kinds.table(k.name) {
+                if let Some(v) = histogram(&kt) {
+                    m.kinds.insert(k.name, v);
+                }
+                kt.finish();
+            }
+        }
+        kinds.finish();
+    }
+    t.finish();
+    ok.then_some(m)
 }
 
 /// Reads the timing keys of `t` over `base` (defaults, or a check over the defaults).

@@ -10,7 +10,7 @@ use crate::health::CheckState;
 
 /// `GET /metrics`.
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let body = st.agent.shared.metrics.render();
+    let body = axum::body::Body::from_stream(st.agent.shared.metrics.render_stream());
     (
         [(
             header::CONTENT_TYPE,
@@ -60,13 +60,16 @@ fn detailed_body(st: &AppState) -> serde_json::Value {
 }
 
 /// The agent's own health: each store in `data_dir` (`up`, `errors`, `last_error`, what it
-/// does meanwhile). A broken store never stops checks; this is where it shows.
+/// does meanwhile) and whether it keeps the checks' cadence (`scheduler`). A broken store
+/// or a starved machine never stops checks; this is where it shows.
 fn agent_section(st: &AppState) -> serde_json::Value {
     let storage = st.agent.shared.metrics.storage_report();
-    let degraded = storage.values().any(|s| !s.up);
+    let scheduler = st.agent.shared.lag.report();
+    let degraded = storage.values().any(|s| !s.up) || scheduler.behind;
     serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
         "storage": storage,
+        "scheduler": scheduler,
     })
 }
 

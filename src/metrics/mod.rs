@@ -4,6 +4,7 @@
 //! [`CheckMetrics`] (the hot path does no label hashing and no allocation) and rendered
 //! directly; agent-wide metrics live in the `prometheus` crate's registry.
 
+pub mod families;
 pub mod series;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ use series::Series;
 pub struct Metrics {
     registry: Registry,
     checks: RwLock<BTreeMap<String, Arc<Series>>>,
+    /// `[metrics]`.
+    settings: RwLock<crate::config::MetricsConfig>,
     overall_score: Gauge,
     overall_status: IntGaugeVec,
     /// `lifeline_scheduler_lag_seconds`.
@@ -86,6 +89,7 @@ impl Metrics {
             |n: &str, h: &str, l: &[&str]| IntGaugeVec::new(opts(n, h), l).expect("valid metric");
         let m = Self {
             checks: RwLock::new(BTreeMap::new()),
+            settings: RwLock::new(crate::config::MetricsConfig::default()),
             overall_score: Gauge::with_opts(opts(
                 "lifeline_overall_score",
                 "Weight-averaged score of all checks that have one.",
@@ -239,18 +243,67 @@ impl Metrics {
         Arc::new(m)
     }
 
-    /// The text exposition.
+    /// The text exposition, whole (tests, benches; the HTTP handler streams it).
     pub fn render(&self) -> String {
-        let checks: Vec<Arc<Series>> = self.checks.read().values().cloned().collect();
         let mut out = String::new();
-        series::render(&checks, &mut out);
+        let mut chunks = self.chunks();
+        while chunks.next_into(&mut out, usize::MAX) {}
+        out.push_str(&self.render_agent());
+        out
+    }
+
+    /// Applies the `[metrics]` settings (at start and on reload) to every check's series.
+    pub fn set_settings(&self, c: &crate::config::MetricsConfig) {
+        *self.settings.write() = c.clone();
+        for s in self.checks.read().values() {
+            s.histogram
+                .store(c.histogram_for(s.kind), Ordering::Relaxed);
+        }
+    }
+
+    fn options(&self) -> families::Options {
+        let c = self.settings.read();
+        families::Options {
+            latency_histogram: c.latency_histogram || c.kinds.values().any(|on| *on),
+        }
+    }
+
+    fn chunks(&self) -> families::Chunks {
+        let checks: Vec<Arc<Series>> = self.checks.read().values().cloned().collect();
+        families::Chunks::new(checks, self.options())
+    }
+
+    /// The agent-wide families (the `prometheus` registry), after the per-check ones.
+    fn render_agent(&self) -> String {
         let mut buf = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
-        out.push_str(&String::from_utf8_lossy(&buf));
-        out
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// The exposition as a stream of pieces of about [`families::CHUNK_BYTES`]: a scrape
+    /// holds one piece in memory at a time, and each piece is rendered when the socket
+    /// has taken the last one.
+    pub fn render_stream(
+        self: &Arc<Self>,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static
+    {
+        let state = (self.clone(), Some(self.chunks()));
+        use futures_util::StreamExt;
+        // Fused: a body may be polled once more after its end (the compression layer is).
+        futures_util::stream::unfold(state, |(m, chunks)| async move {
+            let mut chunks = chunks?;
+            let mut piece = String::with_capacity(families::CHUNK_BYTES + 4096);
+            if chunks.next_into(&mut piece, families::CHUNK_BYTES) {
+                Some((Ok(bytes::Bytes::from(piece)), (m, Some(chunks))))
+            } else {
+                let tail = m.render_agent();
+                Some((Ok(bytes::Bytes::from(tail)), (m, None)))
+            }
+        })
+        .fuse()
     }
 
     /// Creates the series of one check (replacing any of the same name).
@@ -262,6 +315,10 @@ impl Metrics {
             s.mode == crate::check::Mode::Session,
             s.labels.clone(),
         ));
+        series.histogram.store(
+            self.settings.read().histogram_for(s.kind),
+            Ordering::Relaxed,
+        );
         self.checks.write().insert(s.name.clone(), series.clone());
         let cm = CheckMetrics { series };
         cm.status(s);

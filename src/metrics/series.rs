@@ -24,7 +24,7 @@ pub const LATENCY_BUCKETS: [f64; 13] = [
 /// `lifeline_check_perfdata_dropped_total`.
 pub const PERFDATA_CAP: usize = 64;
 
-const PHASES: [&str; 5] = ["dns", "connect", "tls", "auth", "exchange"];
+pub(super) const PHASES: [&str; 5] = ["dns", "connect", "tls", "auth", "exchange"];
 const UNSET: u64 = u64::MAX; // f64 bits of a NaN we never produce: "no sample yet"
 
 /// An f64 in an atomic; `UNSET` means "no value", which is not rendered.
@@ -77,7 +77,7 @@ pub struct Series {
     /// The check's own labels (info series only).
     pub labels: BTreeMap<String, String>,
     /// `check="…",kind="…"`, written once.
-    prefix: String,
+    pub(super) prefix: String,
     pub(crate) up: AtomicI64,
     pub(crate) status: AtomicU8,
     pub(crate) score: AtomicF64,
@@ -94,6 +94,8 @@ pub struct Series {
     pub(crate) phases: [AtomicF64; 5],
     pub(crate) perfdata: Mutex<BTreeMap<String, f64>>,
     pub(crate) perfdata_dropped: AtomicU64,
+    /// Whether this check's latency histogram is exported (`[metrics]`).
+    pub(crate) histogram: std::sync::atomic::AtomicBool,
     pub(crate) tls_not_after: AtomicF64,
 }
 
@@ -135,6 +137,7 @@ impl Series {
             ],
             perfdata: Mutex::new(BTreeMap::new()),
             perfdata_dropped: AtomicU64::new(0),
+            histogram: std::sync::atomic::AtomicBool::new(true),
             tls_not_after: AtomicF64::unset(),
         }
     }
@@ -195,7 +198,7 @@ pub fn escape(v: &str, out: &mut String) {
     }
 }
 
-fn num(out: &mut String, v: f64) {
+pub(super) fn num(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {
@@ -207,15 +210,21 @@ fn num(out: &mut String, v: f64) {
     }
 }
 
-fn int(out: &mut String, v: u64) {
+pub(super) fn int(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
-fn head(out: &mut String, name: &str, help: &str, ty: &str) {
+pub(super) fn head(out: &mut String, name: &str, help: &str, ty: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
 }
 
-fn sample(out: &mut String, name: &str, s: &Series, extra: Option<(&str, &str)>, v: f64) {
+pub(super) fn sample(
+    out: &mut String,
+    name: &str,
+    s: &Series,
+    extra: Option<(&str, &str)>,
+    v: f64,
+) {
     out.push_str(name);
     out.push('{');
     out.push_str(&s.prefix);
@@ -231,258 +240,11 @@ fn sample(out: &mut String, name: &str, s: &Series, extra: Option<(&str, &str)>,
     out.push('\n');
 }
 
-/// Renders every per-check family (HELP/TYPE always present, so dashboards can tell a
-/// family exists before it has samples).
+/// Renders every per-check family at once (see [`super::families`] for the streamed
+/// form the HTTP handler uses).
 pub fn render(all: &[std::sync::Arc<Series>], out: &mut String) {
-    out.reserve(all.len() * 2600);
-    head(
-        out,
-        "lifeline_check_info",
-        "Static facts about each check; its labels are the check's own labels.",
-        "gauge",
-    );
-    for s in all {
-        out.push_str("lifeline_check_info{check=\"");
-        out.push_str(&s.name);
-        out.push_str("\",kind=\"");
-        out.push_str(s.kind);
-        out.push_str("\",mode=\"");
-        out.push_str(s.mode);
-        out.push('"');
-        for (k, v) in &s.labels {
-            out.push(',');
-            out.push_str(k);
-            out.push_str("=\"");
-            escape(v, out);
-            out.push('"');
-        }
-        out.push_str("} 1\n");
-    }
-    let gauge = |out: &mut String, name: &str, help: &str, f: &dyn Fn(&Series) -> Option<f64>| {
-        head(out, name, help, "gauge");
-        for s in all {
-            if let Some(v) = f(s) {
-                sample(out, name, s, None, v);
-            }
-        }
-    };
-    gauge(
-        out,
-        "lifeline_check_up",
-        "1 if the check is healthy or degraded, 0 otherwise.",
-        &|s| Some(s.up.load(Ordering::Relaxed) as f64),
-    );
-    head(
-        out,
-        "lifeline_check_status",
-        "1 for the check's current status, 0 for the other five.",
-        "gauge",
-    );
-    for s in all {
-        let cur = s.status.load(Ordering::Relaxed) as usize;
-        for (i, st) in Status::ALL.iter().enumerate() {
-            sample(
-                out,
-                "lifeline_check_status",
-                s,
-                Some(("status", st.as_str())),
-                f64::from(u8::from(i == cur)),
-            );
-        }
-    }
-    gauge(
-        out,
-        "lifeline_check_score",
-        "Health score of the check, 0-100 (NaN while unknown).",
-        &|s| Some(s.score.get().unwrap_or(f64::NAN)),
-    );
-    head(
-        out,
-        "lifeline_check_latency_seconds",
-        "Duration of each successful attempt or heartbeat round trip.",
-        "histogram",
-    );
-    // `,le="0.005"} ` for every bucket, built once per scrape.
-    let les: Vec<String> = LATENCY_BUCKETS
-        .iter()
-        .map(|b| {
-            let mut x = String::new();
-            num(&mut x, *b);
-            format!(",le=\"{x}\"}} ")
-        })
-        .collect();
-    for s in all {
-        for (b, le) in s.buckets.iter().zip(&les) {
-            out.push_str("lifeline_check_latency_seconds_bucket{");
-            out.push_str(&s.prefix);
-            out.push_str(le);
-            int(out, b.load(Ordering::Relaxed));
-            out.push('\n');
-        }
-        let count = s.lat_count.load(Ordering::Relaxed) as f64;
-        sample(
-            out,
-            "lifeline_check_latency_seconds_bucket",
-            s,
-            Some(("le", "+Inf")),
-            count,
-        );
-        sample(
-            out,
-            "lifeline_check_latency_seconds_sum",
-            s,
-            None,
-            s.lat_sum.get().unwrap_or(0.0),
-        );
-        sample(out, "lifeline_check_latency_seconds_count", s, None, count);
-    }
-    head(
-        out,
-        "lifeline_check_attempts_total",
-        "Attempts by result (success, failure, timeout).",
-        "counter",
-    );
-    for s in all {
-        for (i, r) in ["success", "failure", "timeout"].iter().enumerate() {
-            sample(
-                out,
-                "lifeline_check_attempts_total",
-                s,
-                Some(("result", r)),
-                s.attempts[i].load(Ordering::Relaxed) as f64,
-            );
-        }
-    }
-    head(
-        out,
-        "lifeline_check_failures_total",
-        "Failed attempts by error kind.",
-        "counter",
-    );
-    for s in all {
-        for (i, k) in ErrorKind::ALL.iter().enumerate() {
-            let n = s.failures[i].load(Ordering::Relaxed);
-            if n > 0 {
-                sample(
-                    out,
-                    "lifeline_check_failures_total",
-                    s,
-                    Some(("error_kind", k.as_str())),
-                    n as f64,
-                );
-            }
-        }
-    }
-    gauge(
-        out,
-        "lifeline_check_consecutive_failures",
-        "Failures in a row.",
-        &|s| Some(s.consecutive.load(Ordering::Relaxed) as f64),
-    );
-    gauge(
-        out,
-        "lifeline_check_backoff_seconds",
-        "Delay before the next attempt.",
-        &|s| s.backoff.get(),
-    );
-    gauge(
-        out,
-        "lifeline_check_last_success_timestamp_seconds",
-        "Unix time of the last success.",
-        &|s| s.last_success.get(),
-    );
-    gauge(
-        out,
-        "lifeline_check_tls_not_after_timestamp_seconds",
-        "Unix time the server certificate seen by the last TLS handshake expires (notAfter).",
-        &|s| s.tls_not_after.get(),
-    );
-    head(
-        out,
-        "lifeline_check_state_changes_total",
-        "Status changes.",
-        "counter",
-    );
-    for s in all {
-        sample(
-            out,
-            "lifeline_check_state_changes_total",
-            s,
-            None,
-            s.changes.load(Ordering::Relaxed) as f64,
-        );
-    }
-    head(
-        out,
-        "lifeline_session_reconnects_total",
-        "Sessions re-established after being lost.",
-        "counter",
-    );
-    for s in all {
-        if let Some(r) = &s.reconnects {
-            sample(
-                out,
-                "lifeline_session_reconnects_total",
-                s,
-                None,
-                r.load(Ordering::Relaxed) as f64,
-            );
-        }
-    }
-    head(
-        out,
-        "lifeline_check_perfdata",
-        "Values reported by the check (exec/plugin perfdata, SIP status code), base units.",
-        "gauge",
-    );
-    for s in all {
-        for (label, v) in s.perfdata.lock().iter() {
-            sample(
-                out,
-                "lifeline_check_perfdata",
-                s,
-                Some(("label", label)),
-                *v,
-            );
-        }
-    }
-    head(
-        out,
-        "lifeline_check_perfdata_dropped_total",
-        "Perfdata values not exported because a result reported more than 64 labels.",
-        "counter",
-    );
-    for s in all {
-        let n = s.perfdata_dropped.load(Ordering::Relaxed);
-        if n > 0 {
-            sample(
-                out,
-                "lifeline_check_perfdata_dropped_total",
-                s,
-                None,
-                n as f64,
-            );
-        }
-    }
-    head(
-        out,
-        "lifeline_check_phase_seconds",
-        "Time per phase of the last attempt.",
-        "gauge",
-    );
-    for s in all {
-        for (i, p) in PHASES.iter().enumerate() {
-            if let Some(v) = s.phases[i].get() {
-                sample(
-                    out,
-                    "lifeline_check_phase_seconds",
-                    s,
-                    Some(("phase", p)),
-                    v,
-                );
-            }
-        }
-    }
+    let mut r = super::families::Chunks::new(all.to_vec(), super::families::Options::default());
+    while r.next_into(out, usize::MAX) {}
 }
 
 #[cfg(test)]

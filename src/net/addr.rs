@@ -61,6 +61,15 @@ pub const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(10);
 /// `phases.dns` and `phases.connect`. Several addresses are raced happy-eyeballs style
 /// ([`happy_eyeballs`]).
 pub async fn connect(address: &str, phases: &mut Phases) -> Result<TcpStream, CheckError> {
+    Ok(connect_first(address, phases).await?.0)
+}
+
+/// [`connect`], also telling whether the first address tried is the one that answered
+/// (false when happy eyeballs had to move on: the wait for the others was real).
+pub async fn connect_first(
+    address: &str,
+    phases: &mut Phases,
+) -> Result<(TcpStream, bool), CheckError> {
     let t0 = Instant::now();
     let addrs: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
         Ok(a) => vec![a],
@@ -77,7 +86,8 @@ pub async fn connect(address: &str, phases: &mut Phases) -> Result<TcpStream, Ch
     let s = happy_eyeballs(&addrs, deadline).await?;
     phases.connect = Some(t1.elapsed());
     let _ = s.set_nodelay(true);
-    Ok(s)
+    let first = s.peer_addr().ok() == addrs.first().copied();
+    Ok((s, first))
 }
 
 /// Connects to the first of `addrs` that answers before `deadline` (RFC 8305 style):
@@ -89,6 +99,16 @@ pub async fn happy_eyeballs(
     addrs: &[SocketAddr],
     deadline: Instant,
 ) -> Result<TcpStream, CheckError> {
+    if let [a] = addrs {
+        // One address: nothing to race, so no set of attempts to keep.
+        return match tokio::time::timeout_at(deadline, TcpStream::connect(*a)).await {
+            Ok(r) => r.map_err(|e| CheckError::io(&format!("connect {a}"), &e)),
+            Err(_) => Err(CheckError::new(
+                ErrorKind::Timeout,
+                format!("connect {a}: no answer in time"),
+            )),
+        };
+    }
     let mut pending = FuturesUnordered::new();
     let mut waiting = addrs.iter().copied();
     let mut last: Option<CheckError> = None;

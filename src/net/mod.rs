@@ -10,6 +10,7 @@
 //! | [`addr`] | `host:port` parsing and formatting (`[v6]:port`), URL component decoding, and the timed TCP connect (happy eyeballs over several addresses) |
 //! | [`dns`] | the agent's one asynchronous resolver (hickory; resolv.conf, `/etc/hosts`, cache, `[agent] dns_servers`), also as reqwest's resolver |
 //! | [`deadline`] | the current attempt's deadline, set around each attempt by the supervisor, read by lookups and connects to fail with a precise kind in time |
+//! | [`tcp_info`] | the kernel's timing of a TCP handshake (`TCP_INFO` round-trip time), which tcp probes report as their latency |
 //! | [`ws`] | opening a WebSocket (timed, classified) and its message size limit |
 //! | [`stream`] | a plain or TLS byte stream (timed connect and handshake, budgeted reads) for kinds with their own wire codec (grpc, mysql, mqtt) |
 //!
@@ -23,5 +24,6 @@ pub mod deadline;
 pub mod dns;
 pub mod http_client;
 pub mod stream;
+pub mod tcp_info;
 pub mod tls;
 pub mod ws;
