@@ -331,7 +331,8 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
 }
 
 fn ms(v: Option<f64>) -> String {
-    v.map(|v| format!("≤{v}ms")).unwrap_or_else(|| "-".into())
+    v.map(|v| format!("≤{v:.1}ms"))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn blackbox(n: usize, base: u16, o: &Opts) -> Run {
