@@ -247,11 +247,16 @@ async fn process_peer_replays_the_real_asterisk_transcript_byte_for_byte() {
     let mut cmd = process_command(std::net::Ipv4Addr::LOCALHOST.into(), 0);
     cmd.env("CHALLENGE", "142936734")
         .env("AUTHTIMEOUT_MS", authtimeout.as_millis().to_string())
-        .env("AUTH_FAIL_DELAY_MS", AUTH_FAIL_DELAY.as_millis().to_string())
+        .env(
+            "AUTH_FAIL_DELAY_MS",
+            AUTH_FAIL_DELAY.as_millis().to_string(),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit());
-    let mut child = cmd.spawn().expect("spawn python3 tests/peers/ami/server.py");
+    let mut child = cmd
+        .spawn()
+        .expect("spawn python3 tests/peers/ami/server.py");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut ready = String::new();
     tokio::time::timeout(Duration::from_secs(20), out.read_line(&mut ready))
