@@ -1,6 +1,7 @@
 //! The fake AMI server is faithful: replaying every client request of the real-Asterisk
 //! transcript against it yields the transcript's server bytes, line for line, with the
-//! recorded delays and closes.
+//! recorded delays and closes. The same replay runs against its process form
+//! (`tests/peers/ami/server.py`, the chaos tests' AMI peer).
 
 use std::time::Duration;
 
@@ -8,7 +9,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::common::fake_ami::{AUTH_FAIL_DELAY, AUTHTIMEOUT, FakeAmi, FakeAmiConfig};
+use crate::common::fake_ami::{
+    AUTH_FAIL_DELAY, AUTHTIMEOUT, FakeAmi, FakeAmiConfig, process_command,
+};
 
 /// The committed copy; when the project's shared/ directory is beside the repository the
 /// copy must equal the original.
@@ -234,4 +237,39 @@ async fn fake_replays_the_real_asterisk_transcript_byte_for_byte() {
     let runs = conns.iter().map(|c| replay(c, &addr, authtimeout));
     futures_util::future::join_all(runs).await;
     assert_eq!(fake.connections(), conns.len());
+}
+
+#[tokio::test]
+async fn process_peer_replays_the_real_asterisk_transcript_byte_for_byte() {
+    let conns = parse(&transcript());
+    // As above: the recorded challenge, a short idle disconnect, the default 1 s delay.
+    let authtimeout = Duration::from_millis(300);
+    let mut cmd = process_command(std::net::Ipv4Addr::LOCALHOST.into(), 0);
+    cmd.env("CHALLENGE", "142936734")
+        .env("AUTHTIMEOUT_MS", authtimeout.as_millis().to_string())
+        .env(
+            "AUTH_FAIL_DELAY_MS",
+            AUTH_FAIL_DELAY.as_millis().to_string(),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .expect("spawn python3 tests/peers/ami/server.py");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut ready = String::new();
+    tokio::time::timeout(Duration::from_secs(20), out.read_line(&mut ready))
+        .await
+        .expect("server.py printed no ready line within 20 s")
+        .expect("read server.py stdout");
+    let port: u16 = ready
+        .strip_prefix("listening ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("server.py ready line: {ready:?}"));
+    let addr = format!("127.0.0.1:{port}");
+    let runs = conns.iter().map(|c| replay(c, &addr, authtimeout));
+    futures_util::future::join_all(runs).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
 }

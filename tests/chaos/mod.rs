@@ -11,13 +11,13 @@
 //!
 //! and [`resolver`]: the agent in a namespace whose resolver address drops every packet.
 //!
-//! Peers: processes spawned inside the namespace (lighttpd for tcp/http,
-//! the npm `socket.io` server, Kamailio for sip, PostgreSQL, redis-server), killed with
-//! SIGKILL by PID (Kamailio: its own process group). The websocket and AMI peers are
-//! in-process servers whose listening socket was created inside the namespace; their
-//! "kill -9" closes the listener and every connection at once without a goodbye (what
-//! the kernel does to the sockets of a SIGKILLed process); the AMI peer is
-//! `common::fake_ami` (Asterisk is not in Debian 12).
+//! Peers: separate processes spawned inside the namespace (lighttpd for tcp/http, the npm
+//! `ws` server `tests/peers/websocket/server.js`, the npm `socket.io` server, Kamailio
+//! for sip, `tests/peers/ami/server.py` for ami, PostgreSQL, redis-server), killed with
+//! SIGKILL by their own PID (Kamailio: its own process group) and started again on the
+//! same address. The AMI peer is the transcript server of `common::fake_ami` as a Python
+//! process (Asterisk is not in Debian 12; `ami::transcript` replays the recorded session
+//! against it byte for byte).
 
 mod agent;
 mod partition;

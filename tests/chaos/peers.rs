@@ -1,18 +1,14 @@
-//! The peers, one per kind, inside a namespace: server processes ([`ProcPeer`]: lighttpd,
-//! the npm `socket.io` server, Kamailio; PostgreSQL and redis through `common`), and
-//! in-process servers on sockets created in the namespace ([`WsPeer`], `fake_ami`).
+//! The peers, one per kind, inside a namespace, each a separate server process spawned
+//! there: [`ProcPeer`] for lighttpd, the npm `ws` server (`tests/peers/websocket`), the
+//! npm `socket.io` server, Kamailio and the AMI peer (`tests/peers/ami/server.py`, the
+//! transcript server of `common::fake_ami` as a process); PostgreSQL and redis through
+//! `common`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use parking_lot::Mutex;
-use tokio::task::JoinSet;
-
 use super::Kind;
-use crate::common::fake_ami::{FakeAmi, FakeAmiConfig};
 use crate::common::netns::{NsRef, tcp_rows};
 use crate::common::postgres::Pg;
 use crate::common::redis::Redis;
@@ -142,65 +138,9 @@ impl Drop for ProcPeer {
     }
 }
 
-/// An in-process WebSocket server (tungstenite answers pings) on a socket inside a
-/// namespace.
-pub struct WsPeer {
-    ns: NsRef,
-    pub port: u16,
-    tasks: JoinSet<()>,
-}
-
-impl WsPeer {
-    async fn start(ns: &NsRef) -> Self {
-        let mut p = Self {
-            ns: ns.clone(),
-            port: 0,
-            tasks: JoinSet::new(),
-        };
-        p.listen();
-        p
-    }
-
-    fn listen(&mut self) {
-        let l = self.ns.bind_tcp(self.port);
-        self.port = l.local_addr().expect("addr").port();
-        let l = tokio::net::TcpListener::from_std(l).expect("register listener");
-        let conns: Arc<Mutex<JoinSet<()>>> = Arc::default();
-        self.tasks.spawn(async move {
-            loop {
-                let Ok((sock, _)) = l.accept().await else {
-                    return;
-                };
-                conns.lock().spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(sock).await else {
-                        return;
-                    };
-                    while let Some(Ok(_)) = ws.next().await {}
-                });
-            }
-            // Dropping this task drops `conns`, which aborts every connection task.
-        });
-    }
-
-    async fn kill9(&mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-    }
-
-    async fn restart(&mut self) {
-        self.listen();
-    }
-}
-
 /// The peer of one kind.
 pub enum Peer {
     Proc(ProcPeer),
-    Ws(WsPeer),
-    Ami {
-        ns: NsRef,
-        port: u16,
-        fake: Option<FakeAmi>,
-    },
     Pg(Box<Pg>),
     Redis(Redis),
 }
@@ -243,8 +183,12 @@ fn kamailio_cmd(ns: &NsRef, port: u16, dir: &std::path::Path) -> tokio::process:
     cmd
 }
 
+fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
 fn sio_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/socketio")
+    peers_dir().join("socketio")
 }
 
 impl Peer {
@@ -292,7 +236,38 @@ impl Peer {
                     .await,
                 )
             }
-            Kind::Websocket => Peer::Ws(WsPeer::start(ns).await),
+            Kind::Websocket => {
+                let dir = peers_dir().join("websocket");
+                assert!(
+                    sio_dir().join("node_modules/ws/package.json").is_file(),
+                    "npm package `ws` missing in {}/node_modules (it comes with socket.io): \
+                     run scripts/test-deps/socketio.sh",
+                    sio_dir().display()
+                );
+                let node = require_bin("node", "nodejs", &[]);
+                let port = free_port();
+                let ip = ns.peer_ip.to_string();
+                Peer::Proc(
+                    ProcPeer::start(
+                        ns,
+                        "node server.js (ws)",
+                        port,
+                        false,
+                        None,
+                        Box::new(move || {
+                            let mut c = tokio::process::Command::new(&node);
+                            c.arg("server.js")
+                                .current_dir(&dir)
+                                .env("HOST", &ip)
+                                .env("PORT", port.to_string())
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::null());
+                            c
+                        }),
+                    )
+                    .await,
+                )
+            }
             Kind::Socketio => {
                 let dir = sio_dir();
                 assert!(
@@ -345,13 +320,23 @@ impl Peer {
                 )
             }
             Kind::Ami => {
-                let l = ns.bind_tcp(0);
-                let port = l.local_addr().expect("addr").port();
-                Peer::Ami {
-                    ns: ns.clone(),
-                    port,
-                    fake: Some(FakeAmi::start_on(FakeAmiConfig::default(), l)),
-                }
+                let port = free_port();
+                let ip = ns.peer_ip.into();
+                Peer::Proc(
+                    ProcPeer::start(
+                        ns,
+                        "python3 server.py (ami)",
+                        port,
+                        false,
+                        None,
+                        Box::new(move || {
+                            let mut c = crate::common::fake_ami::process_command(ip, port);
+                            c.stdout(Stdio::null()).stderr(Stdio::null());
+                            c
+                        }),
+                    )
+                    .await,
+                )
             }
             Kind::Postgres => Peer::Pg(Box::new(Pg::start_in(ns).await)),
             Kind::Redis => Peer::Redis(Redis::start_in(ns).await),
@@ -362,19 +347,15 @@ impl Peer {
     pub fn port(&self) -> u16 {
         match self {
             Peer::Proc(p) => p.port,
-            Peer::Ws(w) => w.port,
-            Peer::Ami { port, .. } => *port,
             Peer::Pg(p) => p.port,
             Peer::Redis(r) => r.port,
         }
     }
 
-    /// SIGKILL (in-process peers: everything closed at once); returns once it is gone.
+    /// SIGKILL (by the server's own PID, or its process group); returns once it is gone.
     pub async fn kill9(&mut self) {
         match self {
             Peer::Proc(p) => p.kill9().await,
-            Peer::Ws(w) => w.kill9().await,
-            Peer::Ami { fake, .. } => drop(fake.take()),
             Peer::Pg(p) => p.sigkill().await,
             Peer::Redis(r) => r.sigkill().await,
         }
@@ -384,19 +365,15 @@ impl Peer {
     pub async fn restart(&mut self) {
         match self {
             Peer::Proc(p) => p.spawn().await,
-            Peer::Ws(w) => w.restart().await,
-            Peer::Ami { ns, port, fake } => {
-                let l = ns.bind_tcp(*port);
-                *fake = Some(FakeAmi::start_on(FakeAmiConfig::default(), l));
-            }
             Peer::Pg(p) => p.start_again().await,
             Peer::Redis(r) => r.start_again().await,
         }
     }
 
     /// The agent's sessions as the peer itself lists them: `pg_stat_activity`,
-    /// `CLIENT LIST`, the socket.io server's client count; for the others the
-    /// namespace's own TCP table (ESTABLISHED connections to the peer's port).
+    /// `CLIENT LIST`, the socket.io and `ws` servers' client counts; for the others
+    /// (Kamailio, the AMI peer) the namespace's own TCP table (ESTABLISHED connections
+    /// to the peer's port).
     pub async fn sessions(&self, ns: &NsRef) -> usize {
         match self {
             Peer::Pg(p) => p.lifeline_backends().await.len(),

@@ -6,8 +6,14 @@
 //! `authtimeout`. `tests/ami/transcript.rs` proves byte for byte that it does.
 //!
 //! Asterisk cannot be installed from Debian 12, which is why this fake exists.
+//!
+//! The same server with the default [`FakeAmiConfig`] also exists as a separate process,
+//! `tests/peers/ami/server.py` (Python 3, standard library only; [`process_command`]),
+//! for the chaos tests, which SIGKILL their peer and start it again; `tests/ami/transcript.rs`
+//! replays the transcript against both.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +24,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// `python3 tests/peers/ami/server.py` listening on `host:port` (0: any free port), the
+/// process form of this fake with the default configuration; it prints `listening <port>`
+/// on stdout once it accepts connections. The caller sets stdout/stderr and may add the
+/// script's `CHALLENGE`, `AUTHTIMEOUT_MS` and `AUTH_FAIL_DELAY_MS` variables.
+pub fn process_command(host: IpAddr, port: u16) -> tokio::process::Command {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ami/server.py");
+    // The system interpreter first: the spawned PID is then the server's own (a wrapper
+    // script such as a pyenv shim on PATH would only exec into it after a delay).
+    let system = PathBuf::from("/usr/bin/python3");
+    let python = if system.is_file() {
+        system
+    } else {
+        super::require_bin("python3", "python3", &[])
+    };
+    let mut c = tokio::process::Command::new(python);
+    c.arg(script)
+        .env("HOST", host.to_string())
+        .env("PORT", port.to_string())
+        .env("PYTHONUNBUFFERED", "1")
+        .kill_on_drop(true);
+    c
+}
 
 /// A manager.conf user.
 #[derive(Clone, Debug)]
@@ -141,15 +170,6 @@ impl FakeAmi {
             .await
             .expect("bind fake AMI");
         Self::serve_on(cfg, listener)
-    }
-
-    /// Serves on `listener` (a non-blocking std listener, e.g. one bound inside a
-    /// network namespace by `netns::NsRef::bind_tcp`).
-    pub fn start_on(cfg: FakeAmiConfig, listener: std::net::TcpListener) -> Self {
-        Self::serve_on(
-            cfg,
-            TcpListener::from_std(listener).expect("register the fake AMI listener"),
-        )
     }
 
     fn serve_on(cfg: FakeAmiConfig, listener: TcpListener) -> Self {
