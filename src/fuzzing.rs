@@ -14,9 +14,12 @@ use crate::alert::{AlertItem, NoteStatus, Notification};
 use crate::check::Verdict;
 use crate::plugin::ffi::{CallCtx, Collected, HostCall};
 
+/// One target's function: panics when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its fuzz target and corpus directory
 /// (`socketio_packet` lives in `fuzz/common/socketio_packet.rs`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config_load", config_load),
     ("sip_response", sip_response),
     ("ami_codec", ami_codec),
@@ -194,10 +197,10 @@ pub fn rule_expr(data: &[u8]) {
             assert!(e.line >= 1 && e.col >= 1);
         }
     }
-    if let Some(o) = crate::check::rule::evaluate(&expr, &rule_snapshot()) {
-        if let Verdict::Down(kind) = o.verdict {
-            assert_eq!(kind, crate::check::ErrorKind::Rejected);
-        }
+    if let Some(o) = crate::check::rule::evaluate(&expr, &rule_snapshot())
+        && let Verdict::Down(kind) = o.verdict
+    {
+        assert_eq!(kind, crate::check::ErrorKind::Rejected);
     }
 }
 

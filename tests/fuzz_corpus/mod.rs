@@ -6,8 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[path = "../../fuzz/common/socketio_packet.rs"]
-mod socketio_checks;
+use crate::socketio::codec_corpus::checks as socketio_checks;
 
 /// Longest one corpus input may take in a debug build (the fuzz campaign's hang limit is
 /// 1 s in release; debug code is several times slower, the inputs are small).
@@ -18,13 +17,13 @@ fn root() -> PathBuf {
 }
 
 /// Every target with its function.
-fn targets() -> Vec<(&'static str, fn(&[u8]))> {
+fn targets() -> Vec<(&'static str, lifeline::fuzzing::Target)> {
     let mut t = lifeline::fuzzing::TARGETS.to_vec();
     t.push(("socketio_packet", socketio_checks::run));
     t
 }
 
-fn replay(name: &str, f: fn(&[u8]), failures: &mut Vec<String>) -> usize {
+fn replay(name: &str, f: lifeline::fuzzing::Target, failures: &mut Vec<String>) -> usize {
     let dir = root().join("corpus").join(name);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let mut n = 0;
