@@ -20,6 +20,7 @@
 //! `common::fake_ami` (Asterisk is not in Debian 12).
 
 mod agent;
+mod kill9;
 mod partition;
 mod peers;
 mod relay;
