@@ -162,13 +162,19 @@ async fn kill9_campaign_loses_no_notification() {
         }
     }
 
+    // Known open finding (docs/fuzzing.md): the engine saves a firing alert before it
+    // queues the firing, in two transactions; a kill between the two leaves a resolved
+    // whose firing was never sent. Counted and reported, not yet asserted.
+    let firing_missing = by_key.values().filter(|s| !s.contains("firing")).count();
+
     let posts = rx.all();
     let delivered = rx.delivered("/hook").len();
     let dupes = delivered - by_key.values().map(BTreeSet::len).sum::<usize>();
     let worst = restarts.iter().max().copied().unwrap_or_default();
     eprintln!(
         "kill9: {n} kills in {:?}; {} episodes, {delivered} deliveries ({dupes} duplicates), \
-         {} refused with 503, restart max {worst:?} mean {:?}",
+         {} refused with 503, {firing_missing} resolved without their firing, \
+         restart max {worst:?} mean {:?}",
         t0.elapsed(),
         by_key.len(),
         posts.iter().filter(|p| p.answered == 503).count(),
