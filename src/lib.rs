@@ -29,6 +29,8 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod metrics;

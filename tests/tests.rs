@@ -11,6 +11,7 @@ mod chaos;
 mod core;
 mod dashboards;
 mod dns;
+mod fuzz_corpus;
 mod grpc;
 mod icmp;
 mod mqtt;

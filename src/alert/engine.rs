@@ -306,11 +306,15 @@ impl Core {
             rs.buffer(check, r.group_wait, now);
         }
         if let Some((k, it)) = step.resolve {
+            // With a resolved to send, the saved alert is forgotten once that resolved is
+            // queued (grouping pushes `ForgetKey` after its `Send`), never before.
+            if !r.send_resolved {
+                self.fx.push(Action::Forget {
+                    route: r.name.clone(),
+                    check: check.to_string(),
+                });
+            }
             rs.resolve(r, check, k, it, now);
-            self.fx.push(Action::Forget {
-                route: r.name.clone(),
-                check: check.to_string(),
-            });
         }
         if step.removable {
             self.alerts.remove(&key);
@@ -525,7 +529,12 @@ impl AlertEngine {
                     }
                 }
                 Action::Forget { route, check } => {
-                    if let Err(e) = self.outbox.delete_alert(&route, &check).await {
+                    if let Err(e) = self.outbox.delete_alert(&route, &check, None).await {
+                        tracing::error!(error = %e, "cannot delete alert state");
+                    }
+                }
+                Action::ForgetKey { route, check, key } => {
+                    if let Err(e) = self.outbox.delete_alert(&route, &check, Some(&key)).await {
                         tracing::error!(error = %e, "cannot delete alert state");
                     }
                 }

@@ -227,6 +227,14 @@ impl RouteState {
                     .filter_map(|i| i.ended_at.as_deref().and_then(crate::time::parse_rfc3339))
                     .min()
                     .unwrap_or(wall);
+                let forget: Vec<Action> = items
+                    .iter()
+                    .map(|i| Action::ForgetKey {
+                        route: r.name.clone(),
+                        check: i.check.clone(),
+                        key: k.clone(),
+                    })
+                    .collect();
                 fx.push(Action::Send {
                     targets: r.notifiers.clone(),
                     note: Notification::new(
@@ -238,6 +246,10 @@ impl RouteState {
                         agent_url,
                     ),
                 });
+                // Only now that the resolved is queued (see `Action::ForgetKey`).
+                for f in forget {
+                    fx.push(f);
+                }
             }
         }
         if let Some(at) = self.resolves.values().map(|(at, _)| *at).min() {

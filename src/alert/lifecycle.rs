@@ -99,6 +99,17 @@ pub enum Action {
         /// Check.
         check: String,
     },
+    /// Forget one if it is still the alert with this key: written after its resolved
+    /// notification is queued, so a crash in between leaves the alert saved (the next run
+    /// resolves it again) instead of a resolved that nobody will ever send.
+    ForgetKey {
+        /// Route.
+        route: String,
+        /// Check.
+        check: String,
+        /// Its dedupe key.
+        key: String,
+    },
 }
 
 /// What an evaluation produced: actions, and when the state machine next has work.

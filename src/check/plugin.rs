@@ -234,9 +234,11 @@ impl Drop for CancelOnDrop {
 
 /// Maps a status code and what the callbacks collected to an outcome.
 pub fn outcome(status: i32, collected: ffi::Collected, wall: Duration) -> Outcome {
+    // A latency no `Duration` holds (a plugin reporting 1e300 s) is ignored like any other
+    // nonsense value: the wall time stands (found by the `plugin_callbacks` fuzz target).
     let latency = collected
         .latency
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or(wall);
     let msg = collected.message.map(|m| crate::secret::redact(&m));
     let (verdict, default) = match status {
@@ -369,6 +371,19 @@ impl Check for PluginCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_latency_too_large_for_a_duration_falls_back_to_the_wall_time() {
+        for huge in [1e300, 1.8446744073709552e19, f64::MAX] {
+            let c = ffi::Collected {
+                message: None,
+                latency: Some(huge),
+                perfdata: Vec::new(),
+            };
+            let o = outcome(0, c, Duration::from_millis(7));
+            assert_eq!(o.latency, Duration::from_millis(7), "{huge}");
+        }
+    }
 
     #[test]
     fn status_mapping() {

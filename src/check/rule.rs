@@ -356,6 +356,22 @@ impl KindSpec for RuleSpec {
     }
 }
 
+/// Compiles `expr` in the rule environment and evaluates it once against `snapshot`
+/// (`{name: {status, …}}`) exactly as a rule check's probe does; `None` when it does not
+/// compile. For the fuzz targets and tests.
+pub fn evaluate(expr: &str, snapshot: &serde_json::Value) -> Option<Outcome> {
+    let compiled = environment()
+        .compile_expression_owned(expr.to_string())
+        .ok()?;
+    let referenced = references(expr).names.into_iter().map(|(n, _)| n).collect();
+    let check = RuleCheck {
+        expr: expr.to_string(),
+        compiled: Arc::new(compiled),
+        referenced,
+    };
+    Some(check.evaluate(snapshot))
+}
+
 struct RuleCheck {
     expr: String,
     compiled: Arc<minijinja::Expression<'static, 'static>>,

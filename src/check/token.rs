@@ -191,32 +191,44 @@ impl TokenSource {
             ));
         }
         let bytes = read_capped(resp, 64 * 1024).await?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            CheckError::new(
-                ErrorKind::Protocol,
-                format!("token answer is not JSON: {e}"),
-            )
-        })?;
-        let tok = json
-            .pointer(&self.spec.json_pointer)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                CheckError::new(
-                    ErrorKind::Protocol,
-                    format!("token answer has no string at {}", self.spec.json_pointer),
-                )
-            })?
-            .to_string();
-        let ttl = json
-            .get("expires_in")
-            .and_then(|v| v.as_f64())
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(86_400.0 * 365.0)))
-            .unwrap_or(self.spec.ttl);
+        let (tok, ttl) = parse_answer(&bytes, &self.spec.json_pointer, self.spec.ttl)?;
         // Leased, not registered for good: the set of redacted values stays bounded by the
         // tokens in use however often this one is refreshed.
         Ok((crate::secret::lease(tok), ttl))
     }
+}
+
+/// Reads a token endpoint's answer: the string at `json_pointer` and the lifetime from
+/// `expires_in` (seconds, capped at a year), else `default_ttl`. What [`TokenSource`]
+/// does with every answer; public for the fuzz targets.
+pub fn parse_answer(
+    body: &[u8],
+    json_pointer: &str,
+    default_ttl: Duration,
+) -> Result<(String, Duration), CheckError> {
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        CheckError::new(
+            ErrorKind::Protocol,
+            format!("token answer is not JSON: {e}"),
+        )
+    })?;
+    let tok = json
+        .pointer(json_pointer)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| {
+            CheckError::new(
+                ErrorKind::Protocol,
+                format!("token answer has no string at {json_pointer}"),
+            )
+        })?
+        .to_string();
+    let ttl = json
+        .get("expires_in")
+        .and_then(|v| v.as_f64())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0 * 365.0)))
+        .unwrap_or(default_ttl);
+    Ok((tok, ttl))
 }
 
 /// The whole response body, failing (`protocol`) if it is longer than `cap` bytes.

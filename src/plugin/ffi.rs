@@ -434,6 +434,43 @@ extern "C" fn cb_is_cancelled(ctx: *mut c_void) -> c_int {
     }
 }
 
+/// One host callback, as a plugin makes it (for the fuzz targets and tests).
+#[derive(Debug, Clone, Copy)]
+pub enum HostCall<'a> {
+    /// `set_message(text)`.
+    Message(&'a [u8]),
+    /// `set_latency(seconds)`.
+    Latency(f64),
+    /// `add_perfdata(label, value)`.
+    Perfdata(&'a [u8], f64),
+    /// `log(level, text)`.
+    Log(u32, &'a [u8]),
+    /// `is_cancelled()`; returns its answer.
+    IsCancelled,
+}
+
+impl CallCtx {
+    /// Makes `call` through the host table a plugin receives for this context (the same
+    /// function pointers, the same context pointer); returns `is_cancelled`'s answer, 0
+    /// for the others.
+    pub fn call_host(self: &Arc<Self>, call: HostCall<'_>) -> i32 {
+        let host = self.host();
+        let raw = |b: &[u8]| RawStr {
+            ptr: b.as_ptr(),
+            len: b.len(),
+        };
+        let missing = "host table callback";
+        match call {
+            HostCall::Message(m) => host.set_message.expect(missing)(host.ctx, raw(m)),
+            HostCall::Latency(s) => host.set_latency.expect(missing)(host.ctx, s),
+            HostCall::Perfdata(l, v) => host.add_perfdata.expect(missing)(host.ctx, raw(l), v),
+            HostCall::Log(level, m) => host.log.expect(missing)(host.ctx, level, raw(m)),
+            HostCall::IsCancelled => return host.is_cancelled.expect(missing)(host.ctx),
+        }
+        0
+    }
+}
+
 /// Why a plugin's `create` gave no instance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {

@@ -137,6 +137,20 @@ impl AgentProc {
         text[text.floor_char_boundary(start)..].to_string()
     }
 
+    /// The agent's whole log.
+    pub fn full_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// `kill -9` of the agent (this child, by its handle), waiting until it is gone.
+    pub async fn kill9(mut self) {
+        if let Some(t) = self.ws.take() {
+            t.abort();
+        }
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
     /// How many events were recorded so far (a mark for [`AgentProc::wait_event`]).
     pub fn mark(&self) -> usize {
         self.events.lock().len()

@@ -20,6 +20,7 @@
 //! against it byte for byte).
 
 mod agent;
+mod kill9;
 mod partition;
 mod peers;
 mod relay;

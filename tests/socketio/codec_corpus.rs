@@ -3,7 +3,7 @@
 //! stable `cargo test` without libFuzzer.
 
 #[path = "../../fuzz/common/socketio_packet.rs"]
-mod checks;
+pub(crate) mod checks;
 
 #[test]
 fn socketio_packet_corpus_replays_through_the_fuzz_checks() {

@@ -2,5 +2,5 @@
 //! `scripts/test-deps/socketio.sh`).
 
 mod check;
-mod codec_corpus;
+pub(crate) mod codec_corpus;
 mod peer;

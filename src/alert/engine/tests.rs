@@ -25,6 +25,8 @@ struct T {
     now: Duration,
     status: HashMap<String, Status>,
     sent: Vec<Notification>,
+    /// Every action, in order.
+    log: Vec<Action>,
 }
 
 impl T {
@@ -45,6 +47,7 @@ impl T {
             now: Duration::ZERO,
             status: HashMap::new(),
             sent: Vec::new(),
+            log: Vec::new(),
         }
     }
     fn set(&mut self, check: &str, status: Status) {
@@ -69,6 +72,7 @@ impl T {
     fn eval(&mut self) {
         self.core.evaluate(self.t0 + self.now, self.w0 + self.now);
         for a in self.core.take_actions() {
+            self.log.push(a.clone());
             if let Action::Send { note, .. } = a {
                 self.sent.push(note);
             }
@@ -321,6 +325,43 @@ fn reload_adds_routes_for_already_failing_checks_and_forgets_removed_ones() {
     );
     t.advance(1);
     assert_eq!(t.sent.last().map(|n| n.route.as_str()), Some("b"));
+}
+
+#[test]
+fn a_saved_alert_is_forgotten_only_after_its_resolved_is_queued() {
+    // A kill -9 between the two used to lose the resolved: the alert state was deleted
+    // first, so the next run did not know receivers had been told (found by the kill -9
+    // campaign, tests/chaos/kill9.rs).
+    let mut t = T::new(vec![route("a", 0, 5)], &["db"]);
+    t.set("db", Status::Unhealthy);
+    t.advance(6);
+    assert_eq!(t.statuses(), vec![("firing", 1)]);
+    let key = t.sent[0].dedupe_key.clone();
+    t.log.clear();
+    t.set("db", Status::Healthy);
+    assert!(
+        !t.log
+            .iter()
+            .any(|a| matches!(a, Action::Forget { .. } | Action::ForgetKey { .. })),
+        "forgotten while the resolved waits for group_wait: {:?}",
+        t.log
+    );
+    t.advance(6);
+    let resolved = t.log.iter().position(
+        |a| matches!(a, Action::Send { note, .. } if note.status == NoteStatus::Resolved),
+    );
+    let forget = t.log.iter().position(|a| {
+        *a == Action::ForgetKey {
+            route: "a".into(),
+            check: "db".into(),
+            key: key.clone(),
+        }
+    });
+    assert!(
+        matches!((resolved, forget), (Some(r), Some(f)) if r < f),
+        "{:?}",
+        t.log
+    );
 }
 
 #[test]

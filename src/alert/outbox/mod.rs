@@ -458,12 +458,20 @@ impl Outbox {
     }
 
     /// Forgets an alert (resolved, or its route is gone).
-    pub async fn delete_alert(&self, route: &str, check: &str) -> Result<(), OutboxError> {
+    /// With `key`, only while the saved alert still has that dedupe key.
+    pub async fn delete_alert(
+        &self,
+        route: &str,
+        check: &str,
+        key: Option<&str>,
+    ) -> Result<(), OutboxError> {
         let (route, check) = (route.to_string(), check.to_string());
+        let key = key.map(str::to_string);
         self.call(move |conn, _| {
             conn.execute(
-                "DELETE FROM alert_state WHERE route = ?1 AND check_name = ?2",
-                params![route, check],
+                "DELETE FROM alert_state WHERE route = ?1 AND check_name = ?2
+                 AND (?3 IS NULL OR dedupe_key = ?3)",
+                params![route, check, key],
             )?;
             Ok(())
         })

@@ -256,6 +256,9 @@ fn looks_like_header(line: &[u8]) -> bool {
 impl AmiCodec {
     fn decode_banner(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         match line_end(src, 0) {
+            // Past the cap whether its end arrived in the same read or not (found by the
+            // `ami_codec` fuzz target: one big read used to accept what pieces refused).
+            Some((nl, _)) if nl + 1 > MAX_FRAME => Err(CodecError::TooLarge),
             Some((nl, len)) => {
                 let banner = text(&src[..len]);
                 src.advance(nl + 1);
@@ -615,6 +618,16 @@ mod tests {
         let (_, err) = decode_all(&many, &[4096]);
         assert!(matches!(err, Some(CodecError::TooManyHeaders)));
 
+        let mut long_banner = vec![b'A'; MAX_FRAME + 1];
+        long_banner.extend_from_slice(b"\r\nResponse: Success\r\n\r\n");
+        for splits in [&[usize::MAX][..], &[1000][..]] {
+            let (frames, err) = decode_all(&long_banner, splits);
+            assert!(frames.is_empty(), "{splits:?}: {frames:?}");
+            assert!(
+                matches!(err, Some(CodecError::TooLarge)),
+                "{splits:?}: {err:?}"
+            );
+        }
         let endless_banner = vec![b'A'; MAX_FRAME + 1];
         let (_, err) = decode_all(&endless_banner, &[1000]);
         assert!(matches!(err, Some(CodecError::TooLarge)));

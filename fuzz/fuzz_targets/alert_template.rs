@@ -1,0 +1,8 @@
+//! Fuzz target `alert_template`: feeds the input to `lifeline::fuzzing::alert_template`, which calls the
+//! agent's own entry point and checks its invariants; `cargo test` replays the corpus
+//! through the same function (`tests/fuzz_corpus`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| lifeline::fuzzing::alert_template(data));
