@@ -31,6 +31,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("alert_template", alert_template),
     ("web_config", web_config),
     ("plugin_callbacks", plugin_callbacks),
+    ("mqtt_packet", mqtt_packet),
+    ("mysql_packet", mysql_packet),
 ];
 
 /// A directory that does not exist, so relative file references in fuzzed configs
@@ -57,7 +59,7 @@ pub fn config_load(data: &[u8]) {
 
 /// The SIP message parser, both framings, with every accessor on what it returns.
 pub fn sip_response(data: &[u8]) {
-    use crate::check::sip::message::{self, Framing, Options, Transport, parse};
+    use crate::check::sip::message::{self, Framing, Request, Transport, parse};
     for framing in [Framing::Datagram, Framing::Stream] {
         let Ok((m, used)) = parse(data, framing) else {
             continue;
@@ -68,8 +70,10 @@ pub fn sip_response(data: &[u8]) {
         for h in ["v", "i", "l", "f", "t"] {
             let _ = m.header(h);
         }
-        let req = Options {
+        let req = Request {
+            method: "OPTIONS",
             uri: "sip:127.0.0.1".into(),
+            to: "sip:127.0.0.1".into(),
             from: "sip:lifeline@127.0.0.1".into(),
             tag: "t".into(),
             call_id: m.header("call-id").unwrap_or("x").into(),
@@ -77,6 +81,9 @@ pub fn sip_response(data: &[u8]) {
             branch: m.via_branch().unwrap_or("z9hG4bK").into(),
             transport: Transport::Udp,
             local: "127.0.0.1:5060".into(),
+            contact: "sip:lifeline@127.0.0.1:5060".into(),
+            expires: None,
+            auth: None,
             user_agent: "fuzz".into(),
         };
         let _ = req.is_answered_by(&m);
@@ -335,4 +342,40 @@ pub fn plugin_callbacks(data: &[u8]) {
     for p in &o.perfdata {
         assert!(p.value.is_finite());
     }
+}
+
+/// The MQTT decoder (both protocol levels): the first byte picks the level and how the
+/// rest arrives in pieces; the packets must not depend on the split.
+pub fn mqtt_packet(data: &[u8]) {
+    use crate::check::mqtt::codec::{Version, decode_all};
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let version = if seed & 1 == 0 {
+        Version::V311
+    } else {
+        Version::V5
+    };
+    let splits = [usize::from(seed % 11) + 1, usize::from(seed / 11) + 1, 1];
+    let pieces = decode_all(version, stream, &splits);
+    let whole = decode_all(version, stream, &[usize::MAX]);
+    assert_eq!(pieces, whole, "framing depends on how the bytes arrive");
+}
+
+/// MySQL packet framing and every payload parser: no panic, and the framing must not
+/// depend on how the bytes arrive.
+pub fn mysql_packet(data: &[u8]) {
+    use crate::check::mysql::codec::{frame_all, parse_any};
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let splits = [usize::from(seed % 7) + 1, usize::from(seed / 7) + 1, 1];
+    let pieces = frame_all(stream, &splits);
+    let whole = frame_all(stream, &[usize::MAX]);
+    assert_eq!(pieces, whole, "framing depends on how the bytes arrive");
+    for p in &whole.0 {
+        parse_any(&p.payload);
+    }
+    // Payloads need not be framed to be parsed.
+    parse_any(stream);
 }
