@@ -384,6 +384,12 @@ pub struct AlertEngine {
     /// Changes coalesced so far, and the limit on the warning that says so.
     coalesced: AtomicU64,
     behind_log: crate::time::Throttle,
+    /// Checks with an alert restored from the outbox whose first result since the start
+    /// has not been seen yet. A check whose restored state equals its first result makes
+    /// no change event, so without its first result a restored firing alert of a check
+    /// that recovered while the agent was down would never resolve.
+    awaiting: Mutex<HashSet<String>>,
+    awaiting_any: std::sync::atomic::AtomicBool,
     outbox: Arc<Outbox>,
     setup: ArcSwap<Setup>,
     api_silences: Mutex<Vec<Silence>>,
@@ -408,6 +414,7 @@ impl AlertEngine {
         let wall = SystemTime::now();
         let mut core = Core::new(setup.clone(), now);
         let saved = outbox.recover(&setup.notifiers, wall).await?;
+        let restored: HashSet<String> = saved.alerts.iter().map(|a| a.check.clone()).collect();
         core.restore(saved.alerts, now, wall);
         core.set_api_silences(saved.silences.clone());
         let (tx, rx) = mpsc::channel(CHANNEL);
@@ -417,6 +424,8 @@ impl AlertEngine {
             overflow_wake: Notify::new(),
             coalesced: AtomicU64::new(0),
             behind_log: crate::time::Throttle::new(Duration::from_secs(10)),
+            awaiting_any: std::sync::atomic::AtomicBool::new(!restored.is_empty()),
+            awaiting: Mutex::new(restored),
             outbox: outbox.clone(),
             setup: ArcSwap::from_pointee(setup.clone()),
             api_silences: Mutex::new(saved.silences),
@@ -548,6 +557,27 @@ impl AlertEngine {
 }
 
 impl Observer for AlertEngine {
+    fn on_result(&self, state: &CheckState, _outcome: &crate::check::Outcome) {
+        if !self.awaiting_any.load(Ordering::Relaxed) {
+            return;
+        }
+        let first = {
+            let mut w = self.awaiting.lock();
+            let first = w.remove(&state.name);
+            if w.is_empty() {
+                self.awaiting_any.store(false, Ordering::Relaxed);
+            }
+            first
+        };
+        if first {
+            let same = Change {
+                from: state.status,
+                to: state.status,
+            };
+            self.on_change(state, same);
+        }
+    }
+
     fn on_change(&self, state: &CheckState, change: Change) {
         let snap = Snap::of(state, change);
         let mut over = self.overflow.lock();

@@ -53,7 +53,7 @@ pub(super) fn read(t: &Table<'_, '_>) -> Option<TelegramConfig> {
             // Never echo the value: it is the credential.
             t.error(
                 s.span,
-                "`bot_token` must look like `<bot id>:<secret>` as issued by @BotFather",
+                "`bot_token` must look like `123456789:AAH…` (the bot id, a colon, the key) as issued by @BotFather",
             );
             return None;
         }

@@ -71,7 +71,7 @@ kind = "pagerdutyy"
     );
     assert!(has("c.toml:5:", "unknown key `sleepy`"), "{errs:#?}");
     assert!(has("c.toml:11:", "`P9` is not one of P1"), "{errs:#?}");
-    assert!(has("c.toml:16:13:", "`<bot id>:<secret>`"), "{errs:#?}");
+    assert!(has("c.toml:16:13:", "`123456789:AAH…`"), "{errs:#?}");
     assert!(
         has("c.toml:17:11:", "numeric chat id or `@channelusername`"),
         "{errs:#?}"

@@ -305,6 +305,30 @@ fn restored_alert_is_not_resent_and_resolves() {
     assert_eq!(t.sent[0].dedupe_key, "k1");
 }
 
+/// The check recovered while the agent was down: its restored state and its first result
+/// are both healthy, so the only snapshot the engine gets is healthy → healthy (what
+/// `AlertEngine::on_result` sends for a check with a restored alert). That must resolve.
+#[test]
+fn restored_alert_of_a_check_that_recovered_meanwhile_resolves_on_its_first_result() {
+    let mut t = T::new(vec![route("r", 30, 0)], &["db"]);
+    let wall = t.w0;
+    t.core.restore(
+        vec![SavedAlert {
+            route: "r".into(),
+            check: "db".into(),
+            dedupe_key: "k1".into(),
+            started_ms: unix_ms(wall) - 60_000,
+            last_sent_ms: unix_ms(wall) - 60_000,
+        }],
+        t.t0,
+        wall,
+    );
+    t.status.insert("db".into(), Status::Healthy);
+    t.set("db", Status::Healthy);
+    assert_eq!(t.statuses(), vec![("resolved", 1)]);
+    assert_eq!(t.sent[0].dedupe_key, "k1");
+}
+
 #[test]
 fn reload_adds_routes_for_already_failing_checks_and_forgets_removed_ones() {
     let mut t = T::new(vec![route("a", 0, 0)], &["db"]);
