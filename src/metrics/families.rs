@@ -338,6 +338,12 @@ pub fn names(opts: Options) -> impl Iterator<Item = &'static str> {
         .map(|f| f.name)
 }
 
+/// Renders every per-check family at once, with the default options (tests).
+pub fn render(all: &[Arc<Series>], out: &mut String) {
+    let mut r = Chunks::new(all.to_vec(), Options::default());
+    while r.next_into(out, usize::MAX) {}
+}
+
 /// A walk over every family × every check, written out a piece at a time.
 pub struct Chunks {
     checks: Vec<Arc<Series>>,
@@ -414,7 +420,7 @@ mod tests {
     fn pieces_add_up_to_the_whole_in_family_order() {
         let all = checks(300);
         let mut whole = String::new();
-        super::super::series::render(&all, &mut whole);
+        render(&all, &mut whole);
         let mut c = Chunks::new(all, Options::default());
         let (mut joined, mut pieces) = (String::new(), 0);
         loop {

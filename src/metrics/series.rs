@@ -240,13 +240,6 @@ pub(super) fn sample(
     out.push('\n');
 }
 
-/// Renders every per-check family at once (see [`super::families`] for the streamed
-/// form the HTTP handler uses).
-pub fn render(all: &[std::sync::Arc<Series>], out: &mut String) {
-    let mut r = super::families::Chunks::new(all.to_vec(), super::families::Options::default());
-    while r.next_into(out, usize::MAX) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +250,7 @@ mod tests {
         s.observe_latency(0.003);
         s.observe_latency(20.0);
         let mut out = String::new();
-        render(&[std::sync::Arc::new(s)], &mut out);
+        super::super::families::render(&[std::sync::Arc::new(s)], &mut out);
         assert!(out.contains(
             "lifeline_check_latency_seconds_bucket{check=\"a\",kind=\"tcp\",le=\"0.0025\"} 0\n"
         ));
@@ -298,7 +291,7 @@ mod tests {
                 .contains_key(&format!("l{:03}", PERFDATA_CAP))
         );
         let mut out = String::new();
-        render(&[std::sync::Arc::new(s)], &mut out);
+        super::super::families::render(&[std::sync::Arc::new(s)], &mut out);
         assert!(
             out.contains("lifeline_check_perfdata_dropped_total{check=\"p\",kind=\"exec\"} 10\n")
         );
