@@ -13,6 +13,9 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(missing_docs)]
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/runtime.rs"]
@@ -30,16 +33,6 @@ use common::postgres::Pg;
 use common::redis::Redis;
 use common::scenarios::RestartablePeer;
 use common::{TestAgent, is_event, wait_event};
-
-/// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms).
-fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // Fields after the `(comm)` part; utime and stime are fields 14 and 15 (1-based).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
 
 fn build(kind: &str, key: &str, target: &str) -> Arc<dyn Check> {
     let toml = format!(
@@ -69,12 +62,12 @@ async fn probe_cost(check: &Arc<dyn Check>, n: u32) -> (f64, f64) {
     for _ in 0..20 {
         assert!(check.probe(&at).await.is_success(), "warm-up probe failed");
     }
-    let (c0, w0) = (cpu(), Instant::now());
+    let (c0, w0) = (procfs::Cpu::own(), Instant::now());
     for _ in 0..n {
         let o = check.probe(&at).await;
         assert!(o.is_success(), "probe failed: {}", o.message);
     }
-    let (c, w) = (cpu() - c0, w0.elapsed());
+    let (c, w) = (procfs::Cpu::own() - c0, w0.elapsed());
     (
         c.as_secs_f64() * 1e6 / f64::from(n),
         w.as_secs_f64() * 1e6 / f64::from(n),
@@ -105,11 +98,11 @@ async fn heartbeat_cost(check: &Arc<dyn Check>, n: u32) -> (f64, f64) {
     for _ in 0..50 {
         beat().await;
     }
-    let (c0, w0) = (cpu(), Instant::now());
+    let (c0, w0) = (procfs::Cpu::own(), Instant::now());
     for _ in 0..n {
         beat().await;
     }
-    let (c, w) = (cpu() - c0, w0.elapsed());
+    let (c, w) = (procfs::Cpu::own() - c0, w0.elapsed());
     shutdown.cancel();
     let _ = task.await;
     (

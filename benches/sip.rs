@@ -13,6 +13,9 @@
 // threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -70,23 +73,6 @@ fn start_sipp(port: u16, dir: &Path) -> Sipp {
         std::thread::sleep(Duration::from_millis(20));
     }
     Sipp(child)
-}
-
-/// User + system CPU of this process so far (/proc/self/stat fields 14 and 15).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
-    let hz = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(100);
-    Duration::from_secs_f64(ticks as f64 / hz as f64)
 }
 
 fn config(dir: &Path, port: u16, checks: usize, interval: &str) -> std::path::PathBuf {
@@ -167,9 +153,9 @@ fn main() {
         let _ = round_trips(check.clone(), 10).await;
         println!("SIP OPTIONS over UDP against SIPp, {PROBES} probes");
         for conc in [1, 32] {
-            let cpu0 = cpu_time();
+            let cpu0 = procfs::Cpu::own();
             let (wall, ok, failed) = round_trips(check.clone(), conc).await;
-            let cpu = cpu_time() - cpu0;
+            let cpu = procfs::Cpu::own() - cpu0;
             println!(
                 "  concurrency {conc:>2}: {ok}/{PROBES} answered 200, {:.0} round trips/s, mean {:.0} µs wall, {:.0} µs CPU per probe",
                 ok as f64 / wall.as_secs_f64(),
@@ -184,7 +170,7 @@ fn main() {
         // The whole agent: 100 checks every second until 1,000 have completed.
         let n = 100;
         let cfg = lifeline::config::load(&config(dir.path(), port, n, "1s")).expect("config");
-        let cpu0 = cpu_time();
+        let cpu0 = procfs::Cpu::own();
         let t0 = Instant::now();
         let agent = lifeline::app::Agent::new(cfg, lifeline::metrics::Metrics::new(), Arc::new(Vec::new()));
         agent.apply().await;
@@ -199,7 +185,7 @@ fn main() {
                 break done;
             }
         };
-        let cpu = cpu_time() - cpu0;
+        let cpu = procfs::Cpu::own() - cpu0;
         let wall = t0.elapsed();
         agent.shutdown(Duration::from_secs(5)).await;
         println!(

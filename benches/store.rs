@@ -6,6 +6,9 @@
 // threads: std's clock is the right one here (clippy.toml bans it in the agent's async code).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support/procfs.rs"]
+mod procfs;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,16 +20,6 @@ use lifeline::metrics::Metrics;
 use lifeline::store::Store;
 
 const CHECKS: usize = 10_000;
-
-/// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms).
-fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
 
 fn states() -> Vec<CheckState> {
     (0..CHECKS)
@@ -74,7 +67,7 @@ fn paced(per_check_hz: usize, secs: u64) -> Paced {
     let rate = CHECKS * per_check_hz;
     let per_slice = rate / 100;
     let slices = secs as usize * 100;
-    let cpu0 = cpu();
+    let cpu0 = procfs::Cpu::own();
     let t0 = Instant::now();
     let mut i = 0usize;
     let mut max_queue = 0;
@@ -91,7 +84,7 @@ fn paced(per_check_hz: usize, secs: u64) -> Paced {
     }
     store.flush().expect("flush");
     let wall = t0.elapsed().as_secs_f64();
-    let cores = (cpu() - cpu0).as_secs_f64() / wall;
+    let cores = (procfs::Cpu::own() - cpu0).as_secs_f64() / wall;
     let p99 = percentile_batch_ms(&m, 0.99);
     store.shutdown();
     Paced {
@@ -132,7 +125,7 @@ fn unpaced(total: usize) -> (f64, f64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, m) = open(dir.path());
     let names: Vec<String> = (0..CHECKS).map(|i| format!("check-{i:05}")).collect();
-    let cpu0 = cpu();
+    let cpu0 = procfs::Cpu::own();
     let t0 = Instant::now();
     let now = std::time::SystemTime::now();
     for i in 0..total {
@@ -148,7 +141,7 @@ fn unpaced(total: usize) -> (f64, f64, u64) {
     }
     store.flush().expect("flush");
     let wall = t0.elapsed().as_secs_f64();
-    let cores = (cpu() - cpu0).as_secs_f64() / wall;
+    let cores = (procfs::Cpu::own() - cpu0).as_secs_f64() / wall;
     let d = dropped(&m);
     store.shutdown();
     (total as f64 / wall, cores, d)

@@ -1,5 +1,6 @@
 //! What the benches read of a process from `/proc`: CPU split into user and kernel time,
-//! resident memory, open descriptors, threads.
+//! resident memory, open descriptors, threads. Each bench uses what it needs.
+#![allow(dead_code)]
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`sysconf(_SC_CLK_TCK)`; 100 on Linux).
 const TICKS: f64 = 100.0;
@@ -29,6 +30,11 @@ impl Cpu {
     /// User + kernel seconds.
     pub fn total(self) -> f64 {
         self.user + self.system
+    }
+
+    /// User + kernel time of this process so far.
+    pub fn own() -> std::time::Duration {
+        std::time::Duration::from_secs_f64(Self::of("self").total())
     }
 
     /// What was used between `earlier` and `self`.

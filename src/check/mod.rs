@@ -18,6 +18,7 @@ pub mod http;
 pub mod icmp;
 pub mod mqtt;
 pub mod mysql;
+pub mod pieces;
 pub mod plugin;
 pub mod postgres;
 pub mod push;

@@ -35,6 +35,15 @@ pub fn connector(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<TlsConnector, Chec
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 
+/// [`connector`] when `tls` is on (a kind's `tls = true`), else `None`.
+pub fn connector_if(
+    tls: bool,
+    opts: &TlsOptions,
+    alpn: &[&[u8]],
+) -> Result<Option<TlsConnector>, CheckError> {
+    tls.then(|| connector(opts, alpn)).transpose()
+}
+
 /// Connects to `address` (timing `dns` and `connect`), counting reads against `budget`,
 /// then, with a connector, runs the TLS handshake for `host` (timing `tls`).
 pub async fn open(

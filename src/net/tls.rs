@@ -57,17 +57,20 @@ pub fn install_provider() {
 
 /// Builds a client config for `opts`: the OS roots plus `ca_file`, or no verification.
 pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, CheckError> {
-    let verify = if opts.skip_verify {
-        Verify::Nothing
-    } else {
-        let mut roots = RootCertStore::empty();
-        add_native_roots(&mut roots);
-        if let Some(path) = &opts.ca_file {
-            add_pem_file(&mut roots, path, "ca_file")?;
-        }
-        Verify::Full(roots)
-    };
-    Ok(Arc::new(config(verify)?))
+    Ok(Arc::new(config(verify_for(opts)?)?))
+}
+
+/// What `opts` asks to verify against: the OS roots plus `ca_file`, or nothing.
+fn verify_for(opts: &TlsOptions) -> Result<Verify, CheckError> {
+    if opts.skip_verify {
+        return Ok(Verify::Nothing);
+    }
+    let mut roots = RootCertStore::empty();
+    add_native_roots(&mut roots);
+    if let Some(path) = &opts.ca_file {
+        add_pem_file(&mut roots, path, "ca_file")?;
+    }
+    Ok(Verify::Full(roots))
 }
 
 /// Builds a client config (ring provider, safe default protocol versions, no client
@@ -355,17 +358,7 @@ pub fn config_capturing(verify: Verify) -> Result<(ClientConfig, CertCapture), C
 pub fn client_config_capturing(
     opts: &TlsOptions,
 ) -> Result<(Arc<ClientConfig>, CertCapture), CheckError> {
-    let verify = if opts.skip_verify {
-        Verify::Nothing
-    } else {
-        let mut roots = RootCertStore::empty();
-        add_native_roots(&mut roots);
-        if let Some(path) = &opts.ca_file {
-            add_pem_file(&mut roots, path, "ca_file")?;
-        }
-        Verify::Full(roots)
-    };
-    let (cfg, cap) = config_capturing(verify)?;
+    let (cfg, cap) = config_capturing(verify_for(opts)?)?;
     Ok((Arc::new(cfg), cap))
 }
 

@@ -506,24 +506,10 @@ pub fn decode_all(data: &[u8], splits: &[usize]) -> (Vec<Frame>, Option<CodecErr
     let mut codec = AmiCodec::new();
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
-    let mut rest = data;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = splits
-            .get(i % splits.len().max(1))
-            .copied()
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
-        i += 1;
-        buf.extend_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(e) => return (frames, Some(e)),
-            }
-        }
+    if let Err(e) =
+        crate::check::pieces::decode_in_pieces(&mut codec, &mut buf, data, splits, &mut frames)
+    {
+        return (frames, Some(e));
     }
     loop {
         match codec.decode_eof(&mut buf) {

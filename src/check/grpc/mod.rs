@@ -106,11 +106,7 @@ impl GrpcSpec {
 
 impl KindSpec for GrpcSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
-        let tls = if self.tls {
-            Some(stream::connector(&self.tls_options, &[b"h2"])?)
-        } else {
-            None
-        };
+        let tls = stream::connector_if(self.tls, &self.tls_options, &[b"h2"])?;
         Ok(Arc::new(GrpcCheck {
             spec: self.clone(),
             tls,

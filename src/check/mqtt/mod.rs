@@ -171,11 +171,7 @@ impl MqttSpec {
 
 impl KindSpec for MqttSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
-        let tls = if self.tls {
-            Some(stream::connector(&self.tls_options, &[])?)
-        } else {
-            None
-        };
+        let tls = stream::connector_if(self.tls, &self.tls_options, &[])?;
         Ok(Arc::new(MqttCheck {
             spec: self.clone(),
             tls,

@@ -436,29 +436,15 @@ pub fn first_column(row: &[u8]) -> Result<Option<String>, CodecError> {
 /// Frames `stream` fed in pieces of the sizes in `splits` (cycled): the packets, and
 /// whether framing stopped at an error. For tests and the fuzz target.
 pub fn frame_all(stream: &[u8], splits: &[usize]) -> (Vec<Packet>, bool) {
-    let mut codec = PacketCodec;
-    let mut buf = BytesMut::new();
     let mut out = Vec::new();
-    let mut rest = stream;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = splits
-            .get(i % splits.len().max(1))
-            .copied()
-            .unwrap_or(usize::MAX)
-            .clamp(1, rest.len());
-        i += 1;
-        buf.extend_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(p)) => out.push(p),
-                Ok(None) => break,
-                Err(_) => return (out, true),
-            }
-        }
-    }
-    (out, false)
+    let r = crate::check::pieces::decode_in_pieces(
+        &mut PacketCodec,
+        &mut BytesMut::new(),
+        stream,
+        splits,
+        &mut out,
+    );
+    (out, r.is_err())
 }
 
 /// Runs every payload parser on `p`, ignoring the results (the fuzz target's body).

@@ -132,11 +132,7 @@ impl MysqlSpec {
 
 impl KindSpec for MysqlSpec {
     fn build(&self, _env: &BuildEnv) -> Result<Arc<dyn Check>, CheckError> {
-        let tls = if self.tls {
-            Some(stream::connector(&self.tls_options, &[])?)
-        } else {
-            None
-        };
+        let tls = stream::connector_if(self.tls, &self.tls_options, &[])?;
         Ok(Arc::new(MysqlCheck {
             spec: self.clone(),
             tls,
