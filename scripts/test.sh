@@ -24,6 +24,7 @@ PACKAGES=(
   mount                              # data_dir faults: read-only bind mounts, a full tmpfs (run as root)
   iproute2 nftables iptables util-linux # chaos: network namespaces, veth pairs, DROP rules; icmp: blackhole routes, iptables DROP rules, setpriv without CAP_NET_RAW (run as root)
   lighttpd                           # chaos tests: the tcp/http peer that is killed and restarted
+  etcd-server etcd-client            # cluster: a 3-member etcd on loopback, etcdctl to inspect it
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

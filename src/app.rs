@@ -18,6 +18,13 @@ use crate::health::{CheckState, Entry, Restored, StateTable, Status};
 use crate::metrics::Metrics;
 use crate::schedule::{self, Handle, Member, Shared, group_key};
 
+/// Which checks of the config run on this agent besides `shard` (a cluster's
+/// assignment; see `crate::cluster`).
+pub trait Placement: Send + Sync {
+    /// Whether `check` runs here now.
+    fn runs(&self, check: &str) -> bool;
+}
+
 /// The agent.
 pub struct Agent {
     /// What supervisors share (states, bus, metrics, observers).
@@ -38,6 +45,8 @@ pub struct Agent {
     reload_seq: std::sync::atomic::AtomicU64,
     /// Held while a reload applies: two reloads never interleave.
     reload_apply: Mutex<()>,
+    /// A cluster's assignment, when the agent is in one.
+    placement: parking_lot::RwLock<Option<Arc<dyn Placement>>>,
 }
 
 impl Agent {
@@ -71,6 +80,7 @@ impl Agent {
             restored: parking_lot::Mutex::new(HashMap::new()),
             reload_seq: std::sync::atomic::AtomicU64::new(0),
             reload_apply: Mutex::new(()),
+            placement: parking_lot::RwLock::new(None),
         })
     }
 
@@ -96,14 +106,30 @@ impl Agent {
         &self.env.push
     }
 
-    /// The checks this agent runs (its shard of the config).
-    fn owned(config: &Config) -> Vec<CheckConfig> {
+    /// Runs only the checks `p` says run here (from the next [`Agent::apply`] on).
+    pub fn set_placement(&self, p: Arc<dyn Placement>) {
+        *self.placement.write() = Some(p);
+    }
+
+    /// The checks this agent runs (its shard of the config, and its cluster share).
+    fn owned(&self, config: &Config) -> Vec<CheckConfig> {
+        let placement = self.placement.read().clone();
         config
             .checks
             .iter()
             .filter(|c| config.agent.shard.is_none_or(|s| s.owns(&c.name)))
+            .filter(|c| placement.as_ref().is_none_or(|p| p.runs(&c.name)))
             .cloned()
             .collect()
+    }
+
+    /// Whether `check` runs on this agent now (it has a supervisor).
+    pub async fn runs(&self, check: &str) -> bool {
+        self.handles
+            .lock()
+            .await
+            .iter()
+            .any(|h| h.members.iter().any(|m| m == check))
     }
 
     /// Starts supervisors for the running config, replacing any that changed. Unchanged
@@ -117,7 +143,7 @@ impl Agent {
                 .plugin_loaded(p.name(), p.version(), &p.abi());
         }
         self.shared.metrics.set_settings(&config.metrics);
-        let checks = Self::owned(&config);
+        let checks = self.owned(&config);
         let pushed: Vec<String> = checks
             .iter()
             .filter(|c| c.kind == "push")

@@ -65,11 +65,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work with a cluster (`[cluster]`), reading etcd directly.
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        action: ClusterCommand,
+    },
     /// Work with plugin libraries.
     Plugin {
         /// What to do.
         #[command(subcommand)]
         action: PluginCommand,
+    },
+}
+
+/// `lifeline cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print the members, and per check its runners, notifier of record and each
+    /// runner's status, as etcd has them now (the same as `GET /api/v1/cluster`; exit 0,
+    /// 1 if etcd cannot be read, 2 on a config without `[cluster]`).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 

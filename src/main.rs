@@ -34,6 +34,9 @@ fn main() -> ExitCode {
             Command::Plugin {
                 action: lifeline::cli::PluginCommand::Inspect { file },
             } => inspect_plugin(&file),
+            Command::Cluster {
+                action: lifeline::cli::ClusterCommand::Status { json },
+            } => cluster_status(&cli.config, &opts, json).await,
             Command::History {
                 name,
                 since,
@@ -47,6 +50,54 @@ fn main() -> ExitCode {
     // out its timeout): exiting does not wait for it.
     rt.shutdown_timeout(Duration::from_millis(200));
     code
+}
+
+async fn cluster_status(path: &std::path::Path, opts: &LoadOptions, json: bool) -> ExitCode {
+    let config = match load(path, opts) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if config.cluster.is_none() {
+        eprintln!("lifeline: {}: no [cluster] section", path.display());
+        return ExitCode::from(2);
+    }
+    let r = match lifeline::cluster::report::from_etcd(&config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lifeline: cannot read the cluster from etcd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!("members ({}):", r.members.len());
+    for m in &r.members {
+        println!(
+            "  {:<24} {:<16} since {}  lease {}",
+            m.name, m.location, m.since, m.lease
+        );
+    }
+    println!("checks ({}):", r.checks.len());
+    println!("  {:<32} {:<24} RUNNERS (status)", "CHECK", "NOTIFIER");
+    for c in &r.checks {
+        let runners: Vec<String> = c
+            .runners
+            .iter()
+            .map(|m| {
+                let st = c.statuses.get(m).map(|s| s.status.as_str()).unwrap_or("-");
+                format!("{m} ({st})")
+            })
+            .collect();
+        println!(
+            "  {:<32} {:<24} {}",
+            c.name,
+            c.notifier.as_deref().unwrap_or("(no live member)"),
+            runners.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn inspect_plugin(file: &std::path::Path) -> ExitCode {
@@ -123,10 +174,24 @@ async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
             None
         }
     };
-    let alerts = match lifeline::alert::AlertEngine::start(
+    let cluster = match &config.cluster {
+        None => None,
+        Some(_) => match lifeline::cluster::Cluster::new(&config, &metrics) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("lifeline: [cluster]: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let gate = cluster
+        .clone()
+        .map(|c| c as Arc<dyn lifeline::alert::gate::Gate>);
+    let alerts = match lifeline::alert::AlertEngine::start_with(
         &config,
         metrics.clone(),
         lifeline::net::http_client::shared(),
+        gate,
     )
     .await
     {
@@ -141,6 +206,9 @@ async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
         observers.push(s.clone());
     }
     observers.push(alerts.clone());
+    if let Some(c) = &cluster {
+        observers.push(c.clone());
+    }
     let agent = lifeline::app::Agent::new(config, metrics, Arc::new(observers));
     if let Some(s) = &store {
         agent.restore(s.take_restored());
@@ -152,6 +220,10 @@ async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(c) = &cluster {
+        // Runs nothing until the member list says what is this member's.
+        c.start(agent.clone(), alerts.clone());
+    }
     agent.apply().await;
     let tls = agent
         .config
@@ -167,11 +239,16 @@ async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
             agent: agent.clone(),
             store: store.clone(),
             alerts: Some(alerts.clone()),
+            cluster: cluster.clone(),
         },
         agent.cancel.clone(),
     ));
     wait_for_signals(&agent).await;
     tracing::info!("shutting down");
+    if let Some(c) = &cluster {
+        // The others take this member's checks over at once, not after lease_ttl.
+        c.shutdown().await;
+    }
     agent.shutdown(Duration::from_secs(5)).await;
     alerts.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;

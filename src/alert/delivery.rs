@@ -13,8 +13,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::{Gate, GateVerdict};
 use super::outbox::{Outbox, Row};
-use super::{Notifier, NotifierConfig, NotifyError};
+use super::{Notification, Notifier, NotifierConfig, NotifierKind, NotifyError};
 use crate::metrics::{Metrics, NotifyResult};
 use crate::time::unix_ms;
 
@@ -28,15 +29,26 @@ pub struct Delivery {
     pub wake: Notify,
     /// Stops this task (the notifier was removed or the agent stops).
     pub cancel: CancellationToken,
+    /// The cluster's say over each send, when the agent is in one.
+    pub gate: Option<Arc<dyn Gate>>,
 }
 
 /// The delivery tasks, by notifier name.
 #[derive(Default)]
 pub struct Deliveries {
     tasks: Mutex<HashMap<String, Arc<Delivery>>>,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl Deliveries {
+    /// No tasks yet; every send asks `gate` first (the cluster), if given.
+    pub fn new(gate: Option<Arc<dyn Gate>>) -> Self {
+        Self {
+            tasks: Mutex::new(HashMap::new()),
+            gate,
+        }
+    }
+
     /// Matches the tasks to `notifiers`: new ones start (cancelled with `cancel`), kept
     /// ones get the new config, removed ones stop and their queued rows are dropped.
     pub async fn sync(
@@ -68,6 +80,7 @@ impl Deliveries {
                             target: ArcSwap::from_pointee((cfg.clone(), sender)),
                             wake: Notify::new(),
                             cancel: cancel.child_token(),
+                            gate: self.gate.clone(),
                         });
                         tokio::spawn(d.clone().run(outbox.clone(), metrics.clone()));
                         ds.insert(cfg.name.clone(), d);
@@ -161,10 +174,37 @@ impl Delivery {
                 metrics.notification(&self.name, NotifyResult::Dropped);
                 return true;
             }
+            let alertmanager = matches!(cfg.kind, NotifierKind::Alertmanager { .. });
+            let notes = match &self.gate {
+                None => vec![row.note.clone()],
+                Some(g) => match g.before(&self.name, alertmanager, &row.note).await {
+                    GateVerdict::Send(n) if !n.is_empty() => n,
+                    GateVerdict::Send(_) => {
+                        let _ = outbox.remove(row.id).await;
+                        return true;
+                    }
+                    GateVerdict::Skip(why) => {
+                        tracing::debug!(notifier = %self.name, dedupe_key = %row.note.dedupe_key,
+                            status = row.note.status.as_str(), why = %why, "not sending: the cluster says");
+                        let _ = outbox.remove(row.id).await;
+                        return true;
+                    }
+                    GateVerdict::Wait(d) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(d) => continue,
+                            _ = self.cancel.cancelled() => return false,
+                        }
+                    }
+                },
+            };
             let result = tokio::select! {
-                r = sender.send(&row.note) => r,
+                r = send_all(&*sender, &notes) => r,
                 _ = self.cancel.cancelled() => return false,
             };
+            if let Some(g) = &self.gate {
+                g.after(&self.name, alertmanager, &notes, result.is_ok())
+                    .await;
+            }
             match result {
                 Ok(()) => {
                     if let Err(e) = outbox.remove(row.id).await {
@@ -208,6 +248,14 @@ impl Delivery {
             }
         }
     }
+}
+
+/// Sends each of `notes` in order; the first failure stops and is returned.
+async fn send_all(sender: &dyn Notifier, notes: &[Notification]) -> Result<(), NotifyError> {
+    for n in notes {
+        sender.send(n).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

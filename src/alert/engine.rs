@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backlog::{Backlog, max_age_of};
 use super::delivery::Deliveries;
+use super::gate::Gate;
 use super::grouping::{FlushCx, RouteState};
 use super::holds::{self, Connectivity, GuardCx, Silences};
 use super::lifecycle::{Alert, Alerts, Effects, Held, Notified};
@@ -115,6 +116,7 @@ pub struct Core {
     silences: Silences,
     started: Instant,
     fx: Effects,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl Core {
@@ -130,7 +132,64 @@ impl Core {
             silences,
             started: now,
             fx: Effects::default(),
+            gate: None,
         }
+    }
+
+    /// Puts the state machine under a cluster's gate: a check's failure alerts only when
+    /// [`Gate::confirmed`] (its quorum agrees).
+    pub fn set_gate(&mut self, gate: Option<Arc<dyn Gate>>) {
+        self.gate = gate;
+    }
+
+    /// A cluster handed this agent `check` (it runs it now, or became its notifier of
+    /// record): receivers were told exactly `told` about it (the cluster's delivery
+    /// record), so alerts of other routes were never notified, and these were.
+    pub fn adopt(&mut self, check: &str, told: Vec<SavedAlert>, now: Instant, wall: SystemTime) {
+        for ((route, c), a) in self.alerts.iter_mut() {
+            if c == check && !told.iter().any(|t| &t.route == route) {
+                a.notified = None;
+                if let Some(rs) = self.routes.get_mut(route) {
+                    rs.retain_members(|m| m != check);
+                }
+            }
+        }
+        let (adopted, fresh): (Vec<SavedAlert>, Vec<SavedAlert>) =
+            told.into_iter().partition(|t| {
+                self.alerts
+                    .contains_key(&(t.route.clone(), t.check.clone()))
+            });
+        for t in adopted {
+            let started =
+                SystemTime::UNIX_EPOCH + Duration::from_millis(t.started_ms.max(0) as u64);
+            if let Some(a) = self.alerts.get_mut(&(t.route.clone(), t.check.clone())) {
+                a.notified = Some(Notified {
+                    key: t.dedupe_key.clone(),
+                    started,
+                });
+                a.buffered = false;
+            }
+            let last_sent = now
+                .checked_sub(Duration::from_millis(
+                    (unix_ms(wall) - t.last_sent_ms).max(0) as u64,
+                ))
+                .unwrap_or(now);
+            self.routes
+                .entry(t.route)
+                .or_default()
+                .restore(t.dedupe_key, t.check, last_sent);
+        }
+        self.restore(fresh, now, wall);
+    }
+
+    /// A cluster moved `check` to other members: its alerts are forgotten here (no
+    /// resolved is sent; the new runners carry on from the cluster's record).
+    pub fn release(&mut self, check: &str) {
+        self.alerts.retain(|(_, c), _| c != check);
+        for rs in self.routes.values_mut() {
+            rs.retain_members(|m| m != check);
+        }
+        self.checks.remove(check);
     }
 
     /// Restores alerts receivers were told about before a restart: they are not re-sent,
@@ -295,8 +354,10 @@ impl Core {
             return;
         };
         holds::settle_flapping(a, r, check, now, &mut self.fx);
+        let unconfirmed =
+            snap.status.is_failing() && self.gate.as_ref().is_some_and(|g| !g.confirmed(check));
         let held = Held {
-            reset: dep_held || offline,
+            reset: dep_held || offline || unconfirmed,
             silenced,
         };
         a.note_reset_hold(held.reset, now);
@@ -361,6 +422,9 @@ enum Msg {
     Change(Snap),
     Reload(Box<Setup>),
     Silences,
+    Adopt(String, Vec<SavedAlert>),
+    Release(String),
+    Wake,
 }
 
 /// Why a silence was not added.
@@ -397,6 +461,7 @@ pub struct AlertEngine {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 impl AlertEngine {
@@ -407,12 +472,24 @@ impl AlertEngine {
         metrics: Arc<Metrics>,
         http: reqwest::Client,
     ) -> Result<Arc<Self>, AlertError> {
+        Self::start_with(config, metrics, http, None).await
+    }
+
+    /// As [`AlertEngine::start`], under a cluster's `gate` (every delivery asks it first,
+    /// and alerts wait for its quorum).
+    pub async fn start_with(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        http: reqwest::Client,
+        gate: Option<Arc<dyn Gate>>,
+    ) -> Result<Arc<Self>, AlertError> {
         let outbox =
             Arc::new(Outbox::open_with(&config.agent.data_dir, Some(metrics.clone())).await?);
         let setup = Setup::from_config(config);
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut core = Core::new(setup.clone(), now);
+        core.set_gate(gate.clone());
         let saved = outbox.recover(&setup.notifiers, wall).await?;
         let restored: HashSet<String> = saved.alerts.iter().map(|a| a.check.clone()).collect();
         core.restore(saved.alerts, now, wall);
@@ -429,10 +506,11 @@ impl AlertEngine {
             outbox: outbox.clone(),
             setup: ArcSwap::from_pointee(setup.clone()),
             api_silences: Mutex::new(saved.silences),
-            deliveries: Deliveries::default(),
+            deliveries: Deliveries::new(gate.clone()),
             http,
             metrics,
             cancel: CancellationToken::new(),
+            gate,
         });
         engine.sync_deliveries(&setup).await;
         tokio::spawn(engine.clone().run(rx, core));
@@ -442,6 +520,35 @@ impl AlertEngine {
     /// Stops the engine and delivery tasks (undelivered rows stay in the outbox).
     pub fn shutdown(&self) {
         self.cancel.cancel();
+    }
+
+    /// A cluster handed this agent `check`: receivers know exactly `told` about it. Its
+    /// first result is evaluated even if it changes nothing (see `awaiting`).
+    pub fn adopt(&self, check: &str, told: Vec<SavedAlert>) {
+        self.awaiting.lock().insert(check.to_string());
+        self.awaiting_any.store(true, Ordering::Relaxed);
+        self.send_control(Msg::Adopt(check.to_string(), told));
+    }
+
+    /// A cluster moved `check` away: its alerts are forgotten here, without a resolved.
+    pub fn release(&self, check: &str) {
+        self.send_control(Msg::Release(check.to_string()));
+    }
+
+    /// Evaluates every alert again (the cluster's runner statuses changed).
+    pub fn wake(&self) {
+        self.send_control(Msg::Wake);
+    }
+
+    /// Control messages are few and must not be lost: when the channel is full they
+    /// wait on a task instead of being dropped.
+    fn send_control(&self, m: Msg) {
+        if let Err(mpsc::error::TrySendError::Full(m)) = self.tx.try_send(m) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(m).await;
+            });
+        }
     }
 
     /// The outbox (for diagnostics and tests).
@@ -514,6 +621,12 @@ impl AlertEngine {
                 core.reload(*setup);
             }
             Msg::Silences => core.set_api_silences(self.api_silences.lock().clone()),
+            Msg::Adopt(check, told) => core.adopt(&check, told, Instant::now(), SystemTime::now()),
+            Msg::Release(check) => {
+                core.release(&check);
+                self.awaiting.lock().remove(&check);
+            }
+            Msg::Wake => {}
         }
     }
 
@@ -527,7 +640,9 @@ impl AlertEngine {
         for a in actions {
             match a {
                 Action::Send { targets, note } => {
-                    backlog.push(targets, note, &self.metrics, Instant::now());
+                    for (targets, note) in self.paged_here(&setup, targets, note) {
+                        backlog.push(targets, note, &self.metrics, Instant::now());
+                    }
                     let written =
                         backlog.flush(&self.outbox, &self.metrics, &max_age, Instant::now());
                     woken.extend(written.await);
@@ -553,6 +668,43 @@ impl AlertEngine {
         let written = backlog.flush(&self.outbox, &self.metrics, &max_age, Instant::now());
         woken.extend(written.await);
         self.deliveries.wake(woken, &self.outbox, &self.metrics);
+    }
+}
+
+impl AlertEngine {
+    /// In a cluster, pages (every notifier but Alertmanager) carry only the alerts of
+    /// checks this agent is the notifier of record of; Alertmanager gets every alert
+    /// from every runner (it dedupes). What is left to queue, as (targets, note) rows.
+    fn paged_here(
+        &self,
+        setup: &Setup,
+        targets: Vec<String>,
+        note: super::Notification,
+    ) -> Vec<(Vec<String>, super::Notification)> {
+        let Some(gate) = &self.gate else {
+            return vec![(targets, note)];
+        };
+        if note.offline || note.alerts.iter().all(|a| gate.pages(&a.check)) {
+            return vec![(targets, note)];
+        }
+        let (am, paging): (Vec<String>, Vec<String>) =
+            targets.into_iter().partition(|t| setup.is_am(t));
+        let mine: Vec<super::AlertItem> = note
+            .alerts
+            .iter()
+            .filter(|a| gate.pages(&a.check))
+            .cloned()
+            .collect();
+        let mut rows = Vec::new();
+        if !paging.is_empty() && !mine.is_empty() {
+            let mut paged = note.clone();
+            paged.alerts = mine;
+            rows.push((paging, paged));
+        }
+        if !am.is_empty() {
+            rows.push((am, note));
+        }
+        rows
     }
 }
 

@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod discord;
 pub mod email;
 pub mod engine;
+pub mod gate;
 pub mod grouping;
 pub mod holds;
 pub mod http;

@@ -39,6 +39,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[[notifiers]]`, `[[routes]]`, `[[silences]]`.
     pub alerting: crate::alert::AlertConfig,
+    /// `[cluster]`, if the agent is one of several coordinated through etcd.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// What the command line added to the file (kept so a reload reads the same way).
     pub options: LoadOptions,
 }
@@ -280,6 +282,8 @@ pub struct CheckConfig {
     pub critical: bool,
     /// Checks whose failure holds this one's alerts.
     pub depends_on: Vec<String>,
+    /// `replicas`, `locations`, `quorum`: where it runs in a cluster.
+    pub placement: crate::cluster::Placement,
     /// Timing and thresholds.
     pub timing: Timing,
     /// The kind's own settings.

@@ -103,6 +103,8 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         .map(|a| a.plugin_dir.clone())
         .unwrap_or_else(|| PathBuf::from("./plugins/lib"));
 
+    let cluster = crate::cluster::config::read(root);
+    let replicas = cluster.as_ref().map(|c| c.replicas);
     let entries = root.tables("checks");
     // Names first, so rules and depends_on can refer to checks defined later.
     let names: Vec<Option<super::raw::Str>> = entries.iter().map(|t| t.str("name")).collect();
@@ -136,7 +138,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
                 String::new()
             }
         };
-        if let Some(c) = read_check(t, &name, &defaults, &plugin_dir, &all_names) {
+        if let Some(c) = read_check(t, &name, &defaults, &plugin_dir, &all_names, replicas) {
             checks.push(c);
         }
     }
@@ -155,7 +157,6 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         }
     }
     let alerting = crate::alert::AlertConfig::parse(root, &checks);
-
     Some(Config {
         path: path.to_path_buf(),
         agent: agent?,
@@ -164,6 +165,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         metrics: metrics?,
         checks,
         alerting: alerting?,
+        cluster,
         options: LoadOptions::default(),
     })
 }
@@ -471,6 +473,7 @@ fn read_check(
     defaults: &Timing,
     plugin_dir: &Path,
     all_names: &[String],
+    cluster_replicas: Option<u32>,
 ) -> Option<CheckConfig> {
     let kind_s = t.req_str("kind");
     let info = match &kind_s {
@@ -549,6 +552,21 @@ fn read_check(
         }
     }
     let timing = read_timing(t, defaults);
+    let placement = crate::cluster::config::placement(t);
+    if let Some(default) = cluster_replicas {
+        let runners = placement.runners(default);
+        if placement.quorum > runners
+            && let Some(v) = t.raw("quorum")
+        {
+            t.error(
+                v.span(),
+                format!(
+                    "`quorum = {}` needs that many runners, but the check has {runners} (replicas × locations)",
+                    placement.quorum
+                ),
+            );
+        }
+    }
     if timing.timeout > timing.interval.max(Duration::from_secs(3600)) {
         // Only an absurd timeout is an error; timeout > interval is allowed and simply
         // delays the next attempt (at most one attempt is ever in flight).
@@ -569,7 +587,8 @@ fn read_check(
     if let Some(v) = t.whole_json() {
         v.to_string().hash(&mut h);
     }
-    format!("{mode:?}{timing:?}{labels:?}{weight}{critical}{depends_on:?}").hash(&mut h);
+    format!("{mode:?}{timing:?}{labels:?}{weight}{critical}{depends_on:?}{placement:?}")
+        .hash(&mut h);
     Some(CheckConfig {
         name: name.to_string(),
         kind: info.name,
@@ -578,6 +597,7 @@ fn read_check(
         weight,
         critical,
         depends_on,
+        placement,
         timing,
         spec,
         fingerprint: h.finish(),

@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod badge;
 pub mod client;
+pub mod cluster;
 pub mod events;
 pub mod guard;
 pub mod history;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub store: Option<Arc<crate::store::Store>>,
     /// The alert engine (silences API), when alerting runs.
     pub alerts: Option<Arc<crate::alert::AlertEngine>>,
+    /// The cluster membership, with `[cluster]`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A JSON error `{"error", "detail"}` with a status code.
@@ -94,6 +97,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health/service/{name}/check", post(api::force_one))
         .route("/-/reload", post(api::reload))
         .route("/api/v1/push/{name}", get(push::push).post(push::push))
+        .route("/api/v1/cluster", get(cluster::cluster))
         .route("/-/healthy", get(ok))
         .route("/-/ready", get(ok))
         .route("/api/v1/checks/{name}/history", get(history::history))

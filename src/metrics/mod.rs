@@ -243,6 +243,12 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// Registers a component's own agent-wide collector (the cluster's, for one); false
+    /// if one of its names is taken.
+    pub fn register(&self, c: Box<dyn Collector>) -> bool {
+        self.registry.register(c).is_ok()
+    }
+
     /// The text exposition, whole (tests, benches; the HTTP handler streams it).
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -64,6 +64,7 @@ fn config(jitter: Duration, max_attempts: u32) -> CheckConfig {
         weight: 1.0,
         critical: true,
         depends_on: vec![],
+        placement: crate::cluster::Placement::new(),
         timing: Timing {
             interval: Duration::from_secs(5),
             timeout: Duration::from_secs(3),

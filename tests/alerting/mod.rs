@@ -59,6 +59,7 @@ impl AlertAgent {
                 agent: agent.clone(),
                 store: None,
                 alerts: Some(engine.clone()),
+                cluster: None,
             },
             agent.cancel.clone(),
         ));

@@ -117,6 +117,7 @@ impl TestAgent {
                 agent: agent.clone(),
                 store: store.clone(),
                 alerts: None,
+                cluster: None,
             },
             agent.cancel.clone(),
         ));

@@ -71,6 +71,7 @@ impl PageAgent {
                 agent: agent.clone(),
                 store: Some(store.clone()),
                 alerts: engine.clone(),
+                cluster: None,
             },
             agent.cancel.clone(),
         ));
