@@ -203,3 +203,51 @@ pub fn placement(t: &Table<'_, '_>) -> Placement {
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn parse(src: &str) -> Result<crate::config::Config, Vec<String>> {
+        crate::config::parse(Path::new("c.toml"), src)
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn cluster_section_defaults_and_per_check_placement() {
+        let c = parse(
+            "[cluster]\netcd = [\"http://10.0.0.5:2379/\"]\nmember = \"agent-eu-1\"\nlocation = \"eu-west\"\n\
+             [[checks]]\nname = \"pbx\"\nkind = \"tcp\"\naddress = \"127.0.0.1:5060\"\n\
+             replicas = 2\nlocations = [\"eu-west\", \"us-east\"]\nquorum = 3\n",
+        )
+        .expect("valid");
+        let cl = c.cluster.expect("cluster");
+        assert_eq!(cl.etcd, ["http://10.0.0.5:2379"]);
+        assert_eq!(cl.lease_ttl, std::time::Duration::from_secs(10));
+        assert_eq!(cl.prefix, "/lifeline/");
+        assert_eq!(cl.replicas, 1);
+        let p = &c.checks[0].placement;
+        assert_eq!((p.replicas, p.quorum, p.locations.len()), (Some(2), 3, 2));
+    }
+
+    #[test]
+    fn cluster_errors_point_at_the_key() {
+        let errs = parse(
+            "[cluster]\netcd = [\"ftp://x\"]\nmember = \"a b\"\nlease_ttl = \"200ms\"\nusername = \"u\"\n\
+             [[checks]]\nname = \"pbx\"\nkind = \"tcp\"\naddress = \"127.0.0.1:5060\"\nquorum = 2\n",
+        )
+        .expect_err("invalid");
+        let has = |prefix: &str, text: &str| {
+            errs.iter()
+                .any(|e| e.starts_with(prefix) && e.contains(text))
+        };
+        assert!(has("c.toml:2:9:", "http:// or https://"), "{errs:#?}");
+        assert!(has("c.toml:3:10:", "`member`"), "{errs:#?}");
+        assert!(has("c.toml:4:13:", "at least 1s"), "{errs:#?}");
+        assert!(
+            has("c.toml:", "`username` and `password` go together"),
+            "{errs:#?}"
+        );
+        assert!(has("c.toml:10:10:", "needs that many runners"), "{errs:#?}");
+    }
+}

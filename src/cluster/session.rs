@@ -94,9 +94,10 @@ impl Cluster {
                     wait = every;
                 }
                 Ok(None) => {
+                    self.lease.store(0, Ordering::Release);
+                    self.report_fence();
                     tracing::warn!(member = %self.cfg.member, lease = %format!("{lease:x}"),
                         "the cluster lease expired; registering again");
-                    self.lease.store(0, Ordering::Release);
                     return;
                 }
                 Err(e) => {
@@ -108,23 +109,28 @@ impl Cluster {
         }
     }
 
-    /// Reports every change of [`Cluster::connected`]: the metric, and a log line at
-    /// `error` when fenced, `info` when back.
+    /// Reports every change of [`Cluster::connected`] until the agent stops.
     pub(super) async fn fence_watch(self: Arc<Self>) {
         loop {
-            let now = self.connected();
-            let was = self.reported_connected.swap(now, Ordering::AcqRel);
-            self.metrics.connected.set(i64::from(now));
-            if was && !now {
-                tracing::error!(member = %self.cfg.member, lease_ttl = ?self.cfg.lease_ttl,
-                    "lost the cluster (etcd has not confirmed the lease within lease_ttl): not sending notifications; checks keep running");
-            } else if !was && now {
-                tracing::info!(member = %self.cfg.member, "connected to the cluster; notifications enabled");
-            }
+            self.report_fence();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = self.cancel.cancelled() => return,
             }
+        }
+    }
+
+    /// Reports a change of [`Cluster::connected`]: the metric, and a log line at `error`
+    /// when fenced, `info` when back.
+    pub(super) fn report_fence(&self) {
+        let now = self.connected();
+        let was = self.reported_connected.swap(now, Ordering::AcqRel);
+        self.metrics.connected.set(i64::from(now));
+        if was && !now {
+            tracing::error!(member = %self.cfg.member, lease_ttl = ?self.cfg.lease_ttl,
+                "lost the cluster (etcd has not confirmed the lease within lease_ttl): not sending notifications; checks keep running");
+        } else if !was && now {
+            tracing::info!(member = %self.cfg.member, "connected to the cluster; notifications enabled");
         }
     }
 }

@@ -311,6 +311,44 @@ impl Netns {
         );
     }
 
+    /// Drops every TCP packet the namespace sends to `to` (the peer there looks silent
+    /// from this namespace only).
+    pub fn block_tcp_to(&self, to: SocketAddrV4) {
+        self.nft(
+            &format!(
+                "table inet lifeline_block {{\n\
+                 chain out {{ type filter hook output priority -300; policy accept; \
+                 ip daddr {} tcp dport {} drop; }}\n\
+                 }}\n",
+                to.ip(),
+                to.port()
+            ),
+            "block a peer",
+        );
+    }
+
+    /// Removes [`Netns::block_tcp_to`]'s rule.
+    pub fn unblock(&self) {
+        self.nft("delete table inet lifeline_block\n", "unblock");
+    }
+
+    /// A default route via the host end of the veth: every host address is reachable
+    /// from the namespace (not only the /30's).
+    pub fn default_route(&self) {
+        must(
+            Command::new(ip_bin()).args([
+                "-n",
+                &self.r.name,
+                "route",
+                "add",
+                "default",
+                "via",
+                &self.r.host_ip.to_string(),
+            ]),
+            "default route in the namespace",
+        );
+    }
+
     /// Removes the partition.
     pub fn heal(&self) {
         self.nft("delete table inet lifeline_chaos\n", "heal");

@@ -272,14 +272,41 @@ pub struct Alertmanager {
 impl Alertmanager {
     /// Starts `prometheus-alertmanager` on a free port, clustering off.
     pub async fn start() -> Self {
+        Self::start_with(
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+            &["--cluster.listen-address=".to_string()],
+        )
+        .await
+    }
+
+    /// Two Alertmanagers peered on loopback (HA: they gossip alerts and the
+    /// notification log, so a group is notified once), both sending to `webhook_url`
+    /// with `group_wait` 1 s.
+    pub async fn pair(webhook_url: &str) -> (Self, Self) {
+        let cfg = format!(
+            "route:\n  receiver: hook\n  group_by: ['check']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: hook\n    webhook_configs:\n      - url: '{webhook_url}'\n        send_resolved: true\n"
+        );
+        let (p1, p2) = (free_port(), free_port());
+        let args = |me: u16, peer: u16| {
+            vec![
+                format!("--cluster.listen-address=127.0.0.1:{me}"),
+                format!("--cluster.peer=127.0.0.1:{peer}"),
+                "--cluster.peer-timeout=1s".to_string(),
+                "--cluster.gossip-interval=50ms".to_string(),
+                "--cluster.pushpull-interval=1s".to_string(),
+            ]
+        };
+        let a = Self::start_with(&cfg, &args(p1, p2)).await;
+        let b = Self::start_with(&cfg, &args(p2, p1)).await;
+        (a, b)
+    }
+
+    async fn start_with(config: &str, cluster_args: &[String]) -> Self {
         let bin = require_bin("prometheus-alertmanager", "prometheus-alertmanager", &[]);
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &cfg,
-            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
-        )
-        .expect("write config");
+        std::fs::write(&cfg, config).expect("write config");
         let port = free_port();
         let child = tokio::process::Command::new(bin)
             .arg(format!("--config.file={}", cfg.display()))
@@ -288,7 +315,7 @@ impl Alertmanager {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
+            .args(cluster_args)
             .arg("--log.level=warn")
             .kill_on_drop(true)
             .stdout(std::process::Stdio::null())

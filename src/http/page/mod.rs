@@ -94,6 +94,33 @@ pub struct PageInput<'a> {
     /// Whether basic auth guards the API: a public page then refreshes itself instead of
     /// calling routes that would ask visitors to log in.
     pub auth: bool,
+    /// In a cluster: per check run from more than one place, each runner's (location,
+    /// status), as the runners published them.
+    pub locations: Option<&'a std::collections::BTreeMap<String, Vec<(String, String)>>>,
+}
+
+/// Per replicated check, each runner's (location, status), from the cluster report.
+fn locations_of(
+    st: &AppState,
+) -> Option<std::collections::BTreeMap<String, Vec<(String, String)>>> {
+    let r = st.cluster.as_ref()?.report();
+    Some(
+        r.checks
+            .into_iter()
+            .filter(|c| c.runners.len() > 1)
+            .map(|c| {
+                let v = c
+                    .runners
+                    .iter()
+                    .map(|m| match c.statuses.get(m) {
+                        Some(s) => (s.location.clone(), s.status.clone()),
+                        None => (m.clone(), "unknown".to_string()),
+                    })
+                    .collect();
+                (c.name, v)
+            })
+            .collect(),
+    )
 }
 
 /// `GET /`: the status page, with a per-response CSP nonce for its inline style and script.
@@ -111,6 +138,7 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
     );
     let auth = cfg.agent.web.as_ref().is_some_and(|w| w.users.is_some());
     let has_store = st.store.is_some();
+    let locations = locations_of(&st);
     let head = render_head(&PageInput {
         states: &states,
         history: None,
@@ -120,6 +148,7 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
         nonce: &nonce,
         has_store,
         auth,
+        locations: locations.as_ref(),
     });
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(2);
     tokio::spawn(async move {
@@ -137,6 +166,7 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
             nonce: &nonce,
             has_store,
             auth,
+            locations: locations.as_ref(),
         });
         let _ = tx.send(Ok(rest)).await;
     });
@@ -359,10 +389,27 @@ fn render_groups(out: &mut String, p: &PageInput<'_>) {
         );
         for s in members {
             let h = p.history.map(|h| h.checks.get(&s.name));
-            row(out, s, h, public, p.now);
+            let locs = p.locations.and_then(|l| l.get(&s.name)).map(Vec::as_slice);
+            row(out, s, h, public, locs, p.now);
         }
         out.push_str("</tbody></table></details>\n");
     }
+}
+
+/// A replicated check's status from each place it runs: `eu-west healthy · us-east
+/// unhealthy`.
+fn locations_html(locs: &[(String, String)]) -> String {
+    let items: Vec<String> = locs
+        .iter()
+        .map(|(loc, st)| {
+            format!(
+                "<span class=\"loc\" data-location=\"{l}\" data-status=\"{s}\">{l} <b>{s}</b></span>",
+                l = esc(loc),
+                s = esc(st)
+            )
+        })
+        .collect();
+    format!("<span class=\"locs\">{}</span>", items.join(" · "))
 }
 
 /// One `<tr>`. `history` is `None` without a store, `Some(None)` for a check the store
@@ -372,6 +419,7 @@ fn row(
     s: &CheckState,
     history: Option<Option<&PageCheck>>,
     public: bool,
+    locations: Option<&[(String, String)]>,
     now: SystemTime,
 ) {
     let name = esc(&s.name);
@@ -386,7 +434,7 @@ fn row(
     let _ = write!(
         out,
         "<tr id=\"check-{name}\" data-check=\"{name}\" data-status=\"{status}\" class=\"band-{band}\">\
-         <th scope=\"row\">{link}<span class=\"kind\">{kind} · {mode}</span></th>\
+         <th scope=\"row\">{link}<span class=\"kind\">{kind} · {mode}</span>{locs}</th>\
          <td class=\"status\"><span class=\"badge\"><span class=\"icon\" aria-hidden=\"true\">{icon}</span>\
          <span class=\"txt\">{status}</span></span></td>\
          <td class=\"score num\">{score}</td>\
@@ -395,6 +443,7 @@ fn row(
         mode = s.mode.as_str(),
         icon = status_icon(s.status),
         latency = fmt_latency(s.latency_ms),
+        locs = locations.map(locations_html).unwrap_or_default(),
     );
     match history {
         None => out.push_str(

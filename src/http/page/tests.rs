@@ -27,6 +27,7 @@ fn page(states: &[CheckState], history: Option<&PageHistory>, cfg: &StatusPageCo
         nonce: "n",
         has_store: history.is_some(),
         auth: false,
+        locations: None,
     })
 }
 
@@ -197,4 +198,50 @@ fn public_paths_are_the_page_and_badges_only() {
     assert!(!is_public_page("/api/v1/checks/db/badge"));
     assert!(!is_public_page("/health/detailed"));
     assert!(!is_public_page("/api/v1/checks/db/x/badge/status.svg"));
+}
+
+#[test]
+fn a_replicated_check_shows_its_status_from_each_location() {
+    let states = vec![
+        state("pbx", Status::Healthy, None),
+        state("db", Status::Healthy, None),
+    ];
+    let mut locs = std::collections::BTreeMap::new();
+    locs.insert(
+        "pbx".to_string(),
+        vec![
+            ("eu-west".to_string(), "healthy".to_string()),
+            ("us-east".to_string(), "unhealthy".to_string()),
+        ],
+    );
+    let html = render(&PageInput {
+        states: &states,
+        history: None,
+        silences: &[],
+        config: &StatusPageConfig::default(),
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100),
+        nonce: "n",
+        has_store: false,
+        auth: false,
+        locations: Some(&locs),
+    });
+    let row = html
+        .split("<tr id=\"check-pbx\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("pbx row");
+    assert!(
+        row.contains("data-location=\"eu-west\" data-status=\"healthy\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("data-location=\"us-east\" data-status=\"unhealthy\""),
+        "{row}"
+    );
+    let other = html
+        .split("<tr id=\"check-db\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("db row");
+    assert!(!other.contains("class=\"locs\""), "{other}");
 }
