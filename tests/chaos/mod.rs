@@ -19,7 +19,7 @@
 //! process (Asterisk is not in Debian 12; `ami::transcript` replays the recorded session
 //! against it byte for byte).
 
-mod agent;
+pub mod agent;
 mod kill9;
 mod partition;
 mod peers;

@@ -36,7 +36,7 @@ async fn probes_over(targets: &CountingTargets, window: Duration) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_check_runs_once_fails_over_on_kill9_and_a_new_member_takes_a_third() {
-    let etcd = EtcdCluster::start(3);
+    let etcd = EtcdCluster::start(3).await;
     let targets = CountingTargets::start(Ipv4Addr::LOCALHOST, CHECKS).await;
     let a = start_agent(&etcd, "agent-a", &targets).await;
     let b = start_agent(&etcd, "agent-b", &targets).await;
@@ -121,7 +121,10 @@ async fn each_check_runs_once_fails_over_on_kill9_and_a_new_member_takes_a_third
         })
         .collect();
     for (c, (_, to)) in &moved {
-        assert_eq!(*to, 2, "check {c} moved between two old members ({names:?})");
+        assert_eq!(
+            *to, 2,
+            "check {c} moved between two old members ({names:?})"
+        );
     }
     assert!(
         !moved.is_empty() && moved.len() <= CHECKS / 2,

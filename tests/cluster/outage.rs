@@ -25,7 +25,7 @@ async fn status_of(a: &AgentProc, check: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_ride_out_one_etcd_member_and_hold_pages_while_all_are_down() {
-    let mut etcd = EtcdCluster::start(3);
+    let mut etcd = EtcdCluster::start(3).await;
     let rx = HttpReceiver::start().await;
     let mut target = Target::up().await;
     let rest = format!(
@@ -40,7 +40,11 @@ async fn agents_ride_out_one_etcd_member_and_hold_pages_while_all_are_down() {
     let a = AgentProc::start(&agent_toml(&etcd.endpoints(), "agent-a", "here", 1, &rest)).await;
     let b = AgentProc::start(&agent_toml(&etcd.endpoints(), "agent-b", "here", 1, &rest)).await;
     settled(&[&a, &b], 2, 1, Duration::from_secs(20)).await;
-    let runner = if running(&a).await.contains("db") { &a } else { &b };
+    let runner = if running(&a).await.contains("db") {
+        &a
+    } else {
+        &b
+    };
 
     // One member of three gone (the first endpoint, the one the agents talk to).
     etcd.kill(0);
@@ -57,41 +61,51 @@ async fn agents_ride_out_one_etcd_member_and_hold_pages_while_all_are_down() {
 
     // Every member gone: fenced within lease_ttl, checks keep running, nobody is paged.
     etcd.kill_all();
-    eventually(LEASE_TTL + Duration::from_secs(3), "both agents to be fenced", || async {
-        for x in [&a, &b] {
-            if metric(&metrics(x).await, "lifeline_cluster_connected") != 0.0 {
-                return None;
+    eventually(
+        LEASE_TTL + Duration::from_secs(3),
+        "both agents to be fenced",
+        || async {
+            for x in [&a, &b] {
+                if metric(&metrics(x).await, "lifeline_cluster_connected") != 0.0 {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     target.stop().await;
-    eventually(Duration::from_secs(5), "the check to go down while fenced", || async {
-        (status_of(runner, "db").await.as_deref() == Some("unhealthy")).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the check to go down while fenced",
+        || async { (status_of(runner, "db").await.as_deref() == Some("unhealthy")).then_some(()) },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        rx.delivered("/hook").len(),
-        2,
-        "a fenced member paged"
-    );
+    assert_eq!(rx.delivered("/hook").len(), 2, "a fenced member paged");
     assert!(runner.full_log().contains("lost the cluster"));
 
     // etcd returns: connected again, and the held page goes out once.
-    etcd.restart_all();
-    eventually(Duration::from_secs(20), "both agents to reconnect", || async {
-        for x in [&a, &b] {
-            if metric(&metrics(x).await, "lifeline_cluster_connected") != 1.0 {
-                return None;
+    etcd.restart_all().await;
+    eventually(
+        Duration::from_secs(20),
+        "both agents to reconnect",
+        || async {
+            for x in [&a, &b] {
+                if metric(&metrics(x).await, "lifeline_cluster_connected") != 1.0 {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     let hook = rx.wait_delivered("/hook", 3, Duration::from_secs(10)).await;
     assert_eq!(hook[2].json["status"], "firing");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rx.delivered("/hook").len(), 3, "the held page went out once");
+    assert_eq!(
+        rx.delivered("/hook").len(),
+        3,
+        "the held page went out once"
+    );
 }

@@ -40,7 +40,10 @@ fn rest(target: &str, rx: &HttpReceiver, ams: &[&Alertmanager]) -> String {
 }
 
 fn with_status<'a>(posts: &'a [Post], status: &str) -> Vec<&'a Post> {
-    posts.iter().filter(|p| p.json["status"] == status).collect()
+    posts
+        .iter()
+        .filter(|p| p.json["status"] == status)
+        .collect()
 }
 
 /// The agent of `agents` named `name`.
@@ -53,7 +56,7 @@ fn by_name<'a>(agents: &'a [(&'static str, AgentProc)], name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_again() {
-    let etcd = EtcdCluster::start(3);
+    let etcd = EtcdCluster::start(3).await;
     let rx = HttpReceiver::start().await;
     let (am0, am1) = Alertmanager::pair(&rx.url("/am")).await;
     let mut target = Target::up().await;
@@ -71,14 +74,18 @@ async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_
         ("agent-b", AgentProc::start(&config("agent-b")).await),
     ];
     // Both run the check (replicas = 2).
-    eventually(Duration::from_secs(20), "both agents to run the check", || async {
-        for (_, a) in &agents {
-            if !running(a).await.contains(CHECK) {
-                return None;
+    eventually(
+        Duration::from_secs(20),
+        "both agents to run the check",
+        || async {
+            for (_, a) in &agents {
+                if !running(a).await.contains(CHECK) {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     let notifier = notifier_of(&agents[0].1, CHECK)
         .await
@@ -86,20 +93,40 @@ async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_
 
     target.stop().await;
     let hook = rx.wait_delivered("/hook", 1, Duration::from_secs(10)).await;
-    let firing_key = hook[0].json["dedupe_key"].as_str().unwrap_or("").to_string();
+    let firing_key = hook[0].json["dedupe_key"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert_eq!(hook[0].json["status"], "firing");
-    rx.wait_delivered("/slack", 1, Duration::from_secs(10)).await;
+    rx.wait_delivered("/slack", 1, Duration::from_secs(10))
+        .await;
     let am = rx.wait_delivered("/am", 1, Duration::from_secs(15)).await;
     assert_eq!(am[0].json["status"], "firing");
     // Both agents posted to both Alertmanagers; they know one alert and notify once.
     for a in [&am0, &am1] {
         let alerts = a.alerts().await;
-        assert_eq!(alerts.len(), 1, "one alert in each Alertmanager: {alerts:?}");
+        assert_eq!(
+            alerts.len(),
+            1,
+            "one alert in each Alertmanager: {alerts:?}"
+        );
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(rx.delivered("/hook").len(), 1, "one webhook page for two replicas");
-    assert_eq!(rx.delivered("/slack").len(), 1, "one Slack post for two replicas");
-    assert_eq!(rx.delivered("/am").len(), 1, "one Alertmanager notification");
+    assert_eq!(
+        rx.delivered("/hook").len(),
+        1,
+        "one webhook page for two replicas"
+    );
+    assert_eq!(
+        rx.delivered("/slack").len(),
+        1,
+        "one Slack post for two replicas"
+    );
+    assert_eq!(
+        rx.delivered("/am").len(),
+        1,
+        "one Alertmanager notification"
+    );
 
     // kill -9 the notifier of record while the alert fires.
     let i = by_name(&agents, &notifier);
@@ -109,7 +136,9 @@ async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_
     eventually(
         LEASE_TTL + Duration::from_secs(5),
         "the survivor to become the notifier of record",
-        || async { (notifier_of(survivor, CHECK).await.as_deref() == Some(*survivor_name)).then_some(()) },
+        || async {
+            (notifier_of(survivor, CHECK).await.as_deref() == Some(*survivor_name)).then_some(())
+        },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -126,7 +155,8 @@ async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_
     let resolved = with_status(&hook, "resolved");
     assert_eq!(resolved.len(), 1, "{hook:?}");
     assert_eq!(resolved[0].json["dedupe_key"], firing_key.as_str());
-    rx.wait_delivered("/slack", 2, Duration::from_secs(10)).await;
+    rx.wait_delivered("/slack", 2, Duration::from_secs(10))
+        .await;
     let am = rx.wait_delivered("/am", 2, Duration::from_secs(15)).await;
     assert_eq!(with_status(&am, "resolved").len(), 1, "{am:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -136,22 +166,34 @@ async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notifier_paused_past_its_lease_does_not_page_when_it_wakes() {
-    let etcd = EtcdCluster::start(3);
+    let etcd = EtcdCluster::start(3).await;
     let rx = HttpReceiver::start().await;
     let mut target = Target::up().await;
-    let config = |name: &str| agent_toml(&etcd.endpoints(), name, "here", 2, &rest(&target.addr(), &rx, &[]));
+    let config = |name: &str| {
+        agent_toml(
+            &etcd.endpoints(),
+            name,
+            "here",
+            2,
+            &rest(&target.addr(), &rx, &[]),
+        )
+    };
     let agents = vec![
         ("agent-a", AgentProc::start(&config("agent-a")).await),
         ("agent-b", AgentProc::start(&config("agent-b")).await),
     ];
-    eventually(Duration::from_secs(20), "both agents to run the check", || async {
-        for (_, a) in &agents {
-            if !running(a).await.contains(CHECK) {
-                return None;
+    eventually(
+        Duration::from_secs(20),
+        "both agents to run the check",
+        || async {
+            for (_, a) in &agents {
+                if !running(a).await.contains(CHECK) {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     let notifier = notifier_of(&agents[0].1, CHECK).await.expect("notifier");
     let p = by_name(&agents, &notifier);
@@ -164,7 +206,9 @@ async fn a_notifier_paused_past_its_lease_does_not_page_when_it_wakes() {
     eventually(
         LEASE_TTL + Duration::from_secs(5),
         "the running member to become the notifier of record",
-        || async { (notifier_of(other, CHECK).await.as_deref() == Some(*other_name)).then_some(()) },
+        || async {
+            (notifier_of(other, CHECK).await.as_deref() == Some(*other_name)).then_some(())
+        },
     )
     .await;
     target.stop().await;
@@ -172,10 +216,15 @@ async fn a_notifier_paused_past_its_lease_does_not_page_when_it_wakes() {
     signal(paused.pid, Signal::SIGCONT);
     // The paused member wakes with a firing of its own to send; it is fenced, joins
     // again, finds the page delivered, and sends nothing.
-    eventually(Duration::from_secs(15), "the paused member to rejoin", || async {
-        let r = report(paused).await;
-        (r["role"] == "member" && r["members"].as_array().map(Vec::len) == Some(2)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the paused member to rejoin",
+        || async {
+            let r = report(paused).await;
+            (r["role"] == "member" && r["members"].as_array().map(Vec::len) == Some(2))
+                .then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let hook = rx.delivered("/hook");

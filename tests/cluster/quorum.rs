@@ -1,7 +1,7 @@
 //! Location quorum: one agent in "eu", one in "us", each in its own network namespace;
 //! a check with `locations = ["eu", "us"]` and `quorum = 2`. The target made unreachable
-//! from "us" only (an nftables DROP in that agent's namespace) is reported down there
-//! but pages nobody; down from both, it pages once.
+//! from the notifier of record's location only (an nftables DROP in that agent's
+//! namespace) is reported down there but pages nobody; down from both, it pages once.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -46,7 +46,7 @@ async fn status_in(a: &AgentProc, check: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_seen_from_one_location_only_does_not_page_and_from_both_pages_once() {
-    let etcd = EtcdCluster::start(3);
+    let etcd = EtcdCluster::start(3).await;
     let eu = Netns::new();
     let us = Netns::new();
     eu.default_route();
@@ -89,35 +89,61 @@ async fn a_failure_seen_from_one_location_only_does_not_page_and_from_both_pages
     };
     let a = launch(&eu, "agent-eu", "eu").await;
     let b = launch(&us, "agent-us", "us").await;
-    eventually(Duration::from_secs(20), "both locations to run the check", || async {
-        for x in [&a, &b] {
-            if status_in(x, "sip").await.as_deref() != Some("healthy") {
-                return None;
+    eventually(
+        Duration::from_secs(20),
+        "both locations to run the check",
+        || async {
+            for x in [&a, &b] {
+                if status_in(x, "sip").await.as_deref() != Some("healthy") {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
 
-    // Unreachable from "us" only: reported there, no page.
-    us.block_tcp_to(target);
-    eventually(Duration::from_secs(5), "the us runner to see it down", || async {
-        (status_in(&b, "sip").await.as_deref() == Some("unhealthy")).then_some(())
-    })
+    // Unreachable from the notifier of record's location only: reported there, no page
+    // (without the quorum its failure alone would page).
+    let notifier = notifier_of(&a, "sip").await.expect("a notifier of record");
+    let (blocked_ns, blocked, other, blocked_name, other_name) = if notifier == "agent-eu" {
+        (&eu, &a, &b, "agent-eu", "agent-us")
+    } else {
+        (&us, &b, &a, "agent-us", "agent-eu")
+    };
+    blocked_ns.block_tcp_to(target);
+    eventually(
+        Duration::from_secs(5),
+        "the blocked runner to see it down",
+        || async {
+            (status_in(blocked, "sip").await.as_deref() == Some("unhealthy")).then_some(())
+        },
+    )
     .await;
-    eventually(Duration::from_secs(5), "the cluster to report both runners", || async {
-        let r = report(&a).await;
-        let c = r["checks"].as_array()?.iter().find(|c| c["name"] == "sip")?.clone();
-        (c["statuses"]["agent-us"]["status"] == "unhealthy"
-            && c["statuses"]["agent-eu"]["status"] == "healthy")
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the cluster to report both runners",
+        || async {
+            let r = report(other).await;
+            let c = r["checks"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "sip")?
+                .clone();
+            (c["statuses"][blocked_name]["status"] == "unhealthy"
+                && c["statuses"][other_name]["status"] == "healthy")
+                .then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         rx.delivered("/hook").is_empty(),
         "a failure seen from one location paged: {:?}",
-        rx.delivered("/hook").iter().map(|p| &p.json).collect::<Vec<_>>()
+        rx.delivered("/hook")
+            .iter()
+            .map(|p| &p.json)
+            .collect::<Vec<_>>()
     );
 
     // Down from both: one page.
@@ -126,6 +152,6 @@ async fn a_failure_seen_from_one_location_only_does_not_page_and_from_both_pages
     rx.wait_delivered("/hook", 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.delivered("/hook").len(), 1, "one page for two locations");
-    us.unblock();
+    blocked_ns.unblock();
     drop(forwarders);
 }
