@@ -394,3 +394,100 @@ fn keys_are_stable() {
     assert_ne!(dedupe_key(&["r", "a1"]), dedupe_key(&["r", "a", "1"]));
     assert_eq!(dedupe_key(&["x"]).len(), 32);
 }
+
+fn told(route: &str, check: &str, key: &str) -> SavedAlert {
+    SavedAlert {
+        route: route.into(),
+        check: check.into(),
+        dedupe_key: key.into(),
+        started_ms: 1_700_000_000_000,
+        last_sent_ms: 1_700_000_000_000,
+    }
+}
+
+#[test]
+fn adopting_a_check_whose_firing_receivers_know_sends_no_firing_and_resolves_under_their_key() {
+    let mut t = T::new(vec![route("r", 0, 0)], &["db"]);
+    let (now, wall) = (t.t0, t.w0);
+    t.core.adopt("db", vec![told("r", "db", "k-from-before")], now, wall);
+    t.set("db", Status::Unhealthy);
+    t.advance(60);
+    assert!(t.sent.is_empty(), "re-sent a known firing: {:?}", t.statuses());
+    t.set("db", Status::Healthy);
+    t.advance(1);
+    assert_eq!(t.statuses(), vec![("resolved", 1)]);
+    assert_eq!(t.sent[0].dedupe_key, "k-from-before");
+}
+
+#[test]
+fn adopting_with_nothing_told_pages_an_alert_this_member_thought_sent() {
+    // A replica evaluated and "notified" in its own view while another member was the
+    // notifier of record, which died before telling anyone.
+    let mut t = T::new(vec![route("r", 0, 0)], &["db"]);
+    t.set("db", Status::Healthy);
+    t.set("db", Status::Unhealthy);
+    t.advance(1);
+    assert_eq!(t.statuses(), vec![("firing", 1)]);
+    let (now, wall) = (t.t0 + t.now, t.w0 + t.now);
+    t.core.adopt("db", Vec::new(), now, wall);
+    t.advance(1);
+    assert_eq!(t.statuses(), vec![("firing", 1), ("firing", 1)]);
+}
+
+#[test]
+fn a_released_check_is_forgotten_without_a_resolved() {
+    let mut t = T::new(vec![route("r", 0, 0)], &["db"]);
+    t.set("db", Status::Healthy);
+    t.set("db", Status::Unhealthy);
+    t.advance(1);
+    t.core.release("db");
+    t.advance(3600 * 5);
+    assert_eq!(t.statuses(), vec![("firing", 1)], "no repeat, no resolved");
+    assert!(t.core.firing().is_empty());
+}
+
+struct Quorum(std::sync::atomic::AtomicBool);
+
+impl Gate for Quorum {
+    fn pages(&self, _check: &str) -> bool {
+        true
+    }
+    fn confirmed(&self, _check: &str) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn before<'a>(
+        &'a self,
+        _n: &'a str,
+        _am: bool,
+        note: &'a Notification,
+    ) -> futures_util::future::BoxFuture<'a, super::super::gate::GateVerdict> {
+        Box::pin(async move { super::super::gate::GateVerdict::Send(vec![note.clone()]) })
+    }
+    fn after<'a>(
+        &'a self,
+        _n: &'a str,
+        _am: bool,
+        _sent: &'a [Notification],
+        _ok: bool,
+    ) -> futures_util::future::BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[test]
+fn an_unconfirmed_failure_waits_for_its_quorum_then_counts_for_from_there() {
+    let mut t = T::new(vec![route("r", 10, 0)], &["db"]);
+    let q = Arc::new(Quorum(std::sync::atomic::AtomicBool::new(false)));
+    t.core.set_gate(Some(q.clone()));
+    t.set("db", Status::Healthy);
+    t.set("db", Status::Unhealthy);
+    t.advance(60);
+    assert!(t.sent.is_empty(), "paged without quorum: {:?}", t.statuses());
+    q.0.store(true, Ordering::Relaxed);
+    // The cluster wakes the engine when runner statuses change.
+    t.eval();
+    t.advance(9);
+    assert!(t.sent.is_empty(), "`for` counts from when the quorum is met");
+    t.advance(2);
+    assert_eq!(t.statuses(), vec![("firing", 1)]);
+}
