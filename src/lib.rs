@@ -27,6 +27,7 @@ pub mod alert;
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 #[doc(hidden)]

@@ -8,6 +8,7 @@ mod common;
 
 mod ami;
 mod chaos;
+mod cluster;
 mod core;
 mod dashboards;
 mod dns;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod etcd;
 pub mod grpc;
 pub mod hostile;
 pub mod mariadb;

@@ -1,0 +1,3 @@
+//! Clustering: several agents coordinated through etcd.
+
+pub mod etcd;
