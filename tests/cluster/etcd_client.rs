@@ -2,7 +2,8 @@
 //! create-if-absent races and lease compares, lease expiry and keep-alive, a watch from a
 //! start revision (puts, deletes, lease-expiry deletes, in order), failover when the
 //! member in use is killed, `Unreachable` in time when every member is stopped, and auth
-//! (a right and a wrong password, re-authentication after the token is revoked).
+//! (a right and a wrong password, re-authentication after the token is revoked), and
+//! https with a client certificate.
 
 use std::time::Duration;
 
@@ -275,6 +276,21 @@ async fn failover_and_unreachable() {
     e.put("f/a", b"1", None).await.expect("put");
     let mut w = e.watch_prefix("f/", 0).await.expect("watch");
     w.set_idle_probe(Duration::from_millis(300));
+    // Quiet but alive: the probes pass, the watch stays (longer than 3 probe periods).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), w.next())
+            .await
+            .is_err(),
+        "a quiet watch returned"
+    );
+    e.put("f/quiet", b"q", None).await.expect("put");
+    let seen = collect(&mut w, Duration::from_secs(3), |s| !s.is_empty()).await;
+    assert_eq!(brief(&seen[0]), "put f/quiet");
+    e.delete("f/quiet").await.expect("delete");
+    collect(&mut w, Duration::from_secs(3), |s| {
+        s.iter().any(|e| is_delete(e, "f/quiet"))
+    })
+    .await;
 
     // Every member stopped: Unreachable within about request_timeout, naming each.
     for i in 0..3 {
@@ -450,4 +466,40 @@ async fn auth() {
     good.put("a/k2", b"w", None).await.expect("put");
     let seen = collect(&mut w, Duration::from_secs(3), |s| !s.is_empty()).await;
     assert_eq!(brief(&seen[0]), "put a/k2");
+}
+
+#[tokio::test]
+async fn tls_with_client_certificate() {
+    let cluster = EtcdCluster::start_tls(3).await;
+    let files = cluster.tls().clone();
+    let tls = |cert: bool| {
+        Etcd::new(&EtcdOptions {
+            endpoints: cluster.tls_endpoints(),
+            ca_file: Some(files.ca.clone()),
+            cert_file: cert.then(|| files.client_cert.clone()),
+            key_file: cert.then(|| files.client_key.clone()),
+            request_timeout: Duration::from_secs(3),
+            ..Default::default()
+        })
+        .expect("client")
+    };
+    let e = tls(true);
+    let rev = e.put("tls/a", b"1", None).await.expect("put over TLS");
+    let mut w = e.watch_prefix("tls/", rev).await.expect("watch over TLS");
+    let seen = collect(&mut w, Duration::from_secs(3), |s| !s.is_empty()).await;
+    assert_eq!(brief(&seen[0]), "put tls/a");
+    // Without a client certificate the handshake fails on every member.
+    let err = tls(false).get("tls/a").await.expect_err("no client cert");
+    assert!(err.is_unreachable(), "{err}");
+    // Without the CA (OS roots only) the server certificate is refused.
+    let no_ca = Etcd::new(&EtcdOptions {
+        endpoints: cluster.tls_endpoints(),
+        cert_file: Some(files.client_cert.clone()),
+        key_file: Some(files.client_key.clone()),
+        request_timeout: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .expect("client");
+    let err = no_ca.get("tls/a").await.expect_err("unknown CA");
+    assert!(err.to_string().contains("certificate"), "{err}");
 }

@@ -112,7 +112,7 @@ impl Watch {
     }
 
     /// Changes how long the stream may stay silent before the watch probes its endpoint,
-    /// and how long a probe may take (default [`IDLE`]).
+    /// and how long a probe may take (default 10 s); 3 failed probes in a row end it.
     pub fn set_idle_probe(&mut self, every: Duration) {
         self.idle = every.max(Duration::from_millis(10));
     }
@@ -221,7 +221,12 @@ impl Watch {
                 _ = tokio::time::sleep_until(quiet_until), if probe.is_none() => {
                     probe = Some(self.probe());
                 }
-                r = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                r = async {
+                    match probe.as_mut() {
+                        Some(p) => p.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     probe = None;
                     match r {
                         Ok(()) => {
