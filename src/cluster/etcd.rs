@@ -7,7 +7,8 @@
 //!   hang; a refused connect hands its share on). So a call never takes much longer than
 //!   `request_timeout`, and a hung member (stopped process, partition) is failed over
 //!   like a dead one. A watch uses its share for connect, headers and the `created`
-//!   message only; then it streams (see [`Watch`] for how a silent stream ends).
+//!   message only; then it streams (see [`Watch`] for how a silent stream ends: a
+//!   `GET /version` probe after 10 s of silence, dead after 3 failed probes).
 //! - **Failover.** Calls go to the endpoint that answered last; on a connect error, a
 //!   timeout, an HTTP 5xx or an "etcdserver: leader changed" / "no leader" answer they try
 //!   the next, each endpoint at most once per call. When all fail: [`EtcdError::Unreachable`]
@@ -298,21 +299,21 @@ struct Auth {
     token: Mutex<Option<Arc<Secret<String>>>>,
 }
 
-/// What one call asks of an endpoint.
+/// What [`Etcd::failover`] runs.
 enum Request<'a> {
-    /// A unary JSON call.
+    /// A POST answered by one JSON object, read up to `cap` bytes.
     Unary {
         path: &'a str,
         body: Bytes,
         cap: usize,
     },
-    /// A watch stream.
-    Watch { create: String },
+    /// A watch with this create request.
+    Watch { create: &'a str },
 }
 
-/// What it answered.
-enum Answer {
-    Value(Value),
+/// What it yields.
+enum Reply {
+    Json(Value),
     Watch(Box<Watch>),
 }
 
@@ -361,7 +362,11 @@ impl Etcd {
             _ => None,
         };
         let tls = client_tls(o)?;
+        // Keepalive finds connections that died under a long watch.
         let client = crate::net::http_client::builder(&tls)
+            .tcp_keepalive(Duration::from_secs(10))
+            .tcp_keepalive_interval(Duration::from_secs(5))
+            .tcp_keepalive_retries(3)
             .build()
             .map_err(|e| EtcdError::Config(crate::net::http_client::describe(&e)))?;
         Ok(Self {
@@ -486,45 +491,48 @@ impl Etcd {
         start_revision: i64,
     ) -> Result<Watch, EtcdError> {
         let create = wire::watch_create_request(prefix, start_revision).to_string();
-        match self.failover(&Request::Watch { create }).await? {
-            Answer::Watch(w) => Ok(*w),
-            Answer::Value(_) => Err(EtcdError::Protocol("a watch answered as a call".into())),
+        match self.failover(&Request::Watch { create: &create }).await? {
+            Reply::Watch(w) => Ok(*w),
+            Reply::Json(_) => Err(EtcdError::Protocol("watch answered like a call".into())),
         }
     }
 
     /// One unary call with failover, auth and the response cap.
     async fn call(&self, path: &str, body: &Value, cap: usize) -> Result<Value, EtcdError> {
-        let body = Bytes::from(body.to_string());
-        match self.failover(&Request::Unary { path, body, cap }).await? {
-            Answer::Value(v) => Ok(v),
-            Answer::Watch(_) => Err(EtcdError::Protocol("a call answered as a watch".into())),
+        let req = Request::Unary {
+            path,
+            body: Bytes::from(body.to_string()),
+            cap,
+        };
+        match self.failover(&req).await? {
+            Reply::Json(v) => Ok(v),
+            Reply::Watch(_) => Err(EtcdError::Protocol("call answered like a watch".into())),
         }
     }
 
-    /// One attempt of `req` on `ep`. (A plain method, not a closure: the futures stay
-    /// `Send` for every lifetime, so callers can spawn them.)
+    /// One attempt of `req` on `ep` within `budget`.
     async fn attempt(
         &self,
         req: &Request<'_>,
         ep: &str,
         token: Option<&str>,
         budget: Duration,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<Reply, Failure> {
         match req {
             Request::Unary { path, body, cap } => self
                 .unary(ep, path, body.clone(), token, budget, *cap)
                 .await
-                .map(Answer::Value),
+                .map(Reply::Json),
             Request::Watch { create } => Watch::open(&self.inner.client, ep, token, create, budget)
                 .await
-                .map(|w| Answer::Watch(Box::new(w))),
+                .map(|w| Reply::Watch(Box::new(w))),
         }
     }
 
-    /// Runs `attempt` on the endpoints in turn, from the one that answered last, each at
-    /// most once, sharing `request_timeout` among them; authenticates first when needed
-    /// and once again if the token is refused.
-    async fn failover(&self, req: &Request<'_>) -> Result<Answer, EtcdError> {
+    /// Runs `req` on the endpoints in turn, from the one that answered last, each at most
+    /// once, sharing `request_timeout` among them; authenticates first when needed and
+    /// once again if the token is refused.
+    async fn failover(&self, req: &Request<'_>) -> Result<Reply, EtcdError> {
         let eps = &self.inner.endpoints;
         let n = eps.len();
         let start = self.inner.current.load(Ordering::Relaxed) % n;

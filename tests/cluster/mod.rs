@@ -4,6 +4,7 @@
 //! fencing and etcd outages.
 
 mod agents;
+mod etcd_client;
 mod outage;
 mod paging;
 mod quorum;

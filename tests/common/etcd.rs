@@ -2,7 +2,9 @@
 //! with free client and peer ports, data dirs and logs in one temp dir, fast elections
 //! (heartbeat 50 ms, election timeout 500 ms). Members can be killed (SIGKILL), stopped
 //! and continued (SIGSTOP/SIGCONT) and restarted on the same ports and data; drop kills
-//! every member the cluster started.
+//! every member the cluster started. [`EtcdCluster::start_tls`] adds an `https` client
+//! listener per member that requires a client certificate (certificates made by
+//! openssl; the plain listener stays for health checks and set-up).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::free_port;
+use super::{free_port, require_bin};
 
 /// How long a (re)started cluster may take to report healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -21,7 +23,20 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// The `https` client port ([`EtcdCluster::start_tls`]).
+    tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// The certificates of a TLS cluster (all PEM, in the cluster's temp dir).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// A client certificate (`CN=root`) the members accept.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
 }
 
 /// A running cluster.
@@ -30,6 +45,7 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     token: String,
+    tls: Option<TlsFiles>,
 }
 
 fn etcd_bin() -> PathBuf {
@@ -50,13 +66,25 @@ impl EtcdCluster {
     /// Starts `n` members and waits until every one answers `/health` with
     /// `{"health":"true"}` (panics with the logs' tails otherwise).
     pub async fn start(n: usize) -> Self {
+        Self::launch(n, false).await
+    }
+
+    /// As [`EtcdCluster::start`], each member also serving `https://localhost:PORT`
+    /// ([`EtcdCluster::tls_endpoints`]) with a certificate for `localhost` and requiring
+    /// client certificates signed by [`TlsFiles::ca`].
+    pub async fn start_tls(n: usize) -> Self {
+        Self::launch(n, true).await
+    }
+
+    async fn launch(n: usize, tls: bool) -> Self {
         assert!(n > 0, "a cluster has members");
         lifeline::net::tls::install_provider();
         let bin = etcd_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         // Two fresh ports per member, all distinct.
-        let mut ports: Vec<u16> = Vec::with_capacity(2 * n);
-        while ports.len() < 2 * n {
+        let per = if tls { 3 } else { 2 };
+        let mut ports: Vec<u16> = Vec::with_capacity(per * n);
+        while ports.len() < per * n {
             let p = free_port();
             if !ports.contains(&p) {
                 ports.push(p);
@@ -65,8 +93,9 @@ impl EtcdCluster {
         let members = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: ports[2 * i],
-                peer_port: ports[2 * i + 1],
+                client_port: ports[per * i],
+                peer_port: ports[per * i + 1],
+                tls_port: tls.then(|| ports[per * i + 2]),
                 child: None,
             })
             .collect();
@@ -78,11 +107,13 @@ impl EtcdCluster {
                 .and_then(|s| s.to_str())
                 .unwrap_or("x")
         );
+        let tls = tls.then(|| make_tls(dir.path()));
         let mut c = Self {
             members,
             dir,
             bin,
             token,
+            tls,
         };
         for i in 0..n {
             c.spawn(i, "new");
@@ -99,6 +130,22 @@ impl EtcdCluster {
     /// `http://127.0.0.1:PORT` of each member, in member order.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
+    }
+
+    /// `https://localhost:PORT` of each member ([`EtcdCluster::start_tls`] clusters).
+    pub fn tls_endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| {
+                let p = m.tls_port.expect("a cluster started with start_tls");
+                format!("https://localhost:{p}")
+            })
+            .collect()
+    }
+
+    /// The certificates of a [`EtcdCluster::start_tls`] cluster.
+    pub fn tls(&self) -> &TlsFiles {
+        self.tls.as_ref().expect("a cluster started with start_tls")
     }
 
     /// The client URL of member `i`.
@@ -136,15 +183,29 @@ impl EtcdCluster {
             .open(self.log_path(i))
             .expect("etcd log file");
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let mut client = format!("http://127.0.0.1:{}", m.client_port);
+        let mut advertise = client.clone();
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let (Some(p), Some(t)) = (m.tls_port, &self.tls) {
+            client.push_str(&format!(",https://127.0.0.1:{p}"));
+            advertise.push_str(&format!(",https://localhost:{p}"));
+            let d = self.dir.path();
+            cmd.arg("--cert-file")
+                .arg(d.join("server.crt"))
+                .arg("--key-file")
+                .arg(d.join("server.key"))
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.ca);
+        }
+        let child = cmd
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("{}.etcd", m.name)))
             .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
+            .args(["--advertise-client-urls", &advertise])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &initial])
@@ -298,6 +359,94 @@ impl EtcdCluster {
         }
         self.wait_healthy(&(0..self.members.len()).collect::<Vec<_>>())
             .await;
+    }
+}
+
+/// A CA, a member certificate for `localhost` and a client certificate (`CN=root`) in
+/// `dir`. The member certificate is for client auth too: etcd 3.4's gateway presents it
+/// when it dials its own TLS listener, which requires client certificates.
+fn make_tls(dir: &std::path::Path) -> TlsFiles {
+    let openssl = require_bin("openssl", "openssl", &[]);
+    let run = |args: &[&str], what: &str| {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=lifeline etcd test CA",
+    ]);
+    run(&ca, "openssl CA");
+    let leaf = |name: &str, cn: &str, ext: &str| {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext file");
+        let (key, csr, crt, extf, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+            format!("/CN={cn}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        run(&req, "openssl CSR");
+        run(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "30",
+                "-extfile",
+                &extf,
+            ],
+            "openssl sign",
+        );
+    };
+    leaf(
+        "server",
+        "localhost",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+    );
+    leaf(
+        "client",
+        "root",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    TlsFiles {
+        ca: dir.join("ca.crt"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
     }
 }
 

@@ -1,43 +1,45 @@
-//! A prefix watch: one streamed `POST /v3/watch` whose request body stays open, so the
-//! client can ask for progress while the server streams one JSON message per line.
+//! A prefix watch: one streamed `POST /v3/watch`, answered with one JSON message per line.
 //!
-//! Liveness: after [`IDLE`] without a byte, the watch sends a `progress_request` (etcd
-//! 3.4+ answers it at once with a header-only message); after [`SILENT_LIMIT`] silent
-//! periods in a row (30 s by default) the stream counts as dead and [`Watch::next`] fails
-//! with [`EtcdError::Unreachable`]. The server's own `progress_notify` (also asked for)
-//! comes only every 10 minutes by default, far too rarely to rely on.
+//! Liveness. etcd 3.4's gateway cannot take more requests on an open watch over
+//! HTTP/1.1 (Go's server drains the request body before it sends the response headers,
+//! so a body kept open for `progress_request`s holds back the whole response), and the
+//! server's `progress_notify` (asked for anyway) comes every 10 minutes by default. So
+//! after [`IDLE`] without a byte the watch asks the same endpoint for `GET /version`
+//! (local to the member: no raft, no auth) on a separate connection; a probe that fails
+//! or gets no answer within [`IDLE`] is repeated at once, and after [`SILENT_LIMIT`]
+//! failed probes in a row (≈40 s of silence by default) [`Watch::next`] fails with
+//! [`EtcdError::Unreachable`]. A stopped or partitioned member is caught that way; a
+//! connection that died under a live member is caught by TCP keepalive (the client sets
+//! it) or by the next read error.
 
-use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::StreamBody;
-use hyper::body::Frame;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::wire::{self, WatchMessage};
 use super::{EtcdError, Failure, WatchEvent};
 
-/// Silence after which the watch asks the server for progress.
+/// Silence after which the watch probes its endpoint (and the probe's timeout).
 pub const IDLE: Duration = Duration::from_secs(10);
-/// Silent periods in a row after which the stream is dead.
+/// Failed probes in a row after which the stream is dead.
 pub const SILENT_LIMIT: u32 = 3;
 /// Largest single watch message (etcd fragments bigger responses at about 1.5 MiB of
 /// protobuf, ~2 MiB as JSON).
 const LINE_CAP: usize = 4 << 20;
 /// Largest response reassembled from fragments.
 const BATCH_CAP: usize = 16 << 20;
-/// Largest error body read when the watch is refused.
-const ERROR_CAP: usize = 64 << 10;
+/// Largest error body read when the watch is refused, or `/version` answer read.
+const SMALL_CAP: usize = 64 << 10;
 
-type BodyFrame = Result<Frame<Bytes>, Infallible>;
+type Probe = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// A running prefix watch (from [`super::Etcd::watch_prefix`]).
 pub struct Watch {
     resp: reqwest::Response,
-    /// The open request body: progress requests go here.
-    probe: mpsc::Sender<BodyFrame>,
+    /// For liveness probes.
+    client: reqwest::Client,
     /// Bytes after the last complete line.
     buf: Vec<u8>,
     /// Events of a fragmented response, until its last fragment.
@@ -58,13 +60,10 @@ impl Watch {
         create: &str,
         budget: Duration,
     ) -> Result<Watch, Failure> {
-        let (probe, rx) = mpsc::channel::<BodyFrame>(4);
-        let _ = probe.try_send(Ok(Frame::data(Bytes::from(format!("{create}\n")))));
-        let body = reqwest::Body::wrap(StreamBody::new(ReceiverStream::new(rx)));
         let mut req = client
             .post(format!("{ep}/v3/watch"))
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body);
+            .body(Bytes::from(create.to_string()));
         if let Some(t) = token {
             req = req.header(http::header::AUTHORIZATION, t);
         }
@@ -75,7 +74,7 @@ impl Watch {
                 .map_err(|e| Failure::Next(crate::net::http_client::describe(&e)))?;
             let status = resp.status();
             if !status.is_success() {
-                let text = crate::net::capped::body_text(resp, ERROR_CAP).await;
+                let text = crate::net::capped::body_text(resp, SMALL_CAP).await;
                 return Err(match super::answer("/v3/watch", status, text.as_bytes()) {
                     Err(f) => f,
                     Ok(_) => Failure::Stop(EtcdError::Protocol(format!(
@@ -86,7 +85,7 @@ impl Watch {
             }
             let mut w = Watch {
                 resp,
-                probe,
+                client: client.clone(),
                 buf: Vec::new(),
                 batch: Vec::new(),
                 batch_bytes: 0,
@@ -112,8 +111,8 @@ impl Watch {
             .map_err(|_| Failure::Next(format!("watch not created within {budget:?}")))?
     }
 
-    /// Changes how long the stream may stay silent before the watch asks for progress
-    /// (default [`IDLE`]); it is dead after [`SILENT_LIMIT`] such periods.
+    /// Changes how long the stream may stay silent before the watch probes its endpoint,
+    /// and how long a probe may take (default 10 s); 3 failed probes in a row end it.
     pub fn set_idle_probe(&mut self, every: Duration) {
         self.idle = every.max(Duration::from_millis(10));
     }
@@ -173,9 +172,11 @@ impl Watch {
         }
     }
 
-    /// The next message of the stream, probing a silent server for progress.
+    /// The next message of the stream, probing the endpoint while it is silent.
     async fn message(&mut self) -> Result<WatchMessage, EtcdError> {
-        let mut silent = 0u32;
+        let mut failed = 0u32;
+        let mut probe: Option<Probe> = None;
+        let mut quiet_until = tokio::time::Instant::now() + self.idle;
         loop {
             if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
@@ -190,43 +191,90 @@ impl Watch {
                     "watch message over {LINE_CAP} bytes"
                 )));
             }
-            match tokio::time::timeout(self.idle, self.resp.chunk()).await {
-                Err(_) => {
-                    silent += 1;
-                    if silent >= SILENT_LIMIT {
+            tokio::select! {
+                chunk = self.resp.chunk() => match chunk {
+                    Ok(Some(chunk)) => {
+                        failed = 0;
+                        probe = None;
+                        quiet_until = tokio::time::Instant::now() + self.idle;
+                        self.buf.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => {
+                        // A last message without its newline (an error object) still counts.
+                        if !self.buf.trim_ascii().is_empty() {
+                            let line = std::mem::take(&mut self.buf);
+                            return wire::parse_watch_line(&line);
+                        }
                         return Err(EtcdError::Unreachable(format!(
-                            "{}: watch stream silent for {:?}",
-                            self.endpoint,
-                            self.idle * SILENT_LIMIT
+                            "{}: watch stream ended",
+                            self.endpoint
                         )));
                     }
-                    let ask = Bytes::from_static(wire::WATCH_PROGRESS_REQUEST.as_bytes());
-                    let _ = self.probe.try_send(Ok(Frame::data(ask)));
-                }
-                Ok(Ok(Some(chunk))) => {
-                    silent = 0;
-                    self.buf.extend_from_slice(&chunk);
-                }
-                Ok(Ok(None)) => {
-                    // A last message without its newline (an error object) still counts.
-                    if !self.buf.trim_ascii().is_empty() {
-                        let line = std::mem::take(&mut self.buf);
-                        return wire::parse_watch_line(&line);
+                    Err(e) => {
+                        return Err(EtcdError::Unreachable(format!(
+                            "{}: watch stream broke: {}",
+                            self.endpoint,
+                            crate::net::http_client::describe(&e)
+                        )));
                     }
-                    return Err(EtcdError::Unreachable(format!(
-                        "{}: watch stream ended",
-                        self.endpoint
-                    )));
+                },
+                _ = tokio::time::sleep_until(quiet_until), if probe.is_none() => {
+                    probe = Some(self.probe());
                 }
-                Ok(Err(e)) => {
-                    return Err(EtcdError::Unreachable(format!(
-                        "{}: watch stream broke: {}",
-                        self.endpoint,
-                        crate::net::http_client::describe(&e)
-                    )));
+                r = async {
+                    match probe.as_mut() {
+                        Some(p) => p.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    probe = None;
+                    match r {
+                        Ok(()) => {
+                            failed = 0;
+                            quiet_until = tokio::time::Instant::now() + self.idle;
+                        }
+                        Err(why) => {
+                            failed += 1;
+                            if failed >= SILENT_LIMIT {
+                                return Err(EtcdError::Unreachable(format!(
+                                    "{}: watch stream silent and {SILENT_LIMIT} probes failed \
+                                     (last: {why})",
+                                    self.endpoint
+                                )));
+                            }
+                            // Probe again at once.
+                            quiet_until = tokio::time::Instant::now();
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// `GET /version` on the watch's endpoint within `idle`: is the member answering?
+    fn probe(&self) -> Probe {
+        let req = self
+            .client
+            .get(format!("{}/version", self.endpoint))
+            .timeout(self.idle);
+        let idle = self.idle;
+        Box::pin(async move {
+            let ask = async {
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| crate::net::http_client::describe(&e))?;
+                let status = resp.status();
+                let _ = crate::net::capped::body_text(resp, SMALL_CAP).await;
+                if status.is_server_error() {
+                    return Err(format!("/version: HTTP {}", status.as_u16()));
+                }
+                Ok(())
+            };
+            tokio::time::timeout(idle, ask)
+                .await
+                .map_err(|_| format!("/version: no answer within {idle:?}"))?
+        })
     }
 }
 

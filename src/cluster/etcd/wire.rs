@@ -150,10 +150,6 @@ pub fn watch_create_request(prefix: &str, start_revision: i64) -> Value {
     json!({ "create_request": c })
 }
 
-/// `/v3/watch`: asks the server for a progress notification (etcd 3.4+), the watch's
-/// liveness probe.
-pub const WATCH_PROGRESS_REQUEST: &str = "{\"progress_request\":{}}\n";
-
 /// `/v3/auth/authenticate`.
 pub fn authenticate_request(name: &str, password: &str) -> Value {
     json!({ "name": name, "password": password })

@@ -1,7 +1,5 @@
 //! The gateway's JSON shapes, as etcd 3.4 sends and accepts them.
 
-use serde_json::json;
-
 use super::*;
 use crate::cluster::etcd::Txn;
 
@@ -251,7 +249,7 @@ fn watch_messages() {
             assert_eq!(
                 events[1],
                 WatchEvent::Delete {
-                    key: "a/y".into(),
+                    key: "a/2".into(),
                     mod_revision: 6
                 }
             );
