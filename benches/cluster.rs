@@ -17,19 +17,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common {
-    /// A TCP port that was free a moment ago.
-    pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    }
-    #[path = "../../tests/common/etcd.rs"]
-    pub mod etcd;
+/// A TCP port that was free a moment ago (what the test harness below asks of `super`).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
-use common::etcd::EtcdCluster;
+/// The tests' etcd cluster (a real 3-member `etcd-server` on loopback).
+#[path = "../tests/common/etcd.rs"]
+#[allow(dead_code)]
+mod etcd;
+
+use etcd::EtcdCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lifeline");
 
@@ -54,7 +55,7 @@ struct Setup {
 
 impl Setup {
     fn start(&self, name: &str) -> Agent {
-        let port = common::free_port();
+        let port = free_port();
         let data = self.dir.path().join(name);
         std::fs::create_dir_all(&data).expect("data dir");
         let eps: Vec<String> = self.endpoints.iter().map(|e| format!("\"{e}\"")).collect();
@@ -213,7 +214,9 @@ async fn targets(n: usize) -> Targets {
                             return;
                         }
                         if !*rx.borrow() {
-                            listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.ok();
+                            listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                                .await
+                                .ok();
                         }
                     }
                 }

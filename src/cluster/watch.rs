@@ -65,6 +65,9 @@ impl Cluster {
         let (kvs, rev) = self.etcd.range_prefix(prefix).await?;
         apply(self, Some(kvs), Vec::new());
         let mut w = self.etcd.watch_prefix(prefix, rev + 1).await?;
+        // A member that stops answering (paused, partitioned) ends the watch within
+        // about 1.5 × lease_ttl, so a stale member list never outlives a lease by much.
+        w.set_idle_probe((self.cfg.lease_ttl / 2).min(Duration::from_secs(10)));
         loop {
             let events = tokio::select! {
                 e = w.next() => e?,

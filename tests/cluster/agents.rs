@@ -41,7 +41,7 @@ async fn each_check_runs_once_fails_over_on_kill9_and_a_new_member_takes_a_third
     let a = start_agent(&etcd, "agent-a", &targets).await;
     let b = start_agent(&etcd, "agent-b", &targets).await;
     let c = start_agent(&etcd, "agent-c", &targets).await;
-    settled(&[&a, &b, &c], 3, CHECKS, Duration::from_secs(20)).await;
+    settled(&[&a, &b, &c], 3, CHECKS, Duration::from_secs(40)).await;
     let before = placement(&[&a, &b, &c]).await;
     assert_eq!(before.len(), CHECKS);
     for i in 0..3 {
@@ -111,7 +111,7 @@ async fn each_check_runs_once_fails_over_on_kill9_and_a_new_member_takes_a_third
     let d = start_agent(&etcd, "agent-d", &targets).await;
     let mut all: Vec<&AgentProc> = survivors.clone();
     all.push(&d);
-    settled(&all, 3, CHECKS, Duration::from_secs(20)).await;
+    settled(&all, 3, CHECKS, Duration::from_secs(40)).await;
     let after_join = placement(&all).await;
     let moved: BTreeMap<&String, (usize, usize)> = after_kill
         .iter()
@@ -135,4 +135,70 @@ async fn each_check_runs_once_fails_over_on_kill9_and_a_new_member_takes_a_third
         "cluster: failover {took:?}; join moved {} of {CHECKS}",
         moved.len()
     );
+
+    // The metrics say the same.
+    let m = crate::common::api::client()
+        .get(format!("{}/metrics", d.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |series: &str| crate::alerting::metric(&m, series);
+    assert_eq!(value("lifeline_cluster_members"), 3.0, "{m}");
+    assert_eq!(value("lifeline_cluster_connected"), 1.0);
+    assert_eq!(
+        value("lifeline_cluster_owned_checks") as usize,
+        after_join.values().filter(|&&i| i == 2).count()
+    );
+    assert!(value("lifeline_cluster_rebalances_total") >= 1.0);
+    assert_eq!(
+        value("lifeline_agent_info{location=\"here\",member=\"agent-d\"}"),
+        1.0
+    );
+
+    // `lifeline cluster status` reads the same from etcd, without joining.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    let text = agent_toml(
+        &etcd.endpoints(),
+        "observer",
+        "here",
+        1,
+        &targets.checks_toml("200ms"),
+    )
+    .replace("{listen}", "127.0.0.1:1")
+    .replace("{dir}", dir.path().to_str().expect("utf-8"));
+    std::fs::write(&cfg, text).expect("write config");
+    let out = tokio::process::Command::new(crate::chaos::agent::BIN)
+        .args(["cluster", "status", "--json", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .expect("run lifeline cluster status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["role"], "observer");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(3));
+    let checks = v["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), CHECKS);
+    for c in checks {
+        let name = c["name"].as_str().expect("name");
+        let runner = c["notifier"].as_str().expect("notifier");
+        let expected = ["agent-a", "agent-b", "agent-c"]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .map(|(_, n)| *n)
+            .chain(["agent-d"])
+            .nth(after_join[name])
+            .expect("member");
+        assert_eq!(runner, expected, "{name}: the CLI and the agents disagree");
+        assert!(c["statuses"][runner]["status"].is_string(), "{c}");
+    }
 }

@@ -409,10 +409,15 @@ fn told(route: &str, check: &str, key: &str) -> SavedAlert {
 fn adopting_a_check_whose_firing_receivers_know_sends_no_firing_and_resolves_under_their_key() {
     let mut t = T::new(vec![route("r", 0, 0)], &["db"]);
     let (now, wall) = (t.t0, t.w0);
-    t.core.adopt("db", vec![told("r", "db", "k-from-before")], now, wall);
+    t.core
+        .adopt("db", vec![told("r", "db", "k-from-before")], now, wall);
     t.set("db", Status::Unhealthy);
     t.advance(60);
-    assert!(t.sent.is_empty(), "re-sent a known firing: {:?}", t.statuses());
+    assert!(
+        t.sent.is_empty(),
+        "re-sent a known firing: {:?}",
+        t.statuses()
+    );
     t.set("db", Status::Healthy);
     t.advance(1);
     assert_eq!(t.statuses(), vec![("resolved", 1)]);
@@ -482,12 +487,19 @@ fn an_unconfirmed_failure_waits_for_its_quorum_then_counts_for_from_there() {
     t.set("db", Status::Healthy);
     t.set("db", Status::Unhealthy);
     t.advance(60);
-    assert!(t.sent.is_empty(), "paged without quorum: {:?}", t.statuses());
+    assert!(
+        t.sent.is_empty(),
+        "paged without quorum: {:?}",
+        t.statuses()
+    );
     q.0.store(true, Ordering::Relaxed);
     // The cluster wakes the engine when runner statuses change.
     t.eval();
     t.advance(9);
-    assert!(t.sent.is_empty(), "`for` counts from when the quorum is met");
+    assert!(
+        t.sent.is_empty(),
+        "`for` counts from when the quorum is met"
+    );
     t.advance(2);
     assert_eq!(t.statuses(), vec![("firing", 1)]);
 }
