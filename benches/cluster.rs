@@ -25,6 +25,16 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Finds `name` on PATH or in `extra_dirs` (what the harness below asks of `super`).
+fn require_bin(name: &str, package: &str, extra_dirs: &[&str]) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra_dirs.iter().map(std::path::PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found: install the Debian package `{package}`"))
+}
+
 /// The tests' etcd cluster (a real 3-member `etcd-server` on loopback).
 #[path = "../tests/common/etcd.rs"]
 #[allow(dead_code)]

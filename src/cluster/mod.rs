@@ -243,6 +243,8 @@ pub struct Cluster {
     reported_connected: AtomicBool,
     /// The members watch has delivered a full listing.
     have_view: AtomicBool,
+    /// An assignment was applied at least once.
+    assigned: AtomicBool,
     rebalance_wake: Notify,
     publish: publish::Publisher,
     agent: OnceLock<Arc<Agent>>,
@@ -273,6 +275,7 @@ impl Cluster {
             last_ok: Mutex::new(None),
             reported_connected: AtomicBool::new(false),
             have_view: AtomicBool::new(false),
+            assigned: AtomicBool::new(false),
             rebalance_wake: Notify::new(),
             publish: publish::Publisher::default(),
             agent: OnceLock::new(),
@@ -393,6 +396,18 @@ impl Cluster {
         }
         let gained: Vec<String> = new.owned.difference(&old.owned).cloned().collect();
         let released: Vec<String> = old.owned.difference(&new.owned).cloned().collect();
+        let first = !self.assigned.load(Ordering::Acquire);
+        // Alerts the outbox restored at start for checks that now run elsewhere are
+        // not this member's to repeat or resolve.
+        let stale: Vec<String> = if first {
+            cv.placements
+                .iter()
+                .map(|(n, _)| n.clone())
+                .filter(|n| !new.owned.contains(n))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let to_notify: Vec<String> = new
             .notifier
             .iter()
@@ -415,7 +430,8 @@ impl Cluster {
         };
         let owned_changed = new.owned != old.owned;
         *self.assignment.write() = new.clone();
-        for c in &released {
+        self.assigned.store(true, Ordering::Release);
+        for c in released.iter().chain(&stale) {
             engine.release(c);
             self.publish.forget(c);
         }
