@@ -155,6 +155,7 @@ async fn throughput() {
         target: ArcSwap::from_pointee((cfg, sender)),
         wake: tokio::sync::Notify::new(),
         cancel: tokio_util::sync::CancellationToken::new(),
+        gate: None,
     });
     let start = Instant::now();
     tokio::spawn(

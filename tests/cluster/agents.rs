@@ -65,7 +65,7 @@ async fn each_check_runs_once_fails_over_on_kill9_and_a_new_member_takes_a_third
     let victim = (0..3)
         .max_by_key(|i| before.values().filter(|&&m| m == *i).count())
         .expect("three agents");
-    let mut agents = vec![Some(a), Some(b), Some(c)];
+    let mut agents = [Some(a), Some(b), Some(c)];
     let dead = agents[victim].take().expect("victim");
     let orphans: Vec<String> = before
         .iter()

@@ -47,7 +47,7 @@ fn with_status<'a>(posts: &'a [Post], status: &str) -> Vec<&'a Post> {
 }
 
 /// The agent of `agents` named `name`.
-fn by_name<'a>(agents: &'a [(&'static str, AgentProc)], name: &str) -> usize {
+fn by_name(agents: &[(&'static str, AgentProc)], name: &str) -> usize {
     agents
         .iter()
         .position(|(n, _)| *n == name)
