@@ -117,39 +117,50 @@ async fn running(c: &reqwest::Client, a: &Agent) -> Option<BTreeSet<String>> {
     Some(v["checks"].as_object()?.keys().cloned().collect())
 }
 
-async fn members_seen(c: &reqwest::Client, a: &Agent) -> usize {
+/// What one agent says: members seen (0 unless it is a member) and checks it owns.
+async fn view(c: &reqwest::Client, a: &Agent) -> (usize, usize) {
     let Ok(r) = c.get(format!("{}/api/v1/cluster", a.base)).send().await else {
-        return 0;
+        return (0, 0);
     };
     let v: serde_json::Value = r.json().await.unwrap_or_default();
     if v["role"] != "member" {
-        return 0;
+        return (0, 0);
     }
-    v["members"].as_array().map_or(0, Vec::len)
+    (
+        v["members"].as_array().map_or(0, Vec::len),
+        v["owned_checks"].as_u64().unwrap_or(0) as usize,
+    )
 }
 
-/// Waits until every agent sees all of them and each check runs exactly once.
+/// Waits until every agent sees all of them, runs exactly what it owns, each check runs
+/// exactly once, and the placement stayed the same over three polls 300 ms apart.
 async fn settle(c: &reqwest::Client, agents: &[&Agent], checks: usize) -> BTreeMap<String, usize> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last: Option<BTreeMap<String, usize>> = None;
+    let mut same = 0;
     loop {
+        let mut place = BTreeMap::new();
         let mut ok = true;
-        for a in agents {
-            ok &= members_seen(c, a).await == agents.len();
-        }
-        if ok {
-            let mut place = BTreeMap::new();
-            let mut dup = false;
-            for (i, a) in agents.iter().enumerate() {
-                for ch in running(c, a).await.unwrap_or_default() {
-                    dup |= place.insert(ch, i).is_some();
-                }
+        for (i, a) in agents.iter().enumerate() {
+            let (members, owned) = view(c, a).await;
+            let runs = running(c, a).await.unwrap_or_default();
+            ok &= members == agents.len() && owned == runs.len();
+            for ch in runs {
+                ok &= place.insert(ch, i).is_none();
             }
-            if !dup && place.len() == checks {
+        }
+        ok &= place.len() == checks;
+        if ok && last.as_ref() == Some(&place) {
+            same += 1;
+            if same >= 2 {
                 return place;
             }
+        } else {
+            same = 0;
         }
+        last = ok.then_some(place);
         assert!(Instant::now() < deadline, "the cluster did not settle");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -333,8 +344,7 @@ fn main() {
                 etcd_sum(&c, &setup.endpoints, &msgs).await,
                 etcd_sum(&c, &setup.endpoints, &bytes).await,
             );
-            let per = |d: f64| d / n_checks as f64 / mins;
-            traffic.push((flapping, per(m1 - m0), per(b1 - b0)));
+            traffic.push((flapping, (m1 - m0) / mins, (b1 - b0) / mins));
         }
 
         // 2. Moves when scaling 3 → 4 → 6.
@@ -369,15 +379,32 @@ fn main() {
             "| checks moved 4 → 6 members | {m46} of {n_checks} ({:.1} %; ideal 33.3 %) |",
             100.0 * m46 as f64 / n_checks as f64
         );
-        for (flapping, m, b) in traffic {
+        let agents_n = 3.0;
+        let steady = traffic.iter().find(|t| !t.0).map(|t| (t.1, t.2)).unwrap_or_default();
+        for (flapping, m, b) in &traffic {
             println!(
-                "| etcd traffic per check per minute, {} | {m:.2} gRPC messages, {b:.0} bytes |",
-                if flapping {
+                "| etcd traffic, {}: whole cluster per minute | {m:.0} gRPC messages, {:.1} KiB ({:.2} messages, {:.0} bytes per check) |",
+                if *flapping {
                     "10 % of targets flapping every 10 s"
                 } else {
-                    "steady (all healthy)"
-                }
+                    "steady (all healthy; lease keep-alives only)"
+                },
+                b / 1024.0,
+                m / n_checks as f64,
+                b / n_checks as f64
             );
         }
+        if let Some((_, m, b)) = traffic.iter().find(|t| t.0) {
+            let transitions = (n_checks / 10) as f64 * 6.0;
+            println!(
+                "| etcd traffic per state change (above steady) | {:.1} gRPC messages, {:.0} bytes |",
+                (m - steady.0) / transitions,
+                (b - steady.1) / transitions
+            );
+        }
+        println!(
+            "| steady traffic per agent per minute (keep-alive every lease_ttl/3) | {:.0} gRPC messages |",
+            steady.0 / agents_n
+        );
     });
 }

@@ -36,10 +36,19 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// How long one etcd request may take: a third of the lease, at most 5 s, so a
-    /// keep-alive that hangs still leaves time for the next before the lease expires.
+    /// How long a lease request (grant, keep-alive, the member key) may take: a third of
+    /// the lease, at most 5 s, so a keep-alive that hangs still leaves time for the next
+    /// before the lease expires.
     pub fn request_timeout(&self) -> Duration {
         (self.lease_ttl / 3).clamp(Duration::from_millis(300), Duration::from_secs(5))
+    }
+
+    /// How long any other etcd request may take (listings, publishing, the paging gate):
+    /// `lease_ttl` within 2–5 s. A busy etcd answers late rather than never, and a
+    /// rebalance that gives up only retries the same reads.
+    pub fn call_timeout(&self) -> Duration {
+        self.lease_ttl
+            .clamp(Duration::from_secs(2), Duration::from_secs(5))
     }
 }
 

@@ -229,7 +229,10 @@ impl ConfigView {
 /// One member of a cluster: membership, assignment, publishing and the alerting gate.
 pub struct Cluster {
     cfg: ClusterConfig,
+    /// Listings, watches, publishing and the gate.
     etcd: Etcd,
+    /// The lease and the member key, with the shorter [`ClusterConfig::request_timeout`].
+    lease_etcd: Etcd,
     keys: Keys,
     metrics: ClusterMetrics,
     config: RwLock<ConfigView>,
@@ -265,6 +268,10 @@ impl Cluster {
             .clone()
             .ok_or_else(|| etcd::EtcdError::Config("no [cluster] section".into()))?;
         let etcd = Etcd::new(&options(&cfg))?;
+        let lease_etcd = Etcd::new(&EtcdOptions {
+            request_timeout: cfg.request_timeout(),
+            ..options(&cfg)
+        })?;
         Ok(Arc::new(Self {
             keys: Keys::new(&cfg.prefix),
             metrics: ClusterMetrics::new(metrics, &cfg),
@@ -285,6 +292,7 @@ impl Cluster {
             rebalances: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             etcd,
+            lease_etcd,
             cfg,
         }))
     }
@@ -311,7 +319,9 @@ impl Cluster {
         self.cancel.cancel();
         let lease = self.lease.swap(0, Ordering::AcqRel);
         if lease != 0 {
-            match tokio::time::timeout(self.cfg.request_timeout(), self.etcd.revoke(lease)).await {
+            match tokio::time::timeout(self.cfg.request_timeout(), self.lease_etcd.revoke(lease))
+                .await
+            {
                 Ok(Ok(())) => tracing::info!(member = %self.cfg.member, "left the cluster"),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "could not revoke the cluster lease; it expires by itself")
@@ -604,7 +614,7 @@ pub fn options(cfg: &ClusterConfig) -> EtcdOptions {
         ca_file: cfg.ca_file.clone(),
         cert_file: cfg.cert_file.clone(),
         key_file: cfg.key_file.clone(),
-        request_timeout: cfg.request_timeout(),
+        request_timeout: cfg.call_timeout(),
     }
 }
 

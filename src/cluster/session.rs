@@ -46,7 +46,7 @@ impl Cluster {
 
     /// Grants a lease and writes the member key under it.
     async fn register(&self) -> Result<i64, super::etcd::EtcdError> {
-        let lease = self.etcd.grant(self.cfg.lease_ttl).await?;
+        let lease = self.lease_etcd.grant(self.cfg.lease_ttl).await?;
         let since = super::now_ms();
         let info = MemberInfo {
             name: self.cfg.member.clone(),
@@ -57,17 +57,17 @@ impl Cluster {
         };
         let body = serde_json::to_vec(&info).unwrap_or_default();
         if let Err(e) = self
-            .etcd
+            .lease_etcd
             .put(&self.keys.member(&self.cfg.member), &body, Some(lease))
             .await
         {
-            let _ = self.etcd.revoke(lease).await;
+            let _ = self.lease_etcd.revoke(lease).await;
             return Err(e);
         }
         *self.last_ok.lock() = Some(Instant::now());
         self.lease.store(lease, Ordering::Release);
         self.joined_ms.store(since, Ordering::Relaxed);
-        tracing::info!(member = %self.cfg.member, lease = %format!("{lease:x}"), endpoint = %self.etcd.endpoint(),
+        tracing::info!(member = %self.cfg.member, lease = %format!("{lease:x}"), endpoint = %self.lease_etcd.endpoint(),
             "registered in the cluster");
         // Runner statuses lived under the old lease: publish them again under this one.
         if let Some(agent) = self.agent.get() {
@@ -88,7 +88,7 @@ impl Cluster {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.cancel.cancelled() => return,
             }
-            match self.etcd.keep_alive(lease).await {
+            match self.lease_etcd.keep_alive(lease).await {
                 Ok(Some(_)) => {
                     *self.last_ok.lock() = Some(Instant::now());
                     wait = every;
