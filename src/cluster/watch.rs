@@ -21,32 +21,27 @@ enum Which {
 impl Cluster {
     /// Keeps `view.members` equal to `members/`.
     pub(super) async fn watch_members(self: Arc<Self>) {
-        let prefix = self.keys.members();
-        loop {
-            let r = self.follow(&prefix, Which::Members).await;
-            if self.cancel.is_cancelled() {
-                return;
-            }
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "members watch ended; listing again");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-                _ = self.cancel.cancelled() => return,
-            }
-        }
+        self.watch_loop(Which::Members).await;
     }
 
     /// Keeps `view.runners` equal to `runners/`.
     pub(super) async fn watch_runners(self: Arc<Self>) {
-        let prefix = self.keys.runners();
+        self.watch_loop(Which::Runners).await;
+    }
+
+    /// Follows `which`'s prefix until the agent stops, listing again after each break.
+    async fn watch_loop(&self, which: Which) {
+        let prefix = match which {
+            Which::Members => self.keys.members(),
+            Which::Runners => self.keys.runners(),
+        };
         loop {
-            let r = self.follow(&prefix, Which::Runners).await;
+            let r = self.follow(&prefix, which).await;
             if self.cancel.is_cancelled() {
                 return;
             }
             if let Err(e) = r {
-                tracing::debug!(error = %e, "runners watch ended; listing again");
+                tracing::debug!(error = %e, prefix = %prefix, "watch ended; listing again");
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}

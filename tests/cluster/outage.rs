@@ -16,13 +16,6 @@ async fn metrics(a: &AgentProc) -> String {
     }
 }
 
-async fn status_of(a: &AgentProc, check: &str) -> Option<String> {
-    let url = format!("{}/health", a.base);
-    let r = crate::common::api::client().get(&url).send().await.ok()?;
-    let v: serde_json::Value = r.json().await.ok()?;
-    v["checks"][check].as_str().map(String::from)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_ride_out_one_etcd_member_and_hold_pages_while_all_are_down() {
     let mut etcd = EtcdCluster::start(3).await;
@@ -78,7 +71,7 @@ async fn agents_ride_out_one_etcd_member_and_hold_pages_while_all_are_down() {
     eventually(
         Duration::from_secs(5),
         "the check to go down while fenced",
-        || async { (status_of(runner, "db").await.as_deref() == Some("unhealthy")).then_some(()) },
+        || async { (status_in(runner, "db").await.as_deref() == Some("unhealthy")).then_some(()) },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;

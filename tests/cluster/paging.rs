@@ -74,19 +74,8 @@ async fn replicas_page_once_and_the_survivor_of_a_kill9_resolves_without_paging_
         ("agent-b", AgentProc::start(&config("agent-b")).await),
     ];
     // Both run the check (replicas = 2).
-    eventually(
-        Duration::from_secs(20),
-        "both agents to run the check",
-        || async {
-            for (_, a) in &agents {
-                if !running(a).await.contains(CHECK) {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
+    let all: Vec<&AgentProc> = agents.iter().map(|(_, a)| a).collect();
+    all_run(&all, CHECK, Duration::from_secs(20)).await;
     let notifier = notifier_of(&agents[0].1, CHECK)
         .await
         .expect("a notifier of record");
@@ -182,19 +171,8 @@ async fn a_notifier_paused_past_its_lease_does_not_page_when_it_wakes() {
         ("agent-a", AgentProc::start(&config("agent-a")).await),
         ("agent-b", AgentProc::start(&config("agent-b")).await),
     ];
-    eventually(
-        Duration::from_secs(20),
-        "both agents to run the check",
-        || async {
-            for (_, a) in &agents {
-                if !running(a).await.contains(CHECK) {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await;
+    let all: Vec<&AgentProc> = agents.iter().map(|(_, a)| a).collect();
+    all_run(&all, CHECK, Duration::from_secs(20)).await;
     let notifier = notifier_of(&agents[0].1, CHECK).await.expect("notifier");
     let p = by_name(&agents, &notifier);
     let s = 1 - p;

@@ -37,13 +37,6 @@ async fn forward(listen: Ipv4Addr, to: String) -> (SocketAddrV4, tokio::task::Jo
     (addr, task)
 }
 
-async fn status_in(a: &AgentProc, check: &str) -> Option<String> {
-    let url = format!("{}/health", a.base);
-    let r = crate::common::api::client().get(&url).send().await.ok()?;
-    let v: serde_json::Value = r.json().await.ok()?;
-    v["checks"][check].as_str().map(String::from)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_seen_from_one_location_only_does_not_page_and_from_both_pages_once() {
     let etcd = EtcdCluster::start(3).await;

@@ -117,6 +117,27 @@ pub async fn running(a: &AgentProc) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// `check`'s status in `a`'s `/health`.
+pub async fn status_in(a: &AgentProc, check: &str) -> Option<String> {
+    let url = format!("{}/health", a.base);
+    let r = crate::common::api::client().get(&url).send().await.ok()?;
+    let v: Value = r.json().await.ok()?;
+    v["checks"][check].as_str().map(String::from)
+}
+
+/// Waits until every one of `agents` runs `check`.
+pub async fn all_run(agents: &[&AgentProc], check: &str, within: Duration) {
+    eventually(within, "every agent to run the check", || async {
+        for a in agents {
+            if !running(a).await.contains(check) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// Check → the member running it, over `agents`; panics if a check runs twice.
 pub async fn placement(agents: &[&AgentProc]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
