@@ -49,6 +49,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_lifeline");
 struct Agent {
     child: Child,
     base: String,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Agent {
@@ -94,6 +95,7 @@ impl Setup {
         Agent {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            log: data.join("agent.log"),
         }
     }
 }
@@ -135,7 +137,7 @@ async fn view(c: &reqwest::Client, a: &Agent) -> (usize, usize) {
 /// Waits until every agent sees all of them, runs exactly what it owns, each check runs
 /// exactly once, and the placement stayed the same over three polls 300 ms apart.
 async fn settle(c: &reqwest::Client, agents: &[&Agent], checks: usize) -> BTreeMap<String, usize> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut last: Option<BTreeMap<String, usize>> = None;
     let mut same = 0;
     loop {
@@ -159,7 +161,23 @@ async fn settle(c: &reqwest::Client, agents: &[&Agent], checks: usize) -> BTreeM
             same = 0;
         }
         last = ok.then_some(place);
-        assert!(Instant::now() < deadline, "the cluster did not settle");
+        if Instant::now() >= deadline {
+            let mut why = String::new();
+            for a in agents {
+                let (members, owned) = view(c, a).await;
+                let runs = running(c, a).await.map(|r| r.len());
+                why.push_str(&format!(
+                    "\n  {}: members {members}, owns {owned}, runs {runs:?}",
+                    a.base
+                ));
+                if runs.is_none() {
+                    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+                    let tail = &log[log.len().saturating_sub(2000)..];
+                    why.push_str(&format!("\n  its log ends:\n{tail}"));
+                }
+            }
+            panic!("the cluster did not settle in 90 s:{why}");
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
