@@ -153,8 +153,9 @@ impl Agent {
         // Groups in order of first appearance, found by key (not by a scan of the groups
         // so far: that is quadratic at 100,000 checks).
         let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
-        let mut group_of: HashMap<String, usize> = HashMap::new();
-        for c in checks.iter().cloned() {
+        let mut group_of: HashMap<String, usize> = HashMap::with_capacity(checks.len());
+        let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+        for c in checks {
             let k = group_key(&c);
             match group_of.get(&k) {
                 Some(&i) => groups[i].1.push(c),
@@ -185,7 +186,6 @@ impl Agent {
         for (_, h) in old_by_key {
             self.retire(h).await;
         }
-        let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
         let mut fresh = Vec::new();
         let mut started = Vec::new();
         let mut restored = Vec::new();
