@@ -243,6 +243,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_request_is_retried_whole_with_its_alert_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).await.unwrap();
+        let metrics = Metrics::new();
+        inserts_fail(outbox.path(), true);
+        let t0 = Instant::now();
+        let saved = crate::alert::outbox::SavedAlert {
+            route: "r".into(),
+            check: "db".into(),
+            dedupe_key: "k".into(),
+            started_ms: 1,
+            last_sent_ms: 2,
+        };
+        let mut req = vec![Write::SaveAlert(saved.clone())];
+        req.extend(send(Notification::test_sample()));
+        let mut b = Backlog::new();
+        b.push(req, &metrics, t0);
+        let day = |_: &str| Some(Duration::from_secs(86_400));
+        assert!(b.flush(&outbox, &metrics, &day, t0).await.is_empty());
+        // The save ran first and worked, but its request failed: nothing is saved.
+        assert!(outbox.load_alerts().await.unwrap().is_empty());
+        inserts_fail(outbox.path(), false);
+        let retry = b.next_try().unwrap();
+        assert_eq!(
+            b.flush(&outbox, &metrics, &day, retry).await,
+            vec!["hook".to_string()]
+        );
+        assert_eq!(outbox.load_alerts().await.unwrap(), vec![saved]);
+        assert_eq!(outbox.depth("hook"), 1);
+    }
+
+    #[tokio::test]
     async fn a_write_failing_past_max_age_is_given_up_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let (outbox, metrics, mut b, t0) = failing_setup(&dir).await;
