@@ -1086,8 +1086,11 @@ fn plot(path: &Path, s: &[Sample], (b0, b1, l0, total): (f64, f64, f64, f64), o:
             )
         })
         .collect();
-    type Series = Vec<(f64, f64)>;
-    let panels: Vec<(&str, Vec<(&str, &str, Series)>, Option<f64>)> = vec![
+    /// (label, colour, points) of one line.
+    type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+    /// (title, lines, a limit drawn dashed) of one panel.
+    type Panel<'a> = (&'a str, Vec<Line<'a>>, Option<f64>);
+    let panels: Vec<Panel> = vec![
         (
             "RSS (MiB)",
             vec![("rss", "#1f77b4", s.iter().map(|x| (x.t, x.rss)).collect())],
