@@ -23,7 +23,9 @@
 //! minutes 10–25; a shorter run scales both windows to its length), no 10 s window with a
 //! scheduler lag p99 over 100 ms after the first 10/60 of the run (start-up), and every flap
 //! seen: each flapped target's check reported a failing status while it was down and a
-//! working one after it came back.
+//! working one after it came back — judged from the agent's history API (the store is a
+//! lossless observer); the event stream's own count, which drops events for a slow reader
+//! (`agent:lagged`), is reported beside it.
 
 // Benchmarks drive whole processes from plain threads: std's clock and sleep are the right
 // ones here (clippy.toml bans them in the agent's async code).
@@ -588,6 +590,63 @@ fn watch_events(port: u16, t0: Instant, seen: Arc<Seen>) {
     });
 }
 
+/// Every status transition of the flapped checks, from the agent's history API (the
+/// store is a lossless observer; the event stream may drop events for a slow reader):
+/// (seconds since the start, check index, true = to a working status).
+fn history_transitions(port: u16, checks: &[usize], t0_unix: f64) -> Vec<(f64, usize, bool)> {
+    let failing = |s: &str| matches!(s, "unhealthy" | "disconnected");
+    let working = |s: &str| matches!(s, "healthy" | "degraded");
+    let out = Mutex::new(Vec::new());
+    let next = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            sc.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&i) = checks.get(n) else { return };
+                    let path = format!("/api/v1/checks/c{i}/history?since=3h&limit=500");
+                    let Some(v) = get(port, &path, Duration::from_secs(30))
+                        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                    else {
+                        eprintln!("soak: no history for c{i}");
+                        continue;
+                    };
+                    let mut mine = Vec::new();
+                    for t in v["transitions"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                    {
+                        let (Some(at), Some(to), Some(from)) = (
+                            t["at"].as_str(),
+                            t["status"].as_str(),
+                            t["previous_status"].as_str(),
+                        ) else {
+                            continue;
+                        };
+                        let Ok(at) = time::OffsetDateTime::parse(
+                            at,
+                            &time::format_description::well_known::Rfc3339,
+                        ) else {
+                            continue;
+                        };
+                        let secs = at.unix_timestamp_nanos() as f64 / 1e9 - t0_unix;
+                        if failing(to) && !failing(from) {
+                            mine.push((secs, i, false));
+                        } else if working(to) && failing(from) {
+                            mine.push((secs, i, true));
+                        }
+                    }
+                    out.lock().extend(mine);
+                }
+            });
+        }
+    });
+    let mut v = out.into_inner();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
 /// One 10 s sample.
 #[derive(Debug, Clone, Default)]
 struct Sample {
@@ -662,6 +721,10 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+/// How far a transition's time may precede the flap's recorded time: the bench notes a
+/// flap after writing its commands, and a cut session is noticed within milliseconds.
+const SKEW: f64 = 1.0;
+
 /// Whether each flap was seen: a transition to failing while the target was down (or
 /// within 5 s of its return, events being read as they come) and one back to working
 /// after it returned, before that target's next flap.
@@ -680,11 +743,11 @@ fn flaps_seen(flaps: &[Flap], transitions: &[(f64, usize, bool)], end: f64) -> V
         let ev = by.get(&f.target).map(Vec::as_slice).unwrap_or(&[]);
         let down = ev
             .iter()
-            .find(|(t, up)| !*up && *t >= f.down && *t <= f.up + 5.0)
+            .find(|(t, up)| !*up && *t >= f.down - SKEW && *t <= f.up + 5.0)
             .map(|(t, _)| *t);
         let ok = down.is_some_and(|d| {
             ev.iter()
-                .any(|(t, up)| *up && *t >= d.max(f.up) && *t <= next)
+                .any(|(t, up)| *up && *t >= d.max(f.up - SKEW) && *t <= next)
         });
         if !ok {
             missed.push(*f);
@@ -809,12 +872,17 @@ fn run(o: &Opts) -> bool {
     let _prom = (!o.no_prometheus).then(|| prometheus(dir.path(), port, prom_port));
 
     let t0 = Instant::now();
+    let t0_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let seen = Arc::new(Seen::default());
     watch_events(port, t0, seen.clone());
     let total = o.minutes * 60.0;
     let per_flap = ((o.checks as f64) * o.flap_percent / 100.0).round() as usize;
     let mut flaps: Vec<Flap> = Vec::new();
     let mut down_now: Vec<(usize, f64)> = Vec::new();
+    let mut last_round = std::collections::BTreeSet::new();
     let mut next_flap = 60.0;
     let mut next_sample = 0.0;
     let mut samples: Vec<Sample> = Vec::new();
@@ -827,24 +895,7 @@ fn run(o: &Opts) -> bool {
         if now >= total {
             break;
         }
-        // Flaps: a new 5 % goes down on each minute (the last one a minute before the
-        // end); each comes back 30 s later.
-        if now >= next_flap {
-            if next_flap + 60.0 <= total {
-                let mut picked = std::collections::BTreeSet::new();
-                while picked.len() < per_flap.min(o.checks) {
-                    picked.insert(fastrand::usize(0..o.checks));
-                }
-                let mut cmds = String::new();
-                for &i in &picked {
-                    cmds.push_str(&format!("down {i}\n"));
-                }
-                control.write_all(cmds.as_bytes()).expect("peer control");
-                let at = t0.elapsed().as_secs_f64();
-                down_now.extend(picked.into_iter().map(|i| (i, at)));
-            }
-            next_flap += 60.0;
-        }
+        // The targets down for 30 s come back (before a new round goes down).
         if let Some(&(_, d)) = down_now.first()
             && now >= d + 30.0
         {
@@ -856,6 +907,30 @@ fn run(o: &Opts) -> bool {
                 back.into_iter()
                     .map(|(target, down)| Flap { target, down, up }),
             );
+        }
+        // Flaps: a new 5 % goes down on each minute (the last one a minute before the
+        // end); each comes back 30 s later.
+        if now >= next_flap {
+            if next_flap + 60.0 <= total {
+                // Never the previous round's targets: a late loop could bring one back
+                // and take it down again in the same instant.
+                let mut picked = std::collections::BTreeSet::new();
+                while picked.len() < per_flap.min(o.checks / 2) {
+                    let i = fastrand::usize(0..o.checks);
+                    if !last_round.contains(&i) {
+                        picked.insert(i);
+                    }
+                }
+                last_round = picked.clone();
+                let mut cmds = String::new();
+                for &i in &picked {
+                    cmds.push_str(&format!("down {i}\n"));
+                }
+                control.write_all(cmds.as_bytes()).expect("peer control");
+                let at = t0.elapsed().as_secs_f64();
+                down_now.extend(picked.into_iter().map(|i| (i, at)));
+            }
+            next_flap += 60.0;
         }
         if now >= next_sample {
             let cpu = Cpu::of(&pid);
@@ -921,14 +996,18 @@ fn run(o: &Opts) -> bool {
                 opt(s.prom_scrape_ms)
             );
             samples.push(s);
-            next_sample += 10.0;
+            // A slow sample (a starved agent) skips slots rather than bunching the next.
+            while next_sample <= t0.elapsed().as_secs_f64() {
+                next_sample += 10.0;
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     // The last flap came back 30 s before the end; give its checks until every flap is
-    // seen, or a minute.
+    // seen on the event stream, or a minute. Then the verdict comes from the history
+    // (lossless), the event stream's own count is reported beside it.
     let grace_end = Instant::now() + Duration::from_secs(60);
-    let missed = loop {
+    let missed_live = loop {
         let end = t0.elapsed().as_secs_f64();
         let m = flaps_seen(&flaps, &seen.transitions.lock(), end);
         if m.is_empty() || Instant::now() >= grace_end {
@@ -936,6 +1015,14 @@ fn run(o: &Opts) -> bool {
         }
         std::thread::sleep(Duration::from_secs(1));
     };
+    // The store writes in batches: let the last ones land.
+    std::thread::sleep(Duration::from_secs(5));
+    let end = t0.elapsed().as_secs_f64();
+    let mut flapped: Vec<usize> = flaps.iter().map(|f| f.target).collect();
+    flapped.sort_unstable();
+    flapped.dedup();
+    let history = history_transitions(port, &flapped, t0_unix);
+    let missed = flaps_seen(&flaps, &history, end);
     let scrapes = get(prom_port, "/metrics", Duration::from_secs(10))
         .map(|b| {
             b.lines()
@@ -1017,20 +1104,25 @@ fn run(o: &Opts) -> bool {
         if lag_ok { "ok" } else { "FAIL" }
     );
     println!(
-        "  flaps {} ({} targets × {} rounds), unseen {}; transitions seen: {} to failing, {} back; events missed by the reader (agent:lagged) {} {}",
+        "  flaps {} ({} targets × {} rounds), unseen in the history {} ({} history transitions: {} to failing, {} back) {}",
         flaps.len(),
         per_flap,
         flaps.len() / per_flap.max(1),
         missed.len(),
-        seen.downs.load(Ordering::Relaxed),
-        seen.ups.load(Ordering::Relaxed),
-        seen.lagged.load(Ordering::Relaxed),
+        history.len(),
+        history.iter().filter(|t| !t.2).count(),
+        history.iter().filter(|t| t.2).count(),
         if flaps_ok { "ok" } else { "FAIL" }
     );
+    println!(
+        "  event stream: {} to failing, {} back, unseen {} — {} agent:lagged notices (events the reader missed)",
+        seen.downs.load(Ordering::Relaxed),
+        seen.ups.load(Ordering::Relaxed),
+        missed_live.len(),
+        seen.lagged.load(Ordering::Relaxed),
+    );
     for m in missed.iter().take(10) {
-        let ev: Vec<_> = seen
-            .transitions
-            .lock()
+        let ev: Vec<_> = history
             .iter()
             .filter(|(_, i, _)| *i == m.target)
             .map(|(t, _, up)| format!("{t:.1}{}", if *up { "↑" } else { "↓" }))
