@@ -1056,16 +1056,20 @@ fn run(o: &Opts) -> bool {
     let fds_last = window(l0, total + 1.0, &|s| s.fds as f64);
     let drift = |a: f64, b: f64| (b - a) / a * 100.0;
     let (rss_drift, fds_drift) = (drift(rss_base, rss_last), drift(fds_base, fds_last));
+    // A window with attempts but no p99 was past the largest bucket (1 s): JSON has no
+    // infinity, so `/health/detailed` says null.
+    let lag_of = |s: &Sample| match s.lag_p99_ms {
+        Some(l) => Some(l),
+        None if s.attempts > 0 => Some(f64::INFINITY),
+        None => None,
+    };
     let lags: Vec<f64> = samples
         .iter()
         .filter(|s| s.t >= b0)
-        .filter_map(|s| s.lag_p99_ms)
+        .filter_map(lag_of)
         .collect();
     let lag_worst = lags.iter().copied().fold(0.0_f64, f64::max);
-    let lag_all_worst = samples
-        .iter()
-        .filter_map(|s| s.lag_p99_ms)
-        .fold(0.0_f64, f64::max);
+    let lag_all_worst = samples.iter().filter_map(lag_of).fold(0.0_f64, f64::max);
     let lag_over = lags.iter().filter(|l| **l > 100.0).count();
     let last = samples.last().cloned().unwrap_or_default();
     let first = samples.first().cloned().unwrap_or_default();
