@@ -12,8 +12,9 @@
 //! [`Core`] is the pure state machine: inputs are check snapshots and the clock
 //! (`tokio::time::Instant`, so paused-time tests drive it), outputs are [`Action`]s.
 //! [`AlertEngine`] is the observer plus the task that feeds it, writes its actions to the
-//! outbox (through a [`Backlog`] that retries what the outbox could not take) and wakes the
-//! delivery tasks.
+//! outbox (through a [`Backlog`] that retries what the outbox could not take; a
+//! notification and the alert states it changes are one request, all or nothing) and
+//! wakes the delivery tasks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use super::gate::Gate;
 use super::grouping::{FlushCx, RouteState};
 use super::holds::{self, Connectivity, GuardCx, Silences};
 use super::lifecycle::{Alert, Alerts, Effects, Held, Notified};
-use super::outbox::{Outbox, SavedAlert};
+use super::outbox::{Outbox, SavedAlert, Write};
 use super::{AlertError, NotifierConfig, NotifierKind, RouteConfig, Silence};
 use crate::config::Config;
 use crate::events::Observer;
@@ -367,8 +368,9 @@ impl Core {
             rs.buffer(check, r.group_wait, now);
         }
         if let Some((k, it)) = step.resolve {
-            // With a resolved to send, the saved alert is forgotten once that resolved is
-            // queued (grouping pushes `ForgetKey` after its `Send`), never before.
+            // With a resolved to send, the saved alert is forgotten in the same outbox
+            // request that queues that resolved (grouping pushes `ForgetKey` after its
+            // `Send`), never on its own.
             if !r.send_resolved {
                 self.fx.push(Action::Forget {
                     route: r.name.clone(),
@@ -630,43 +632,31 @@ impl AlertEngine {
         }
     }
 
-    /// Runs the actions in order: notifications go to the outbox through the backlog
-    /// (which keeps and retries what the outbox cannot take), then the delivery tasks of
-    /// the notifiers that got rows are woken.
+    /// Runs the actions in order: they go to the outbox through the backlog (which keeps
+    /// and retries what the outbox cannot take), each notification in one request with
+    /// the alert states that belong to it ([`requests`]); then the delivery tasks of the
+    /// notifiers that got rows are woken.
     async fn execute(&self, actions: Vec<Action>, backlog: &mut Backlog) {
-        let mut woken = HashSet::new();
         let setup = self.setup.load_full();
         let max_age = max_age_of(&setup.notifiers);
-        for a in actions {
-            match a {
-                Action::Send { targets, note } => {
-                    for (targets, note) in self.paged_here(&setup, targets, note) {
-                        backlog.push(targets, note, &self.metrics, Instant::now());
-                    }
-                    let written =
-                        backlog.flush(&self.outbox, &self.metrics, &max_age, Instant::now());
-                    woken.extend(written.await);
-                }
-                Action::Save(s) => {
-                    if let Err(e) = self.outbox.save_alert(&s).await {
-                        tracing::error!(error = %e, "cannot save alert state");
-                    }
-                }
-                Action::Forget { route, check } => {
-                    if let Err(e) = self.outbox.delete_alert(&route, &check, None).await {
-                        tracing::error!(error = %e, "cannot delete alert state");
-                    }
-                }
-                Action::ForgetKey { route, check, key } => {
-                    if let Err(e) = self.outbox.delete_alert(&route, &check, Some(&key)).await {
-                        tracing::error!(error = %e, "cannot delete alert state");
-                    }
-                }
-            }
+        // In a cluster, a notification may become two rows (pages, Alertmanager) or none.
+        let actions: Vec<Action> = actions
+            .into_iter()
+            .flat_map(|a| match a {
+                Action::Send { targets, note } => self
+                    .paged_here(&setup, targets, note)
+                    .into_iter()
+                    .map(|(targets, note)| Action::Send { targets, note })
+                    .collect::<Vec<_>>(),
+                other => vec![other],
+            })
+            .collect();
+        for r in requests(actions) {
+            backlog.push(r, &self.metrics, Instant::now());
         }
-        // Retries of earlier failures that are due now.
+        // These, and retries of earlier failures that are due now, oldest first.
         let written = backlog.flush(&self.outbox, &self.metrics, &max_age, Instant::now());
-        woken.extend(written.await);
+        let woken: HashSet<String> = written.await.into_iter().collect();
         self.deliveries.wake(woken, &self.outbox, &self.metrics);
     }
 }
@@ -706,6 +696,50 @@ impl AlertEngine {
         }
         rows
     }
+}
+
+/// Splits the actions of an evaluation into outbox requests, in order: a `Send` with the
+/// `Save`s just before it (the alerts it notifies as firing) and the `Forget`s and
+/// `ForgetKey`s just after it (the alerts its resolved ends) is one request, so the
+/// notification and the saved states are written together or not at all. State changes
+/// with no `Send` after or before them form requests of their own.
+pub(crate) fn requests(actions: Vec<Action>) -> Vec<Vec<Write>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<Write> = Vec::new();
+    let has_send = |c: &[Write]| c.iter().any(|w| matches!(w, Write::Enqueue { .. }));
+    for a in actions {
+        match a {
+            Action::Send { targets, note } => {
+                if has_send(&cur) {
+                    out.push(std::mem::take(&mut cur));
+                }
+                cur.push(Write::Enqueue {
+                    notifiers: targets,
+                    note,
+                });
+            }
+            Action::Save(s) => {
+                if has_send(&cur) {
+                    out.push(std::mem::take(&mut cur));
+                }
+                cur.push(Write::SaveAlert(s));
+            }
+            Action::Forget { route, check } => cur.push(Write::DeleteAlert {
+                route,
+                check,
+                key: None,
+            }),
+            Action::ForgetKey { route, check, key } => cur.push(Write::DeleteAlert {
+                route,
+                check,
+                key: Some(key),
+            }),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 impl Observer for AlertEngine {

@@ -246,7 +246,7 @@ impl RouteState {
                         agent_url,
                     ),
                 });
-                // Only now that the resolved is queued (see `Action::ForgetKey`).
+                // After the resolved: one outbox request with it (see `Action::ForgetKey`).
                 for f in forget {
                     fx.push(f);
                 }

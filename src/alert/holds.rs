@@ -216,10 +216,7 @@ impl Connectivity {
             let key = dedupe_key(&[CONNECTIVITY_ROUTE, &unix_ms(since_wall).to_string()]);
             let note = offline_note(&cx, &key, NoteStatus::Firing, since_wall, None, wall);
             tracing::error!(checks = ?cx.connectivity, "every connectivity check is failing: the agent is offline; holding per-check alerts");
-            fx.push(Action::Send {
-                targets: cx.targets,
-                note,
-            });
+            // Before its Send: the two are one outbox request (`engine::requests`).
             fx.push(Action::Save(SavedAlert {
                 route: CONNECTIVITY_ROUTE.into(),
                 check: "*".into(),
@@ -227,6 +224,10 @@ impl Connectivity {
                 started_ms: unix_ms(since_wall),
                 last_sent_ms: unix_ms(wall),
             }));
+            fx.push(Action::Send {
+                targets: cx.targets,
+                note,
+            });
             self.notified = Some(Notified {
                 key,
                 started: since_wall,

@@ -90,7 +90,9 @@ pub enum Action {
         /// The notification.
         note: Notification,
     },
-    /// Remember a notified firing alert.
+    /// Remember a notified firing alert. The `Save`s of the alerts a `Send` notifies come
+    /// just before it, its `Forget`s and `ForgetKey`s just after it: the engine writes
+    /// them with the notification as one outbox request (`engine::requests`).
     Save(SavedAlert),
     /// Forget one.
     Forget {
@@ -99,9 +101,9 @@ pub enum Action {
         /// Check.
         check: String,
     },
-    /// Forget one if it is still the alert with this key: written after its resolved
-    /// notification is queued, so a crash in between leaves the alert saved (the next run
-    /// resolves it again) instead of a resolved that nobody will ever send.
+    /// Forget one if it is still the alert with this key: it follows its resolved `Send`
+    /// and is written in the same outbox request, so no crash can leave the alert
+    /// forgotten with its resolved never queued (nor the reverse).
     ForgetKey {
         /// Route.
         route: String,

@@ -128,6 +128,95 @@ pub struct SavedAlert {
     pub last_sent_ms: i64,
 }
 
+/// One write of an [`Outbox::commit`] request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Queue a notification: one row per notifier.
+    Enqueue {
+        /// Notifier names.
+        notifiers: Vec<String>,
+        /// The notification.
+        note: Notification,
+    },
+    /// Save (or update) a firing alert receivers are told about.
+    SaveAlert(SavedAlert),
+    /// Forget an alert; with `key`, only while the saved alert still has that dedupe key.
+    DeleteAlert {
+        /// Route name.
+        route: String,
+        /// Check name.
+        check: String,
+        /// Its dedupe key, if the delete is conditional on it.
+        key: Option<String>,
+    },
+}
+
+/// A notification serialised for the writer thread.
+struct Queued {
+    names: Vec<String>,
+    key: String,
+    status: &'static str,
+    payload: String,
+    now: i64,
+}
+
+impl Queued {
+    fn of(notifiers: &[String], n: &Notification) -> Self {
+        Self {
+            names: notifiers.to_vec(),
+            key: n.dedupe_key.clone(),
+            status: n.status.as_str(),
+            payload: serde_json::to_string(n).unwrap_or_default(),
+            now: unix_ms(SystemTime::now()),
+        }
+    }
+
+    /// Inserts one row per notifier; returns their ids.
+    fn insert(self, conn: &Connection, touched: &mut Touched) -> rusqlite::Result<Vec<i64>> {
+        let mut st = conn.prepare_cached(
+            "INSERT INTO outbox (notifier, dedupe_key, status, payload, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut ids = Vec::with_capacity(self.names.len());
+        for name in self.names {
+            st.execute(params![name, self.key, self.status, self.payload, self.now])?;
+            ids.push(conn.last_insert_rowid());
+            touched.insert(name);
+        }
+        Ok(ids)
+    }
+}
+
+/// A [`Write`] ready for the writer thread.
+enum Prepared {
+    Enqueue(Queued),
+    Save(SavedAlert),
+    Delete(String, String, Option<String>),
+}
+
+fn save_alert_row(conn: &Connection, a: &SavedAlert) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO alert_state (route, check_name, dedupe_key, started_ms, last_sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (route, check_name) DO UPDATE SET dedupe_key = excluded.dedupe_key,
+           started_ms = excluded.started_ms, last_sent_ms = excluded.last_sent_ms",
+    )?
+    .execute(params![a.route, a.check, a.dedupe_key, a.started_ms, a.last_sent_ms])?;
+    Ok(())
+}
+
+fn delete_alert_row(
+    conn: &Connection,
+    route: &str,
+    check: &str,
+    key: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM alert_state WHERE route = ?1 AND check_name = ?2
+         AND (?3 IS NULL OR dedupe_key = ?3)",
+    )?
+    .execute(params![route, check, key])?;
+    Ok(())
+}
+
 /// Notifiers whose queue a request changed (their depth is counted again).
 type Touched = HashSet<String>;
 /// Answers a request once its batch is over (`true`: committed).
@@ -322,21 +411,39 @@ impl Outbox {
         notifiers: &[String],
         n: &Notification,
     ) -> Result<Vec<i64>, OutboxError> {
-        let payload = serde_json::to_string(n).unwrap_or_default();
-        let (key, status) = (n.dedupe_key.clone(), n.status.as_str());
-        let names = notifiers.to_vec();
-        let now = unix_ms(SystemTime::now());
+        let row = Queued::of(notifiers, n);
+        self.call(move |conn, touched| Ok(row.insert(conn, touched)?))
+            .await
+    }
+
+    /// Runs `writes` in order as one request: all of them are written, or (on any error)
+    /// none. The engine hands a notification and the alert states it changes together, so
+    /// a kill between the two cannot leave a saved firing whose notification was never
+    /// queued, nor a queued resolved whose alert is still saved (or the reverse).
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), OutboxError> {
+        let writes: Vec<Prepared> = writes
+            .into_iter()
+            .map(|w| match w {
+                Write::Enqueue { notifiers, note } => {
+                    Prepared::Enqueue(Queued::of(&notifiers, &note))
+                }
+                Write::SaveAlert(a) => Prepared::Save(a),
+                Write::DeleteAlert { route, check, key } => Prepared::Delete(route, check, key),
+            })
+            .collect();
         self.call(move |conn, touched| {
-            let mut st = conn.prepare_cached(
-                "INSERT INTO outbox (notifier, dedupe_key, status, payload, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut ids = Vec::with_capacity(names.len());
-            for name in names {
-                st.execute(params![name, key, status, payload, now])?;
-                ids.push(conn.last_insert_rowid());
-                touched.insert(name);
+            for w in writes {
+                match w {
+                    Prepared::Enqueue(q) => {
+                        q.insert(conn, touched)?;
+                    }
+                    Prepared::Save(a) => save_alert_row(conn, &a)?,
+                    Prepared::Delete(route, check, key) => {
+                        delete_alert_row(conn, &route, &check, key.as_deref())?
+                    }
+                }
             }
-            Ok(ids)
+            Ok(())
         })
         .await
     }
@@ -444,17 +551,7 @@ impl Outbox {
 
     /// Saves (or updates) a firing alert receivers know about.
     pub async fn save_alert(&self, a: &SavedAlert) -> Result<(), OutboxError> {
-        let a = a.clone();
-        self.call(move |conn, _| {
-            conn.execute(
-                "INSERT INTO alert_state (route, check_name, dedupe_key, started_ms, last_sent_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (route, check_name) DO UPDATE SET dedupe_key = excluded.dedupe_key,
-                   started_ms = excluded.started_ms, last_sent_ms = excluded.last_sent_ms",
-                params![a.route, a.check, a.dedupe_key, a.started_ms, a.last_sent_ms],
-            )?;
-            Ok(())
-        })
-        .await
+        self.commit(vec![Write::SaveAlert(a.clone())]).await
     }
 
     /// Forgets an alert (resolved, or its route is gone).
@@ -465,16 +562,11 @@ impl Outbox {
         check: &str,
         key: Option<&str>,
     ) -> Result<(), OutboxError> {
-        let (route, check) = (route.to_string(), check.to_string());
-        let key = key.map(str::to_string);
-        self.call(move |conn, _| {
-            conn.execute(
-                "DELETE FROM alert_state WHERE route = ?1 AND check_name = ?2
-                 AND (?3 IS NULL OR dedupe_key = ?3)",
-                params![route, check, key],
-            )?;
-            Ok(())
-        })
+        self.commit(vec![Write::DeleteAlert {
+            route: route.to_string(),
+            check: check.to_string(),
+            key: key.map(str::to_string),
+        }])
         .await
     }
 
