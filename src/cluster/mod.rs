@@ -34,7 +34,7 @@ pub mod view;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -255,7 +255,6 @@ pub struct Cluster {
     /// Engine wake-ups asked for by runner-status changes (coalesced).
     engine_wake: AtomicBool,
     joined_ms: AtomicI64,
-    rebalances: AtomicU64,
     cancel: CancellationToken,
 }
 
@@ -289,7 +288,6 @@ impl Cluster {
             engine: OnceLock::new(),
             engine_wake: AtomicBool::new(false),
             joined_ms: AtomicI64::new(0),
-            rebalances: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             etcd,
             lease_etcd,
@@ -451,21 +449,22 @@ impl Cluster {
         if owned_changed {
             agent.restore(states);
             agent.apply().await;
-            self.rebalances.fetch_add(1, Ordering::Relaxed);
             self.metrics.rebalances.inc();
             self.metrics.owned.set(new.owned.len() as i64);
             tracing::info!(member = %self.cfg.member, runs = new.owned.len(), gained = gained.len(),
                 released = released.len(), notifier_of = new.notifier.len(), members = view.members.len(),
                 "cluster assignment changed");
-            self.publish.mark_all(agent, &new.owned);
             if !released.is_empty() {
                 self.unpublish(&released).await;
             }
         } else {
             tracing::debug!(notifier_of = new.notifier.len(), "notifier roles changed");
-            // A new notifier of record publishes the state the next runner starts from.
-            self.publish.mark_all(agent, &new.notifier);
         }
+        // Checks that arrived publish on their first result (nothing was noted for them);
+        // one that was already running and became this member's to notify for publishes
+        // its `state/` now, from its current state.
+        let promoted: HashSet<String> = to_notify.into_iter().collect();
+        self.publish.mark_all(agent, &promoted);
         Ok(())
     }
 
