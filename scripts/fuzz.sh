@@ -12,6 +12,8 @@
 #                      (the bar: FUZZ_RUNS=10000000 scripts/fuzz.sh 1800)
 #   FUZZ_TARGETS="a b" only these targets
 #   FUZZ_JOBS=N        libFuzzer -fork=N workers per target (default 1: a shared machine)
+#   FUZZ_SUMMARY=F     write the summary lines to F (relative to fuzz/; default
+#                      target/fuzz-summary.txt), so two runs side by side keep theirs
 #   FUZZ_NICE=1        the run only gets idle CPU (`nice -n 19` on a shared machine): a
 #                      -timeout=1 hit then often means "not scheduled for 1 s", not a hang.
 #                      The target runs in fork mode with -ignore_timeouts=1 (crashes and
@@ -55,7 +57,7 @@ echo "fuzz.sh: building targets (release, sanitizer coverage)" >&2
 cargo +nightly fuzz build -O >&2
 
 mkdir -p target
-summary="target/fuzz-summary.txt"
+summary="${FUZZ_SUMMARY:-target/fuzz-summary.txt}"
 : >"$summary"
 status=0
 for t in $targets; do

@@ -32,8 +32,8 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o Acquire::Retries=3 -o Acquire::http::Timeout=60 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o Acquire::Retries=3 -o Acquire::http::Timeout=60 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Extra per-area set-up scripts (npm/PyPI test peers), if present.
@@ -41,4 +41,6 @@ for s in scripts/test-deps/*.sh; do
   [ -e "$s" ] && bash "$s"
 done
 
-cargo test --workspace "$@"
+# reap.py stops any process a test left running, so nothing holds the output open after
+# the run (CI reads it to the end); it lists each one it stops as a leak.
+python3 scripts/reap.py cargo test --workspace "$@"
