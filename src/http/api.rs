@@ -2,23 +2,53 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::health::CheckState;
 
 /// `GET /metrics`.
-pub async fn metrics(State(st): State<AppState>) -> Response {
-    let body = axum::body::Body::from_stream(st.agent.shared.metrics.render_stream());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let gzip = accepts_gzip(&headers);
+    let body = axum::body::Body::from_stream(st.agent.shared.metrics.render_stream(gzip));
+    let mut r = (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::VARY, "accept-encoding"),
+        ],
         body,
     )
-        .into_response()
+        .into_response();
+    if gzip {
+        r.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
+    r
+}
+
+/// Whether `Accept-Encoding` lists `gzip` (or `*`) with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .filter_map(|q| q.trim().parse::<f32>().ok())
+                .next()
+                .unwrap_or(1.0);
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
+        })
 }
 
 fn uptime(st: &AppState) -> f64 {

@@ -23,7 +23,6 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::app::Agent;
@@ -86,10 +85,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/checks/{name}/badge/latency.svg",
             get(badge::latency),
         )
-        .route(
-            "/metrics",
-            get(api::metrics).layer(CompressionLayer::new().gzip(true)),
-        )
+        .route("/metrics", get(api::metrics))
         .route("/health", get(api::health))
         .route("/health/detailed", get(api::detailed))
         .route("/health/service/{name}", get(api::service))

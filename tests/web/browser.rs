@@ -166,7 +166,10 @@ async fn basic_auth_guards_reads_except_public_paths_and_the_token_still_guards_
 
 #[tokio::test]
 async fn metrics_are_gzipped_when_the_scraper_accepts_it() {
-    let a = plain_agent("").await;
+    let a = plain_agent(
+        "[[checks]]\nname = \"m\"\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\ninterval = \"1h\"",
+    )
+    .await;
     let r = client()
         .get(a.url("/metrics"))
         .header("accept-encoding", "gzip")
@@ -175,17 +178,27 @@ async fn metrics_are_gzipped_when_the_scraper_accepts_it() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["vary"], "accept-encoding");
     let body = r.bytes().await.unwrap();
     assert_eq!(&body[..2], &[0x1f, 0x8b]);
-    let plain = client().get(a.url("/metrics")).send().await.unwrap();
-    assert!(plain.headers().get("content-encoding").is_none());
-    assert!(
-        plain
-            .text()
-            .await
-            .unwrap()
-            .contains("lifeline_http_connections")
-    );
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut unzipped)
+        .expect("a whole gzip stream");
+    for want in ["lifeline_http_connections", "lifeline_check_up{"] {
+        assert!(unzipped.contains(want), "{want} in the gzipped exposition");
+    }
+    // Refused (q=0) or not asked for: plain text.
+    for ae in [None, Some("gzip;q=0, identity")] {
+        let mut req = client().get(a.url("/metrics"));
+        if let Some(ae) = ae {
+            req = req.header("accept-encoding", ae);
+        }
+        let plain = req.send().await.unwrap();
+        assert!(plain.headers().get("content-encoding").is_none(), "{ae:?}");
+        let text = plain.text().await.unwrap();
+        assert!(text.contains("lifeline_http_connections"), "{ae:?}");
+        assert!(text.contains("lifeline_check_up{"), "{ae:?}");
+    }
     a.stop().await;
 }
 
