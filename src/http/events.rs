@@ -2,47 +2,99 @@
 //! shuts down; a subscriber that falls behind is told how many events it missed.
 //!
 //! Each event's JSON is computed once on the bus ([`Published`]); every SSE and WebSocket
-//! client writes that same text.
+//! client writes that same text. SSE subscribers write their events in batches of up to
+//! 50 ms, one socket write per batch.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::AppState;
 use crate::events::{Event, Lagged, Published};
 
-/// `GET /api/v1/events`.
-pub async fn sse(
-    State(st): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+/// How long an SSE subscriber gathers events after the first one before it writes them
+/// as one chunk. At 1,000 events/s and 1,000 subscribers this turns a million socket
+/// writes and task wake-ups per second into 20,000, for at most 50 ms more latency.
+const SSE_BATCH: Duration = Duration::from_millis(50);
+
+/// A batch is written early once it holds this many bytes.
+const SSE_BATCH_BYTES: usize = 64 * 1024;
+
+/// With no event for this long, a comment line keeps proxies from closing the stream.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /api/v1/events`: `event: NAME` / `data: DATA` pairs, in batches of up to
+/// [`SSE_BATCH`] (every event's text comes from the bus, serialised once).
+pub async fn sse(State(st): State<AppState>) -> Response {
     let mut rx = st.agent.shared.bus.subscribe();
     let cancel = st.agent.cancel.clone();
     let stream = async_stream(move |tx| async move {
+        let mut buf = Vec::with_capacity(4096);
         loop {
-            let ev = tokio::select! {
+            let first = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = rx.recv() => r,
+                r = tokio::time::timeout(SSE_KEEP_ALIVE, rx.recv()) => r,
             };
-            let e = match ev {
-                Ok(e) => e,
-                Err(RecvError::Lagged(n)) => lagged(n),
-                Err(RecvError::Closed) => return,
-            };
-            let out = SseEvent::default()
-                .event(e.event)
-                .data(e.data.text().as_ref());
-            if tx.send(Ok(out)).await.is_err() {
+            match first {
+                Err(_) => buf.extend_from_slice(b":\n\n"),
+                Ok(Err(RecvError::Closed)) => return,
+                Ok(r) => {
+                    push_sse(&mut buf, r);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(SSE_BATCH) => {}
+                    }
+                    while buf.len() < SSE_BATCH_BYTES {
+                        match rx.try_recv() {
+                            Ok(e) => push_sse(&mut buf, Ok(e)),
+                            Err(TryRecvError::Lagged(n)) => {
+                                push_sse(&mut buf, Err(RecvError::Lagged(n)))
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Closed) => break,
+                        }
+                    }
+                }
+            }
+            let chunk = bytes::Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(4096)));
+            if tx.send(Ok::<_, Infallible>(chunk)).await.is_err() {
                 return;
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Appends one event (or, for a subscriber that fell behind, `agent:lagged`) in SSE form.
+fn push_sse(buf: &mut Vec<u8>, r: Result<std::sync::Arc<Published>, RecvError>) {
+    let e = match r {
+        Ok(e) => e,
+        Err(RecvError::Lagged(n)) => lagged(n),
+        Err(RecvError::Closed) => return,
+    };
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(e.event.as_bytes());
+    buf.push(b'\n');
+    // Compact JSON has no raw newline; split anyway, as SSE requires, should one appear.
+    for line in e.data.text().split('\n') {
+        buf.extend_from_slice(b"data: ");
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+    }
+    buf.push(b'\n');
 }
 
 /// Turns a producer task into a stream (a bounded channel in between).
@@ -92,4 +144,27 @@ async fn ws_loop(st: AppState, mut socket: WebSocket) {
 /// `agent:lagged` for one subscriber that missed `n` events.
 fn lagged(n: u64) -> std::sync::Arc<Published> {
     std::sync::Arc::new(Published::new(Event::Lagged(Lagged { missed: n })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_sse_pairs_in_order_with_lagged_for_missed_events() {
+        let mut buf = Vec::new();
+        push_sse(&mut buf, Err(RecvError::Lagged(4)));
+        push_sse(
+            &mut buf,
+            Ok(std::sync::Arc::new(Published::new(Event::Lagged(Lagged {
+                missed: 1,
+            })))),
+        );
+        push_sse(&mut buf, Err(RecvError::Closed));
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            "event: agent:lagged\ndata: {\"missed\":4}\n\nevent: agent:lagged\ndata: {\"missed\":1}\n\n"
+        );
+    }
 }
