@@ -5,6 +5,7 @@ mod config;
 mod heartbeat;
 mod http_api;
 mod http_kind;
+mod reaper;
 mod smoke;
 mod tcp;
 mod websocket;
