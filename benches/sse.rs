@@ -117,6 +117,7 @@ fn start_agent(checks: usize, subscribers: usize, targets: &[SocketAddr]) -> Age
     let child = Command::new(env!("CARGO_BIN_EXE_lifeline"))
         .arg("--config")
         .arg(&path)
+        .arg("run")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -125,7 +126,11 @@ fn start_agent(checks: usize, subscribers: usize, targets: &[SocketAddr]) -> Age
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "the agent did not listen");
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not listen: {}",
+            std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Agent {

@@ -3,7 +3,7 @@
 //!
 //! Each event's JSON is computed once on the bus ([`Published`]); every SSE and WebSocket
 //! client writes that same text. SSE subscribers write their events in batches of up to
-//! 50 ms, one socket write per batch.
+//! 100 ms, one socket write per batch.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -20,8 +20,8 @@ use crate::events::{Event, Lagged, Published};
 
 /// How long an SSE subscriber gathers events after the first one before it writes them
 /// as one chunk. At 1,000 events/s and 1,000 subscribers this turns a million socket
-/// writes and task wake-ups per second into 20,000, for at most 50 ms more latency.
-const SSE_BATCH: Duration = Duration::from_millis(50);
+/// writes and task wake-ups per second into 10,000, for at most 100 ms more latency.
+const SSE_BATCH: Duration = Duration::from_millis(100);
 
 /// A batch is written early once it holds this many bytes.
 const SSE_BATCH_BYTES: usize = 64 * 1024;
