@@ -56,8 +56,7 @@ pub async fn sse(State(st): State<AppState>) -> Response {
                             Err(TryRecvError::Lagged(n)) => {
                                 push_sse(&mut buf, Err(RecvError::Lagged(n)))
                             }
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Closed) => break,
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                         }
                     }
                 }

@@ -341,7 +341,7 @@ impl Metrics {
     pub fn render_stream(
         self: &Arc<Self>,
         gzip: bool,
-    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static
     {
         use futures_util::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
@@ -362,7 +362,7 @@ impl Metrics {
                 m.render_into(&mut out).and_then(|()| out.close())
             };
         });
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>)
     }
 
     /// Writes the whole exposition into `w`, one piece of about
