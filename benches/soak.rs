@@ -8,7 +8,8 @@
 //! ```text
 //! cargo build --release --bench soak      # then run the binary it names, or:
 //! target/release/deps/soak-<hash> [--minutes 60] [--checks 10000] [--flap-percent 5]
-//!     [--csv target/soak/soak.csv] [--plot docs/benchmarks/soak.svg]
+//!     [--csv target/soak/soak.csv] [--plot docs/benchmarks/soak.svg] [--no-prometheus]
+//!     [--peers-nice 10]
 //! ```
 //!
 //! Peers, all started by the soak in temp dirs on free ports: a separate peer process
@@ -17,7 +18,9 @@
 //! (`tests/peers/websocket/server.js` under node), to `redis-server` and to PostgreSQL
 //! (`initdb` + `postgres`, Debian `postgresql`). A flap takes a target down for 30 s:
 //! its listener is closed (connections refused) and, for relays, its open connections are
-//! cut, then it listens again.
+//! cut, then it listens again. Every peer (Prometheus included) runs at `nice 10`
+//! (`--peers-nice`): they stand in for other machines, and the agent is the one under
+//! test (see [`peer_command`]).
 //!
 //! Pass: RSS and open fds flat (the mean of the last 15 minutes within 5 % of the mean of
 //! minutes 10–25; a shorter run scales both windows to its length), no 10 s window with a
@@ -46,6 +49,27 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use procfs::{Cpu, fds, rss_mib, threads};
+
+/// How much lower than the agent the soak's peers run (`--peers-nice`, default 10).
+static PEERS_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(10);
+
+/// A command for one of the soak's peers (PostgreSQL, Redis, the WebSocket echo, the peer
+/// process, Prometheus), started through `nice -n PEERS_NICE` (which execs it, so the pid
+/// is the peer's own). In production these are other machines; here they share the two
+/// cores with the agent, and at the agent's own priority their bursts (PostgreSQL forks a
+/// backend for each of 40 probe connections a second, Prometheus ingests 350,000 samples
+/// every 5 s) land in the agent's scheduler lag as time its workers wait for a core. At a
+/// lower priority they still get every core the agent leaves idle. `--peers-nice 0` runs
+/// them at the agent's priority.
+fn peer_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let n = PEERS_NICE.load(Ordering::Relaxed);
+    if n == 0 {
+        return Command::new(program);
+    }
+    let mut c = Command::new("nice");
+    c.arg("-n").arg(n.to_string()).arg(program);
+    c
+}
 
 /// What a target of the peer process does with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +424,7 @@ fn postgres(dir: &Path, port: u16) -> Proc {
         "initdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut run = Command::new(pg_bin("postgres"));
+    let mut run = peer_command(pg_bin("postgres"));
     run.arg("-D")
         .arg(&data)
         .args(["-p", &port.to_string(), "-k"])
@@ -425,7 +449,7 @@ fn postgres(dir: &Path, port: u16) -> Proc {
 
 fn redis(dir: &Path, port: u16) -> Proc {
     let p = Proc(
-        Command::new("redis-server")
+        peer_command("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -453,7 +477,7 @@ fn redis(dir: &Path, port: u16) -> Proc {
 
 fn websocket_echo() -> (Proc, u16) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/websocket/server.js");
-    let mut child = Command::new("node")
+    let mut child = peer_command("node")
         .arg(&script)
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
@@ -487,7 +511,7 @@ fn prometheus(dir: &Path, agent_port: u16, port: u16) -> Proc {
     )
     .expect("prometheus.yml");
     let p = Proc(
-        Command::new("prometheus")
+        peer_command("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -767,6 +791,9 @@ fn main() {
         peers_child(Path::new(&spec));
         return;
     }
+    if let Some(n) = arg("--peers-nice").and_then(|s| s.parse().ok()) {
+        PEERS_NICE.store(n, Ordering::Relaxed);
+    }
     let o = Opts {
         minutes: arg("--minutes")
             .and_then(|s| s.parse().ok())
@@ -794,14 +821,15 @@ fn run(o: &Opts) -> bool {
     let kinds = kinds(o.checks);
     let addrs = target_addrs(o.checks);
     println!(
-        "soak: {} checks ({}), {} minutes, {}% of targets flapping every minute",
+        "soak: {} checks ({}), {} minutes, {}% of targets flapping every minute, peers at nice {}",
         o.checks,
         MIX.iter()
             .map(|(k, _)| format!("{} {}", kinds.iter().filter(|x| *x == k).count(), k.name()))
             .collect::<Vec<_>>()
             .join(", "),
         o.minutes,
-        o.flap_percent
+        o.flap_percent,
+        PEERS_NICE.load(Ordering::Relaxed)
     );
 
     // Upstreams, then the peer process in front of them.
@@ -834,7 +862,7 @@ fn run(o: &Opts) -> bool {
         .collect();
     let spec_path = dir.path().join("peers.txt");
     std::fs::write(&spec_path, spec).expect("spec");
-    let mut peers = Command::new(std::env::current_exe().expect("exe"));
+    let mut peers = peer_command(std::env::current_exe().expect("exe"));
     peers
         .arg("--peers-child")
         .arg(&spec_path)

@@ -60,33 +60,68 @@ fn uptime(st: &AppState) -> f64 {
 }
 
 /// `GET /health`: overall status, score, each check's status.
-pub async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let states = st.agent.states().all();
-    let o = crate::health::overall(states.iter());
-    let checks: serde_json::Map<String, serde_json::Value> = states
-        .iter()
-        .map(|s| (s.name.clone(), serde_json::Value::from(s.status.as_str())))
-        .collect();
-    Json(serde_json::json!({
-        "status": o.status.as_str(),
-        "score": o.score,
-        "checks": checks,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": uptime(&st),
-    }))
+pub async fn health(State(st): State<AppState>) -> Response {
+    json_off_worker("health-json", move || {
+        let states = st.agent.states().all();
+        let o = crate::health::overall(states.iter());
+        let checks: serde_json::Map<String, serde_json::Value> = states
+            .iter()
+            .map(|s| (s.name.clone(), serde_json::Value::from(s.status.as_str())))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "status": o.status.as_str(),
+            "score": o.score,
+            "checks": checks,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": uptime(&st),
+        }))
+    })
+    .await
 }
 
-fn detailed_body(st: &AppState) -> serde_json::Value {
+/// `/health/detailed`, serialised straight from the states (no JSON tree of 10,000 checks
+/// in between).
+#[derive(serde::Serialize)]
+struct Detailed<'a> {
+    status: &'static str,
+    score: Option<f64>,
+    version: &'static str,
+    uptime_seconds: f64,
+    checks: &'a [CheckState],
+    agent: serde_json::Value,
+}
+
+fn detailed_body(st: &AppState) -> serde_json::Result<Vec<u8>> {
     let states = st.agent.states().all();
     let o = crate::health::overall(states.iter());
-    serde_json::json!({
-        "status": o.status.as_str(),
-        "score": o.score,
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": uptime(st),
-        "checks": states,
-        "agent": agent_section(st),
+    serde_json::to_vec(&Detailed {
+        status: o.status.as_str(),
+        score: o.score,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: uptime(st),
+        checks: &states,
+        agent: agent_section(st),
     })
+}
+
+/// A JSON answer built by `f` on a background thread ([`crate::metrics::background`]): at
+/// 10,000 checks `/health/detailed` is 4 MB, and building it on a runtime worker would hold
+/// up the probes queued behind it.
+async fn json_off_worker(
+    name: &'static str,
+    f: impl FnOnce() -> serde_json::Result<Vec<u8>> + Send + 'static,
+) -> Response {
+    match crate::metrics::background::run(name, f).await {
+        Some(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Some(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the answer could not be built",
+        )
+        .into_response(),
+    }
 }
 
 /// The agent's own health: each store in `data_dir` (`up`, `errors`, `last_error`, what it
@@ -104,8 +139,8 @@ fn agent_section(st: &AppState) -> serde_json::Value {
 }
 
 /// `GET /health/detailed`.
-pub async fn detailed(State(st): State<AppState>) -> Json<serde_json::Value> {
-    Json(detailed_body(&st))
+pub async fn detailed(State(st): State<AppState>) -> Response {
+    json_off_worker("health-json", move || detailed_body(&st)).await
 }
 
 fn one(st: &AppState, name: &str) -> Result<CheckState, ApiError> {
@@ -124,9 +159,9 @@ pub async fn service(
 }
 
 /// `POST /health/force-check`.
-pub async fn force_all(State(st): State<AppState>) -> Json<serde_json::Value> {
+pub async fn force_all(State(st): State<AppState>) -> Response {
     st.agent.force_all().await;
-    Json(detailed_body(&st))
+    json_off_worker("health-json", move || detailed_body(&st)).await
 }
 
 /// `POST /health/service/{name}/check`.

@@ -4,6 +4,7 @@
 //! [`CheckMetrics`] (the hot path does no label hashing and no allocation) and rendered
 //! directly; agent-wide metrics live in the `prometheus` crate's registry.
 
+pub mod background;
 pub mod families;
 pub mod series;
 
@@ -334,8 +335,9 @@ impl Metrics {
     /// when `gzip` is set (level 1: a Prometheus exposition still shrinks about 8×, at a
     /// fraction of the default level's CPU).
     ///
-    /// Rendering and compression run on the runtime's blocking pool, never on an async
-    /// worker, so a scrape of 100,000 checks does not delay probes. The pieces travel
+    /// Rendering and compression run on a thread of their own at a lower priority
+    /// ([`background`]), never on an async worker, so a scrape of 100,000 checks does not
+    /// delay probes, even when it and they want the same core. The pieces travel
     /// through a channel of two: a scrape holds at most a few pieces in memory, the
     /// renderer waits while the socket is slow, and it stops as soon as the client goes.
     pub fn render_stream(
@@ -346,7 +348,7 @@ impl Metrics {
         use futures_util::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
         let m = self.clone();
-        tokio::task::spawn_blocking(move || {
+        background::spawn("metrics-render", move || {
             let out = ChunkSender {
                 tx,
                 buf: Vec::with_capacity(families::CHUNK_BYTES + 4096),

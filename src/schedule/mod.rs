@@ -237,6 +237,24 @@ enum Wake {
     Stop,
 }
 
+/// The first of the instants `slot + k × interval` (k ≥ 0) that is at least half an
+/// interval after `start`: the next attempt of a probe whose last attempt began at
+/// `start`. Between two attempts there is one interval when the check keeps its slot, and
+/// between a half and one and a half intervals when it returns to it (after its first
+/// attempt, a recovery or a late start), so a check is never probed twice in quick
+/// succession and never skips more than half an interval.
+fn next_slot(slot: Instant, interval: Duration, start: Instant) -> Instant {
+    if interval.is_zero() {
+        return start;
+    }
+    let earliest = start + interval / 2;
+    let behind = earliest.saturating_duration_since(slot).as_nanos();
+    let step = interval.as_nanos();
+    let ahead = behind.div_ceil(step) * step;
+    let ahead = Duration::from_nanos(u64::try_from(ahead).unwrap_or(u64::MAX));
+    slot.checked_add(ahead).unwrap_or(start + interval)
+}
+
 impl Supervisor {
     fn attempt(&self, cancel: &CancellationToken) -> Attempt {
         Attempt {
@@ -248,7 +266,8 @@ impl Supervisor {
         }
     }
 
-    /// First run: spread start-up over a random part of the interval (at most 1 s).
+    /// First run: spread start-up over a random part of the interval (at most 1 s, so
+    /// every check has a status soon after start).
     fn initial_delay(&mut self) -> Duration {
         let cap = (self.timing.interval / 2).min(Duration::from_secs(1));
         cap.mul_f64(self.rng.f64())
@@ -403,6 +422,12 @@ impl Supervisor {
 
     async fn run_probe(mut self) {
         let mut trigger = (!self.triggers.is_empty()).then(|| self.shared.bus.subscribe());
+        // This check's slot in the interval: after the first attempt, a working check is
+        // probed at `slot + k × interval`. The slots of all checks are spread evenly over
+        // the interval, so 10,000 checks at 5 s make 2,000 attempts every second rather
+        // than 10,000 in the first second of every five; and a check that recovers, or
+        // started late, goes back to its own slot instead of bunching with the others.
+        let slot = Instant::now() + self.timing.interval.mul_f64(self.rng.f64());
         let mut due = Instant::now() + self.initial_delay();
         loop {
             match self.wait(due, &mut trigger).await {
@@ -430,7 +455,7 @@ impl Supervisor {
             if o.is_success() || o.verdict == crate::check::Verdict::Unknown {
                 self.publish(&o, Source::Probe);
                 self.failures = 0;
-                due = (start + self.timing.interval).max(Instant::now());
+                due = next_slot(slot, self.timing.interval, start).max(Instant::now());
                 self.schedule_next(due - Instant::now());
             } else {
                 self.publish(&o, Source::Probe);

@@ -83,6 +83,14 @@ fn config(jitter: Duration, max_attempts: u32) -> CheckConfig {
 }
 
 fn start(check: Arc<dyn Check>, c: CheckConfig) -> (Arc<Shared>, Handle, CancellationToken) {
+    start_seeded(check, c, 42)
+}
+
+fn start_seeded(
+    check: Arc<dyn Check>,
+    c: CheckConfig,
+    seed: u64,
+) -> (Arc<Shared>, Handle, CancellationToken) {
     let metrics = Metrics::new();
     let shared = Shared::new(
         Arc::new(StateTable::new()),
@@ -107,7 +115,7 @@ fn start(check: Arc<dyn Check>, c: CheckConfig) -> (Arc<Shared>, Handle, Cancell
             entry,
             metrics: m,
         }],
-        42,
+        seed,
         &cancel,
     );
     (shared, h, cancel)
@@ -498,4 +506,64 @@ async fn first_answered_heartbeat_resets_the_backoff() {
     );
     assert_eq!(named(&log, "connection:disconnected").len(), 2);
     h.stop(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn next_slot_keeps_a_check_on_its_slot() {
+    let s = Instant::now() + Duration::from_secs(100);
+    let i = Duration::from_secs(5);
+    let ms = Duration::from_millis;
+    // On its slot: exactly one interval later, also when the attempt began a little late.
+    assert_eq!(next_slot(s, i, s), s + i);
+    assert_eq!(next_slot(s, i, s + ms(900)), s + i);
+    assert_eq!(next_slot(s, i, s + i * 7 + ms(2400)), s + i * 8);
+    // Off its slot (first attempt, recovery): back to it, between 0.5 and 1.5 intervals on.
+    assert_eq!(next_slot(s, i, s - ms(4000)), s);
+    assert_eq!(next_slot(s, i, s - ms(2500)), s);
+    assert_eq!(next_slot(s, i, s - ms(2400)), s + i);
+    assert_eq!(next_slot(s, i, s + ms(2600)), s + i * 2);
+    assert_eq!(next_slot(s, Duration::ZERO, s + i), s + i);
+}
+
+/// 50 checks at 5 s: after their first attempts (all within the first second, so every
+/// check has a status quickly), their attempts are spread over the whole interval instead
+/// of all falling in the same second of every five, and each check keeps a steady
+/// interval.
+#[tokio::test(start_paused = true)]
+async fn probes_spread_over_the_interval() {
+    let t0 = Instant::now();
+    let mut fakes = vec![];
+    let mut handles = vec![];
+    for n in 0..50u64 {
+        let f = Arc::new(FakeCheck::default());
+        f.succeed.store(true, Ordering::SeqCst);
+        let mut c = config(Duration::ZERO, 0);
+        c.name = format!("fake-{n}");
+        handles.push(start_seeded(f.clone(), c, 1000 + n));
+        fakes.push(f);
+    }
+    let mut by_second = [0usize; 5];
+    for f in &fakes {
+        let calls = calls(f, 5).await;
+        assert!(
+            calls[0] - t0 <= Duration::from_secs(1),
+            "first attempt within 1 s"
+        );
+        for g in &gaps(&calls)[1..] {
+            assert_eq!(*g, Duration::from_secs(5), "steady interval: {calls:?}");
+        }
+        for c in &calls[2..5] {
+            by_second[((*c - t0).as_millis() / 1000 % 5) as usize] += 1;
+        }
+    }
+    // 150 attempts over the five seconds of the interval: about 30 each, never all in one.
+    for (sec, n) in by_second.iter().enumerate() {
+        assert!(
+            (10..=60).contains(n),
+            "attempts in second {sec} of the interval: {by_second:?}"
+        );
+    }
+    for (_, h, _) in handles {
+        h.stop(Duration::from_secs(1)).await;
+    }
 }

@@ -5,6 +5,7 @@
 //! then follows `/api/v1/events` and updates the page in place. See `docs/status-page.md`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
@@ -139,36 +140,51 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
     let auth = cfg.agent.web.as_ref().is_some_and(|w| w.users.is_some());
     let has_store = st.store.is_some();
     let locations = locations_of(&st);
-    let head = render_head(&PageInput {
-        states: &states,
-        history: None,
-        silences: &[],
-        config: &cfg.status_page,
-        now,
-        nonce: &nonce,
-        has_store,
-        auth,
-        locations: locations.as_ref(),
-    });
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(2);
+    // Both halves are rendered on background threads (at 10,000 checks the page is
+    // megabytes of HTML; on a runtime worker it would hold up the probes behind it).
+    let page = Arc::new((states, cfg, nonce, locations));
     tokio::spawn(async move {
+        let p = page.clone();
+        let head = crate::metrics::background::run("status-page", move || {
+            let (states, cfg, nonce, locations) = &*p;
+            render_head(&PageInput {
+                states,
+                history: None,
+                silences: &[],
+                config: &cfg.status_page,
+                now,
+                nonce,
+                has_store,
+                auth,
+                locations: locations.as_ref(),
+            })
+        })
+        .await;
+        let Some(head) = head else { return };
         if tx.send(Ok(head)).await.is_err() {
             return;
         }
         let history = read_history(&st, now).await;
         let silences = st.alerts.as_ref().map(|e| e.silences()).unwrap_or_default();
-        let rest = render_rest(&PageInput {
-            states: &states,
-            history: history.as_ref(),
-            silences: &silences,
-            config: &cfg.status_page,
-            now,
-            nonce: &nonce,
-            has_store,
-            auth,
-            locations: locations.as_ref(),
-        });
-        let _ = tx.send(Ok(rest)).await;
+        let rest = crate::metrics::background::run("status-page", move || {
+            let (states, cfg, nonce, locations) = &*page;
+            render_rest(&PageInput {
+                states,
+                history: history.as_ref(),
+                silences: &silences,
+                config: &cfg.status_page,
+                now,
+                nonce,
+                has_store,
+                auth,
+                locations: locations.as_ref(),
+            })
+        })
+        .await;
+        if let Some(rest) = rest {
+            let _ = tx.send(Ok(rest)).await;
+        }
     });
     (
         [
