@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use procfs::{Cpu, fds, rss_mib, threads};
+use procfs::{Cpu, fds, major_faults, rss_mib, steal_seconds, threads};
 
 /// How much lower than the agent the soak's peers run (`--peers-nice`, default 10).
 static PEERS_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(10);
@@ -689,6 +689,10 @@ struct Sample {
     prom_up: Option<f64>,
     prom_scrape_ms: Option<f64>,
     prom_samples: Option<f64>,
+    /// The agent's major page faults so far.
+    majflt: u64,
+    /// The machine's steal time so far (s, all CPUs).
+    steal_s: f64,
 }
 
 /// One flap: target index, when it went down and came back (seconds since the start).
@@ -915,7 +919,7 @@ fn run(o: &Opts) -> bool {
     let mut next_sample = 0.0;
     let mut samples: Vec<Sample> = Vec::new();
     let mut csv = String::from(
-        "t_s,rss_mib,fds,threads,cpu_user_s,cpu_system_s,lag_p99_ms,attempts_10s,downs,ups,lagged,flaps,prom_up,prom_scrape_ms,prom_samples\n",
+        "t_s,rss_mib,fds,threads,cpu_user_s,cpu_system_s,lag_p99_ms,attempts_10s,downs,ups,lagged,flaps,prom_up,prom_scrape_ms,prom_samples,majflt,steal_s\n",
     );
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
     loop {
@@ -988,9 +992,11 @@ fn run(o: &Opts) -> bool {
                 prom_scrape_ms: prom_query(prom_port, "scrape_duration_seconds{job=\"lifeline\"}")
                     .map(|s| s * 1000.0),
                 prom_samples: prom_query(prom_port, "scrape_samples_scraped{job=\"lifeline\"}"),
+                majflt: major_faults(&pid),
+                steal_s: steal_seconds(),
             };
             csv.push_str(&format!(
-                "{:.1},{:.2},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{}\n",
+                "{:.1},{:.2},{},{},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
                 s.t,
                 s.rss,
                 s.fds,
@@ -1006,9 +1012,11 @@ fn run(o: &Opts) -> bool {
                 opt(s.prom_up),
                 opt(s.prom_scrape_ms),
                 opt(s.prom_samples),
+                s.majflt,
+                s.steal_s,
             ));
             println!(
-                "t={:>6.0}s rss={:.1}MiB fds={} threads={} cpu={:.1}+{:.1}s lag_p99={} attempts/10s={} downs={} ups={} flaps={} prom_up={} scrape={}ms",
+                "t={:>6.0}s rss={:.1}MiB fds={} threads={} cpu={:.1}+{:.1}s lag_p99={} attempts/10s={} downs={} ups={} flaps={} prom_up={} scrape={}ms majflt={} steal={:.2}s",
                 s.t,
                 s.rss,
                 s.fds,
@@ -1021,7 +1029,9 @@ fn run(o: &Opts) -> bool {
                 s.ups,
                 s.flaps,
                 opt(s.prom_up),
-                opt(s.prom_scrape_ms)
+                opt(s.prom_scrape_ms),
+                s.majflt,
+                s.steal_s
             );
             samples.push(s);
             // A slow sample (a starved agent) skips slots rather than bunching the next.
@@ -1135,6 +1145,32 @@ fn run(o: &Opts) -> bool {
         lags.len(),
         if lag_ok { "ok" } else { "FAIL" }
     );
+    // What the machine did in each late window: the agent's major page faults (a thread
+    // waiting for the disk) and the hypervisor's steal time, against the run's median.
+    let per_window: Vec<(f64, u64, f64)> = samples
+        .windows(2)
+        .map(|w| {
+            (
+                w[1].t,
+                w[1].majflt.saturating_sub(w[0].majflt),
+                w[1].steal_s - w[0].steal_s,
+            )
+        })
+        .collect();
+    let mut steals: Vec<f64> = per_window.iter().map(|w| w.2).collect();
+    steals.sort_by(f64::total_cmp);
+    let median_steal = steals.get(steals.len() / 2).copied().unwrap_or(0.0);
+    for s in samples
+        .iter()
+        .filter(|s| lag_of(s).is_some_and(|l| l > 100.0))
+    {
+        if let Some((_, faults, steal)) = per_window.iter().find(|w| w.0 == s.t) {
+            println!(
+                "    late window t={:.0}s: {faults} major faults, steal {steal:.2}s (median window {median_steal:.2}s)",
+                s.t
+            );
+        }
+    }
     println!(
         "  flaps {} ({} targets × {} rounds), unseen in the history {} ({} history transitions: {} to failing, {} back) {}",
         flaps.len(),

@@ -46,6 +46,29 @@ impl Cpu {
     }
 }
 
+/// Major page faults of a process so far (`/proc/<pid>/stat` field 12): each one a thread
+/// waited for a page to be read from disk (e.g. code the kernel had dropped from memory).
+pub fn major_faults(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    after
+        .split_whitespace()
+        .nth(9)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Seconds of CPU the hypervisor took from this machine so far, summed over its CPUs
+/// (`steal` of the `cpu` line of `/proc/stat`): time a vCPU wanted to run and did not.
+pub fn steal_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|x| x.parse::<f64>().ok())
+        .map_or(0.0, |t| t / TICKS)
+}
+
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
 pub fn status_mib(pid: &str, field: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
