@@ -124,6 +124,37 @@ fn locations_of(
     )
 }
 
+/// What one response renders from, owned so both halves can be rendered off the workers.
+struct Page {
+    states: Vec<CheckState>,
+    cfg: Arc<crate::config::Config>,
+    nonce: String,
+    locations: Option<std::collections::BTreeMap<String, Vec<(String, String)>>>,
+    now: SystemTime,
+    has_store: bool,
+    auth: bool,
+}
+
+impl Page {
+    fn input<'a>(
+        &'a self,
+        history: Option<&'a PageHistory>,
+        silences: &'a [Silence],
+    ) -> PageInput<'a> {
+        PageInput {
+            states: &self.states,
+            history,
+            silences,
+            config: &self.cfg.status_page,
+            now: self.now,
+            nonce: &self.nonce,
+            has_store: self.has_store,
+            auth: self.auth,
+            locations: self.locations.as_ref(),
+        }
+    }
+}
+
 /// `GET /`: the status page, with a per-response CSP nonce for its inline style and script.
 /// The head and header (live state only) are sent at once; the rest follows when the
 /// history has been read, so the browser paints the overall status without waiting.
@@ -143,22 +174,19 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::convert::Infallible>>(2);
     // Both halves are rendered on background threads (at 10,000 checks the page is
     // megabytes of HTML; on a runtime worker it would hold up the probes behind it).
-    let page = Arc::new((states, cfg, nonce, locations));
+    let page = Arc::new(Page {
+        states,
+        cfg,
+        nonce,
+        locations,
+        now,
+        has_store,
+        auth,
+    });
     tokio::spawn(async move {
         let p = page.clone();
         let head = crate::metrics::background::run("status-page", move || {
-            let (states, cfg, nonce, locations) = &*p;
-            render_head(&PageInput {
-                states,
-                history: None,
-                silences: &[],
-                config: &cfg.status_page,
-                now,
-                nonce,
-                has_store,
-                auth,
-                locations: locations.as_ref(),
-            })
+            render_head(&p.input(None, &[]))
         })
         .await;
         let Some(head) = head else { return };
@@ -168,18 +196,7 @@ pub async fn status_page(State(st): State<AppState>) -> Response {
         let history = read_history(&st, now).await;
         let silences = st.alerts.as_ref().map(|e| e.silences()).unwrap_or_default();
         let rest = crate::metrics::background::run("status-page", move || {
-            let (states, cfg, nonce, locations) = &*page;
-            render_rest(&PageInput {
-                states,
-                history: history.as_ref(),
-                silences: &silences,
-                config: &cfg.status_page,
-                now,
-                nonce,
-                has_store,
-                auth,
-                locations: locations.as_ref(),
-            })
+            render_rest(&page.input(history.as_ref(), &silences))
         })
         .await;
         if let Some(rest) = rest {
