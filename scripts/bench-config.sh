@@ -107,7 +107,7 @@ cpu0=$(awk '{print $14+$15}' /proc/$AGENT/stat)
 gen "$DIR/agent.toml" 7s "$HEAD" "$AGENT_INTERVAL"
 # PERF_OUT=file: record the agent's stacks during the reload (perf record -g).
 if [ -n "${PERF_OUT:-}" ]; then
-    perf record -F 999 -g -p "$AGENT" -o "$PERF_OUT" 2>"$DIR/perf.log" & PERF=$!
+    perf record -F 999 --call-graph "${PERF_CALL_GRAPH:-dwarf}" -p "$AGENT" -o "$PERF_OUT" 2>"$DIR/perf.log" & PERF=$!
     sleep 1
 fi
 start=$(date +%s.%N)

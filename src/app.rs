@@ -31,7 +31,8 @@ pub struct Agent {
     pub shared: Arc<Shared>,
     /// The running config.
     pub config: ArcSwap<Config>,
-    handles: Mutex<Vec<Handle>>,
+    /// The running supervisors by [`group_key`].
+    handles: Mutex<HashMap<String, Handle>>,
     env: BuildEnv,
     /// Cancelled on shutdown.
     pub cancel: CancellationToken,
@@ -69,7 +70,7 @@ impl Agent {
         Arc::new(Self {
             shared,
             config: ArcSwap::from_pointee(config),
-            handles: Mutex::new(Vec::new()),
+            handles: Mutex::new(HashMap::new()),
             env: BuildEnv {
                 http: crate::net::http_client::shared(),
                 push: Default::default(),
@@ -112,7 +113,7 @@ impl Agent {
     }
 
     /// The checks this agent runs (its shard of the config, and its cluster share).
-    fn owned(&self, config: &Config) -> Vec<CheckConfig> {
+    fn owned(&self, config: &Config) -> Vec<Arc<CheckConfig>> {
         let placement = self.placement.read().clone();
         config
             .checks
@@ -125,11 +126,11 @@ impl Agent {
 
     /// Whether `check` runs on this agent now (it has a supervisor).
     pub async fn runs(&self, check: &str) -> bool {
-        self.handles
-            .lock()
-            .await
-            .iter()
-            .any(|h| h.members.iter().any(|m| m == check))
+        let handles = self.handles.lock().await;
+        handles.contains_key(check)
+            || handles
+                .values()
+                .any(|h| h.members.iter().any(|m| m == check))
     }
 
     /// Starts supervisors for the running config, replacing any that changed. Unchanged
@@ -152,39 +153,56 @@ impl Agent {
         self.env.push.retain(&pushed);
         // Groups in order of first appearance, found by key (not by a scan of the groups
         // so far: that is quadratic at 100,000 checks).
-        let mut groups: Vec<(String, Vec<CheckConfig>)> = Vec::new();
-        let mut group_of: HashMap<String, usize> = HashMap::with_capacity(checks.len());
-        let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
-        for c in checks {
-            let k = group_key(&c);
+        let mut groups: Vec<(std::borrow::Cow<'_, str>, Vec<Arc<CheckConfig>>)> = Vec::new();
+        let mut group_of: HashMap<std::borrow::Cow<'_, str>, usize> =
+            HashMap::with_capacity(checks.len());
+        let order: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        for c in &checks {
+            let k = group_key(c);
             match group_of.get(&k) {
-                Some(&i) => groups[i].1.push(c),
+                Some(&i) => groups[i].1.push(c.clone()),
                 None => {
                     group_of.insert(k.clone(), groups.len());
-                    groups.push((k, vec![c]));
+                    groups.push((k, vec![c.clone()]));
                 }
             }
         }
+        // The supervisors stay in their map across reloads: only changed groups are
+        // touched, so a reload of one check among 100,000 does not rebuild the map.
         let mut handles = self.handles.lock().await;
-        let old: Vec<Handle> = std::mem::take(&mut *handles);
-        let mut old_by_key: HashMap<String, Handle> =
-            old.into_iter().map(|h| (h.key.clone(), h)).collect();
-        let mut kept = Vec::new();
+        let gone: Vec<String> = handles
+            .keys()
+            .filter(|k| !group_of.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        drop(group_of);
+        for k in gone {
+            if let Some(h) = handles.remove(&k) {
+                self.retire(h).await;
+            }
+        }
         let mut to_start = Vec::new();
         for (key, members) in groups {
-            let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
-            let fps: Vec<u64> = members.iter().map(|m| m.fingerprint).collect();
-            match old_by_key.remove(&key) {
-                Some(h) if h.members == names && h.fingerprints == fps => kept.push(h),
-                Some(h) => {
-                    self.retire(h).await;
+            let same = handles.get(key.as_ref()).map(|h| {
+                h.members
+                    .iter()
+                    .map(String::as_str)
+                    .eq(members.iter().map(|m| m.name.as_str()))
+                    && h.fingerprints
+                        .iter()
+                        .copied()
+                        .eq(members.iter().map(|m| m.fingerprint))
+            });
+            match same {
+                Some(true) => {}
+                Some(false) => {
+                    if let Some(h) = handles.remove(key.as_ref()) {
+                        self.retire(h).await;
+                    }
                     to_start.push(members);
                 }
                 None => to_start.push(members),
             }
-        }
-        for (_, h) in old_by_key {
-            self.retire(h).await;
         }
         let mut fresh = Vec::new();
         let mut started = Vec::new();
@@ -210,7 +228,7 @@ impl Agent {
             }
             started.push(ms);
         }
-        self.shared.states.replace(order, fresh);
+        self.shared.states.replace(&order, fresh);
         for s in &restored {
             tracing::info!(check = %s.name, status = s.status.as_str(), "state restored from history");
             self.shared
@@ -228,15 +246,9 @@ impl Agent {
             let seed = self
                 .seed
                 .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed);
-            kept.push(schedule::spawn(
-                self.shared.clone(),
-                check,
-                ms,
-                seed,
-                &self.cancel,
-            ));
+            let h = schedule::spawn(self.shared.clone(), check, ms, seed, &self.cancel);
+            handles.insert(h.key.clone(), h);
         }
-        *handles = kept;
         // Restored states apply to the first apply only.
         self.restored.lock().clear();
         self.shared.overall_dirty.notify_one();
@@ -263,11 +275,13 @@ impl Agent {
         use std::sync::atomic::Ordering;
         let me = self.reload_seq.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::info!(reload = me, "reloading the configuration");
-        let path = self.config.load().path.clone();
-        let options = self.config.load().options.clone();
+        let prev = self.config.load_full();
+        let path = prev.path.clone();
+        let options = prev.options.clone();
         let loaded = {
             let p = path.clone();
-            tokio::task::spawn_blocking(move || crate::config::load_with(&p, &options))
+            // Unchanged checks are taken over from the running config, not parsed again.
+            tokio::task::spawn_blocking(move || crate::config::load_reusing(&p, &options, &prev))
                 .await
                 .unwrap_or_else(|e| {
                     Err(ConfigErrors(vec![crate::config::ConfigError {
@@ -318,7 +332,7 @@ impl Agent {
     /// Forces every check now (backoff reset) and waits for the results.
     pub async fn force_all(&self) {
         let handles = self.handles.lock().await;
-        let futs: Vec<_> = handles.iter().map(|h| h.force()).collect();
+        let futs: Vec<_> = handles.values().map(|h| h.force()).collect();
         let wait = self.max_timeout() + Duration::from_secs(1);
         let _ = tokio::time::timeout(wait, futures_util::future::join_all(futs)).await;
     }
@@ -326,7 +340,12 @@ impl Agent {
     /// Forces one check; false if no such check runs here.
     pub async fn force_one(&self, name: &str) -> bool {
         let handles = self.handles.lock().await;
-        let Some(h) = handles.iter().find(|h| h.members.iter().any(|m| m == name)) else {
+        let found = handles.get(name).or_else(|| {
+            handles
+                .values()
+                .find(|h| h.members.iter().any(|m| m == name))
+        });
+        let Some(h) = found else {
             return false;
         };
         let wait = self.max_timeout() + Duration::from_secs(1);
@@ -348,7 +367,7 @@ impl Agent {
     pub async fn shutdown(&self, grace: Duration) {
         self.cancel.cancel();
         let handles = std::mem::take(&mut *self.handles.lock().await);
-        let stops = handles.into_iter().map(|h| h.stop(grace));
+        let stops = handles.into_values().map(|h| h.stop(grace));
         let _ = tokio::time::timeout(grace, futures_util::future::join_all(stops)).await;
     }
 }
@@ -367,14 +386,14 @@ impl Check for Broken {
 
 /// Runs checks once, without thresholds (for `lifeline check`). Kinds that read other
 /// checks (rules) run after the others.
-pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, Outcome)> {
+pub async fn check_once(config: &Config, names: &[String]) -> Vec<(Arc<CheckConfig>, Outcome)> {
     crate::net::dns::configure(&config.agent.dns_servers).await;
     let env = BuildEnv {
         http: crate::net::http_client::shared(),
         push: Default::default(),
     };
     let states = Arc::new(StateTable::new());
-    let selected: Vec<CheckConfig> = config
+    let selected: Vec<Arc<CheckConfig>> = config
         .checks
         .iter()
         .filter(|c| names.is_empty() || names.contains(&c.name))
@@ -392,10 +411,8 @@ pub async fn check_once(config: &Config, names: &[String]) -> Vec<(CheckConfig, 
             )
         })
         .collect();
-    states.replace(
-        config.checks.iter().map(|c| c.name.clone()).collect(),
-        fresh,
-    );
+    let order: Vec<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
+    states.replace(&order, fresh);
     let (first, later): (Vec<_>, Vec<_>) = selected
         .into_iter()
         .partition(|c| c.spec.triggers().is_empty());

@@ -220,7 +220,7 @@ impl RouteConfig {
 
 impl AlertConfig {
     /// Reads the alerting sections of the root table.
-    pub fn parse(root: &Table<'_, '_>, checks: &[CheckConfig]) -> Option<Self> {
+    pub fn parse(root: &Table<'_, '_>, checks: &[std::sync::Arc<CheckConfig>]) -> Option<Self> {
         let mut ok = true;
         let mut notifiers = Vec::new();
         let mut names = HashSet::new();
@@ -647,7 +647,11 @@ fn read_time(t: &Table<'_, '_>, key: &'static str) -> Option<Option<SystemTime>>
     }
 }
 
-fn read_silence(t: &Table<'_, '_>, index: usize, checks: &[CheckConfig]) -> Option<super::Silence> {
+fn read_silence(
+    t: &Table<'_, '_>,
+    index: usize,
+    checks: &[std::sync::Arc<CheckConfig>],
+) -> Option<super::Silence> {
     let matchers: BTreeMap<String, String> = match t.str_map("matchers") {
         Some(m) => m.into_iter().map(|(k, v)| (k, v.value)).collect(),
         None => {

@@ -456,7 +456,7 @@ pub struct ParseCx<'a> {
     /// `agent.plugin_dir`.
     pub plugin_dir: &'a Path,
     /// Every check name in the file (rules refer to them).
-    pub check_names: &'a [String],
+    pub names: &'a dyn crate::config::names::NameSet,
     /// The check's `interval` (`push` expects a push every interval).
     pub interval: Duration,
 }

@@ -124,10 +124,11 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         return None;
     }
     let watches = if plugin.wants_state() {
-        cx.check_names
+        cx.names
+            .all()
             .iter()
-            .filter(|n| n.as_str() != cx.check)
-            .cloned()
+            .filter(|n| **n != cx.check)
+            .map(|n| n.to_string())
             .collect()
     } else {
         Vec::new()

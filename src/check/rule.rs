@@ -304,9 +304,10 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         if name == cx.check {
             t.error(at(*off), "`expr`: a rule cannot refer to itself");
             ok = false;
-        } else if !cx.check_names.contains(name) {
+        } else if !cx.names.contains(name) {
             let hint = cx
-                .check_names
+                .names
+                .all()
                 .iter()
                 .map(|n| (strsim::jaro_winkler(n, name), n))
                 .filter(|(s, _)| *s > 0.8)
@@ -326,10 +327,11 @@ pub fn parse(t: &Table<'_, '_>, cx: &ParseCx<'_>) -> Option<Arc<dyn KindSpec>> {
         return None;
     }
     let trigger_names = if refs.dynamic {
-        cx.check_names
+        cx.names
+            .all()
             .iter()
-            .filter(|n| n.as_str() != cx.check)
-            .cloned()
+            .filter(|n| **n != cx.check)
+            .map(|n| n.to_string())
             .collect()
     } else {
         referenced.clone()

@@ -2,8 +2,10 @@
 //! (pass 2, [`validate`]). Loading never opens a socket. Every error is collected and
 //! printed as `PATH:LINE:COL: message`.
 
+pub mod blocks;
 pub mod error;
 pub mod interpolate;
+pub mod names;
 pub mod raw;
 pub mod readers;
 pub mod status_page;
@@ -18,7 +20,7 @@ use std::time::Duration;
 pub use crate::secret::Secret;
 pub use error::{ConfigError, ConfigErrors};
 pub use status_page::{StatusPageConfig, Theme};
-pub use validate::{load, load_with, parse, parse_with};
+pub use validate::{load, load_reusing, load_with, parse, parse_reusing, parse_with};
 
 use crate::check::{KindSpec, Mode};
 
@@ -32,7 +34,7 @@ pub struct Config {
     /// `[history]`.
     pub history: HistoryConfig,
     /// Every check, defaults applied, in file order.
-    pub checks: Vec<CheckConfig>,
+    pub checks: Vec<Arc<CheckConfig>>,
     /// `[status_page]`.
     pub status_page: StatusPageConfig,
     /// `[metrics]`.
@@ -43,6 +45,35 @@ pub struct Config {
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// What the command line added to the file (kept so a reload reads the same way).
     pub options: LoadOptions,
+    /// Where each check came from in the file, so the next reload can take over the
+    /// parsed checks whose text did not change (`None`: the file could not be cut up).
+    pub(crate) sources: Option<Arc<Sources>>,
+}
+
+/// What a reload compares to reuse a parsed check (see `validate::parse_reusing`).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// One per check, in the order of `Config::checks`.
+    pub(crate) blocks: Vec<Block>,
+    /// A hash of everything outside a block that a check's parse reads: `[defaults]`,
+    /// the plugin directory, `[cluster] replicas`.
+    pub(crate) context: u64,
+    /// A hash of the set of check names (`depends_on` and `rule` checks refer to them).
+    pub(crate) names: u64,
+}
+
+/// What a reload needs to know of one parsed check without reading the check itself
+/// (at 100,000 checks, reading each one is a cache miss each).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Block {
+    /// A hash of its `[[checks]]` block text (`blocks::hash`).
+    pub(crate) text: u128,
+    /// A hash of its name (`names::hash`).
+    pub(crate) name: u64,
+    /// Its parse depends only on its text and the context (not `plugin` or `exec`).
+    pub(crate) reusable: bool,
+    /// Its parse reads other checks' names (`depends_on`, `rule`).
+    pub(crate) names_others: bool,
 }
 
 /// Settings from the command line that change how the config file is read.

@@ -1,17 +1,20 @@
 //! Pass 2: the spanned TOML document → [`Config`], collecting every error.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::DeTable;
 
+use super::blocks;
+use super::names::{self, Name, Names};
 use super::raw::{Loader, Table};
 use super::{
     AgentConfig, BackoffConfig, CheckConfig, Config, ConfigError, ConfigErrors, HeartbeatConfig,
-    HistoryConfig, HttpLimits, LoadOptions, MetricsConfig, Shard, Timing,
+    HistoryConfig, HttpLimits, LoadOptions, MetricsConfig, Shard, Sources, Timing,
 };
 use crate::check::Mode;
 use crate::check::registry::{self, ParseCx};
@@ -34,6 +37,25 @@ pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config, ConfigErr
     parse_with(path, &src, options)
 }
 
+/// As [`load_with`], taking over the parsed checks of `prev` (the running config) whose
+/// text did not change, so a reload that edits one check of 100,000 does not parse the
+/// other 99,999 again. The result is the same as [`load_with`]'s.
+pub fn load_reusing(
+    path: &Path,
+    options: &LoadOptions,
+    prev: &Config,
+) -> Result<Config, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: path.to_path_buf(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    parse_reusing(path, &src, options, prev)
+}
+
 /// Validates `src`, the text of the file at `path`.
 pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
     parse_with(path, src, &LoadOptions::default())
@@ -42,10 +64,144 @@ pub fn parse(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
 /// As [`parse`], with command-line options. The web config file (`[agent] web_config`
 /// or `--web.config.file`) is read too; its errors carry its own path.
 pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let layout = blocks::scan(src);
+    let mut config = parse_doc(path, src, src, options, None)?;
+    // Remember each check's block, when the file's blocks and its checks line up.
+    if let (Some(layout), Some(sources)) = (layout, config.sources.as_mut())
+        && layout.check_count() == config.checks.len()
+    {
+        let sources = Arc::make_mut(sources);
+        for (b, r) in sources.blocks.iter_mut().zip(layout.checks()) {
+            b.text = blocks::hash(src[r.clone()].as_bytes());
+        }
+    } else {
+        config.sources = None;
+    }
+    Ok(config)
+}
+
+/// As [`parse_with`], taking over `prev`'s parsed checks whose `[[checks]]` block is
+/// byte-for-byte unchanged (and whose parse reads nothing else that changed).
+///
+/// Only what changed goes through the TOML parser: the file's head (every table that is
+/// not a check) and the changed blocks. A check is re-parsed whenever its parse could
+/// come out differently: it uses `${…}` (a secret may have been rotated), it is a
+/// `plugin` (validated by the library) or `exec` (the program must exist) check,
+/// `[defaults]`/the plugin directory/`[cluster] replicas` changed, or it names other
+/// checks (`depends_on`, `rule`) and the set of names changed. Any error, or anything
+/// the block scan does not follow, falls back to [`parse_with`], so error messages and
+/// results are exactly those of a full parse.
+pub fn parse_reusing(
+    path: &Path,
+    src: &str,
+    options: &LoadOptions,
+    prev: &Config,
+) -> Result<Config, ConfigErrors> {
+    match parse_incremental(path, src, options, prev) {
+        Some(c) => Ok(c),
+        None => parse_with(path, src, options),
+    }
+}
+
+/// The previous checks a load takes over: for each `[[checks]]` block of the new file,
+/// in order, the index in `prev.checks` of its unchanged twin, or `None` to parse it.
+struct Reuse<'p> {
+    prev: &'p Config,
+    /// `prev`'s sources.
+    blocks: &'p [super::Block],
+    slots: Vec<Option<usize>>,
+    /// Set when the load failed only because the check names changed and some reused
+    /// check reads them.
+    names_changed: std::cell::Cell<bool>,
+}
+
+fn parse_incremental(
+    path: &Path,
+    src: &str,
+    options: &LoadOptions,
+    prev: &Config,
+) -> Option<Config> {
+    let sources = prev.sources.as_ref()?;
+    let layout = blocks::scan(src)?;
+    let hashes: Vec<u128> = layout
+        .checks()
+        .map(|r| blocks::hash(src[r.clone()].as_bytes()))
+        .collect();
+    let by_hash: blocks::ByHash<usize> = sources
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.text, i))
+        .collect();
+    let mut reread_names = false;
+    loop {
+        let mut text = String::new();
+        let mut slots = Vec::with_capacity(hashes.len());
+        let mut k = 0;
+        for (piece, r) in &layout.pieces {
+            let block = &src[r.clone()];
+            match piece {
+                blocks::Piece::Head => text.push_str(block),
+                blocks::Piece::Check => {
+                    // Decided from `Sources` alone: the previous check is not read here.
+                    let slot = by_hash.get(&hashes[k]).copied().filter(|&i| {
+                        let b = &sources.blocks[i];
+                        b.reusable && !(reread_names && b.names_others) && !block.contains("${")
+                    });
+                    k += 1;
+                    if slot.is_none() {
+                        text.push_str(block);
+                    }
+                    slots.push(slot);
+                }
+            }
+        }
+        if slots.iter().all(Option::is_none) {
+            return None;
+        }
+        let reuse = Reuse {
+            prev,
+            blocks: &sources.blocks,
+            slots,
+            names_changed: std::cell::Cell::new(false),
+        };
+        match parse_doc(path, src, &text, options, Some(&reuse)) {
+            Ok(mut config) => {
+                let new = Arc::make_mut(config.sources.as_mut()?);
+                for (b, h) in new.blocks.iter_mut().zip(&hashes) {
+                    b.text = *h;
+                }
+                return Some(config);
+            }
+            // Checks were added, removed or renamed: parse the ones that read names too.
+            Err(_) if reuse.names_changed.get() && !reread_names => reread_names = true,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Whether a check's parse depends only on its own text and the [`Sources`] context.
+fn reusable(c: &CheckConfig) -> bool {
+    !matches!(c.kind, "plugin" | "exec")
+}
+
+/// Whether a check's parse reads the other checks' names.
+fn names_others(c: &CheckConfig) -> bool {
+    !c.depends_on.is_empty() || c.kind == "rule"
+}
+
+/// Parses `doc` (the whole file `src`, or its changed part when `reuse` is given).
+fn parse_doc(
+    path: &Path,
+    src: &str,
+    doc: &str,
+    options: &LoadOptions,
+    reuse: Option<&Reuse<'_>>,
+) -> Result<Config, ConfigErrors> {
     // Variables the config reads hold the agent's secrets: child processes never get them.
     crate::secret::protect_env_names(crate::secret::env_refs(src));
-    let cx = Loader::new(path, src);
-    let doc = match DeTable::parse(src) {
+    let cx = Loader::new(path, doc);
+    let doc = match DeTable::parse(doc) {
         Ok(d) => d,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
@@ -54,7 +210,7 @@ pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Confi
         }
     };
     let root = Table::new(&cx, doc.get_ref(), 0..0);
-    let mut config = read_config(&root, path);
+    let mut config = read_config(&root, path, reuse);
     root.finish();
     let mut errors = if cx.diag.is_clean() && config.is_some() {
         Vec::new()
@@ -85,7 +241,13 @@ pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Confi
     }
 }
 
-fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
+/// A `[[checks]]` entry: a table to read, or a previous check taken over as it is.
+enum Entry<'t, 'a, 's> {
+    Parsed(&'t Table<'a, 's>),
+    Reused(&'t Arc<CheckConfig>, super::Block),
+}
+
+fn read_config(root: &Table<'_, '_>, path: &Path, reuse: Option<&Reuse<'_>>) -> Option<Config> {
     let agent = read_agent(root);
     let history = read_history(root);
     let status_page = super::status_page::read(root);
@@ -105,15 +267,65 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
 
     let cluster = crate::cluster::config::read(root);
     let replicas = cluster.as_ref().map(|c| c.replicas);
-    let entries = root.tables("checks");
-    // Names first, so rules and depends_on can refer to checks defined later.
-    let names: Vec<Option<super::raw::Str>> = entries.iter().map(|t| t.str("name")).collect();
-    let all_names: Vec<String> = names.iter().flatten().map(|s| s.value.clone()).collect();
-    // Looked up by name (a scan of `all_names` per reference is quadratic at scale).
-    let known: HashSet<&str> = all_names.iter().map(String::as_str).collect();
-    let mut seen: HashSet<&str> = HashSet::with_capacity(names.len());
-    let mut checks = Vec::new();
-    for (t, name) in entries.iter().zip(&names) {
+    let tables = root.tables("checks");
+    let entries: Vec<Entry<'_, '_, '_>> = match reuse {
+        None => tables.iter().map(Entry::Parsed).collect(),
+        Some(r) => {
+            let mut parsed = tables.iter();
+            let entries: Option<Vec<_>> = r
+                .slots
+                .iter()
+                .map(|s| match s {
+                    Some(i) => Some(Entry::Reused(&r.prev.checks[*i], r.blocks[*i])),
+                    None => parsed.next().map(Entry::Parsed),
+                })
+                .collect();
+            match entries {
+                Some(e) if parsed.next().is_none() => e,
+                // The document does not line up with the scan: the caller parses it all.
+                _ => {
+                    root.error(0..0, "the checks do not line up with the file's blocks");
+                    return None;
+                }
+            }
+        }
+    };
+    // Names first, so rules and depends_on can refer to checks defined later. A taken-over
+    // check lends its name and its name's hash: its config is not read (at 100,000
+    // checks, reading each is a cache miss).
+    let parsed_names: Vec<Option<super::raw::Str>> = entries
+        .iter()
+        .map(|e| match e {
+            Entry::Parsed(t) => t.str("name"),
+            Entry::Reused(..) => None,
+        })
+        .collect();
+    let (list, hashes): (Vec<Name<'_>>, Vec<u64>) = entries
+        .iter()
+        .zip(&parsed_names)
+        .map(|(e, n)| match (e, n) {
+            (Entry::Reused(c, b), _) => (Name::Reused(c), b.name),
+            (Entry::Parsed(_), Some(n)) => (Name::Parsed(&n.value), names::hash(&n.value)),
+            (Entry::Parsed(_), None) => (Name::Missing, 0),
+        })
+        .unzip();
+    let known = Names::new(list, hashes.clone());
+    let mut checks = Vec::with_capacity(entries.len());
+    let mut blocks = Vec::with_capacity(entries.len());
+    let mut names_read = false;
+    for (i, (e, name)) in entries.iter().zip(&parsed_names).enumerate() {
+        let t = match e {
+            Entry::Parsed(t) => *t,
+            Entry::Reused(c, b) => {
+                if known.is_duplicate(i) {
+                    root.error(0..0, format!("duplicate check name `{}`", c.name));
+                }
+                names_read |= b.names_others;
+                checks.push(Arc::clone(c));
+                blocks.push(*b);
+                continue;
+            }
+        };
         let name = match name {
             Some(n) => {
                 if !valid_name(&n.value) {
@@ -125,7 +337,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
                         ),
                     );
                 }
-                if !seen.insert(n.value.as_str()) {
+                if known.is_duplicate(i) {
                     t.error(
                         n.span.clone(),
                         format!("duplicate check name `{}`", n.value),
@@ -140,31 +352,60 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
                 String::new()
             }
         };
-        if let Some(c) = read_check(
-            t,
-            &name,
-            &defaults,
-            &plugin_dir,
-            &all_names,
-            &known,
-            replicas,
-        ) {
-            checks.push(c);
+        if let Some(c) = read_check(t, &name, &defaults, &plugin_dir, &known, replicas) {
+            blocks.push(super::Block {
+                text: 0,
+                name: hashes[i],
+                reusable: reusable(&c),
+                names_others: names_others(&c),
+            });
+            checks.push(Arc::new(c));
         }
     }
-    for t in entries {
-        t.finish();
+    let sources = Sources {
+        blocks,
+        context: {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            hash_timing(&defaults, &mut h);
+            plugin_dir.hash(&mut h);
+            replicas.hash(&mut h);
+            h.finish()
+        },
+        // Of the set, not the order: moving checks around changes nothing they read.
+        names: known.set_hash(),
+    };
+    if let Some(r) = reuse {
+        let (context, names) = r
+            .prev
+            .sources
+            .as_deref()
+            .map_or((0, 0), |s| (s.context, s.names));
+        if context != sources.context {
+            root.error(0..0, "reused checks read settings that changed");
+            return None;
+        }
+        if names_read && names != sources.names {
+            r.names_changed.set(true);
+            root.error(0..0, "reused checks read check names that changed");
+            return None;
+        }
     }
 
     if let Some(a) = &agent {
         for c in &a.connectivity {
-            if !known.contains(c.as_str()) {
+            if !known.contains(c) {
                 root.error(
                     0..0,
                     format!("[agent.connectivity] names unknown check `{c}`"),
                 );
             }
         }
+    }
+    drop(known);
+    drop(parsed_names);
+    drop(entries);
+    for t in tables {
+        t.finish();
     }
     let alerting = crate::alert::AlertConfig::parse(root, &checks);
     Some(Config {
@@ -177,6 +418,7 @@ fn read_config(root: &Table<'_, '_>, path: &Path) -> Option<Config> {
         alerting: alerting?,
         cluster,
         options: LoadOptions::default(),
+        sources: Some(Arc::new(sources)),
     })
 }
 
@@ -482,8 +724,7 @@ fn read_check(
     name: &str,
     defaults: &Timing,
     plugin_dir: &Path,
-    all_names: &[String],
-    known: &HashSet<&str>,
+    known: &Names<'_>,
     cluster_replicas: Option<u32>,
 ) -> Option<CheckConfig> {
     let kind_s = t.req_str("kind");
@@ -551,7 +792,7 @@ fn read_check(
     let mut depends_on = Vec::new();
     if let Some(list) = t.str_list("depends_on") {
         for d in list {
-            if !known.contains(d.value.as_str()) {
+            if !known.contains(&d.value) {
                 t.error(
                     d.span.clone(),
                     format!("`depends_on` names unknown check `{}`", d.value),
@@ -589,7 +830,7 @@ fn read_check(
         check: name,
         mode,
         plugin_dir,
-        check_names: all_names,
+        names: known,
         interval: timing.interval,
     };
     let spec = (info.parse)(t, &cx)?;
@@ -658,6 +899,136 @@ fn hash_timing(t: &Timing, h: &mut impl Hasher) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config with a check of each sort the reuse treats differently.
+    const MIXED: &str = "[agent]\nlisten = \"127.0.0.1:0\"\n\
+        [defaults]\ninterval = \"10s\"\n\
+        [[checks]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n\
+        [checks.labels]\nteam = \"x\"\n\
+        [[checks]]\nname = \"b\"\nkind = \"http\"\nurl = \"http://127.0.0.1:2/\"\ndepends_on = [\"a\"]\n\
+        [[checks]]\nname = \"r\"\nkind = \"rule\"\nexpr = \"up('a') and up('b')\"\n\
+        [[checks]]\nname = \"e\"\nkind = \"exec\"\ncommand = [\"/bin/true\"]\n\
+        [[checks]]\nname = \"s\"\nkind = \"tcp\"\naddress = \"${file:ADDR}\"\n\
+        [history]\nretention = \"2h\"\n\
+        [[checks]]\nname = \"z\"\nkind = \"tcp\"\naddress = \"127.0.0.1:3\"\n";
+
+    /// The names of `new`'s checks that are `prev`'s parsed checks taken over as they were.
+    fn taken_over(prev: &Config, new: &Config) -> Vec<String> {
+        new.checks
+            .iter()
+            .filter(|c| prev.checks.iter().any(|p| Arc::ptr_eq(p, c)))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// What a load came to, for comparing a reusing load with a full one.
+    fn summary(c: &Config) -> Vec<(String, &'static str, u64)> {
+        c.checks
+            .iter()
+            .map(|c| (c.name.clone(), c.kind, c.fingerprint))
+            .collect()
+    }
+
+    /// `MIXED` with `${file:…}` naming `addr` (a file holding an address).
+    fn mixed(addr: &Path) -> String {
+        MIXED.replace("ADDR", &addr.display().to_string())
+    }
+
+    fn reload(
+        prev: &Config,
+        src: &str,
+    ) -> (Result<Config, ConfigErrors>, Result<Config, ConfigErrors>) {
+        let p = Path::new("t.toml");
+        (
+            parse_reusing(p, src, &LoadOptions::default(), prev),
+            parse_with(p, src, &LoadOptions::default()),
+        )
+    }
+
+    #[test]
+    fn a_reload_takes_over_only_the_unchanged_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = dir.path().join("addr");
+        std::fs::write(&addr, "127.0.0.1:4").unwrap();
+        let base = mixed(&addr);
+        let prev = parse(Path::new("t.toml"), &base).expect("valid");
+        assert_eq!(prev.sources.as_ref().map(|s| s.blocks.len()), Some(6));
+
+        // One check edited: the others are taken over, except what must be parsed again.
+        let edited = base.replace("127.0.0.1:3", "127.0.0.1:5");
+        let (reused, full) = reload(&prev, &edited);
+        let (reused, full) = (reused.expect("valid"), full.expect("valid"));
+        assert_eq!(summary(&reused), summary(&full));
+        assert_eq!(taken_over(&prev, &reused), ["a", "b", "r"]);
+        assert_ne!(reused.checks[5].fingerprint, prev.checks[5].fingerprint);
+        assert_eq!(reused.checks[0].labels, full.checks[0].labels);
+        // The next reload reuses from this one in turn.
+        let (again, _) = reload(&reused, &edited);
+        assert_eq!(
+            taken_over(&reused, &again.expect("valid")),
+            ["a", "b", "r", "z"]
+        );
+
+        // Nothing changed in a check, but `[defaults]` did: every check is parsed again.
+        let defaults = base.replace("interval = \"10s\"", "interval = \"20s\"");
+        let (reused, full) = reload(&prev, &defaults);
+        let (reused, full) = (reused.expect("valid"), full.expect("valid"));
+        assert_eq!(summary(&reused), summary(&full));
+        assert!(taken_over(&prev, &reused).is_empty());
+
+        // A new check changes the names: the ones that read names are parsed again.
+        let added =
+            format!("{base}[[checks]]\nname = \"y\"\nkind = \"tcp\"\naddress = \"127.0.0.1:6\"\n");
+        let (reused, full) = reload(&prev, &added);
+        let (reused, full) = (reused.expect("valid"), full.expect("valid"));
+        assert_eq!(summary(&reused), summary(&full));
+        assert_eq!(taken_over(&prev, &reused), ["a", "z"]);
+        assert_eq!(reused.checks.len(), 7);
+
+        // Checks moved around: taken over all the same, in the new order.
+        let z = "[[checks]]\nname = \"z\"\nkind = \"tcp\"\naddress = \"127.0.0.1:3\"\n";
+        let moved = base.replace(z, "").replace(
+            "[[checks]]\nname = \"b\"",
+            &format!("{z}[[checks]]\nname = \"b\""),
+        );
+        let (reused, full) = reload(&prev, &moved);
+        let (reused, full) = (reused.expect("valid"), full.expect("valid"));
+        assert_eq!(summary(&reused), summary(&full));
+        assert_eq!(reused.checks[1].name, "z");
+        assert_eq!(taken_over(&prev, &reused), ["a", "z", "b", "r"]);
+
+        // A `${file:…}` that now reads something else: the same text, a new check.
+        std::fs::write(&addr, "127.0.0.1:7").unwrap();
+        let (reused, full) = reload(&prev, &base);
+        let (reused, full) = (reused.expect("valid"), full.expect("valid"));
+        assert_eq!(summary(&reused), summary(&full));
+        assert_ne!(reused.checks[4].fingerprint, prev.checks[4].fingerprint);
+        assert_eq!(taken_over(&prev, &reused), ["a", "b", "r", "z"]);
+    }
+
+    #[test]
+    fn a_reusing_load_reports_errors_as_a_full_load_does() {
+        let src = MIXED.replace("${file:ADDR}", "127.0.0.1:4");
+        let prev = parse(Path::new("t.toml"), &src).expect("valid");
+        for bad in [
+            // A new check with a taken-over check's name.
+            format!("{src}[[checks]]\nname = \"a\"\nkind = \"tcp\"\naddress = \"127.0.0.1:6\"\n"),
+            // The rule's and depends_on's check renamed away.
+            src.replace("name = \"a\"", "name = \"a2\""),
+            // A syntax error in the head, and in a changed block.
+            src.replace("[agent]", "[agent"),
+            src.replace("127.0.0.1:3\"", "127.0.0.1:3"),
+            // An unknown key in a changed block.
+            src.replace(
+                "address = \"127.0.0.1:3\"",
+                "address = \"127.0.0.1:3\"\nadress = 1",
+            ),
+        ] {
+            let (reused, full) = reload(&prev, &bad);
+            let (reused, full) = (reused.expect_err("invalid"), full.expect_err("invalid"));
+            assert_eq!(reused.to_string(), full.to_string(), "{bad}");
+        }
+    }
 
     #[test]
     fn names_follow_the_rule() {

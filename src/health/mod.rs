@@ -537,26 +537,42 @@ impl StateTable {
         Self::default()
     }
 
-    /// Replaces the set of checks: entries whose name is in `keep` survive with their
-    /// state; `fresh` entries are added; everything else is removed.
-    pub fn replace(&self, order: Vec<String>, fresh: Vec<(String, Arc<Entry>)>) {
+    /// Replaces the set of checks: `order` is every name in config order. Entries whose
+    /// name is in `order` survive with their state unless `fresh` brings a new one;
+    /// everything else is removed. When the order is unchanged (a reload that edited
+    /// checks but added, removed and moved none), only the fresh entries are touched.
+    pub fn replace(&self, order: &[&str], fresh: Vec<(String, Arc<Entry>)>) {
         let mut g = self.inner.write();
-        let mut by_name: HashMap<String, Arc<Entry>> = HashMap::new();
+        let g = &mut *g;
+        if g.order.len() == order.len() && g.order.iter().zip(order).all(|(a, b)| a == b) {
+            let mut fresh: HashMap<String, Arc<Entry>> = fresh.into_iter().collect();
+            for (i, n) in g.order.iter().enumerate() {
+                if fresh.is_empty() {
+                    break;
+                }
+                if let Some(e) = fresh.remove(n) {
+                    g.entries[i] = e.clone();
+                    g.by_name.insert(n.clone(), e);
+                }
+            }
+            return;
+        }
+        let mut by_name: HashMap<String, Arc<Entry>> = HashMap::with_capacity(order.len());
         for (n, e) in fresh {
             by_name.insert(n, e);
         }
-        for n in &order {
-            if !by_name.contains_key(n)
-                && let Some(e) = g.by_name.get(n)
+        for n in order {
+            if !by_name.contains_key(*n)
+                && let Some(e) = g.by_name.get(*n)
             {
-                by_name.insert(n.clone(), e.clone());
+                by_name.insert(n.to_string(), e.clone());
             }
         }
         g.entries = order
             .iter()
-            .filter_map(|n| by_name.get(n).cloned())
+            .filter_map(|n| by_name.get(*n).cloned())
             .collect();
-        g.order = order;
+        g.order = order.iter().map(|n| n.to_string()).collect();
         g.by_name = by_name;
     }
 

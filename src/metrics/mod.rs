@@ -302,7 +302,13 @@ impl Metrics {
 
     /// Applies the `[metrics]` settings (at start and on reload) to every check's series.
     pub fn set_settings(&self, c: &crate::config::MetricsConfig) {
-        *self.settings.write() = c.clone();
+        {
+            let mut settings = self.settings.write();
+            if *settings == *c {
+                return; // a reload that left `[metrics]` alone: no walk over every check
+            }
+            *settings = c.clone();
+        }
         for s in self.checks.read().values() {
             s.histogram
                 .store(c.histogram_for(s.kind), Ordering::Relaxed);

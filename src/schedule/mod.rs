@@ -103,7 +103,7 @@ pub enum Command {
 /// One check of a supervisor (several when a session is shared).
 pub struct Member {
     /// Its config.
-    pub config: CheckConfig,
+    pub config: Arc<CheckConfig>,
     /// Its state.
     pub entry: Arc<Entry>,
     /// Its series.
@@ -148,11 +148,13 @@ impl Handle {
 }
 
 /// The key under which checks share a supervisor: a session check with a session key
-/// shares with every other session check of the same kind, key and timing.
-pub fn group_key(c: &CheckConfig) -> String {
+/// shares with every other session check of the same kind, key and timing; any other
+/// check is alone under its own name (a name has no `|`, so it never equals a session
+/// key).
+pub fn group_key(c: &CheckConfig) -> std::borrow::Cow<'_, str> {
     match (c.mode, c.spec.session_key()) {
-        (Mode::Session, Some(k)) => format!("session|{}|{}|{:?}", c.kind, k, c.timing),
-        _ => format!("check|{}", c.name),
+        (Mode::Session, Some(k)) => format!("session|{}|{}|{:?}", c.kind, k, c.timing).into(),
+        _ => c.name.as_str().into(),
     }
 }
 
@@ -166,7 +168,7 @@ pub fn spawn(
 ) -> Handle {
     let (tx, rx) = mpsc::channel(16);
     let cancel = parent.child_token();
-    let key = group_key(&members[0].config);
+    let key = group_key(&members[0].config).into_owned();
     let names = members.iter().map(|m| m.config.name.clone()).collect();
     let fingerprints = members.iter().map(|m| m.config.fingerprint).collect();
     let timing = members[0].config.timing.clone();

@@ -105,13 +105,13 @@ fn start_seeded(
     });
     shared
         .states
-        .replace(vec![c.name.clone()], vec![(c.name.clone(), entry.clone())]);
+        .replace(&[c.name.as_str()], vec![(c.name.clone(), entry.clone())]);
     let cancel = CancellationToken::new();
     let h = spawn(
         shared.clone(),
         check,
         vec![Member {
-            config: c,
+            config: Arc::new(c),
             entry,
             metrics: m,
         }],

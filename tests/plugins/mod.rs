@@ -148,6 +148,7 @@ impl Built {
             .iter()
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("no check {name}"))
+            .as_ref()
             .clone();
         let env = BuildEnv {
             http: lifeline::net::http_client::shared(),

@@ -174,7 +174,7 @@ async fn snapshot_passed_to_state_wanting_plugins_has_every_check() {
     .unwrap();
     let b = Built::new(&cfg, "p");
     b.states.replace(
-        vec!["p".into()],
+        &["p"],
         vec![(
             "p".into(),
             std::sync::Arc::new(lifeline::health::Entry {

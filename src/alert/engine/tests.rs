@@ -33,7 +33,7 @@ impl T {
     fn new(routes: Vec<RouteConfig>, checks: &[&str]) -> Self {
         Self::with(Setup {
             routes,
-            checks: checks.iter().map(|c| c.to_string()).collect(),
+            checks: Arc::new(checks.iter().map(|c| c.to_string()).collect()),
             agent_url: "http://127.0.0.1:9477".into(),
             ..Setup::default()
         })
@@ -170,7 +170,7 @@ fn flapping_sends_one_flapping_notification_then_holds() {
 fn failing_dependency_holds_dependents_but_not_their_resolves() {
     let mut setup = Setup {
         routes: vec![route("r", 0, 0)],
-        checks: ["gw", "app", "api"].iter().map(|s| s.to_string()).collect(),
+        checks: Arc::new(["gw", "app", "api"].iter().map(|s| s.to_string()).collect()),
         ..Setup::default()
     };
     setup.depends_on.insert("app".into(), vec!["gw".into()]);
@@ -220,7 +220,7 @@ fn connectivity_outage_pages_once() {
     names.push("dns".into());
     let mut t = T::with(Setup {
         routes: vec![route("r", 10, 5)],
-        checks: names.iter().cloned().collect(),
+        checks: Arc::new(names.iter().cloned().collect()),
         connectivity: vec!["gateway".into(), "dns".into()],
         ..Setup::default()
     });
@@ -336,7 +336,7 @@ fn reload_adds_routes_for_already_failing_checks_and_forgets_removed_ones() {
     assert_eq!(t.statuses(), vec![("firing", 1)]);
     t.core.reload(Setup {
         routes: vec![route("b", 0, 0)],
-        checks: ["db".to_string()].into(),
+        checks: Arc::new(["db".to_string()].into()),
         ..Setup::default()
     });
     let forgot = t.core.take_actions();
