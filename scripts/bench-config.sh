@@ -89,8 +89,9 @@ URL="http://127.0.0.1:$HTTP_PORT"
 for _ in $(seq 600); do curl -sf "$URL/-/ready" >/dev/null 2>&1 && break; sleep 0.5; done
 curl -sf "$URL/-/ready" >/dev/null || { echo "agent not ready"; tail "$DIR/agent.log"; exit 1; }
 echo "agent ready; RSS $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$AGENT/status)"
-# Let every check run a few times, so attempt counters are non-zero.
-sleep "${SETTLE:-25}"
+# Let every check run a few times, so attempt counters are non-zero, and let the history
+# store's first prune (30 s after start, 100,000 checks) finish before the reload.
+sleep "${SETTLE:-45}"
 # A restarted supervisor starts from a fresh state (new `since`); a kept one keeps it.
 SAMPLE="0 1 6 7 8 500 9999 25000 50000 75000 99998"
 sample() {

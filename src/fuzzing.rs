@@ -21,6 +21,7 @@ pub type Target = fn(&[u8]);
 /// (`socketio_packet` lives in `fuzz/common/socketio_packet.rs`).
 pub const TARGETS: &[(&str, Target)] = &[
     ("config_load", config_load),
+    ("config_reload", config_reload),
     ("sip_response", sip_response),
     ("ami_codec", ami_codec),
     ("token_answer", token_answer),
@@ -54,6 +55,56 @@ pub fn config_load(data: &[u8]) {
             assert!(e.line >= 1 && e.col >= 1, "position {}:{}", e.line, e.col);
             let _ = e.to_string();
         }
+    }
+}
+
+/// Reload (differential): the running file, a NUL byte, then the new file (no NUL: the
+/// same file twice). When the running file is valid, a load of the new one that takes
+/// the running checks over (`config::parse_reusing`) must come to exactly what a full
+/// load comes to: the same checks (name, kind, fingerprint) and what the next reload
+/// compares, or the same errors.
+pub fn config_reload(data: &[u8]) {
+    let (a, b) = match data.iter().position(|&x| x == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, data),
+    };
+    let (a, b) = (text(a), text(b));
+    let path = Path::new(BASE).join("lifeline.toml");
+    let Ok(prev) = crate::config::parse(&path, &a) else {
+        return;
+    };
+    let options = crate::config::LoadOptions::default();
+    let reused = crate::config::parse_reusing(&path, &b, &options, &prev);
+    let full = crate::config::parse_with(&path, &b, &options);
+    type Summary = (
+        Vec<(String, &'static str, u64)>,
+        Option<Vec<(u128, u64, bool, bool)>>,
+    );
+    let summary = |c: &crate::config::Config| -> Summary {
+        (
+            c.checks
+                .iter()
+                .map(|k| (k.name.clone(), k.kind, k.fingerprint))
+                .collect(),
+            c.sources.as_ref().map(|s| {
+                s.blocks
+                    .iter()
+                    .map(|b| (b.text, b.name, b.reusable, b.names_others))
+                    .collect()
+            }),
+        )
+    };
+    match (reused, full) {
+        (Ok(r), Ok(f)) => {
+            assert_eq!(summary(&r), summary(&f), "reusing and full loads differ");
+            assert_eq!(r.names_hash(), f.names_hash());
+        }
+        (Err(r), Err(f)) => assert_eq!(r.to_string(), f.to_string()),
+        (r, f) => panic!(
+            "reusing load ok={} but full load ok={}",
+            r.is_ok(),
+            f.is_ok()
+        ),
     }
 }
 

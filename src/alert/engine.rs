@@ -67,6 +67,8 @@ pub struct Setup {
     pub agent_url: String,
     /// Every configured check name (shared: a reload that keeps the names keeps the set).
     pub checks: Arc<HashSet<String>>,
+    /// `Config::names_hash` of the config `checks` came from.
+    pub names_hash: Option<u64>,
 }
 
 impl Setup {
@@ -78,7 +80,10 @@ impl Setup {
     /// As [`Setup::from_config`], keeping `prev`'s set of check names when the names are
     /// the same (at 100,000 checks, building it again is most of the engine's reload).
     pub fn from_config_after(c: &Config, prev: Option<&Setup>) -> Self {
+        let names_hash = c.names_hash();
         let checks = match prev {
+            // The same set by its hash: no name is read.
+            Some(p) if names_hash.is_some() && p.names_hash == names_hash => p.checks.clone(),
             Some(p)
                 if p.checks.len() == c.checks.len()
                     && c.checks.iter().all(|k| p.checks.contains(&k.name)) =>
@@ -101,6 +106,7 @@ impl Setup {
             silence_limits: c.alerting.silence_limits,
             agent_url: format!("http://{}", c.agent.listen),
             checks,
+            names_hash,
         }
     }
 
@@ -247,6 +253,8 @@ impl Core {
 
     /// Replaces the config (reload). Alerts of removed routes or checks are forgotten.
     pub fn reload(&mut self, setup: Setup) {
+        // The same set of names (shared): nothing needs dropping for a check that went.
+        let same_checks = Arc::ptr_eq(&setup.checks, &self.setup.checks);
         let routes: HashSet<String> = setup.routes.iter().map(|r| r.name.clone()).collect();
         let mut forget = Vec::new();
         self.alerts.retain(|(r, c), a| {
@@ -260,10 +268,12 @@ impl Core {
             self.fx.push(Action::Forget { route, check });
         }
         self.routes.retain(|r, _| routes.contains(r));
-        for rs in self.routes.values_mut() {
-            rs.retain_members(|c| setup.checks.contains(c));
+        if !same_checks {
+            for rs in self.routes.values_mut() {
+                rs.retain_members(|c| setup.checks.contains(c));
+            }
+            self.checks.retain(|c, _| setup.checks.contains(c));
         }
-        self.checks.retain(|c, _| setup.checks.contains(c));
         self.silences.reload(&setup.silences);
         self.setup = setup;
     }

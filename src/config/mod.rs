@@ -50,6 +50,14 @@ pub struct Config {
     pub(crate) sources: Option<Arc<Sources>>,
 }
 
+impl Config {
+    /// A hash of the set of check names, when the load recorded one: two configs with
+    /// equal hashes have the same names (a 64-bit hash of the set; see `names::Names`).
+    pub fn names_hash(&self) -> Option<u64> {
+        self.sources.as_ref().map(|s| s.names)
+    }
+}
+
 /// What a reload compares to reuse a parsed check (see `validate::parse_reusing`).
 #[derive(Debug, Clone, Default)]
 pub struct Sources {

@@ -576,6 +576,25 @@ impl StateTable {
         g.by_name = by_name;
     }
 
+    /// Whether the check at position `i` of the config order is `name`.
+    pub fn is_at(&self, i: usize, name: &str) -> bool {
+        let g = self.inner.read();
+        g.entries.len() == g.order.len() && g.order.get(i).is_some_and(|n| n == name)
+    }
+
+    /// Gives the checks at the positions of `fresh` their new entries (the order is
+    /// unchanged; see [`StateTable::is_at`]).
+    pub fn renew_at(&self, fresh: Vec<(usize, Arc<Entry>)>) {
+        let mut g = self.inner.write();
+        let g = &mut *g;
+        for (i, e) in fresh {
+            if let Some(n) = g.order.get(i) {
+                g.entries[i] = e.clone();
+                g.by_name.insert(n.clone(), e);
+            }
+        }
+    }
+
     /// The entry of `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
         self.inner.read().by_name.get(name).cloned()

@@ -182,7 +182,13 @@ pub async fn force_one(
 /// `POST /-/reload`.
 pub async fn reload(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     match st.agent.reload().await {
-        Ok(()) => Ok(Json(serde_json::json!({"status": "reloaded"}))),
+        Ok(Some(done)) => Ok(Json(serde_json::json!({
+            "status": "reloaded",
+            "started": done.started,
+            "stopped": done.stopped,
+        }))),
+        // A later reload superseded this one, or the agent is stopping.
+        Ok(None) => Ok(Json(serde_json::json!({"status": "reloaded"}))),
         Err(errs) => Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             error: "invalid configuration; the running configuration stays".into(),

@@ -207,6 +207,79 @@ async fn ws_stream_delivers_a_state_change() {
     a.stop().await;
 }
 
+/// A reload that edits some checks and adds, removes and moves none restarts exactly
+/// those (by the path that reads nothing else), including a change of kind, and
+/// answers how many supervisors it started and stopped.
+#[tokio::test]
+async fn reload_of_edited_checks_touches_only_them() {
+    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a1 = l1.local_addr().unwrap();
+    // A port nothing listens on: the edited check must fail there.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let tcp = |name: &str, addr: std::net::SocketAddr| {
+        format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"tcp\"\naddress = \"{addr}\"\ninterval = \"100ms\"\n"
+        )
+    };
+    let names = ["c0", "c1", "c2", "c3"];
+    let a = TestAgent::start(&names.iter().map(|n| tcp(n, a1)).collect::<String>()).await;
+    for n in names {
+        a.wait_status(n, Status::Healthy, Duration::from_secs(5))
+            .await;
+    }
+    let since: Vec<_> = names.iter().map(|n| a.state(n).since).collect();
+    let entry = |n: &str| a.agent.states().get(n).unwrap();
+    let before: Vec<_> = names.iter().map(|n| entry(n)).collect();
+    // c1 now points at a closed port; c2 becomes an http check; c0 and c3 stay.
+    let http = format!(
+        "[[checks]]\nname = \"c2\"\nkind = \"http\"\nurl = \"http://{closed}/\"\ninterval = \"100ms\"\n"
+    );
+    a.write_config(&(tcp("c0", a1) + &tcp("c1", closed) + &http + &tcp("c3", a1)));
+    let done = a.agent.reload().await.expect("valid").expect("applied");
+    assert_eq!(
+        done,
+        lifeline::app::Applied {
+            started: 2,
+            stopped: 2,
+            only_changed: true
+        },
+        "only the two edited checks restart, by the changed-only path"
+    );
+    assert_eq!(a.agent.states().names(), names);
+    for (i, n) in names.iter().enumerate() {
+        let same = std::sync::Arc::ptr_eq(&before[i], &entry(n));
+        assert_eq!(
+            same,
+            *n == "c0" || *n == "c3",
+            "{n}: entry kept only if unchanged"
+        );
+    }
+    assert_eq!(a.state("c0").since, since[0]);
+    assert_eq!(a.state("c3").since, since[3]);
+    a.wait_status("c1", Status::Unhealthy, Duration::from_secs(10))
+        .await;
+    a.wait_status("c2", Status::Unhealthy, Duration::from_secs(10))
+        .await;
+    assert_eq!(a.state("c2").kind, "http");
+    let m = get_text(&a.url("/metrics")).await;
+    assert!(
+        m.contains("check=\"c2\",kind=\"http\"") && !m.contains("check=\"c2\",kind=\"tcp\""),
+        "c2's series moved to its new kind"
+    );
+    // Nothing edited: nothing restarts.
+    let (status, body) = post_json(&a.url("/-/reload"), None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["started"].as_u64(), body["stopped"].as_u64()),
+        (Some(0), Some(0)),
+        "{body}"
+    );
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn reload_adds_removes_changes_and_refuses_bad_config() {
     let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
