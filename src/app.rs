@@ -396,16 +396,20 @@ impl Agent {
         let loaded = {
             let p = path.clone();
             // Unchanged checks are taken over from the running config, not parsed again.
-            tokio::task::spawn_blocking(move || crate::config::load_reusing(&p, &options, &prev))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(ConfigErrors(vec![crate::config::ConfigError {
-                        path: path.clone(),
-                        line: 1,
-                        col: 1,
-                        message: format!("reload failed: {e}"),
-                    }]))
-                })
+            tokio::task::spawn_blocking(move || {
+                let loaded = crate::config::load_reusing(&p, &options, &prev);
+                crate::metrics::background::release_freed_memory();
+                loaded
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigErrors(vec![crate::config::ConfigError {
+                    path: path.clone(),
+                    line: 1,
+                    col: 1,
+                    message: format!("reload failed: {e}"),
+                }]))
+            })
         };
         let _applying = self.reload_apply.lock().await;
         if self.cancel.is_cancelled() {

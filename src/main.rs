@@ -225,6 +225,8 @@ async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
         c.start(agent.clone(), alerts.clone());
     }
     agent.apply().await;
+    // The load's document is garbage now: give its pages back.
+    let _ = tokio::task::spawn_blocking(lifeline::metrics::background::release_freed_memory).await;
     let tls = agent
         .config
         .load()

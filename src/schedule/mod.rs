@@ -100,6 +100,85 @@ pub enum Command {
     Force(oneshot::Sender<()>),
 }
 
+/// Force requests for one supervisor. Lighter than a channel (a tokio channel allocates
+/// about 500 bytes up front, and there is one supervisor per check, 100,000 of them):
+/// a queue of reply senders under a lock, and a [`Notify`].
+#[derive(Default)]
+struct Mailbox {
+    inner: Mutex<Letters>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Letters {
+    forced: Vec<oneshot::Sender<()>>,
+    /// The [`Handle`] is gone: the supervisor stops, as it would on cancel.
+    handle_gone: bool,
+    /// The supervisor is gone: a request is answered at once (its sender dropped).
+    supervisor_gone: bool,
+}
+
+impl Mailbox {
+    /// The next request, or `None` once the handle is gone. Cancel safe: a request is
+    /// taken only when it is returned.
+    async fn recv(&self) -> Option<Command> {
+        loop {
+            {
+                let mut l = self.inner.lock();
+                if let Some(reply) = l.forced.pop() {
+                    return Some(Command::Force(reply));
+                }
+                if l.handle_gone {
+                    return None;
+                }
+            }
+            // A wake-up while nobody waits is kept (a permit), so none is lost.
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// The handle's side of a [`Mailbox`]: closes it when dropped.
+struct Mail(Arc<Mailbox>);
+
+impl Mail {
+    fn send(&self, c: Command) {
+        let Command::Force(reply) = c;
+        let mut l = self.0.inner.lock();
+        if !l.supervisor_gone {
+            l.forced.push(reply);
+            drop(l);
+            self.0.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Mail {
+    fn drop(&mut self) {
+        self.0.inner.lock().handle_gone = true;
+        self.0.wake.notify_one();
+    }
+}
+
+/// The supervisor's side of a [`Mailbox`]: when the supervisor ends, waiting requests
+/// are answered (their senders dropped) and later ones are not queued.
+struct Inbox(Arc<Mailbox>);
+
+impl std::ops::Deref for Inbox {
+    type Target = Mailbox;
+    fn deref(&self) -> &Mailbox {
+        &self.0
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut l = self.0.inner.lock();
+        l.supervisor_gone = true;
+        l.forced.clear();
+    }
+}
+
 /// One check of a supervisor (several when a session is shared).
 pub struct Member {
     /// Its config.
@@ -118,7 +197,7 @@ pub struct Handle {
     pub members: Vec<String>,
     /// Fingerprints of the members (reload compares them).
     pub fingerprints: Vec<u64>,
-    cmd: mpsc::Sender<Command>,
+    cmd: Mail,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -127,9 +206,9 @@ impl Handle {
     /// Forces an attempt now and waits until its result is applied.
     pub async fn force(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Command::Force(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.cmd.send(Command::Force(tx));
+        // An error: the supervisor stopped before it answered.
+        let _ = rx.await;
     }
 
     /// Stops the supervisor; in-flight work is cancelled. Waits up to `grace`.
@@ -166,7 +245,7 @@ pub fn spawn(
     seed: u64,
     parent: &CancellationToken,
 ) -> Handle {
-    let (tx, rx) = mpsc::channel(16);
+    let mailbox = Arc::new(Mailbox::default());
     let cancel = parent.child_token();
     let key = group_key(&members[0].config).into_owned();
     let names = members.iter().map(|m| m.config.name.clone()).collect();
@@ -185,23 +264,23 @@ pub fn spawn(
         check,
         members,
         timing,
-        cmd: rx,
+        cmd: Inbox(mailbox.clone()),
         cancel: cancel.clone(),
         failures: 0,
         forced: Vec::new(),
         triggers,
     };
-    let task = tokio::spawn(async move {
-        match mode {
-            Mode::Probe => sup.run_probe().await,
-            Mode::Session => sup.run_session().await,
-        }
-    });
+    // Two spawns, not one future matching on the mode: a task is as large as its future,
+    // and a session's (about 2.7 KB) would make every probe's task that large too.
+    let task = match mode {
+        Mode::Probe => tokio::spawn(sup.run_probe()),
+        Mode::Session => tokio::spawn(sup.run_session()),
+    };
     Handle {
         key,
         members: names,
         fingerprints,
-        cmd: tx,
+        cmd: Mail(mailbox),
         cancel,
         task,
     }
@@ -215,7 +294,7 @@ struct Supervisor {
     timing: Timing,
     backoff: Backoff,
     rng: fastrand::Rng,
-    cmd: mpsc::Receiver<Command>,
+    cmd: Inbox,
     cancel: CancellationToken,
     /// Consecutive failures, for backoff (reset by success and force).
     failures: u32,

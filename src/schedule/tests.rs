@@ -567,3 +567,41 @@ async fn probes_spread_over_the_interval() {
         h.stop(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test]
+async fn mailbox_delivers_closes_and_never_strands_a_request() {
+    use super::{Command, Inbox, Mail, Mailbox};
+    let mb = Arc::new(Mailbox::default());
+    let (mail, inbox) = (Mail(mb.clone()), Inbox(mb));
+    // A request sent before anyone waits is still delivered.
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    mail.send(Command::Force(tx));
+    let Some(Command::Force(reply)) = inbox.recv().await else {
+        panic!("request lost");
+    };
+    reply.send(()).unwrap();
+    rx.try_recv().expect("answered");
+    // A waiting supervisor is woken by a request.
+    let waiter = tokio::spawn(async move {
+        let got = inbox.recv().await.is_some();
+        (got, inbox)
+    });
+    tokio::task::yield_now().await;
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    mail.send(Command::Force(tx));
+    let (got, inbox) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert!(got);
+    // The supervisor gone: a request is answered at once instead of waiting forever.
+    drop(inbox);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    mail.send(Command::Force(tx));
+    assert!(rx.await.is_err(), "the request's sender was dropped");
+    // The handle gone: the supervisor's next receive ends.
+    let mb = Arc::new(Mailbox::default());
+    let (mail, inbox) = (Mail(mb.clone()), Inbox(mb));
+    drop(mail);
+    assert!(inbox.recv().await.is_none());
+}
