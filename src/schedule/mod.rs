@@ -20,7 +20,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::check::{Attempt, Check, CheckError, Connected, ErrorKind, Mode, Outcome, SessionIo};
-use crate::config::{CheckConfig, Timing};
+use crate::config::CheckConfig;
 use crate::events::{Bus, CheckEvent, Event, Observers, Published};
 use crate::health::{Entry, Overall, Source, StateTable, Status};
 use crate::metrics::{CheckMetrics, Metrics};
@@ -44,6 +44,8 @@ pub struct Shared {
     pub overall_dirty: Notify,
     /// Whether the agent keeps its cadence (see [`lag`]).
     pub lag: Arc<lag::LagWatch>,
+    /// The origin of the [`GRID`] that probe slots are put on.
+    pub epoch: Instant,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             observers,
             overall_dirty: Notify::new(),
             lag: Arc::default(),
+            epoch: Instant::now(),
         })
     }
 
@@ -250,20 +253,20 @@ pub fn spawn(
     let key = group_key(&members[0].config).into_owned();
     let names = members.iter().map(|m| m.config.name.clone()).collect();
     let fingerprints = members.iter().map(|m| m.config.fingerprint).collect();
-    let timing = members[0].config.timing.clone();
+    let lead = members[0].config.clone();
     let mode = members[0].config.mode;
     let triggers: Vec<String> = members
         .iter()
         .flat_map(|m| m.config.spec.triggers())
         .collect();
     let sup = Supervisor {
-        backoff: Backoff::new(timing.backoff.clone(), seed),
+        backoff: Backoff::new(lead.timing.backoff.clone(), seed),
         rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9),
         name: Arc::from(members[0].config.name.as_str()),
         shared,
         check,
         members,
-        timing,
+        lead,
         cmd: Inbox(mailbox.clone()),
         cancel: cancel.clone(),
         failures: 0,
@@ -291,7 +294,8 @@ struct Supervisor {
     shared: Arc<Shared>,
     check: Arc<dyn Check>,
     members: Vec<Member>,
-    timing: Timing,
+    /// The first member's config: its timing is the group's (shared, not copied).
+    lead: Arc<CheckConfig>,
     backoff: Backoff,
     rng: fastrand::Rng,
     cmd: Inbox,
@@ -318,6 +322,21 @@ enum Wake {
     Stop,
 }
 
+/// Probe slots (and first attempts) fall on multiples of this after [`Shared::epoch`]:
+/// checks due within the same 10 ms are started by one timer wake-up instead of one
+/// each. Spread evenly, 1,000 checks a second would otherwise wake a worker 1,000 times a
+/// second for one probe each, and a wake-up (timer, futex, `epoll_wait`) costs about as
+/// much CPU as the probe itself. 10 ms is far below any interval and below what the
+/// scheduler-lag figures resolve.
+pub const GRID: Duration = Duration::from_millis(10);
+
+/// `t` moved back onto the [`GRID`] that starts at `epoch` (not before `epoch`).
+pub fn on_grid(epoch: Instant, t: Instant) -> Instant {
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let step = GRID.as_nanos();
+    epoch + Duration::from_nanos(u64::try_from(since / step * step).unwrap_or(u64::MAX))
+}
+
 /// The first of the instants `slot + k × interval` (k ≥ 0) that is at least half an
 /// interval after `start`: the next attempt of a probe whose last attempt began at
 /// `start`. Between two attempts there is one interval when the check keeps its slot, and
@@ -340,7 +359,7 @@ impl Supervisor {
     fn attempt(&self, cancel: &CancellationToken) -> Attempt {
         Attempt {
             check: self.name.clone(),
-            timeout: self.timing.timeout,
+            timeout: self.lead.timing.timeout,
             attempt: self.failures,
             states: self.shared.states.clone(),
             cancel: cancel.clone(),
@@ -350,7 +369,7 @@ impl Supervisor {
     /// First run: spread start-up over a random part of the interval (at most 1 s, so
     /// every check has a status soon after start).
     fn initial_delay(&mut self) -> Duration {
-        let cap = (self.timing.interval / 2).min(Duration::from_secs(1));
+        let cap = (self.lead.timing.interval / 2).min(Duration::from_secs(1));
         cap.mul_f64(self.rng.f64())
     }
 
@@ -490,9 +509,9 @@ impl Supervisor {
     ) -> Result<T, Outcome> {
         let start = Instant::now();
         tokio::select! {
-            r = timeout(self.timing.timeout, crate::net::deadline::scope(self.timing.timeout, fut)) => r.map_err(|_| {
+            r = timeout(self.lead.timing.timeout, crate::net::deadline::scope(self.lead.timing.timeout, fut)) => r.map_err(|_| {
                 token.cancel();
-                Outcome::down(CheckError::timeout(what, self.timing.timeout), start.elapsed())
+                Outcome::down(CheckError::timeout(what, self.lead.timing.timeout), start.elapsed())
             }),
             _ = self.cancel.cancelled() => {
                 token.cancel();
@@ -508,8 +527,12 @@ impl Supervisor {
         // the interval, so 10,000 checks at 5 s make 2,000 attempts every second rather
         // than 10,000 in the first second of every five; and a check that recovers, or
         // started late, goes back to its own slot instead of bunching with the others.
-        let slot = Instant::now() + self.timing.interval.mul_f64(self.rng.f64());
-        let mut due = Instant::now() + self.initial_delay();
+        let epoch = self.shared.epoch;
+        let slot = on_grid(
+            epoch,
+            Instant::now() + self.lead.timing.interval.mul_f64(self.rng.f64()),
+        );
+        let mut due = on_grid(epoch, Instant::now() + self.initial_delay());
         loop {
             match self.wait(due, &mut trigger).await {
                 Wake::Stop => return,
@@ -536,7 +559,7 @@ impl Supervisor {
             if o.is_success() || o.verdict == crate::check::Verdict::Unknown {
                 self.publish(&o, Source::Probe);
                 self.failures = 0;
-                due = next_slot(slot, self.timing.interval, start).max(Instant::now());
+                due = next_slot(slot, self.lead.timing.interval, start).max(Instant::now());
                 self.schedule_next(due - Instant::now());
             } else {
                 self.publish(&o, Source::Probe);
@@ -636,10 +659,10 @@ impl Supervisor {
             beats: beat_rx,
             report: report_tx,
             shutdown: shutdown.clone(),
-            timeout: self.timing.timeout,
+            timeout: self.lead.timing.timeout,
         };
         let mut task = tokio::spawn(session.run(io));
-        let t = self.timing.clone();
+        let t = self.lead.timing.clone();
         let mut last_ok = Instant::now();
         let mut pending: Option<Instant> = None;
         let mut next_beat = Instant::now();
