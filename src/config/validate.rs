@@ -26,15 +26,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// As [`load`], with command-line options (kept in the result for reloads).
 pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Config, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
+    let src = read_source(path)?;
+    parse_with(path, &src, options)
+}
+
+/// The text of the config file at `path`.
+fn read_source(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: path.to_path_buf(),
             line: 1,
             col: 1,
             message: format!("cannot read config: {e}"),
         }])
-    })?;
-    parse_with(path, &src, options)
+    })
 }
 
 /// As [`load_with`], taking over the parsed checks of `prev` (the running config) whose
@@ -45,14 +50,7 @@ pub fn load_reusing(
     options: &LoadOptions,
     prev: &Config,
 ) -> Result<Config, ConfigErrors> {
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            path: path.to_path_buf(),
-            line: 1,
-            col: 1,
-            message: format!("cannot read config: {e}"),
-        }])
-    })?;
+    let src = read_source(path)?;
     parse_reusing(path, &src, options, prev)
 }
 
