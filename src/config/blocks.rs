@@ -36,6 +36,14 @@ impl Layout {
             .map(|(_, r)| r)
     }
 
+    /// The [`hash`] of each check block of `src` (the text this layout was scanned from),
+    /// in file order.
+    pub fn check_hashes(&self, src: &str) -> Vec<u128> {
+        self.checks()
+            .map(|r| hash(src[r.clone()].as_bytes()))
+            .collect()
+    }
+
     /// How many check blocks there are.
     pub fn check_count(&self) -> usize {
         self.checks().count()

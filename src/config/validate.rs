@@ -65,17 +65,22 @@ pub fn parse_with(path: &Path, src: &str, options: &LoadOptions) -> Result<Confi
     let layout = blocks::scan(src);
     let mut config = parse_doc(path, src, src, options, None)?;
     // Remember each check's block, when the file's blocks and its checks line up.
-    if let (Some(layout), Some(sources)) = (layout, config.sources.as_mut())
-        && layout.check_count() == config.checks.len()
-    {
-        let sources = Arc::make_mut(sources);
-        for (b, r) in sources.blocks.iter_mut().zip(layout.checks()) {
-            b.text = blocks::hash(src[r.clone()].as_bytes());
+    match layout {
+        Some(layout) if layout.check_count() == config.checks.len() => {
+            remember_blocks(&mut config, &layout.check_hashes(src));
         }
-    } else {
-        config.sources = None;
+        _ => config.sources = None,
     }
     Ok(config)
+}
+
+/// Records the hash of each check's block text in `config`'s sources (one per check).
+fn remember_blocks(config: &mut Config, hashes: &[u128]) {
+    if let Some(sources) = config.sources.as_mut() {
+        for (b, h) in Arc::make_mut(sources).blocks.iter_mut().zip(hashes) {
+            b.text = *h;
+        }
+    }
 }
 
 /// As [`parse_with`], taking over `prev`'s parsed checks whose `[[checks]]` block is
@@ -121,10 +126,7 @@ fn parse_incremental(
 ) -> Option<Config> {
     let sources = prev.sources.as_ref()?;
     let layout = blocks::scan(src)?;
-    let hashes: Vec<u128> = layout
-        .checks()
-        .map(|r| blocks::hash(src[r.clone()].as_bytes()))
-        .collect();
+    let hashes = layout.check_hashes(src);
     let by_hash: blocks::ByHash<usize> = sources
         .blocks
         .iter()
@@ -165,10 +167,7 @@ fn parse_incremental(
         };
         match parse_doc(path, src, &text, options, Some(&reuse)) {
             Ok(mut config) => {
-                let new = Arc::make_mut(config.sources.as_mut()?);
-                for (b, h) in new.blocks.iter_mut().zip(&hashes) {
-                    b.text = *h;
-                }
+                remember_blocks(&mut config, &hashes);
                 return Some(config);
             }
             // Checks were added, removed or renamed: parse the ones that read names too.
