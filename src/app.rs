@@ -142,10 +142,7 @@ impl Agent {
     /// Whether `check` runs on this agent now (it has a supervisor).
     pub async fn runs(&self, check: &str) -> bool {
         let handles = self.handles.lock().await;
-        handles.contains_key(check)
-            || handles
-                .values()
-                .any(|h| h.members.iter().any(|m| m == check))
+        handles.contains_key(check) || handles.values().any(|h| h.members().any(|m| m == check))
     }
 
     /// Starts supervisors for the running config, replacing any that changed. Unchanged
@@ -207,14 +204,8 @@ impl Agent {
         let mut to_start = Vec::new();
         for (key, members) in groups {
             let same = handles.get(key.as_ref()).map(|h| {
-                h.members
-                    .iter()
-                    .map(String::as_str)
-                    .eq(members.iter().map(|m| m.name.as_str()))
-                    && h.fingerprints
-                        .iter()
-                        .copied()
-                        .eq(members.iter().map(|m| m.fingerprint))
+                h.members().eq(members.iter().map(|m| m.name.as_str()))
+                    && h.fingerprints().eq(members.iter().map(|m| m.fingerprint))
             });
             match same {
                 Some(true) => {}
@@ -232,7 +223,8 @@ impl Agent {
         let mut started = Vec::new();
         let mut restored = Vec::new();
         for members in to_start {
-            let mut ms = Vec::new();
+            // Exactly as long as it must be: the supervisor keeps it for good.
+            let mut ms = Vec::with_capacity(members.len());
             for c in &members {
                 let mut state = CheckState::new(c);
                 if let Some(r) = self.restored.lock().remove(&c.name) {
@@ -281,7 +273,7 @@ impl Agent {
             .seed
             .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed);
         let h = schedule::spawn(self.shared.clone(), check, ms, seed, &self.cancel);
-        handles.insert(h.key.clone(), h);
+        handles.insert(h.key().into_owned(), h);
     }
 
     /// The check `c` builds, or one that reports why it cannot be built.
@@ -370,7 +362,7 @@ impl Agent {
     }
 
     async fn retire(&self, h: Handle) {
-        let names = h.members.clone();
+        let names: Vec<String> = h.members().map(str::to_owned).collect();
         h.stop(Duration::from_secs(2)).await;
         for n in names {
             if let Some(s) = self.shared.states.state(&n) {
@@ -465,11 +457,9 @@ impl Agent {
     /// Forces one check; false if no such check runs here.
     pub async fn force_one(&self, name: &str) -> bool {
         let handles = self.handles.lock().await;
-        let found = handles.get(name).or_else(|| {
-            handles
-                .values()
-                .find(|h| h.members.iter().any(|m| m == name))
-        });
+        let found = handles
+            .get(name)
+            .or_else(|| handles.values().find(|h| h.members().any(|m| m == name)));
         let Some(h) = found else {
             return false;
         };

@@ -159,6 +159,10 @@ pub struct CheckState {
     /// Last success (RFC 3339).
     #[serde(with = "crate::time::serde_rfc3339_opt")]
     pub last_success_at: Option<SystemTime>,
+    /// The success before the last one (the history store writes a healthy check's
+    /// state when its last success enters a new minute, not after every probe).
+    #[serde(skip)]
+    pub previous_success_at: Option<SystemTime>,
     /// Last status change (RFC 3339).
     #[serde(with = "crate::time::serde_rfc3339_opt")]
     pub since: Option<SystemTime>,
@@ -205,6 +209,7 @@ impl CheckState {
             attempt: 0,
             next_attempt_at: None,
             last_success_at: None,
+            previous_success_at: None,
             since: None,
             last_error: None,
             error_kind: None,
@@ -257,6 +262,7 @@ impl CheckState {
             Verdict::Up | Verdict::Warn(_) => {
                 self.consecutive_failures = 0;
                 self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+                self.previous_success_at = self.last_success_at;
                 self.last_success_at = Some(SystemTime::now());
                 self.latency_ms = Some(o.latency.as_secs_f64() * 1000.0);
                 self.heartbeat_age_ms = (self.mode == Mode::Session).then_some(0);

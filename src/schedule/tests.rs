@@ -15,6 +15,11 @@ use crate::check::{BuildEnv, KindSpec};
 use crate::config::{BackoffConfig, Timing};
 use crate::health::CheckState;
 
+thread_local! {
+    /// The size of the future the last [`spawn`] on this thread started.
+    pub(super) static FUTURE_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 #[derive(Debug)]
 struct FakeSpec;
 impl KindSpec for FakeSpec {
@@ -622,6 +627,22 @@ fn per_supervisor_structures_stay_small() {
     for (name, size, bound) in sizes {
         assert!(size <= bound, "{name} is {size} bytes (bound {bound})");
     }
+}
+
+/// A probe supervisor's future between two probes holds its wait only: the attempt's
+/// future is boxed while it runs. (Sizes of unoptimised builds, which tests are; a
+/// release build's are smaller.)
+#[tokio::test(start_paused = true)]
+async fn a_probe_task_at_rest_holds_only_its_wait() {
+    let (_shared, h, cancel) = start(Arc::new(FakeCheck::default()), config(Duration::ZERO, 0));
+    let bytes = FUTURE_BYTES.get();
+    eprintln!("probe supervisor future: {bytes} bytes");
+    assert!(
+        bytes > 0 && bytes <= 850,
+        "probe supervisor future is {bytes} bytes"
+    );
+    cancel.cancel();
+    h.stop(Duration::from_secs(1)).await;
 }
 
 #[test]

@@ -37,3 +37,57 @@ fn ms_round_trip_and_status_codes() {
     assert_eq!(status_of_code(99), Status::Unknown);
     assert_eq!(status_of_name("sideways"), Status::Unknown);
 }
+
+/// A healthy check's state row is written once a minute (at its own offset), not after
+/// every success; anything else that changes what a restart restores is written at once.
+#[test]
+fn repeated_successes_write_the_state_once_a_minute() {
+    use super::handle::state_worth_writing;
+    use crate::check::{CheckError, ErrorKind, Mode, Outcome};
+    use crate::health::CheckState;
+    use std::time::Duration;
+    let up = Outcome::up(Duration::from_millis(1));
+    let down = Outcome::down(CheckError::new(ErrorKind::Refused, "no"), Duration::ZERO);
+    let mut s = CheckState::unknown("c1", "tcp", Mode::Probe);
+    let t0 = 1_700_000_000_000_i64;
+    // One success a second for ten minutes, as the health model records them.
+    let mut written = 0;
+    for i in 0..600 {
+        s.consecutive_successes += 1;
+        s.previous_success_at = s.last_success_at;
+        s.last_success_at = Some(from_unix_ms(t0 + i * 1_000));
+        if state_worth_writing(&s, &up) {
+            written += 1;
+        }
+    }
+    // The first success (a fresh count) and one per minute boundary after it.
+    assert!(
+        (10..=11).contains(&written),
+        "{written} rows for 600 successes"
+    );
+    // A failure, and the first success after failures, are always written.
+    s.consecutive_failures = 1;
+    assert!(state_worth_writing(&s, &down));
+    s.consecutive_failures = 0;
+    s.consecutive_successes = 1;
+    assert!(state_worth_writing(&s, &up));
+    // Another name falls at another offset within the minute.
+    let offsets: std::collections::BTreeSet<i64> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            let mut s = CheckState::unknown(n, "tcp", Mode::Probe);
+            s.consecutive_successes = 2;
+            (0..60)
+                .find(|i| {
+                    s.previous_success_at = Some(from_unix_ms(t0 + i * 1_000));
+                    s.last_success_at = Some(from_unix_ms(t0 + (i + 1) * 1_000));
+                    state_worth_writing(&s, &up)
+                })
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        offsets.len() > 1,
+        "every name wrote in the same second: {offsets:?}"
+    );
+}

@@ -389,7 +389,11 @@ impl Writer {
             force || now >= self.last_state + STATE_EVERY || !self.transitions.is_empty();
         if states_due {
             let taken = std::mem::take(&mut *self.inner.dirty.lock());
-            self.states.extend(taken);
+            if self.states.is_empty() {
+                self.states = taken;
+            } else {
+                self.states.extend(taken);
+            }
             self.last_state = now;
         }
         self.ensure_open(force)?;
@@ -407,7 +411,9 @@ impl Writer {
                 self.samples.clear();
                 self.transitions.clear();
                 self.runs.clear();
-                self.states.clear();
+                // Dropped, not cleared: the map of a start (every check at once) would
+                // otherwise keep its room for good.
+                self.states = HashMap::new();
                 self.first_pending = None;
                 self.last_heartbeat = now;
                 self.inner.available.store(true, Ordering::Relaxed);
