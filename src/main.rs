@@ -227,6 +227,10 @@ async fn run(path: &std::path::Path, opts: &LoadOptions) -> ExitCode {
     agent.apply().await;
     // The load's document is garbage now: give its pages back.
     let _ = tokio::task::spawn_blocking(lifeline::metrics::background::release_freed_memory).await;
+    tokio::spawn(lifeline::metrics::background::trim_every(
+        lifeline::metrics::background::TRIM_EVERY,
+        agent.cancel.clone(),
+    ));
     let tls = agent
         .config
         .load()

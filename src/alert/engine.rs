@@ -297,7 +297,7 @@ impl Core {
                 .setup
                 .routes
                 .iter()
-                .filter(|r| r.matches(&snap.name, &snap.kind, &snap.labels))
+                .filter(|r| r.matches(&snap.name, snap.kind, &snap.labels))
             {
                 let started = self.started;
                 let a = self
@@ -346,7 +346,7 @@ impl Core {
             let names: Vec<String> = self
                 .checks
                 .values()
-                .filter(|s| r.matches(&s.name, &s.kind, &s.labels))
+                .filter(|s| r.matches(&s.name, s.kind, &s.labels))
                 .map(|s| s.name.clone())
                 .collect();
             for c in names {

@@ -142,7 +142,7 @@ impl Silences {
     pub(super) fn holds(&self, snap: &Snap, wall: SystemTime) -> bool {
         self.all
             .iter()
-            .any(|s| s.active(wall) && s.matches(&snap.name, &snap.kind, &snap.labels))
+            .any(|s| s.active(wall) && s.matches(&snap.name, snap.kind, &snap.labels))
     }
 
     /// Silence boundaries change holds: asks to wake up just after each one to come.

@@ -22,7 +22,7 @@ pub struct Snap {
     /// Check name.
     pub name: String,
     /// Kind.
-    pub kind: String,
+    pub kind: &'static str,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Status after the change.
@@ -30,7 +30,7 @@ pub struct Snap {
     /// Status before it.
     pub previous: Status,
     /// Last failure kind.
-    pub error_kind: Option<String>,
+    pub error_kind: Option<&'static str>,
     /// Last failure (or result) text.
     pub message: String,
     /// Score.
@@ -51,11 +51,11 @@ impl Snap {
         };
         Self {
             name: s.name.clone(),
-            kind: s.kind.to_string(),
+            kind: s.kind,
             labels: s.labels.clone(),
             status: s.status,
             previous: change.from,
-            error_kind: s.error_kind.map(|k| k.as_str().to_string()),
+            error_kind: s.error_kind.map(|k| k.as_str()),
             message: crate::secret::redact(&message),
             score: s.score,
             at: Instant::now(),
@@ -67,10 +67,10 @@ impl Snap {
     pub fn item(&self, started: SystemTime, ended: Option<SystemTime>) -> AlertItem {
         AlertItem {
             check: self.name.clone(),
-            kind: self.kind.clone(),
+            kind: self.kind.to_string(),
             status: self.status.as_str().to_string(),
             previous_status: self.previous.as_str().to_string(),
-            error_kind: self.error_kind.clone(),
+            error_kind: self.error_kind.map(str::to_string),
             message: self.message.clone(),
             labels: self.labels.clone(),
             score: self.score,

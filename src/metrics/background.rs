@@ -80,6 +80,38 @@ pub fn release_freed_memory() {
     }
 }
 
+/// How often the agent gives free heap pages back while it runs ([`trim_every`]).
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Calls [`release_freed_memory`] every `every` (on a blocking thread) until `cancel`.
+///
+/// The first seconds of an agent (every check's first result and transition, at once)
+/// and a burst of changes leave freed memory that glibc keeps for reuse; at 10,000 checks
+/// that is a few MiB of RSS that the steady state never needs again. A trim of a heap of
+/// that size takes about a millisecond.
+pub async fn trim_every(every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let took = tokio::task::spawn_blocking(|| {
+            let start = tokio::time::Instant::now();
+            release_freed_memory();
+            start.elapsed()
+        })
+        .await;
+        if let Ok(took) = took {
+            tracing::debug!(
+                took_us = took.as_micros() as u64,
+                "free heap pages returned"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 fn current_nice() -> libc::c_int {
     // SAFETY: as in `lower_priority`.

@@ -182,8 +182,9 @@ const FAILURES: Family = Family {
     help: "Failed attempts by error kind.",
     ty: "counter",
     lines: |s, out| {
+        let Some(rare) = s.rare() else { return };
         for (i, k) in ErrorKind::ALL.iter().enumerate() {
-            let n = s.failures[i].load(Ordering::Relaxed);
+            let n = rare.failures[i].load(Ordering::Relaxed);
             if n > 0 {
                 sample(
                     out,
@@ -229,7 +230,7 @@ const TLS_NOT_AFTER: Family = Family {
     help: "Unix time the server certificate seen by the last TLS handshake expires (notAfter).",
     ty: "gauge",
     lines: |s, out| {
-        let v = s.tls_not_after.get();
+        let v = s.rare().and_then(|r| r.tls_not_after.get());
         gauge(out, "lifeline_check_tls_not_after_timestamp_seconds", s, v);
     },
 };
@@ -261,7 +262,8 @@ const PERFDATA: Family = Family {
     help: "Values reported by the check (exec/plugin perfdata, SIP status code), base units.",
     ty: "gauge",
     lines: |s, out| {
-        for (label, v) in s.perfdata.lock().iter() {
+        let Some(rare) = s.rare() else { return };
+        for (label, v) in rare.perfdata.lock().iter() {
             sample(
                 out,
                 "lifeline_check_perfdata",
@@ -278,7 +280,9 @@ const PERFDATA_DROPPED: Family = Family {
     help: "Perfdata values not exported because a result reported more than 64 labels.",
     ty: "counter",
     lines: |s, out| {
-        let n = s.perfdata_dropped.load(Ordering::Relaxed);
+        let n = s
+            .rare()
+            .map_or(0, |r| r.perfdata_dropped.load(Ordering::Relaxed));
         if n > 0 {
             sample(
                 out,

@@ -627,7 +627,7 @@ impl CheckMetrics {
                 let i = if *k == ErrorKind::Timeout { 2 } else { 1 };
                 s.attempts[i].fetch_add(1, Ordering::Relaxed);
                 let ki = ErrorKind::ALL.iter().position(|x| x == k).unwrap_or(0);
-                s.failures[ki].fetch_add(1, Ordering::Relaxed);
+                s.rare_mut().failures[ki].fetch_add(1, Ordering::Relaxed);
             }
             Verdict::Unknown => {
                 s.attempts[1].fetch_add(1, Ordering::Relaxed);
@@ -643,7 +643,9 @@ impl CheckMetrics {
             }
         }
         if let Some(t) = o.tls_not_after {
-            s.tls_not_after.set(crate::time::unix_secs_f64(t));
+            s.rare_mut()
+                .tls_not_after
+                .set(crate::time::unix_secs_f64(t));
         }
         // The latest result decides which perfdata series exist (none after a result
         // without perfdata, e.g. a timeout: a stale value is worse than a gap).

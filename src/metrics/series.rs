@@ -85,21 +85,50 @@ pub struct Series {
     pub(crate) lat_sum: AtomicF64,
     pub(crate) lat_count: AtomicU64,
     pub(crate) attempts: [AtomicU64; 3],
-    pub(crate) failures: [AtomicU64; ErrorKind::ALL.len()],
+    /// What most checks never need (failure counts, perfdata, TLS expiry), allocated on
+    /// first use: a healthy tcp check does not carry its ~120 bytes.
+    rare: std::sync::OnceLock<Box<Rare>>,
     pub(crate) consecutive: AtomicI64,
     pub(crate) backoff: AtomicF64,
     pub(crate) last_success: AtomicF64,
     pub(crate) changes: AtomicU64,
     pub(crate) reconnects: Option<AtomicU64>,
     pub(crate) phases: [AtomicF64; 5],
-    pub(crate) perfdata: Mutex<BTreeMap<String, f64>>,
-    pub(crate) perfdata_dropped: AtomicU64,
     /// Whether this check's latency histogram is exported (`[metrics]`).
     pub(crate) histogram: std::sync::atomic::AtomicBool,
+}
+
+/// The part of a [`Series`] allocated on first use.
+#[derive(Debug)]
+pub(crate) struct Rare {
+    pub(crate) failures: [AtomicU64; ErrorKind::ALL.len()],
+    pub(crate) perfdata: Mutex<BTreeMap<String, f64>>,
+    pub(crate) perfdata_dropped: AtomicU64,
     pub(crate) tls_not_after: AtomicF64,
 }
 
+impl Default for Rare {
+    fn default() -> Self {
+        Self {
+            failures: Default::default(),
+            perfdata: Mutex::new(BTreeMap::new()),
+            perfdata_dropped: AtomicU64::new(0),
+            tls_not_after: AtomicF64::unset(),
+        }
+    }
+}
+
 impl Series {
+    /// The rarely used part, allocated now if it was not.
+    pub(crate) fn rare_mut(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
+    }
+
+    /// The rarely used part, if it was ever used.
+    pub(crate) fn rare(&self) -> Option<&Rare> {
+        self.rare.get().map(|b| &**b)
+    }
+
     /// Fresh series for a check.
     pub fn new(
         name: &str,
@@ -122,7 +151,6 @@ impl Series {
             lat_sum: AtomicF64(AtomicU64::new(0f64.to_bits())),
             lat_count: AtomicU64::new(0),
             attempts: Default::default(),
-            failures: Default::default(),
             consecutive: AtomicI64::new(0),
             backoff: AtomicF64(AtomicU64::new(0f64.to_bits())),
             last_success: AtomicF64::unset(),
@@ -135,10 +163,8 @@ impl Series {
                 AtomicF64::unset(),
                 AtomicF64::unset(),
             ],
-            perfdata: Mutex::new(BTreeMap::new()),
-            perfdata_dropped: AtomicU64::new(0),
+            rare: std::sync::OnceLock::new(),
             histogram: std::sync::atomic::AtomicBool::new(true),
-            tls_not_after: AtomicF64::unset(),
         }
     }
 
@@ -147,6 +173,11 @@ impl Series {
     /// labels would otherwise grow the exposition forever), and at most [`PERFDATA_CAP`]
     /// distinct labels are kept, the rest counted as dropped.
     pub fn set_perfdata<'a>(&self, values: impl IntoIterator<Item = (&'a str, f64)>) {
+        let mut values = values.into_iter().peekable();
+        if values.peek().is_none() && self.rare().is_none() {
+            return; // nothing reported, nothing to clear
+        }
+        let rare = self.rare_mut();
         let mut next = BTreeMap::new();
         let mut dropped = 0u64;
         for (label, v) in values {
@@ -157,9 +188,9 @@ impl Series {
             }
         }
         if dropped > 0 {
-            self.perfdata_dropped.fetch_add(dropped, Ordering::Relaxed);
+            rare.perfdata_dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        *self.perfdata.lock() = next;
+        *rare.perfdata.lock() = next;
     }
 
     /// Records a latency observation.
@@ -275,6 +306,8 @@ mod tests {
         s.set_perfdata([("a", 1.0), ("b", 2.0)]);
         s.set_perfdata([("b", 3.0), ("c", 4.0)]);
         let kept: Vec<(String, f64)> = s
+            .rare()
+            .unwrap()
             .perfdata
             .lock()
             .iter()
@@ -283,10 +316,12 @@ mod tests {
         assert_eq!(kept, vec![("b".into(), 3.0), ("c".into(), 4.0)]);
         let labels: Vec<String> = (0..PERFDATA_CAP + 10).map(|i| format!("l{i:03}")).collect();
         s.set_perfdata(labels.iter().map(|l| (l.as_str(), 1.0)));
-        assert_eq!(s.perfdata.lock().len(), PERFDATA_CAP);
-        assert!(s.perfdata.lock().contains_key("l000"));
+        let rare = s.rare().unwrap();
+        assert_eq!(rare.perfdata.lock().len(), PERFDATA_CAP);
+        assert!(rare.perfdata.lock().contains_key("l000"));
         assert!(
-            !s.perfdata
+            !rare
+                .perfdata
                 .lock()
                 .contains_key(&format!("l{:03}", PERFDATA_CAP))
         );

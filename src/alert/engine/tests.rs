@@ -57,11 +57,11 @@ impl T {
             .unwrap_or(Status::Connecting);
         self.core.change(Snap {
             name: check.into(),
-            kind: "tcp".into(),
+            kind: "tcp",
             labels: BTreeMap::new(),
             status,
             previous: prev,
-            error_kind: status.is_failing().then(|| "refused".to_string()),
+            error_kind: status.is_failing().then_some("refused"),
             message: String::new(),
             score: Some(0),
             at: self.t0 + self.now,
