@@ -484,6 +484,10 @@ impl Agent {
         let handles = std::mem::take(&mut *self.handles.lock().await);
         let stops = handles.into_values().map(|h| h.stop(grace));
         let _ = tokio::time::timeout(grace, futures_util::future::join_all(stops)).await;
+        let last = self.shared.states.all();
+        for obs in self.shared.observers.iter() {
+            obs.on_stop(&last);
+        }
     }
 }
 

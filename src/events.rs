@@ -410,6 +410,12 @@ pub trait Observer: Send + Sync {
     fn on_reload(&self, config: &crate::config::Config) {
         let _ = config;
     }
+    /// The agent is stopping: every supervisor has stopped and `states` are the final
+    /// states of its checks (the history store writes them all, so a clean restart
+    /// restores each exactly).
+    fn on_stop(&self, states: &[CheckState]) {
+        let _ = states;
+    }
 }
 
 /// The set of observers, shared by every supervisor.

@@ -285,7 +285,8 @@ impl Drop for Store {
 /// offset of its own within the minute (from its name), so 10,000 healthy checks
 /// write about 170 rows a second, spread out, instead of all 10,000 every second, and
 /// the latest-state map holds those few instead of every check. A restart restores a
-/// `last_success_at` at most a minute old.
+/// `last_success_at` at most a minute old after a crash; a clean stop writes every
+/// check's final state ([`Observer::on_stop`]).
 pub(crate) fn state_worth_writing(s: &CheckState, o: &Outcome) -> bool {
     if !o.is_success() || s.consecutive_successes <= 1 || s.consecutive_failures != 0 {
         return true;
@@ -309,6 +310,13 @@ impl Observer for Store {
         if self.sample_due(&s.name) {
             let latency = o.is_success().then_some(o.latency);
             self.record_sample(&s.name, now, s.status, latency);
+        }
+    }
+
+    fn on_stop(&self, states: &[CheckState]) {
+        let now = SystemTime::now();
+        for s in states {
+            self.note_state(s, now);
         }
     }
 
