@@ -366,11 +366,27 @@ impl Metrics {
                     .and_then(|()| z.finish())
                     .and_then(ChunkSender::close)
             } else {
-                let mut out = out;
-                m.render_into(&mut out).and_then(|()| out.close())
+                m.render_pieces(&out.tx)
             };
         });
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>)
+    }
+
+    /// Sends the plain exposition through `tx` a piece at a time, each piece handed over
+    /// as rendered (no copy into a second buffer: at 10,000 checks that copy was 24 MB
+    /// per scrape).
+    fn render_pieces(&self, tx: &tokio::sync::mpsc::Sender<bytes::Bytes>) -> std::io::Result<()> {
+        let gone = |_| std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let mut chunks = self.chunks();
+        loop {
+            let mut piece = String::with_capacity(families::CHUNK_BYTES + 4096);
+            if !chunks.next_into(&mut piece, families::CHUNK_BYTES) {
+                break;
+            }
+            tx.blocking_send(bytes::Bytes::from(piece)).map_err(gone)?;
+        }
+        tx.blocking_send(bytes::Bytes::from(self.render_agent()))
+            .map_err(gone)
     }
 
     /// Writes the whole exposition into `w`, one piece of about

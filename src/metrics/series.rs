@@ -219,6 +219,11 @@ impl Series {
 
 /// Escapes a label value for the text format.
 pub fn escape(v: &str, out: &mut String) {
+    // Nearly every value (names, kinds, statuses) has nothing to escape: one copy.
+    if !v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
