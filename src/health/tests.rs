@@ -304,13 +304,14 @@ fn score_penalty_caps_at_thirty() {
 #[test]
 fn per_check_structures_stay_small() {
     use std::mem::size_of;
-    // Measured sizes when this test was written: 248, 256, 488, 280 bytes; the bounds
-    // leave about 10 % for a new field. Raise one only with a reason (and the bench).
+    // Measured sizes (2026-12-03): 264, 272, 376 (488 before its rarely used part moved
+    // behind a pointer), 320 bytes; the bounds leave about 10 % for a new field. Raise
+    // one only with a reason (and the bench).
     let sizes = [
-        ("CheckState", size_of::<CheckState>(), 280),
-        ("Entry", size_of::<super::Entry>(), 288),
-        ("Series", size_of::<crate::metrics::series::Series>(), 544),
-        ("CheckConfig", size_of::<crate::config::CheckConfig>(), 320),
+        ("CheckState", size_of::<CheckState>(), 290),
+        ("Entry", size_of::<super::Entry>(), 300),
+        ("Series", size_of::<crate::metrics::series::Series>(), 416),
+        ("CheckConfig", size_of::<crate::config::CheckConfig>(), 352),
     ];
     for (name, size, bound) in sizes {
         assert!(size <= bound, "{name} is {size} bytes (bound {bound})");

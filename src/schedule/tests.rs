@@ -613,8 +613,8 @@ async fn mailbox_delivers_closes_and_never_strands_a_request() {
 
 /// The per-supervisor structures' sizes, so a change that bloats them is noticed (there
 /// is one supervisor per check; see `health::tests::per_check_structures_stay_small`).
-/// A probe supervisor's task is about 1.3 KB in all (its future holds a `Supervisor` and
-/// the larger of a wait and an attempt); measured with massif, BENCHMARKS.md.
+/// A probe supervisor's task is about 1 KB in all (its future holds a `Supervisor` and
+/// its wait; the attempt is boxed while it runs); measured with massif, BENCHMARKS.md.
 #[test]
 fn per_supervisor_structures_stay_small() {
     use std::mem::size_of;
