@@ -122,6 +122,23 @@ fn current_nice() -> libc::c_int {
 mod tests {
     use super::*;
 
+    /// The trim loop trims on its period and ends when the agent stops.
+    #[tokio::test(start_paused = true)]
+    async fn the_trim_loop_ends_with_the_agent() {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let every = std::time::Duration::from_secs(30);
+        let task = tokio::spawn(trim_every(every, cancel.clone()));
+        // Half a period past the third trim: the loop is waiting for its next tick, not
+        // on a trim in flight (paused time would jump past a timeout meanwhile).
+        tokio::time::sleep(every * 3 + every / 2).await;
+        assert!(!task.is_finished(), "the loop runs while the agent does");
+        cancel.cancel();
+        tokio::time::timeout(every, task)
+            .await
+            .expect("the loop ends once cancelled")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_background_thread_runs_its_job_below_the_callers_priority() {
         let mine = current_nice();
