@@ -294,9 +294,10 @@ impl Metrics {
     /// The text exposition, whole (tests, benches; the HTTP handler streams it).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut chunks = self.chunks();
-        while chunks.next_into(&mut out, usize::MAX) {}
-        out.push_str(&self.render_agent());
+        let _ = self.render_pieces(|piece| {
+            out.push_str(&piece);
+            Ok(())
+        });
         out
     }
 
@@ -355,53 +356,40 @@ impl Metrics {
         let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
         let m = self.clone();
         background::spawn("metrics-render", move || {
-            let out = ChunkSender {
-                tx,
-                buf: Vec::with_capacity(families::CHUNK_BYTES + 4096),
-            };
             // An error here is the client gone: nothing to report.
             let _ = if gzip {
+                let out = ChunkSender {
+                    tx,
+                    buf: Vec::with_capacity(families::CHUNK_BYTES + 4096),
+                };
                 let mut z = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-                m.render_into(&mut z)
+                m.render_pieces(|piece| std::io::Write::write_all(&mut z, piece.as_bytes()))
                     .and_then(|()| z.finish())
                     .and_then(ChunkSender::close)
             } else {
-                m.render_pieces(&out.tx)
+                let gone = |_| std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+                m.render_pieces(|piece| tx.blocking_send(bytes::Bytes::from(piece)).map_err(gone))
             };
         });
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>)
     }
 
-    /// Sends the plain exposition through `tx` a piece at a time, each piece handed over
-    /// as rendered (no copy into a second buffer: at 10,000 checks that copy was 24 MB
-    /// per scrape).
-    fn render_pieces(&self, tx: &tokio::sync::mpsc::Sender<bytes::Bytes>) -> std::io::Result<()> {
-        let gone = |_| std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+    /// Hands the whole exposition to `emit` one piece of about [`families::CHUNK_BYTES`]
+    /// at a time, each piece owned (the plain stream sends it as it is: no copy into a
+    /// second buffer, which at 10,000 checks was 24 MB per scrape).
+    fn render_pieces(
+        &self,
+        mut emit: impl FnMut(String) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let mut chunks = self.chunks();
         loop {
             let mut piece = String::with_capacity(families::CHUNK_BYTES + 4096);
             if !chunks.next_into(&mut piece, families::CHUNK_BYTES) {
                 break;
             }
-            tx.blocking_send(bytes::Bytes::from(piece)).map_err(gone)?;
+            emit(piece)?;
         }
-        tx.blocking_send(bytes::Bytes::from(self.render_agent()))
-            .map_err(gone)
-    }
-
-    /// Writes the whole exposition into `w`, one piece of about
-    /// [`families::CHUNK_BYTES`] at a time.
-    fn render_into(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        let mut chunks = self.chunks();
-        let mut piece = String::with_capacity(families::CHUNK_BYTES + 4096);
-        loop {
-            piece.clear();
-            if !chunks.next_into(&mut piece, families::CHUNK_BYTES) {
-                break;
-            }
-            w.write_all(piece.as_bytes())?;
-        }
-        w.write_all(self.render_agent().as_bytes())
+        emit(self.render_agent())
     }
 
     /// Creates the series of one check (replacing any of the same name).
@@ -643,7 +631,7 @@ impl CheckMetrics {
                 let i = if *k == ErrorKind::Timeout { 2 } else { 1 };
                 s.attempts[i].fetch_add(1, Ordering::Relaxed);
                 let ki = ErrorKind::ALL.iter().position(|x| x == k).unwrap_or(0);
-                s.rare_mut().failures[ki].fetch_add(1, Ordering::Relaxed);
+                s.rare_or_init().failures[ki].fetch_add(1, Ordering::Relaxed);
             }
             Verdict::Unknown => {
                 s.attempts[1].fetch_add(1, Ordering::Relaxed);
@@ -659,7 +647,7 @@ impl CheckMetrics {
             }
         }
         if let Some(t) = o.tls_not_after {
-            s.rare_mut()
+            s.rare_or_init()
                 .tls_not_after
                 .set(crate::time::unix_secs_f64(t));
         }

@@ -120,7 +120,7 @@ impl Default for Rare {
 
 impl Series {
     /// The rarely used part, allocated now if it was not.
-    pub(crate) fn rare_mut(&self) -> &Rare {
+    pub(crate) fn rare_or_init(&self) -> &Rare {
         self.rare.get_or_init(Box::default)
     }
 
@@ -177,7 +177,7 @@ impl Series {
         if values.peek().is_none() && self.rare().is_none() {
             return; // nothing reported, nothing to clear
         }
-        let rare = self.rare_mut();
+        let rare = self.rare_or_init();
         let mut next = BTreeMap::new();
         let mut dropped = 0u64;
         for (label, v) in values {

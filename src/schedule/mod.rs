@@ -154,9 +154,7 @@ impl Mail {
             self.0.wake.notify_one();
         }
     }
-}
 
-impl Mail {
     /// Closes the mailbox: the supervisor's wait ends with a stop.
     fn close(&self) {
         self.0.inner.lock().handle_gone = true;
@@ -236,8 +234,7 @@ impl Handle {
 
     /// Stops the supervisor; in-flight work is cancelled. Waits up to `grace`.
     pub async fn stop(self, grace: Duration) {
-        self.cancel.cancel();
-        self.cmd.close();
+        self.cancel();
         let abort = self.task.abort_handle();
         if timeout(grace, self.task).await.is_err() {
             abort.abort();
@@ -412,13 +409,21 @@ impl Supervisor {
         due: Instant,
         trigger: &mut Option<tokio::sync::broadcast::Receiver<Arc<Published>>>,
     ) -> Wake {
-        if trigger.is_some() {
-            return Box::pin(self.wait_or_trigger(due, trigger)).await;
-        }
-        tokio::select! {
-            biased;
-            c = self.cmd.recv() => self.woken(c),
-            _ = sleep_until(due) => Wake::Due,
+        let wake = if trigger.is_some() {
+            Box::pin(self.wait_or_trigger(due, trigger)).await
+        } else {
+            tokio::select! {
+                biased;
+                c = self.cmd.recv() => self.woken(c),
+                _ = sleep_until(due) => Wake::Due,
+            }
+        };
+        // The token (or its parent's) cancelled without the mailbox closed: stop before
+        // another attempt.
+        if self.cancel.is_cancelled() {
+            Wake::Stop
+        } else {
+            wake
         }
     }
 
@@ -592,11 +597,6 @@ impl Supervisor {
                 Wake::Forced => self.failures = 0,
                 Wake::Due => {}
             }
-            // The token (or its parent's) cancelled without the mailbox closed: stop
-            // before starting an attempt.
-            if self.cancel.is_cancelled() {
-                return;
-            }
             let start = Instant::now();
             if start > due {
                 self.shared
@@ -643,9 +643,6 @@ impl Supervisor {
                 Wake::Stop => return,
                 Wake::Forced => self.failures = 0,
                 Wake::Due => {}
-            }
-            if self.cancel.is_cancelled() {
-                return;
             }
             self.begin();
             let token = self.cancel.child_token();

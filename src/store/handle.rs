@@ -294,9 +294,7 @@ pub(crate) fn state_worth_writing(s: &CheckState, o: &Outcome) -> bool {
     let (Some(last), Some(previous)) = (s.last_success_at, s.previous_success_at) else {
         return true;
     };
-    let offset = s.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    }) % 60_000;
+    let offset = xxhash_rust::xxh3::xxh3_64(s.name.as_bytes()) % 60_000;
     let minute = |t: SystemTime| (unix_ms(t) as u64).wrapping_add(offset) / 60_000;
     minute(last) != minute(previous)
 }
