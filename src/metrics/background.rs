@@ -67,7 +67,6 @@ fn lower_priority() {
     }
 }
 
-/// The calling thread's nice value (for the tests).
 /// Hands the heap's free pages back to the kernel. A full config load at 100,000 checks
 /// builds a 300 MiB document and frees it; glibc keeps such memory for reuse, so without
 /// this it stays in the agent's RSS for good. Blocking (it walks the heap): call it on a
@@ -112,6 +111,7 @@ pub async fn trim_every(every: std::time::Duration, cancel: tokio_util::sync::Ca
     }
 }
 
+/// The calling thread's nice value (for the tests).
 #[cfg(test)]
 fn current_nice() -> libc::c_int {
     // SAFETY: as in `lower_priority`.

@@ -10,12 +10,19 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::series::{LATENCY_BUCKETS, PHASES, Series, escape, head, int, num, sample};
+use super::series::{
+    LATENCY_BUCKETS, PHASES, Series, escape, head, int, num, put, sample, sample_int,
+};
 use crate::check::ErrorKind;
 use crate::health::Status;
 
 /// Bytes a streamed chunk aims at (a chunk ends after the check that passes it).
-pub const CHUNK_BYTES: usize = 64 * 1024;
+///
+/// Each chunk is one hand-over from the render thread to the connection's task and one
+/// `writev`. At 10,000 checks (24 MB) 64 KiB chunks cost about 30 ms of CPU a scrape and
+/// 256 KiB chunks about 20; 512 KiB saved nothing more and held twice the memory. With
+/// the channel of two, a scrape holds at most about four chunks: 1 MiB.
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Which families a scrape carries (`[metrics]` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +100,8 @@ const UP: Family = Family {
     help: "1 if the check is healthy or degraded, 0 otherwise.",
     ty: "gauge",
     lines: |s, out| {
-        let v = s.up.load(Ordering::Relaxed) as f64;
-        gauge(out, "lifeline_check_up", s, Some(v));
+        let v = s.up.load(Ordering::Relaxed);
+        sample_int(out, "lifeline_check_up", s, None, v);
     },
 };
 
@@ -105,12 +112,12 @@ const STATUS: Family = Family {
     lines: |s, out| {
         let cur = s.status.load(Ordering::Relaxed) as usize;
         for (i, st) in Status::ALL.iter().enumerate() {
-            sample(
+            sample_int(
                 out,
                 "lifeline_check_status",
                 s,
                 Some(("status", st.as_str())),
-                f64::from(u8::from(i == cur)),
+                u8::from(i == cur),
             );
         }
     },
@@ -135,14 +142,14 @@ const LATENCY: Family = Family {
             return;
         }
         for (b, le) in s.buckets.iter().zip(bucket_labels()) {
-            out.push_str("lifeline_check_latency_seconds_bucket{");
-            out.push_str(&s.prefix);
-            out.push_str(le);
+            put(out, "lifeline_check_latency_seconds_bucket{");
+            put(out, &s.prefix);
+            put(out, le);
             int(out, b.load(Ordering::Relaxed));
             out.push('\n');
         }
-        let count = s.lat_count.load(Ordering::Relaxed) as f64;
-        sample(
+        let count = s.lat_count.load(Ordering::Relaxed);
+        sample_int(
             out,
             "lifeline_check_latency_seconds_bucket",
             s,
@@ -156,7 +163,7 @@ const LATENCY: Family = Family {
             None,
             s.lat_sum.get().unwrap_or(0.0),
         );
-        sample(out, "lifeline_check_latency_seconds_count", s, None, count);
+        sample_int(out, "lifeline_check_latency_seconds_count", s, None, count);
     },
 };
 
@@ -166,12 +173,12 @@ const ATTEMPTS: Family = Family {
     ty: "counter",
     lines: |s, out| {
         for (i, r) in ["success", "failure", "timeout"].iter().enumerate() {
-            sample(
+            sample_int(
                 out,
                 "lifeline_check_attempts_total",
                 s,
                 Some(("result", r)),
-                s.attempts[i].load(Ordering::Relaxed) as f64,
+                s.attempts[i].load(Ordering::Relaxed),
             );
         }
     },
@@ -186,12 +193,12 @@ const FAILURES: Family = Family {
         for (i, k) in ErrorKind::ALL.iter().enumerate() {
             let n = rare.failures[i].load(Ordering::Relaxed);
             if n > 0 {
-                sample(
+                sample_int(
                     out,
                     "lifeline_check_failures_total",
                     s,
                     Some(("error_kind", k.as_str())),
-                    n as f64,
+                    n,
                 );
             }
         }
@@ -203,8 +210,8 @@ const CONSECUTIVE: Family = Family {
     help: "Failures in a row.",
     ty: "gauge",
     lines: |s, out| {
-        let v = s.consecutive.load(Ordering::Relaxed) as f64;
-        gauge(out, "lifeline_check_consecutive_failures", s, Some(v));
+        let v = s.consecutive.load(Ordering::Relaxed);
+        sample_int(out, "lifeline_check_consecutive_failures", s, None, v);
     },
 };
 
@@ -240,8 +247,8 @@ const CHANGES: Family = Family {
     help: "Status changes.",
     ty: "counter",
     lines: |s, out| {
-        let v = s.changes.load(Ordering::Relaxed) as f64;
-        sample(out, "lifeline_check_state_changes_total", s, None, v);
+        let v = s.changes.load(Ordering::Relaxed);
+        sample_int(out, "lifeline_check_state_changes_total", s, None, v);
     },
 };
 
@@ -251,8 +258,8 @@ const RECONNECTS: Family = Family {
     ty: "counter",
     lines: |s, out| {
         if let Some(r) = &s.reconnects {
-            let v = r.load(Ordering::Relaxed) as f64;
-            sample(out, "lifeline_session_reconnects_total", s, None, v);
+            let v = r.load(Ordering::Relaxed);
+            sample_int(out, "lifeline_session_reconnects_total", s, None, v);
         }
     },
 };
@@ -284,13 +291,7 @@ const PERFDATA_DROPPED: Family = Family {
             .rare()
             .map_or(0, |r| r.perfdata_dropped.load(Ordering::Relaxed));
         if n > 0 {
-            sample(
-                out,
-                "lifeline_check_perfdata_dropped_total",
-                s,
-                None,
-                n as f64,
-            );
+            sample_int(out, "lifeline_check_perfdata_dropped_total", s, None, n);
         }
     },
 };
@@ -348,6 +349,33 @@ pub fn render(all: &[Arc<Series>], out: &mut String) {
     while r.next_into(out, usize::MAX) {}
 }
 
+/// How many checks ahead of the one being written a walk asks for its series' memory.
+const AHEAD: usize = 32;
+
+/// Asks the CPU to bring `n` cache lines from `p` on into its cache.
+///
+/// A walk visits every check's series once per family (16 times a scrape), and the
+/// series of 10,000 checks are spread over the whole heap between the checks' other
+/// allocations. By the next scrape the 24 MB the last one sent through the kernel have
+/// pushed them out of the cache, so without a hint every visit waits for memory: in the
+/// running agent that was a third of the render.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch(p: *const u8, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for k in 0..lines {
+        // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and
+        // reads nothing into the program.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(k * 64).cast(),
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, lines);
+}
+
 /// A walk over every family × every check, written out a piece at a time.
 pub struct Chunks {
     checks: Vec<Arc<Series>>,
@@ -389,6 +417,15 @@ impl Chunks {
                 Some(i) => i,
             };
             if let Some(s) = self.checks.get(i) {
+                if let Some(ahead) = self.checks.get(i + AHEAD) {
+                    let lines = std::mem::size_of::<Series>() / 64 + 1;
+                    prefetch(Arc::as_ptr(ahead).cast(), lines);
+                }
+                if let Some(near) = self.checks.get(i + AHEAD / 2) {
+                    // Its series is in the cache by now, so reading where the label
+                    // prefix lives costs nothing.
+                    prefetch(near.prefix.as_ptr(), 1);
+                }
                 (f.lines)(s, out);
                 self.check = Some(i + 1);
                 wrote = true;
