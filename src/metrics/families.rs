@@ -352,7 +352,10 @@ pub fn render(all: &[Arc<Series>], out: &mut String) {
 /// How many checks ahead of the one being written a walk asks for its series' memory.
 const AHEAD: usize = 32;
 
-/// Asks the CPU to bring `n` cache lines from `p` on into its cache.
+/// Cache lines a [`Series`] can touch, wherever it starts.
+const SERIES_LINES: usize = std::mem::size_of::<Series>() / 64 + 1;
+
+/// Asks the CPU to bring `lines` cache lines from `p` on into its cache.
 ///
 /// A walk visits every check's series once per family (16 times a scrape), and the
 /// series of 10,000 checks are spread over the whole heap between the checks' other
@@ -418,8 +421,7 @@ impl Chunks {
             };
             if let Some(s) = self.checks.get(i) {
                 if let Some(ahead) = self.checks.get(i + AHEAD) {
-                    let lines = std::mem::size_of::<Series>() / 64 + 1;
-                    prefetch(Arc::as_ptr(ahead).cast(), lines);
+                    prefetch(Arc::as_ptr(ahead).cast(), SERIES_LINES);
                 }
                 if let Some(near) = self.checks.get(i + AHEAD / 2) {
                     // Its series is in the cache by now, so reading where the label

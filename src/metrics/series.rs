@@ -298,7 +298,7 @@ pub(super) fn num(out: &mut String, v: f64) {
     }
 }
 
-pub(super) fn int(out: &mut String, v: u64) {
+pub(super) fn int(out: &mut String, v: impl itoa::Integer) {
     put(out, itoa::Buffer::new().format(v));
 }
 
@@ -329,7 +329,7 @@ pub(super) fn sample_int(
     v: impl itoa::Integer,
 ) {
     labels(out, name, s, extra);
-    put(out, itoa::Buffer::new().format(v));
+    int(out, v);
     out.push('\n');
 }
 
