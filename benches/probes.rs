@@ -12,6 +12,9 @@
 //!
 //! Targets are 20 loopback addresses × 5 ports (127.0.0.1–20), so 10,000 connections/s do
 //! not run out of 4-tuples; the listener process accepts and closes.
+//!
+//! `LIFELINE_BIN=path` runs another build of the agent instead of this tree's (to pair
+//! two builds on the same machine in turn).
 
 // Benchmarks time whole processes from plain threads: std's clock and sleep are the
 // right ones here (clippy.toml bans them in the agent's async code).
@@ -227,14 +230,17 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
     std::fs::write(&path, config(n, base, port, &dir.path().join("data"), o)).expect("config");
     let log = dir.path().join("agent.log");
     let agent = Proc(
-        Command::new(env!("CARGO_BIN_EXE_lifeline"))
-            .arg("--config")
-            .arg(&path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("lifeline binary"),
+        Command::new(
+            std::env::var_os("LIFELINE_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_lifeline").into()),
+        )
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("lifeline binary"),
     );
     let pid = agent.pid();
     wait_until(Duration::from_secs(60), "the agent to be ready", || {

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::ParseCx;
 use super::{Attempt, BoxFuture, BuildEnv, Check, CheckError, KindSpec, Outcome, Phases};
 use crate::config::raw::Table;
-use crate::net::addr::split_host_port;
+use crate::net::addr::{Connected, split_host_port};
 
 /// `tcp` settings.
 #[derive(Debug, Clone)]
@@ -52,7 +52,14 @@ impl Check for TcpCheck {
                     // The handshake as the kernel timed it (plus the name lookup), not
                     // when this task got to run again: see `net::tcp_info`. When the
                     // first address did not answer, the wait for the next one counts.
-                    let rtt = first.then(|| crate::net::tcp_info::rtt(&stream)).flatten();
+                    // A connection the kernel finished inside the connect call was
+                    // never waited for, so the call's own time is the exchange, with
+                    // no queueing in it: no need to ask the kernel.
+                    let rtt = match &stream {
+                        Connected::Now(_) if first => phases.connect,
+                        _ if first => crate::net::tcp_info::rtt(&stream),
+                        _ => None,
+                    };
                     let latency = match rtt {
                         Some(rtt) => {
                             phases.connect = Some(rtt);

@@ -295,7 +295,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = self.render_pieces(|piece| {
-            out.push_str(&piece);
+            out.push_str(piece);
             Ok(())
         });
         out
@@ -368,28 +368,36 @@ impl Metrics {
                     .and_then(ChunkSender::close)
             } else {
                 let gone = |_| std::io::Error::from(std::io::ErrorKind::BrokenPipe);
-                m.render_pieces(|piece| tx.blocking_send(bytes::Bytes::from(piece)).map_err(gone))
+                m.render_pieces(|piece| {
+                    let piece = bytes::Bytes::from(std::mem::take(piece));
+                    tx.blocking_send(piece).map_err(gone)
+                })
             };
         });
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>)
     }
 
     /// Hands the whole exposition to `emit` one piece of about [`families::CHUNK_BYTES`]
-    /// at a time, each piece owned (the plain stream sends it as it is: no copy into a
-    /// second buffer, which at 10,000 checks was 24 MB per scrape).
+    /// at a time. `emit` may take the piece (the plain stream sends it as it is: no copy
+    /// into a second buffer, which at 10,000 checks was 24 MB per scrape) or leave it
+    /// (gzip reads it into the encoder): a piece left behind is cleared and written
+    /// again, so the walk allocates once rather than a fresh quarter-megabyte — fresh
+    /// pages to fault in — per piece.
     fn render_pieces(
         &self,
-        mut emit: impl FnMut(String) -> std::io::Result<()>,
+        mut emit: impl FnMut(&mut String) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let mut chunks = self.chunks();
+        let mut piece = String::new();
         loop {
-            let mut piece = String::with_capacity(families::CHUNK_BYTES + 4096);
+            piece.clear();
+            piece.reserve(families::CHUNK_BYTES + 4096);
             if !chunks.next_into(&mut piece, families::CHUNK_BYTES) {
                 break;
             }
-            emit(piece)?;
+            emit(&mut piece)?;
         }
-        emit(self.render_agent())
+        emit(&mut self.render_agent())
     }
 
     /// Creates the series of one check (replacing any of the same name).

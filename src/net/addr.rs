@@ -1,9 +1,14 @@
 //! Addresses: `host:port` parsing and formatting (IPv6 in brackets), percent-decoding of
 //! URL components, and the TCP connect every TCP-based kind starts with (resolved by
-//! [`super::dns`], several addresses raced by [`happy_eyeballs`]).
+//! [`super::dns`], several addresses raced by [`happy_eyeballs`], each one opened by
+//! [`connect_one`]).
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
@@ -59,17 +64,26 @@ pub const DEFAULT_CONNECT_BUDGET: Duration = Duration::from_secs(10);
 
 /// Resolves `address` (`host:port`) through [`super::dns`] and connects, timing
 /// `phases.dns` and `phases.connect`. Several addresses are raced happy-eyeballs style
-/// ([`happy_eyeballs`]).
+/// ([`happy_eyeballs`]). The stream has `TCP_NODELAY` set: every caller talks a
+/// request/response protocol over it.
 pub async fn connect(address: &str, phases: &mut Phases) -> Result<TcpStream, CheckError> {
-    Ok(connect_first(address, phases).await?.0)
+    let s = connect_first(address, phases)
+        .await?
+        .0
+        .into_stream()
+        .map_err(|e| CheckError::io(&format!("connect {address}"), &e))?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
 }
 
-/// [`connect`], also telling whether the first address tried is the one that answered
-/// (false when happy eyeballs had to move on: the wait for the others was real).
+/// [`connect`] as a [`Connected`] socket (not yet handed to the runtime when the kernel
+/// finished the handshake at once), also telling whether the first address tried is the
+/// one that answered (false when happy eyeballs had to move on: the wait for the others
+/// was real).
 pub async fn connect_first(
     address: &str,
     phases: &mut Phases,
-) -> Result<(TcpStream, bool), CheckError> {
+) -> Result<(Connected, bool), CheckError> {
     let t0 = Instant::now();
     let addrs: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
         Ok(a) => vec![a],
@@ -85,9 +99,88 @@ pub async fn connect_first(
     let deadline = super::deadline::current().unwrap_or(t1 + DEFAULT_CONNECT_BUDGET);
     let s = happy_eyeballs(&addrs, deadline).await?;
     phases.connect = Some(t1.elapsed());
-    let _ = s.set_nodelay(true);
-    let first = s.peer_addr().ok() == addrs.first().copied();
+    // One address needs no `getpeername` to know which one answered.
+    let first = addrs.len() == 1 || s.peer_addr().ok() == addrs.first().copied();
     Ok((s, first))
+}
+
+/// A TCP connection that has been made: still a plain socket when the kernel finished
+/// the handshake inside `connect(2)` itself, or a runtime stream when it had to be
+/// waited for.
+#[derive(Debug)]
+pub enum Connected {
+    /// Established by the time `connect(2)` returned (a loopback peer: the kernel runs
+    /// the whole handshake in the call), so never registered with the runtime: a probe
+    /// that only wanted to know the port answers closes it without an `epoll_ctl`,
+    /// a wake-up or a timer.
+    Now(std::net::TcpStream),
+    /// Waited for on the runtime's reactor.
+    Waited(TcpStream),
+}
+
+impl Connected {
+    /// The connection as a runtime stream (registering it with the reactor if it is
+    /// not yet).
+    pub fn into_stream(self) -> io::Result<TcpStream> {
+        match self {
+            Connected::Now(s) => TcpStream::from_std(s),
+            Connected::Waited(s) => Ok(s),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Connected::Now(s) => s.peer_addr(),
+            Connected::Waited(s) => s.peer_addr(),
+        }
+    }
+}
+
+impl AsRawFd for Connected {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Connected::Now(s) => s.as_raw_fd(),
+            Connected::Waited(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Opens a TCP connection to `a`: a non-blocking `connect(2)`, then — before anything
+/// is registered with the runtime — a second `connect(2)`, which reports the outcome
+/// when the kernel already has it. Against a loopback peer it always does (the SYN,
+/// SYN-ACK and ACK all run inside the first call), so the connection, or its refusal,
+/// costs no reactor registration, no `epoll_wait` round trip and no task wake-up; a
+/// remote peer costs one extra syscall (`EALREADY`), then the reactor waits as usual.
+pub async fn connect_one(a: SocketAddr) -> io::Result<Connected> {
+    let sock = Socket::new(Domain::for_address(a), Type::STREAM.nonblocking(), None)?;
+    let to = SockAddr::from(a);
+    let pending = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
+        )
+    };
+    match sock.connect(&to) {
+        Ok(()) => return Ok(Connected::Now(sock.into())),
+        Err(e) if pending(&e) => {}
+        Err(e) => return Err(e),
+    }
+    match sock.connect(&to) {
+        Ok(()) => return Ok(Connected::Now(sock.into())),
+        // Linux answers 0 once established; other systems say "already connected".
+        Err(e) if e.raw_os_error() == Some(libc::EISCONN) => {
+            return Ok(Connected::Now(sock.into()));
+        }
+        Err(e) if pending(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let s = TcpStream::from_std(sock.into())?;
+    s.writable().await?;
+    match s.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(Connected::Waited(s)),
+    }
 }
 
 /// Connects to the first of `addrs` that answers before `deadline` (RFC 8305 style):
@@ -98,10 +191,10 @@ pub async fn connect_first(
 pub async fn happy_eyeballs(
     addrs: &[SocketAddr],
     deadline: Instant,
-) -> Result<TcpStream, CheckError> {
+) -> Result<Connected, CheckError> {
     if let [a] = addrs {
         // One address: nothing to race, so no set of attempts to keep.
-        return match tokio::time::timeout_at(deadline, TcpStream::connect(*a)).await {
+        return match tokio::time::timeout_at(deadline, connect_one(*a)).await {
             Ok(r) => r.map_err(|e| CheckError::io(&format!("connect {a}"), &e)),
             Err(_) => Err(CheckError::new(
                 ErrorKind::Timeout,
@@ -112,7 +205,7 @@ pub async fn happy_eyeballs(
     let mut pending = FuturesUnordered::new();
     let mut waiting = addrs.iter().copied();
     let mut last: Option<CheckError> = None;
-    let start = |a: SocketAddr| async move { (a, TcpStream::connect(a).await) };
+    let start = |a: SocketAddr| async move { (a, connect_one(a).await) };
     let mut started_at = Instant::now();
     if let Some(a) = waiting.next() {
         pending.push(start(a));
@@ -201,6 +294,63 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
         let e = happy_eyeballs(&[], deadline).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::Dns);
+    }
+
+    #[tokio::test]
+    async fn a_loopback_connect_is_done_before_the_reactor_is_involved() {
+        use futures_util::FutureExt;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        // Ready on its first poll: nothing was left for the runtime to wait on.
+        let c = connect_one(a)
+            .now_or_never()
+            .expect("ready at once")
+            .unwrap();
+        assert!(matches!(c, Connected::Now(_)), "{c:?}");
+        assert!(super::super::tcp_info::rtt(&c).is_some());
+        let (peer, _) = l.accept().unwrap();
+        assert_eq!(
+            peer.peer_addr().unwrap(),
+            c.into_stream().unwrap().local_addr().unwrap()
+        );
+        let closed = closed_port().await;
+        let e = connect_one(closed)
+            .now_or_never()
+            .expect("refused at once")
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn a_handshake_the_kernel_has_not_finished_is_waited_for() {
+        use futures_util::FutureExt;
+        // A listener whose accept queue is full drops SYNs: the connect stays in
+        // progress until a retransmitted SYN (after about a second) finds room.
+        let l = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        l.bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .unwrap();
+        l.listen(1).unwrap();
+        let l: std::net::TcpListener = l.into();
+        let a = l.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match connect_one(a).now_or_never() {
+                Some(Ok(c)) => queued.push(c),
+                Some(Err(e)) => panic!("{e}"),
+                None => break,
+            }
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        let mut waiting = Box::pin(connect_one(a));
+        assert!((&mut waiting).now_or_never().is_none(), "the queue is full");
+        // Room for one more: the retransmitted SYN is accepted.
+        let _first = l.accept().unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("the retransmitted SYN connects")
+            .unwrap();
+        assert!(matches!(c, Connected::Waited(_)), "{c:?}");
+        assert_eq!(c.peer_addr().unwrap(), a);
     }
 
     #[test]
