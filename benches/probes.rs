@@ -157,16 +157,65 @@ fn free_port() -> u16 {
 
 /// `GET path` over HTTP/1.0; the body and the wall time it took.
 fn get(port: u16, path: &str) -> Option<(String, Duration)> {
+    let (body, t) = fetch(port, path, "")?;
+    Some((String::from_utf8_lossy(&body).into_owned(), t))
+}
+
+/// A `200` response's body as bytes and the time it took; `headers` are extra request
+/// lines, each ending in CRLF.
+fn fetch(port: u16, path: &str, headers: &str) -> Option<(Vec<u8>, Duration)> {
     let t = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}\r\n").ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
     let status = head.lines().next()?;
-    (status.split_whitespace().nth(1) == Some("200")).then(|| (body.to_string(), t.elapsed()))
+    (status.split_whitespace().nth(1) == Some("200"))
+        .then(|| (buf[end + 4..].to_vec(), t.elapsed()))
+}
+
+/// What ten scrapes, one a second, cost the agent.
+struct Scrapes {
+    wall_ms: f64,
+    cpu_ms: f64,
+    mib: f64,
+}
+
+/// Scrapes `/metrics` every second for 10 s, as a Prometheus with a 1 s interval would
+/// (gzipped when `gzip`, as Prometheus asks by default): the median wall time, the
+/// agent's CPU per scrape beyond its probing (`busy_per_s`, measured just before), and
+/// the size on the wire. `rss` keeps the highest RSS seen meanwhile.
+fn scrape_series(port: u16, pid: &str, gzip: bool, busy_per_s: f64, rss: &mut f64) -> Scrapes {
+    let headers = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    let c1 = Cpu::of(pid);
+    let t1 = Instant::now();
+    let mut walls = Vec::new();
+    let mut size = 0;
+    for i in 0..10 {
+        let (b, w) = fetch(port, "/metrics", headers).expect("scrape");
+        size = b.len();
+        walls.push(w.as_secs_f64() * 1000.0);
+        *rss = rss.max(rss_mib(pid));
+        let next = Duration::from_secs(i + 1);
+        if let Some(d) = next.checked_sub(t1.elapsed()) {
+            std::thread::sleep(d);
+        }
+        *rss = rss.max(rss_mib(pid));
+    }
+    let cpu = (Cpu::of(pid).since(c1).total() - busy_per_s * t1.elapsed().as_secs_f64()) / 10.0;
+    walls.sort_by(f64::total_cmp);
+    Scrapes {
+        wall_ms: walls[walls.len() / 2],
+        cpu_ms: cpu.max(0.0) * 1000.0,
+        mib: size as f64 / 1_048_576.0,
+    }
 }
 
 fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
@@ -193,6 +242,9 @@ struct Run {
     scrape_ms: f64,
     scrape_cpu_ms: f64,
     scrape_mib: f64,
+    gzip_ms: f64,
+    gzip_cpu_ms: f64,
+    gzip_mib: f64,
     changes: f64,
     log_lines: usize,
     fds: usize,
@@ -261,27 +313,10 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
     let probes =
         m1.sum("lifeline_check_attempts_total", "") - m0.sum("lifeline_check_attempts_total", "");
     let per = |s: f64| s / probes.max(1.0) * 1e6;
-    // Scraped every second for 10 s, as a Prometheus with a 1 s interval would.
     let busy_per_s = cpu.total() / wall;
-    let c1 = Cpu::of(&pid);
-    let t1 = Instant::now();
-    let mut walls = Vec::new();
-    let mut size = 0;
     let mut rss_scraped: f64 = rss;
-    for i in 0..10 {
-        let (b, w) = get(port, "/metrics").expect("scrape");
-        size = b.len();
-        walls.push(w.as_secs_f64() * 1000.0);
-        rss_scraped = rss_scraped.max(rss_mib(&pid));
-        let next = Duration::from_secs(i + 1);
-        if let Some(d) = next.checked_sub(t1.elapsed()) {
-            std::thread::sleep(d);
-        }
-        rss_scraped = rss_scraped.max(rss_mib(&pid));
-    }
-    let scrape_cpu =
-        (Cpu::of(&pid).since(c1).total() - busy_per_s * t1.elapsed().as_secs_f64()) / 10.0;
-    walls.sort_by(f64::total_cmp);
+    let plain = scrape_series(port, &pid, false, busy_per_s, &mut rss_scraped);
+    let gz = scrape_series(port, &pid, true, busy_per_s, &mut rss_scraped);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let r = Run {
         who: "lifeline",
@@ -304,9 +339,12 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
             0.99,
         )
         .map(|s| s * 1000.0),
-        scrape_ms: walls[walls.len() / 2],
-        scrape_cpu_ms: scrape_cpu.max(0.0) * 1000.0,
-        scrape_mib: size as f64 / 1_048_576.0,
+        scrape_ms: plain.wall_ms,
+        scrape_cpu_ms: plain.cpu_ms,
+        scrape_mib: plain.mib,
+        gzip_ms: gz.wall_ms,
+        gzip_cpu_ms: gz.cpu_ms,
+        gzip_mib: gz.mib,
         changes: m1.sum("lifeline_check_state_changes_total", "")
             - m0.sum("lifeline_check_state_changes_total", ""),
         log_lines: text.lines().count(),
@@ -316,7 +354,7 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
     let degraded = m1.sum("lifeline_check_status", "status=\"degraded\"");
     let failing = m1.sum("lifeline_check_status", "status=\"unhealthy\"");
     println!(
-        "lifeline  checks={n:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs (user {:.1} + system {:.1}) rss={:.1}MiB (scraped {:.1}) latency_p99={} lag_p99={} scrape={:.1}ms wall {:.1}ms cpu {:.1}MiB changes={:.0} degraded={degraded:.0} unhealthy={failing:.0} log_lines={} fds={} threads={}",
+        "lifeline  checks={n:>6} probes/s={:>8.0} cpu/probe={:>6.1}µs (user {:.1} + system {:.1}) rss={:.1}MiB (scraped {:.1}) latency_p99={} lag_p99={} scrape={:.1}ms wall {:.1}ms cpu {:.1}MiB gzip={:.1}ms wall {:.1}ms cpu {:.2}MiB changes={:.0} degraded={degraded:.0} unhealthy={failing:.0} log_lines={} fds={} threads={}",
         r.rate,
         r.cpu_us,
         r.user_us,
@@ -328,6 +366,9 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
         r.scrape_ms,
         r.scrape_cpu_ms,
         r.scrape_mib,
+        r.gzip_ms,
+        r.gzip_cpu_ms,
+        r.gzip_mib,
         r.changes,
         r.log_lines,
         r.fds,
