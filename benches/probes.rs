@@ -275,13 +275,23 @@ fn config(n: usize, base: u16, port: u16, dir: &Path, o: &Opts) -> String {
     s
 }
 
-fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
+/// A running agent with its own temp dir (config, data, log).
+struct Agent {
+    proc: Proc,
+    pid: String,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the agent on `n` checks and waits until it is ready.
+fn start_agent(n: usize, base: u16, o: &Opts) -> Agent {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let path = dir.path().join("lifeline.toml");
     std::fs::write(&path, config(n, base, port, &dir.path().join("data"), o)).expect("config");
     let log = dir.path().join("agent.log");
-    let agent = Proc(
+    let proc = Proc(
         Command::new(
             std::env::var_os("LIFELINE_BIN")
                 .unwrap_or_else(|| env!("CARGO_BIN_EXE_lifeline").into()),
@@ -294,10 +304,70 @@ fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
         .spawn()
         .expect("lifeline binary"),
     );
-    let pid = agent.pid();
+    let pid = proc.pid();
     wait_until(Duration::from_secs(60), "the agent to be ready", || {
         get(port, "/-/ready").is_some()
     });
+    Agent {
+        proc,
+        pid,
+        port,
+        log,
+        _dir: dir,
+    }
+}
+
+/// `/metrics` on its own: an agent with `n` checks at `interval = "1h"` (each check is
+/// probed once, within a second of the start, and then the agent is idle), scraped 20
+/// times plain and 20 times gzipped, 200 ms apart. With nothing else running, the
+/// agent's CPU over the scrapes (less its idle rate, measured just before) is theirs.
+fn scrape_cost(n: usize, base: u16, o: &Opts) {
+    let idle = Opts {
+        interval: "1h".into(),
+        interval_s: 3600.0,
+        timeout: o.timeout.clone(),
+        seconds: o.seconds,
+    };
+    let a = start_agent(n, base, &idle);
+    std::thread::sleep(Duration::from_secs(5));
+    let c0 = Cpu::of(&a.pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_per_s = Cpu::of(&a.pid).since(c0).total() / t0.elapsed().as_secs_f64();
+    let rss0 = rss_mib(&a.pid);
+    for (what, headers) in [("plain", ""), ("gzip", "Accept-Encoding: gzip\r\n")] {
+        let c1 = Cpu::of(&a.pid);
+        let t1 = Instant::now();
+        let mut walls = Vec::new();
+        let mut size = 0;
+        let mut peak = rss0;
+        for _ in 0..20 {
+            let (b, w) = fetch(a.port, "/metrics", headers).expect("scrape");
+            size = b.len();
+            walls.push(w.as_secs_f64() * 1000.0);
+            peak = peak.max(rss_mib(&a.pid));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let cpu = Cpu::of(&a.pid).since(c1).total() - idle_per_s * t1.elapsed().as_secs_f64();
+        walls.sort_by(f64::total_cmp);
+        println!(
+            "scrape    checks={n:>6} idle agent, {what:>5}: {:.1}ms CPU per scrape, wall p50 {:.1}ms, {:.2}MiB, rss {rss0:.1}MiB (peak {peak:.1})",
+            cpu / 20.0 * 1000.0,
+            walls[walls.len() / 2],
+            size as f64 / 1_048_576.0,
+        );
+    }
+    drop(a.proc);
+}
+
+fn lifeline(n: usize, base: u16, o: &Opts) -> Run {
+    let Agent {
+        proc: _agent,
+        pid,
+        port,
+        log,
+        _dir,
+    } = start_agent(n, base, o);
     // Warm-up: every check has run at least twice.
     std::thread::sleep(Duration::from_secs_f64(5.0 + 2.0 * o.interval_s));
     let (body0, _) = get(port, "/metrics").expect("scrape");
@@ -650,6 +720,9 @@ fn main() {
     let mut runs = Vec::new();
     for &n in &counts {
         runs.push(lifeline(n, base, &o));
+    }
+    if let Some(&n) = counts.iter().max() {
+        scrape_cost(n, base, &o);
     }
     for &n in &bb {
         runs.push(blackbox(n, base, &o));

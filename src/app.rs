@@ -164,6 +164,12 @@ impl Agent {
         }
         let mut done = Applied::default();
         let checks = self.owned(&config);
+        self.shared.set_probe_intervals(
+            checks
+                .iter()
+                .filter(|c| c.mode == crate::check::Mode::Probe)
+                .map(|c| c.timing.interval),
+        );
         let pushed: Vec<String> = checks
             .iter()
             .filter(|c| c.kind == "push")

@@ -44,8 +44,10 @@ pub struct Shared {
     pub overall_dirty: Notify,
     /// Whether the agent keeps its cadence (see [`lag`]).
     pub lag: Arc<lag::LagWatch>,
-    /// The origin of the [`GRID`] that probe slots are put on.
+    /// The origin of the grid that probe slots are put on ([`GRID`]).
     pub epoch: Instant,
+    /// The grid's step in nanoseconds ([`grid_step`] of the configured probe rate).
+    grid_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -64,7 +66,25 @@ impl Shared {
             overall_dirty: Notify::new(),
             lag: Arc::default(),
             epoch: Instant::now(),
+            grid_ns: std::sync::atomic::AtomicU64::new(GRID.as_nanos() as u64),
         })
+    }
+
+    /// Sizes the probe grid for checks probed every `intervals` (at a full apply of the
+    /// config; supervisors started later take the new step, running ones keep theirs).
+    pub fn set_probe_intervals(&self, intervals: impl Iterator<Item = Duration>) {
+        let rate: f64 = intervals
+            .filter(|i| !i.is_zero())
+            .map(|i| 1.0 / i.as_secs_f64())
+            .sum();
+        let step = grid_step(rate).as_nanos() as u64;
+        self.grid_ns
+            .store(step, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The probe grid's step.
+    pub fn grid(&self) -> Duration {
+        Duration::from_nanos(self.grid_ns.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Recomputes the overall status whenever a check changes (at most once per
@@ -347,18 +367,49 @@ enum Wake {
     Stop,
 }
 
-/// Probe slots (and first attempts) fall on multiples of this after [`Shared::epoch`]:
-/// checks due within the same 10 ms are started by one timer wake-up instead of one
-/// each. Spread evenly, 1,000 checks a second would otherwise wake a worker 1,000 times a
-/// second for one probe each, and a wake-up (timer, futex, `epoll_wait`) costs about as
-/// much CPU as the probe itself. 10 ms is far below any interval and below what the
-/// scheduler-lag figures resolve.
-pub const GRID: Duration = Duration::from_millis(10);
+/// Probe slots (and first attempts) fall on a grid that starts at [`Shared::epoch`], so
+/// the checks due within one step are started by one timer wake-up instead of one each.
+/// A wake-up (timer, futex, `epoll_wait`, and caches gone cold while the core idled)
+/// costs as much CPU as a loopback probe: at 1,000 probes a second, a 10 ms step cost
+/// 66–75 µs of CPU per probe and a 50 ms step 44–50 (`BENCHMARKS.md`). The step is sized
+/// so that about [`GRID_BATCH`] probes share a wake-up at the configured rate, at most
+/// this long: a check starts at most one step before its even share of the interval,
+/// and its latency is the exchange with the peer alone (`net::tcp_info`), so starting
+/// with others does not show in it.
+pub const GRID: Duration = Duration::from_millis(50);
 
-/// `t` moved back onto the [`GRID`] that starts at `epoch` (not before `epoch`).
-pub fn on_grid(epoch: Instant, t: Instant) -> Instant {
+/// The finest grid step: the runtime's timers resolve no finer.
+pub const GRID_MIN: Duration = Duration::from_millis(1);
+
+/// Probes per timer wake-up the grid is sized for. More would batch a little better and
+/// show as scheduler lag (a wake-up's probes run one after the other: 100 loopback probes
+/// take about 2 ms on one core; 500 showed a lag p99 of 50 ms at 10,000 probes a second).
+pub const GRID_BATCH: f64 = 100.0;
+
+/// The grid step for `rate` probes a second: room for [`GRID_BATCH`] of them, between
+/// [`GRID_MIN`] and [`GRID`] (10 ms at 10,000 a second, 50 ms at 2,000 and fewer).
+pub fn grid_step(rate: f64) -> Duration {
+    if !(rate > 0.0) {
+        return GRID;
+    }
+    Duration::from_secs_f64((GRID_BATCH / rate).min(GRID.as_secs_f64())).max(GRID_MIN)
+}
+
+/// The grid step of a check probed every `interval` while the agent's step is `step`: a
+/// twentieth of a short interval at most, so that a check probed every 200 ms still has
+/// 20 slots to spread over, not four.
+pub fn grid_for(step: Duration, interval: Duration) -> Duration {
+    step.min(interval / 20)
+}
+
+/// `t` moved back onto the grid of step `step` that starts at `epoch` (not before
+/// `epoch`); a zero step leaves `t` as it is.
+pub fn on_grid(epoch: Instant, t: Instant, step: Duration) -> Instant {
     let since = t.saturating_duration_since(epoch).as_nanos();
-    let step = GRID.as_nanos();
+    let step = step.as_nanos();
+    if step == 0 {
+        return t;
+    }
     epoch + Duration::from_nanos(u64::try_from(since / step * step).unwrap_or(u64::MAX))
 }
 
@@ -586,11 +637,13 @@ impl Supervisor {
         // than 10,000 in the first second of every five; and a check that recovers, or
         // started late, goes back to its own slot instead of bunching with the others.
         let epoch = self.shared.epoch;
+        let grid = grid_for(self.shared.grid(), self.lead.timing.interval);
         let slot = on_grid(
             epoch,
             Instant::now() + self.lead.timing.interval.mul_f64(self.rng.f64()),
+            grid,
         );
-        let mut due = on_grid(epoch, Instant::now() + self.initial_delay());
+        let mut due = on_grid(epoch, Instant::now() + self.initial_delay(), grid);
         loop {
             match self.wait(due, &mut trigger).await {
                 Wake::Stop => return,

@@ -648,18 +648,65 @@ async fn a_probe_task_at_rest_holds_only_its_wait() {
 #[test]
 fn on_grid_moves_back_to_a_multiple_of_the_grid() {
     let epoch = Instant::now();
-    for ms in [0u64, 1, 9, 10, 11, 999, 1_000, 12_345] {
+    for ms in [0u64, 1, 9, 10, 11, 49, 50, 51, 999, 1_000, 12_345] {
         let t = epoch + Duration::from_millis(ms);
-        let g = on_grid(epoch, t);
+        let g = on_grid(epoch, t, GRID);
         assert!(g <= t && t - g < GRID, "{ms} ms");
         assert_eq!((g - epoch).as_millis() % GRID.as_millis(), 0, "{ms} ms");
     }
     // Slots on the grid stay on it: `next_slot` steps by whole intervals.
-    let slot = on_grid(epoch, epoch + Duration::from_millis(1_234));
+    let slot = on_grid(epoch, epoch + Duration::from_millis(1_234), GRID);
     let next = next_slot(
         slot,
         Duration::from_secs(1),
         slot + Duration::from_millis(3),
     );
     assert_eq!((next - epoch).as_millis() % GRID.as_millis(), 0);
+    // A zero step (a zero interval) leaves the instant alone.
+    let t = epoch + Duration::from_micros(1_234);
+    assert_eq!(on_grid(epoch, t, Duration::ZERO), t);
+}
+
+#[test]
+fn the_grid_holds_about_a_batch_of_probes() {
+    assert_eq!(grid_step(1_000.0), GRID);
+    assert_eq!(grid_step(2_000.0), GRID);
+    assert_eq!(grid_step(10_000.0), Duration::from_millis(10));
+    assert_eq!(grid_step(1e9), GRID_MIN);
+    assert_eq!(grid_step(0.0), GRID);
+    assert_eq!(grid_step(f64::NAN), GRID);
+    // A short interval gets a finer grid than the agent's step.
+    assert_eq!(grid_for(GRID, Duration::from_secs(1)), GRID);
+    assert_eq!(
+        grid_for(GRID, Duration::from_millis(200)),
+        Duration::from_millis(10)
+    );
+    assert_eq!(grid_for(GRID, Duration::ZERO), Duration::ZERO);
+    // Twenty slots per interval at least: 20 checks at 200 ms fall on 20 distinct slots.
+    let epoch = Instant::now();
+    let iv = Duration::from_millis(200);
+    let slots: std::collections::BTreeSet<_> = (0..20u32)
+        .map(|i| on_grid(epoch, epoch + iv * i / 20, grid_for(GRID, iv)))
+        .collect();
+    assert_eq!(slots.len(), 20);
+}
+
+#[test]
+fn the_agent_sizes_its_grid_from_the_configured_rate() {
+    let shared = Shared::new(
+        Arc::new(StateTable::new()),
+        Bus::new(16),
+        Metrics::new(),
+        Arc::new(vec![]),
+    );
+    assert_eq!(shared.grid(), GRID);
+    let every = |n: usize, iv: Duration| std::iter::repeat_n(iv, n);
+    shared.set_probe_intervals(every(10_000, Duration::from_secs(1)));
+    assert_eq!(shared.grid(), Duration::from_millis(10));
+    // 100,000 checks at 10 s are 10,000 probes a second too.
+    shared.set_probe_intervals(every(100_000, Duration::from_secs(10)));
+    assert_eq!(shared.grid(), Duration::from_millis(10));
+    shared
+        .set_probe_intervals(every(1_000, Duration::from_secs(1)).chain(every(5, Duration::ZERO)));
+    assert_eq!(shared.grid(), GRID);
 }
