@@ -389,7 +389,7 @@ pub const GRID_BATCH: f64 = 100.0;
 /// The grid step for `rate` probes a second: room for [`GRID_BATCH`] of them, between
 /// [`GRID_MIN`] and [`GRID`] (10 ms at 10,000 a second, 50 ms at 2,000 and fewer).
 pub fn grid_step(rate: f64) -> Duration {
-    if !(rate > 0.0) {
+    if rate.is_nan() || rate <= 0.0 {
         return GRID;
     }
     Duration::from_secs_f64((GRID_BATCH / rate).min(GRID.as_secs_f64())).max(GRID_MIN)
@@ -617,7 +617,10 @@ impl Supervisor {
         fut: impl std::future::Future<Output = T>,
     ) -> Result<T, Outcome> {
         let start = Instant::now();
+        // The attempt first: one that finishes on its first poll (a loopback connect)
+        // never registers a waiter on the cancellation token.
         tokio::select! {
+            biased;
             r = timeout(self.lead.timing.timeout, crate::net::deadline::scope(self.lead.timing.timeout, fut)) => r.map_err(|_| {
                 token.cancel();
                 Outcome::down(CheckError::timeout(what, self.lead.timing.timeout), start.elapsed())
