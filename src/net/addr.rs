@@ -161,19 +161,17 @@ pub async fn connect_one(a: SocketAddr) -> io::Result<Connected> {
             Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
         )
     };
-    match sock.connect(&to) {
-        Ok(()) => return Ok(Connected::Now(sock.into())),
-        Err(e) if pending(&e) => {}
-        Err(e) => return Err(e),
-    }
-    match sock.connect(&to) {
-        Ok(()) => return Ok(Connected::Now(sock.into())),
-        // Linux answers 0 once established; other systems say "already connected".
-        Err(e) if e.raw_os_error() == Some(libc::EISCONN) => {
-            return Ok(Connected::Now(sock.into()));
+    // The first call starts the handshake, the second asks how it went.
+    for _ in 0..2 {
+        match sock.connect(&to) {
+            Ok(()) => return Ok(Connected::Now(sock.into())),
+            // Linux answers 0 once established; other systems say "already connected".
+            Err(e) if e.raw_os_error() == Some(libc::EISCONN) => {
+                return Ok(Connected::Now(sock.into()));
+            }
+            Err(e) if pending(&e) => {}
+            Err(e) => return Err(e),
         }
-        Err(e) if pending(&e) => {}
-        Err(e) => return Err(e),
     }
     let s = TcpStream::from_std(sock.into())?;
     s.writable().await?;
